@@ -1,0 +1,64 @@
+"""vibesdk: release a new LLM to a small, sticky slice of users and pull it back in an instant."""
+
+from ._errors import (
+    AllBackendsFailedError,
+    BackendConnectError,
+    BackendError,
+    BackendStatusError,
+    BackendTimeoutError,
+    CircuitOpenError,
+    ClientClosedError,
+    ConfigError,
+    FlagDocumentError,
+    MalformedResponseError,
+    StreamInterruptedError,
+    VibeError,
+)
+from ._flags.bucketing import BUCKETING_VERSION, bucket
+from ._flags.document import (
+    Backend,
+    Clause,
+    FallbackPolicy,
+    Flag,
+    FlagDocument,
+    GenerationParams,
+    PromptTemplate,
+    Rule,
+    Variant,
+    parse_document,
+)
+from ._flags.evaluation import Assignment, ErrorCode, Reason
+from ._settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllBackendsFailedError",
+    "Assignment",
+    "BUCKETING_VERSION",
+    "Backend",
+    "BackendConnectError",
+    "BackendError",
+    "BackendStatusError",
+    "BackendTimeoutError",
+    "CircuitOpenError",
+    "Clause",
+    "ClientClosedError",
+    "ConfigError",
+    "ErrorCode",
+    "FallbackPolicy",
+    "Flag",
+    "FlagDocument",
+    "FlagDocumentError",
+    "GenerationParams",
+    "MalformedResponseError",
+    "PromptTemplate",
+    "Reason",
+    "Rule",
+    "Settings",
+    "StreamInterruptedError",
+    "Variant",
+    "VibeError",
+    "bucket",
+    "parse_document",
+]

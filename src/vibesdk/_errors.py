@@ -1,0 +1,133 @@
+"""The one exception tree of vibesdk.
+
+Everything vibesdk raises derives from :class:`VibeError`; errors from httpx,
+pydantic and friends are mapped at the boundary (``raise ... from exc``) so the
+original stays on ``__cause__``::
+
+    VibeError
+    ├── ConfigError              bad local settings; raised at construction only
+    ├── FlagDocumentError        a flag document failed validation (never raised by assign())
+    ├── ClientClosedError        the client was used after close()
+    └── BackendError             one model backend failed one attempt
+        ├── BackendConnectError  could not connect (refused, DNS, TLS)
+        ├── BackendTimeoutError  a connect, first-token or total deadline passed
+        ├── BackendStatusError   HTTP 4xx/5xx; ``status_code`` says which
+        ├── MalformedResponseError  not a chat completion, or an empty answer
+        ├── StreamInterruptedError  a stream ended before ``[DONE]``/finish_reason
+        ├── CircuitOpenError     the backend's circuit breaker is open
+        └── AllBackendsFailedError  the variant *and* its stable fallback failed;
+                                    ``primary`` and ``fallback`` hold both causes
+
+Flag evaluation (``assign``) never raises: it returns the stable variant with a
+reason and an error code as data.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AllBackendsFailedError",
+    "BackendConnectError",
+    "BackendError",
+    "BackendStatusError",
+    "BackendTimeoutError",
+    "CircuitOpenError",
+    "ClientClosedError",
+    "ConfigError",
+    "FlagDocumentError",
+    "MalformedResponseError",
+    "StreamInterruptedError",
+    "VibeError",
+]
+
+
+class VibeError(Exception):
+    """Base class of every error vibesdk raises."""
+
+
+class ConfigError(VibeError):
+    """Local settings are invalid; the message says which one and how to fix it."""
+
+
+class FlagDocumentError(VibeError):
+    """A flag document failed validation; the last good document keeps serving."""
+
+
+class ClientClosedError(VibeError):
+    """The client was used after ``close()``."""
+
+
+class BackendError(VibeError):
+    """One attempt against one model backend failed.
+
+    ``backend`` is the base URL that failed and ``kind`` a short, stable label
+    (``connect``, ``timeout``, ``http_503``, ``malformed``, ...) that is used as
+    the fallback reason and as ``error.type`` on spans.
+    """
+
+    kind = "backend_error"
+
+    def __init__(self, message: str, *, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class BackendConnectError(BackendError):
+    """The backend could not be reached."""
+
+    kind = "connect"
+
+
+class BackendTimeoutError(BackendError):
+    """A deadline passed: connect, first token or the whole answer."""
+
+    kind = "timeout"
+
+    def __init__(self, message: str, *, backend: str | None = None, phase: str = "total") -> None:
+        super().__init__(message, backend=backend)
+        self.phase = phase
+        self.kind = f"timeout_{phase}"
+
+
+class BackendStatusError(BackendError):
+    """The backend answered with an HTTP error status."""
+
+    def __init__(self, message: str, *, backend: str | None = None, status_code: int) -> None:
+        super().__init__(message, backend=backend)
+        self.status_code = status_code
+        self.kind = f"http_{status_code}"
+
+
+class MalformedResponseError(BackendError):
+    """The answer was not a valid chat completion, or it was empty."""
+
+    kind = "malformed"
+
+
+class StreamInterruptedError(BackendError):
+    """A stream stopped before its end.
+
+    Raised to the caller only when the first token had already been delivered;
+    before that, the client falls back to stable instead.
+    """
+
+    kind = "stream_interrupted"
+
+
+class CircuitOpenError(BackendError):
+    """The backend's circuit breaker is open, so no request was sent."""
+
+    kind = "circuit_open"
+
+
+class AllBackendsFailedError(BackendError):
+    """The assigned variant failed and so did the stable fallback."""
+
+    kind = "all_failed"
+
+    def __init__(self, primary: BaseException, fallback: BaseException | None) -> None:
+        detail = f"primary: {primary!r}"
+        if fallback is not None:
+            detail += f"; fallback: {fallback!r}"
+        super().__init__(f"no backend could answer ({detail})")
+        self.primary = primary
+        self.fallback = fallback

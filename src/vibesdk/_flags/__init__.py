@@ -1,0 +1,1 @@
+"""Flags: the document model, the bucketing function and evaluation (all pure)."""

@@ -1,0 +1,32 @@
+"""The published bucketing function, version 1.
+
+A unit (usually a user id) falls in a bucket from 0 to 9,999 (basis points)::
+
+    bucket = murmur3_x86_32(utf8(f"{salt}:{unit_id}"), seed=0) as unsigned % 10_000
+
+A unit is in the rollout iff ``bucket < rollout_bps``. Raising ``rollout_bps``
+only adds units; 0 removes everyone; a new salt reshuffles. The spec, with test
+vectors for other languages, is docs/concepts/bucketing.md and
+tests/vectors/bucketing-v1.json.
+"""
+
+from __future__ import annotations
+
+import mmh3
+
+__all__ = ["BUCKETING_VERSION", "BUCKETS", "bucket"]
+
+BUCKETING_VERSION = 1
+BUCKETS = 10_000
+
+_hash = mmh3.hash
+
+
+def bucket(salt: str, unit_id: str) -> int:
+    """Return the bucket (0..9999) of ``unit_id`` under ``salt``.
+
+    ``salt`` is the flag's salt, which defaults to the flag key, so
+    ``bucket("vibethinker", "u42")`` is the bucket of user ``u42`` for the flag
+    ``vibethinker``. Pure and stable across processes, machines and languages.
+    """
+    return _hash(f"{salt}:{unit_id}", 0, False) % BUCKETS
