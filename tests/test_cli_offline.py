@@ -53,7 +53,7 @@ def test_missing_token_exits_2_before_any_request(capsys: pytest.CaptureFixture[
     def no_requests(request: httpx.Request) -> httpx.Response:
         raise AssertionError(f"unexpected request {request.url}")
 
-    code, out, err = run(capsys, "status", transport=httpx.MockTransport(no_requests))
+    code, _, err = run(capsys, "status", transport=httpx.MockTransport(no_requests))
     assert code == 2
     assert err == (
         "vibe: no admin token: set VIBESDK_ADMIN_TOKEN or pass --token (create one with: "
