@@ -7,6 +7,7 @@ variables, which win over the defaults. Nothing else in vibesdk reads
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ._errors import ConfigError
 
 __all__ = ["Settings", "load_settings"]
+
+
+# False while a client that was given its own flag_source builds its settings:
+# then neither server_url nor bootstrap is needed.
+_REQUIRE_SOURCE: ContextVar[bool] = ContextVar("vibesdk_require_source", default=True)
 
 
 def _default_cache_dir() -> Path:
@@ -73,7 +79,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _has_a_source(self) -> Settings:
-        if self.server_url is None and self.bootstrap is None:
+        if self.server_url is None and self.bootstrap is None and _REQUIRE_SOURCE.get():
             raise ValueError(
                 "give server_url (or VIBESDK_SERVER_URL) to fetch flags from the flag server, "
                 "or bootstrap (a flag document file) to run offline"
@@ -85,9 +91,14 @@ class Settings(BaseSettings):
         return self
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build :class:`Settings` from arguments and environment; raise :class:`ConfigError`."""
+def load_settings(*, require_source: bool = True, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from arguments and environment; raise :class:`ConfigError`.
+
+    ``require_source=False`` (a client given its own ``flag_source``) drops the
+    rule that one of ``server_url`` or ``bootstrap`` must be set.
+    """
     explicit = {k: v for k, v in overrides.items() if v is not None}
+    token = _REQUIRE_SOURCE.set(require_source)
     try:
         return Settings(**explicit)
     except ValidationError as exc:
@@ -96,3 +107,5 @@ def load_settings(**overrides: Any) -> Settings:
             for e in exc.errors(include_url=False)
         )
         raise ConfigError(f"invalid vibesdk settings: {problems}") from exc
+    finally:
+        _REQUIRE_SOURCE.reset(token)
