@@ -59,6 +59,12 @@ class Assignment(NamedTuple):
         return None if self.config is None else self.config.notice
 
 
+_new = tuple.__new__  # builds an Assignment without the Python-level NamedTuple.__new__
+_DISABLED = Reason.DISABLED
+_SPLIT = Reason.SPLIT
+_TARGETING_MATCH = Reason.TARGETING_MATCH
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -111,43 +117,6 @@ class _CompiledFlag:
             for r in flag.rules
         )
 
-    def evaluate(self, user_id: str, attributes: Mapping[str, Any] | None) -> Assignment:
-        if not self.enabled:
-            return Assignment(
-                self.key, user_id, self.default, Reason.DISABLED, None, self.version,
-                None, None, self.default_config,
-            )  # fmt: skip
-        for rule in self.rules:
-            if _matches(rule, user_id, attributes):
-                return Assignment(
-                    self.key, user_id, rule.variant, Reason.TARGETING_MATCH, None, self.version,
-                    rule.id, None, rule.config,
-                )  # fmt: skip
-        b = _hash(self.prefix + user_id, 0, False) % BUCKETS
-        if b < self.rollout_bps:
-            return Assignment(
-                self.key, user_id, self.rollout, Reason.SPLIT, b, self.version,
-                None, None, self.rollout_config,
-            )  # fmt: skip
-        return Assignment(
-            self.key, user_id, self.default, Reason.SPLIT, b, self.version,
-            None, None, self.default_config,
-        )  # fmt: skip
-
-
-def _matches(rule: _CompiledRule, user_id: str, attributes: Mapping[str, Any] | None) -> bool:
-    for attribute, negate, values in rule.clauses:
-        if attribute == "user_id":
-            present, value = True, user_id
-        elif attributes is not None and attribute in attributes:
-            present, value = True, _as_text(attributes[attribute])
-        else:
-            present, value = False, ""
-        hit = present and value in values
-        if hit == negate:
-            return False
-    return True
-
 
 class CompiledDocument:
     """A flag document ready for evaluation. Build once per document version."""
@@ -163,10 +132,44 @@ class CompiledDocument:
         self, flag_key: str, user_id: str, attributes: Mapping[str, Any] | None = None
     ) -> Assignment:
         """Assign ``user_id`` to a variant of ``flag_key``. Never raises."""
-        compiled = self.flags.get(flag_key)
-        if compiled is None:
+        # This is the hot path of every assign() and chat() call, so it is written
+        # flat: one frame, no helper calls on the common path, and the results
+        # built with tuple.__new__, which skips the Python-level NamedTuple.__new__
+        # (about half the cost of a call; see benchmarks/assign/README.md).
+        try:
+            f = self.flags[flag_key]
+        except KeyError:
             return not_ready(flag_key, user_id, ErrorCode.FLAG_NOT_FOUND, self.version)
-        return compiled.evaluate(user_id, attributes)
+        if not f.enabled:
+            return _new(Assignment, (
+                f.key, user_id, f.default, _DISABLED, None, f.version, None, None, f.default_config,
+            ))  # fmt: skip
+        for rule in f.rules:
+            for attribute, negate, values in rule.clauses:
+                if attribute == "user_id":
+                    hit = user_id in values
+                elif attributes is not None and attribute in attributes:
+                    value = attributes[attribute]
+                    hit = (value if value.__class__ is str else _as_text(value)) in values
+                else:
+                    hit = False
+                if hit == negate:
+                    break
+            else:  # every clause matched
+                return _new(Assignment, (
+                    f.key, user_id, rule.variant, _TARGETING_MATCH, None, f.version,
+                    rule.id, None, rule.config,
+                ))  # fmt: skip
+        b = _hash(f.prefix + user_id, 0, False) % BUCKETS
+        if b < f.rollout_bps:
+            return _new(
+                Assignment,
+                (f.key, user_id, f.rollout, _SPLIT, b, f.version, None, None, f.rollout_config),
+            )
+        return _new(
+            Assignment,
+            (f.key, user_id, f.default, _SPLIT, b, f.version, None, None, f.default_config),
+        )
 
 
 def compile_document(document: FlagDocument) -> CompiledDocument:
