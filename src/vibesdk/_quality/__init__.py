@@ -1,0 +1,1 @@
+"""Cheap, pure checks on a model's answer (empty, looping, broken code, ...)."""

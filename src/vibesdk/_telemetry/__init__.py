@@ -1,0 +1,1 @@
+"""OpenTelemetry for vibesdk: semantic-convention names, lazy instruments, explicit setup."""
