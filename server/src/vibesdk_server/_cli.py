@@ -1,0 +1,198 @@
+"""``vibe-server``: run the flag server, or bootstrap tokens straight in the database.
+
+    vibe-server --db ./vibesdk.db --host 127.0.0.1 --port 8700
+    vibe-server --db postgresql://vibesdk@db:5432/vibesdk --port 8700   # one of several replicas
+    vibe-server token create --db ./vibesdk.db --name alice --kind admin
+    vibe-server token create --db ./vibesdk.db --env prod --kind sdk --name web
+    vibe-server env create --db ./vibesdk.db --name prod
+
+``token create`` prints the new secret once on stdout (nothing else), so
+scripts can capture it; it is stored only as a hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from ._domain._errors import NotFoundError, ServerError
+
+__all__ = ["main"]
+
+log = logging.getLogger("vibesdk_server")
+_COMMANDS = ("serve", "token", "env")
+SYSTEM_ACTOR = "vibe-server"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vibe-server", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"vibe-server {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server (the default command)")
+    serve.add_argument(
+        "--db",
+        default="./vibesdk.db",
+        help="SQLite file path, or a postgresql:// URL (default: ./vibesdk.db)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8700, help="port; 0 picks a free one")
+    serve.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    serve.add_argument(
+        "--heartbeat-s",
+        type=float,
+        default=15.0,
+        help="seconds between SSE heartbeat comments (default 15)",
+    )
+    serve.add_argument(
+        "--refresh-s",
+        type=float,
+        default=5.0,
+        help="PostgreSQL only: safety re-read of versions (default 5)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+
+    token = sub.add_parser("token", help="manage tokens directly in the database")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create an admin token or an SDK key")
+    create.add_argument("--db", default="./vibesdk.db")
+    create.add_argument("--name", required=True, help="who (admin) or which app (sdk)")
+    create.add_argument("--kind", choices=["admin", "sdk"], default="admin")
+    create.add_argument("--env", help="the SDK key's environment (created if missing)")
+
+    env = sub.add_parser("env", help="manage environments directly in the database")
+    env_sub = env.add_subparsers(dest="env_command", required=True)
+    env_create = env_sub.add_parser("create", help="create an environment (version 0)")
+    env_create.add_argument("--db", default="./vibesdk.db")
+    env_create.add_argument("--name", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vibe-server``; returns the exit status."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if not args_in or (
+        args_in[0] not in _COMMANDS and args_in[0] not in ("-h", "--help", "--version")
+    ):
+        args_in.insert(0, "serve")
+    args = _parser().parse_args(args_in)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "token":
+            return _token_create(args)
+        return _env_create(args)
+    except ServerError as exc:
+        print(f"vibe-server: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from ._storage import open_store
+
+    store = open_store(args.db)
+    try:
+        if args.kind == "sdk":
+            if not args.env:
+                print(
+                    "vibe-server: an SDK key belongs to one environment; pass --env NAME",
+                    file=sys.stderr,
+                )
+                return 2
+            _ensure_environment(store, args.env)
+        secret = store.create_token(
+            kind=args.kind, name=args.name, environment=args.env, created_by=SYSTEM_ACTOR
+        )
+    finally:
+        store.close()
+    print(secret)
+    where = f" for environment {args.env!r}" if args.kind == "sdk" else ""
+    print(
+        f"created {args.kind} token {args.name!r}{where}; it is shown only this once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _env_create(args: argparse.Namespace) -> int:
+    from ._storage import open_store
+
+    store = open_store(args.db)
+    try:
+        store.create_environment(args.name, actor=SYSTEM_ACTOR, reason="vibe-server env create")
+    finally:
+        store.close()
+    print(f"created environment {args.name!r}", file=sys.stderr)
+    return 0
+
+
+def _ensure_environment(store: object, name: str) -> None:
+    from ._storage import SqlStore
+
+    assert isinstance(store, SqlStore)
+    try:
+        store.current_version(name)
+    except NotFoundError:
+        store.create_environment(name, actor=SYSTEM_ACTOR, reason="created with an SDK key")
+        print(f"created environment {name!r}", file=sys.stderr)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ._http._app import create_app
+    from ._storage import open_store
+
+    store = open_store(args.db)
+    if not store.list_environments():
+        store.create_environment("default", actor=SYSTEM_ACTOR, reason="first start")
+    app = create_app(store, heartbeat_s=args.heartbeat_s, refresh_s=args.refresh_s)
+
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        # SSE streams never end on their own; don't let them hold a shutdown.
+        timeout_graceful_shutdown=1,
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "vibe-server %s listening on http://%s:%d (db: %s)",
+        __version__,
+        args.host,
+        port,
+        store.describe(),
+    )
+    if args.port_file is not None:
+        tmp = args.port_file.with_name(args.port_file.name + ".tmp")
+        tmp.write_text(str(port))
+        os.replace(tmp, args.port_file)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

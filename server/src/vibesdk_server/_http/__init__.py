@@ -1,0 +1,1 @@
+"""The HTTP surface: FastAPI app, auth middleware, SSE hub and the routes."""

@@ -1,0 +1,431 @@
+"""``/v1/admin/...``: the ops API (contract E). Admin token required (see _auth).
+
+Endpoints are plain functions: FastAPI runs them in worker threads, where the
+synchronous store does its transaction; a new version is pushed to SSE
+subscribers from the store's commit hook before the response is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Security
+
+from vibesdk import FlagDocument
+from vibesdk_server._domain import _changes
+from vibesdk_server._domain._diff import diff
+from vibesdk_server._domain._errors import BadRequestError, InvalidError
+from vibesdk_server._domain._prompts import resolve_flags
+from vibesdk_server._storage import Mutation, SqlStore, Tx
+from vibesdk_server._tokens import Principal
+
+from ._auth import bearer, principal
+from ._schemas import (
+    ApplyBody,
+    EnabledBody,
+    EnvironmentBody,
+    PromptBody,
+    ReasonBody,
+    RollbackBody,
+    RolloutBody,
+    SdkKeyBody,
+)
+
+__all__ = ["router"]
+
+log = logging.getLogger("vibesdk_server")
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Security(bearer)])
+
+Env = Annotated[str, Path(description="environment name", max_length=64)]
+FlagKey = Annotated[str, Path(description="flag key", max_length=64)]
+IfMatch = Annotated[
+    str | None,
+    Header(description='"<version>": same as expected_version (409 when stale)', max_length=40),
+]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,15})"?$')
+
+
+def _store(request: Request) -> SqlStore:
+    store: SqlStore = request.app.state.store
+    return store
+
+
+def _expected(body_value: int | None, if_match: str | None) -> int | None:
+    if if_match is None:
+        return body_value
+    match = _ETAG.match(if_match.strip())
+    if match is None:
+        raise BadRequestError(f'If-Match must be a quoted version such as "42", got {if_match!r}')
+    header_value = int(match.group(1))
+    if body_value is not None and body_value != header_value:
+        raise BadRequestError(
+            f"If-Match says version {header_value} but expected_version says {body_value};"
+            " send one of them"
+        )
+    return header_value
+
+
+def _log(who: Principal, change: dict[str, Any], action: str, reason: str | None) -> None:
+    flags = sorted({d["path"].split(".")[1] for d in change.get("diff", []) if "." in d["path"]})
+    log.info(
+        "admin action=%s actor=%s env=%s version=%s->%s changed=%s flags=%s reason=%r",
+        action,
+        who.name,
+        change.get("environment"),
+        change.get("previous_version"),
+        change.get("version"),
+        change.get("changed"),
+        ",".join(flags) or "-",
+        reason,
+    )
+
+
+# -- environments -------------------------------------------------------------------------------
+@router.get("/environments", summary="List environments")
+def list_environments(request: Request) -> list[dict[str, Any]]:
+    return _store(request).list_environments()
+
+
+@router.post("/environments", status_code=201, summary="Create an environment (version 0)")
+def create_environment(
+    request: Request, *, body: EnvironmentBody, who: Annotated[Principal, Depends(principal)]
+) -> dict[str, Any]:
+    out = _store(request).create_environment(body.name, actor=who.name, reason=body.reason)
+    log.info("admin action=create_environment actor=%s env=%s", who.name, body.name)
+    return out
+
+
+@router.get("/environments/{env}", summary="An environment's current document")
+def get_environment(request: Request, env: Env) -> dict[str, Any]:
+    return _store(request).get_environment(env)
+
+
+@router.post("/environments/{env}/sdk-keys", status_code=201, summary="Create an SDK key")
+def create_sdk_key(
+    request: Request, *, env: Env, body: SdkKeyBody, who: Annotated[Principal, Depends(principal)]
+) -> dict[str, Any]:
+    key = _store(request).create_token(
+        kind="sdk", name=body.name, environment=env, created_by=who.name
+    )
+    log.info("admin action=sdk_key_create actor=%s env=%s name=%s", who.name, env, body.name)
+    return {"name": body.name, "environment": env, "key": key}
+
+
+# -- writes to the document ---------------------------------------------------------------------
+def _write(
+    request: Request,
+    who: Principal,
+    env: str,
+    action: str,
+    mutate: Any,
+    *,
+    reason: str | None,
+    expected: int | None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    change = _store(request).write(
+        env,
+        mutate,
+        actor=who.name,
+        action=action,
+        reason=reason,
+        expected_version=expected,
+        dry_run=dry_run,
+    )
+    if not dry_run:
+        _log(who, change, action, reason)
+    return change
+
+
+@router.post("/environments/{env}/apply", summary="Upsert flags (GitOps style)")
+def apply(
+    request: Request,
+    *,
+    env: Env,
+    body: ApplyBody,
+    who: Annotated[Principal, Depends(principal)],
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    store = _store(request)
+
+    def mutate(tx: Tx, current: FlagDocument) -> Mutation:
+        flags = resolve_flags(body.flags, lambda pid, v: store.get_prompt(pid, v, tx))
+        return Mutation(_changes.apply_flags(current.flags, flags, prune=body.prune), {})
+
+    return _write(
+        request,
+        who,
+        env,
+        "apply",
+        mutate,
+        reason=body.reason,
+        expected=_expected(body.expected_version, if_match),
+        dry_run=body.dry_run,
+    )
+
+
+@router.post("/environments/{env}/flags/{key}/rollout", summary="Set a flag's canary rollout")
+def rollout(
+    request: Request,
+    *,
+    env: Env,
+    key: FlagKey,
+    body: RolloutBody,
+    who: Annotated[Principal, Depends(principal)],
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    def mutate(tx: Tx, current: FlagDocument) -> Mutation:
+        return Mutation(_changes.set_rollout(current.flags, key, body.bps, environment=env), {})
+
+    return _write(
+        request,
+        who,
+        env,
+        "rollout",
+        mutate,
+        reason=body.reason,
+        expected=_expected(body.expected_version, if_match),
+    )
+
+
+@router.post("/environments/{env}/flags/{key}/enabled", summary="The kill switch")
+def enabled(
+    request: Request,
+    *,
+    env: Env,
+    key: FlagKey,
+    body: EnabledBody,
+    who: Annotated[Principal, Depends(principal)],
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    def mutate(tx: Tx, current: FlagDocument) -> Mutation:
+        flags = _changes.set_enabled(current.flags, key, body.enabled, environment=env)
+        return Mutation(flags, {})
+
+    return _write(
+        request,
+        who,
+        env,
+        "enable" if body.enabled else "kill",
+        mutate,
+        reason=body.reason,
+        expected=_expected(body.expected_version, if_match),
+    )
+
+
+@router.post("/environments/{env}/flags/{key}/rollback", summary="Rollout 0 + last good restored")
+def rollback(
+    request: Request,
+    *,
+    env: Env,
+    key: FlagKey,
+    body: RollbackBody,
+    who: Annotated[Principal, Depends(principal)],
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    store = _store(request)
+
+    def mutate(tx: Tx, current: FlagDocument) -> Mutation:
+        _changes.set_enabled(current.flags, key, True, environment=env)  # 404 for unknown flags
+        if body.to_version is not None:
+            if body.to_version > current.version:
+                raise InvalidError(
+                    f"to_version {body.to_version} is newer than the current version"
+                    f" {current.version}; pick one from vibe history"
+                )
+            good_version: int | None = body.to_version
+        else:
+            good_version = _changes.find_good_version(
+                store.history_views(tx, env, key, current.version)
+            )
+        assert good_version is not None  # the flag exists now, so some version has it
+        good = store.flag_at(tx, env, good_version, key)
+        flags = _changes.rollback_flag(
+            current.flags, key, good, environment=env, version=good_version
+        )
+        return Mutation(flags, {"restored_from": good_version, "snapshot_version": current.version})
+
+    return _write(
+        request,
+        who,
+        env,
+        "rollback",
+        mutate,
+        reason=body.reason,
+        expected=_expected(body.expected_version, if_match),
+    )
+
+
+@router.post("/environments/{env}/versions/{version}/good", summary="Mark a version known-good")
+def mark_good(
+    request: Request,
+    *,
+    env: Env,
+    version: Annotated[int, Path(ge=0)],
+    who: Annotated[Principal, Depends(principal)],
+    body: Annotated[ReasonBody | None, Body()] = None,
+) -> dict[str, Any]:
+    reason = body.reason if body else None
+    change = _store(request).mark_good(env, version, actor=who.name, reason=reason)
+    log.info(
+        "admin action=mark_good actor=%s env=%s version=%s reason=%r",
+        who.name,
+        env,
+        version,
+        reason,
+    )
+    return change
+
+
+# -- reading history ----------------------------------------------------------------------------
+@router.get("/environments/{env}/history", summary="What changed, newest first")
+def history(
+    request: Request,
+    *,
+    env: Env,
+    flag: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 50,
+) -> list[dict[str, Any]]:
+    return _store(request).history(env, flag=flag, limit=limit)
+
+
+@router.get("/environments/{env}/versions/{version}", summary="One immutable version")
+def get_version(request: Request, env: Env, version: Annotated[int, Path(ge=0)]) -> dict[str, Any]:
+    return _store(request).version(env, version)
+
+
+@router.get("/environments/{env}/diff", summary="Diff two versions")
+def get_diff(
+    request: Request,
+    *,
+    env: Env,
+    from_version: Annotated[int, Query(alias="from", ge=0)],
+    to_version: Annotated[int, Query(alias="to", ge=0)],
+    flag: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    store = _store(request)
+    before = store.version(env, from_version)["document"]["flags"]
+    after = store.version(env, to_version)["document"]["flags"]
+    if flag is not None:
+        if flag not in before and flag not in after:
+            raise InvalidError(
+                f"flag {flag!r} exists in neither version {from_version} nor {to_version}"
+            )
+        changes = diff(before.get(flag), after.get(flag), prefix=f"flags.{flag}")
+    else:
+        changes = diff({"flags": before}, {"flags": after})
+    return {"from": from_version, "to": to_version, "flag": flag, "diff": changes}
+
+
+@router.get("/audit", summary="The audit log, newest first")
+def audit(
+    request: Request,
+    *,
+    environment: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 100,
+) -> list[dict[str, Any]]:
+    return _store(request).audit(environment=environment, limit=limit)
+
+
+@router.get("/feedback", summary="User feedback sent by SDKs, newest first")
+def feedback(
+    request: Request,
+    *,
+    environment: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 100,
+) -> list[dict[str, Any]]:
+    return _store(request).list_feedback(environment=environment, limit=limit)
+
+
+# -- prompts ------------------------------------------------------------------------------------
+@router.post("/prompts", status_code=201, summary="Register a new prompt template version")
+def create_prompt(
+    request: Request, *, body: PromptBody, who: Annotated[Principal, Depends(principal)]
+) -> dict[str, Any]:
+    out = _store(request).create_prompt(
+        prompt_id=body.id,
+        system=body.system,
+        user_template=body.user_template,
+        model=body.model,
+        note=body.note,
+        author=who.name,
+    )
+    log.info(
+        "admin action=prompt_add actor=%s prompt=%s@%s model=%s",
+        who.name,
+        out["id"],
+        out["version"],
+        out["model"],
+    )
+    return out
+
+
+@router.get("/prompts", summary="List prompt template versions (without their text)")
+def list_prompts(request: Request) -> list[dict[str, Any]]:
+    return _store(request).list_prompts()
+
+
+@router.get("/prompts/{prompt_id}/versions/{version}", summary="One template version, with text")
+def get_prompt(
+    request: Request,
+    *,
+    prompt_id: Annotated[str, Path(max_length=64)],
+    version: Annotated[int, Path(ge=1)],
+) -> dict[str, Any]:
+    return _store(request).get_prompt(prompt_id, version)
+
+
+def _review(
+    request: Request,
+    *,
+    who: Principal,
+    prompt_id: str,
+    version: int,
+    body: ReasonBody | None,
+    state: str,
+) -> dict[str, Any]:
+    reason = body.reason if body else None
+    out = _store(request).review_prompt(
+        prompt_id, version, state=state, reviewer=who.name, reason=reason
+    )
+    log.info(
+        "admin action=prompt_%s actor=%s prompt=%s@%s reason=%r",
+        state,
+        who.name,
+        prompt_id,
+        version,
+        reason,
+    )
+    return out
+
+
+@router.post("/prompts/{prompt_id}/versions/{version}/approve", summary="Approve a template")
+def approve_prompt(
+    request: Request,
+    *,
+    prompt_id: Annotated[str, Path(max_length=64)],
+    version: Annotated[int, Path(ge=1)],
+    who: Annotated[Principal, Depends(principal)],
+    body: Annotated[ReasonBody | None, Body()] = None,
+) -> dict[str, Any]:
+    return _review(
+        request, who=who, prompt_id=prompt_id, version=version, body=body, state="approved"
+    )
+
+
+@router.post("/prompts/{prompt_id}/versions/{version}/reject", summary="Reject a template")
+def reject_prompt(
+    request: Request,
+    *,
+    prompt_id: Annotated[str, Path(max_length=64)],
+    version: Annotated[int, Path(ge=1)],
+    who: Annotated[Principal, Depends(principal)],
+    body: Annotated[ReasonBody | None, Body()] = None,
+) -> dict[str, Any]:
+    return _review(
+        request, who=who, prompt_id=prompt_id, version=version, body=body, state="rejected"
+    )

@@ -1,0 +1,126 @@
+"""The FastAPI application: routes, error mapping, the SSE hub and (PostgreSQL) the listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from vibesdk_server import __version__
+from vibesdk_server._domain._errors import ServerError
+from vibesdk_server._storage import SqlStore
+
+from ._admin import router as admin_router
+from ._auth import AuthMiddleware
+from ._hub import Hub
+from ._sdk import router as sdk_router
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("vibesdk_server")
+
+
+def create_app(store: SqlStore, *, heartbeat_s: float = 15.0, refresh_s: float = 5.0) -> FastAPI:
+    """The flag server app over ``store``.
+
+    ``heartbeat_s``: SSE comment interval. ``refresh_s`` (PostgreSQL only): how
+    often each replica re-reads the current versions, a safety net under
+    LISTEN/NOTIFY.
+    """
+    hub = Hub(store.current)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.attach(asyncio.get_running_loop())
+        store.on_publish = hub.publish_threadsafe
+        listener = None
+        refresher = None
+        if store.__class__.__name__ == "PostgresStore":
+            listener, refresher = _start_replication(store, hub, refresh_s)
+        try:
+            yield
+        finally:
+            hub.close()
+            if refresher is not None:
+                refresher.cancel()
+            if listener is not None:
+                await anyio.to_thread.run_sync(listener.stop)
+            store.on_publish = None
+
+    app = FastAPI(
+        title="vibesdk flag server",
+        version=__version__,
+        description="Versioned flag documents, prompt review, audit and instant rollback."
+        " SDK routes take an SDK key, /v1/admin routes an admin token (Authorization: Bearer).",
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.hub = hub
+    app.state.heartbeat_s = heartbeat_s
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness (no auth)")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(sdk_router)
+    app.include_router(admin_router)
+
+    @app.exception_handler(ServerError)
+    async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc.errors())
+
+    app.add_middleware(AuthMiddleware, authenticate=store.authenticate)
+    return app
+
+
+def _validation_response(errors: Any) -> JSONResponse:
+    """One line for all of FastAPI's validation errors; malformed JSON is a 400."""
+    parts = []
+    status = 422
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        if err.get("type") == "json_invalid":
+            status = 400
+            ctx = err.get("ctx") or {}
+            parts.append(f"malformed JSON body ({ctx.get('error', 'invalid')}); send valid JSON")
+            continue
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(parts)}, status_code=status)
+
+
+def _start_replication(store: SqlStore, hub: Hub, refresh_s: float) -> tuple[Any, Any]:
+    from vibesdk_server._storage._postgres import ChangeListener, PostgresStore
+
+    assert isinstance(store, PostgresStore)
+
+    def on_change(env: str, version: int) -> None:
+        if (hub.latest_version(env) or -1) < version:
+            hub.publish_threadsafe(store.current(env))
+
+    def catch_up() -> None:
+        for env in hub.known_environments():
+            on_change(env, store.current_version(env))
+
+    listener = ChangeListener(store, on_change, catch_up)
+    listener.start()
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(refresh_s)
+            try:
+                await anyio.to_thread.run_sync(catch_up)
+            except Exception:
+                log.warning("could not refresh versions from PostgreSQL", exc_info=True)
+
+    return listener, asyncio.get_running_loop().create_task(refresh())

@@ -1,0 +1,42 @@
+"""Fixtures for the flag server's own tests: every integration test runs on SQLite and PostgreSQL.
+
+The fixtures of vibesdk_server.pytest_plugin (flag_server, flag_server_factory,
+postgres_url, ...) are loaded through the package's pytest11 entry point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from vibesdk_server.testing import FlagServer, FlagServerProcess, postgres_schema_url
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite path, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "vibesdk.db")
+    return postgres_schema_url(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend_process(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FlagServerProcess]:
+    """One real server per back end for the session (heartbeat 0.5 s so pings are seen)."""
+    if request.param == "sqlite":
+        db = str(tmp_path_factory.mktemp("sqlite") / "vibesdk.db")
+    else:
+        db = postgres_schema_url(request.getfixturevalue("postgres_url"))
+    with FlagServerProcess(db, heartbeat_s=0.5) as server:
+        yield server
+
+
+@pytest.fixture
+def server(backend_process: FlagServerProcess) -> FlagServer:
+    """A fresh environment (own SDK key) on the real server of the current back end."""
+    return backend_process.new_environment()
