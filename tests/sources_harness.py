@@ -1,0 +1,264 @@
+"""Drive FlagSource and AsyncFlagSource through one synchronous interface, for shared test bodies.
+
+``FakeFlagServer`` is a scriptable ``/v1/flags`` + ``/v1/stream`` behind
+``httpx.MockTransport`` for the edge cases the real server cannot produce on
+demand. ``Sleeps`` replaces the wait between requests: each background loop
+gets an allowance of instant sleeps, after which it blocks until close, so a
+test decides exactly how many requests happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from vibesdk import FlagDocument, Settings
+from vibesdk._sources import AsyncFlagSource, FlagSource, FlagStore
+
+URL = "http://flags.test"
+KEY = "sdk-test-key"
+END = object()
+
+Answer = Callable[[httpx.Request], httpx.Response]
+
+
+def flags_response(document: FlagDocument) -> httpx.Response:
+    """A 200 answer to ``GET /v1/flags`` as contract A describes it."""
+    return httpx.Response(
+        200,
+        content=document.model_dump_json().encode(),
+        headers={"ETag": f'"{document.version}"', "Content-Type": "application/json"},
+    )
+
+
+def sse_frame(document: FlagDocument | str, version: int | None = None) -> bytes:
+    """One ``flags`` event carrying ``document`` (or raw data text)."""
+    if isinstance(document, FlagDocument):
+        version = document.version if version is None else version
+        data = document.model_dump_json()
+    else:
+        data = document
+    head = f"id: {version}\n" if version is not None else ""
+    return f"{head}event: flags\ndata: {data}\n\n".encode()
+
+
+class FakeFlagServer:
+    """Answers polls with the current document (ETag / 304) unless a scripted answer is queued."""
+
+    def __init__(self, kind: str, document: FlagDocument | None = None) -> None:
+        self.kind = kind
+        self.document = document
+        self.poll_script: deque[Answer] = deque()
+        self.stream_script: deque[Answer] = deque()
+        self.requests: list[httpx.Request] = []
+        self._seen = threading.Condition()
+        self.open_streams: list[queue.Queue[Any]] = []
+
+    # -- scripting ---------------------------------------------------------
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        with self._seen:
+            self.requests.append(request)
+            self._seen.notify_all()
+        assert request.headers.get("authorization") == f"Bearer {KEY}"
+        if request.url.path == "/v1/flags":
+            if self.poll_script:
+                return self.poll_script.popleft()(request)
+            return self._current(request)
+        if request.url.path == "/v1/stream":
+            if self.stream_script:
+                return self.stream_script.popleft()(request)
+            return httpx.Response(503, json={"detail": "no stream scripted"})
+        return httpx.Response(404)
+
+    def _current(self, request: httpx.Request) -> httpx.Response:
+        if self.document is None:
+            return httpx.Response(500, json={"detail": "nothing"})
+        etag = f'"{self.document.version}"'
+        if request.headers.get("if-none-match") == etag:
+            return httpx.Response(304, headers={"ETag": etag})
+        return flags_response(self.document)
+
+    def stream_body(self, *frames: bytes, hold: bool = False) -> Answer:
+        """A stream answer writing ``frames``; with ``hold`` it stays open for :meth:`push`."""
+        feed: queue.Queue[Any] = queue.Queue()
+        for frame in frames:
+            feed.put(frame)
+        if not hold:
+            feed.put(END)
+        self.open_streams.append(feed)
+        headers = {"Content-Type": "text/event-stream"}
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            if self.kind == "sync":
+                return httpx.Response(200, headers=headers, content=_sync_feed(feed))
+            return httpx.Response(200, headers=headers, content=_async_feed(feed))
+
+        return answer
+
+    def push(self, frame: bytes | BaseException) -> None:
+        """Write to the newest held stream (an exception breaks it)."""
+        self.open_streams[-1].put(frame)
+
+    def end_streams(self) -> None:
+        for feed in self.open_streams:
+            feed.put(END)
+
+    # -- observing ---------------------------------------------------------
+
+    def paths(self) -> list[str]:
+        return [r.url.path for r in self.requests]
+
+    def wait_for(self, path: str, count: int, timeout: float = 20.0) -> list[httpx.Request]:
+        """Block until ``count`` requests to ``path`` arrived; return them."""
+
+        def matching() -> list[httpx.Request]:
+            return [r for r in self.requests if r.url.path == path]
+
+        with self._seen:
+            if not self._seen.wait_for(lambda: len(matching()) >= count, timeout):
+                raise AssertionError(f"expected {count} requests to {path}, saw {self.paths()}")
+            return matching()
+
+
+def _sync_feed(feed: queue.Queue[Any]) -> Iterator[bytes]:
+    while True:
+        item = feed.get(timeout=60)
+        if item is END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+async def _async_feed(feed: queue.Queue[Any]) -> AsyncIterator[bytes]:
+    while True:
+        item = await asyncio.to_thread(feed.get, True, 60)
+        if item is END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+class Sleeps:
+    """Injected sleep: records (loop, seconds); past its allowance a loop blocks until close."""
+
+    def __init__(self, allowance: dict[str, int] | None = None) -> None:
+        self.allowance = dict(allowance or {})
+        self.calls: list[tuple[str, float]] = []
+        self.closed = threading.Event()
+
+    def _take(self, name: str, seconds: float) -> bool:
+        self.calls.append((name, seconds))
+        left = self.allowance.get(name, 0)
+        if left > 0:
+            self.allowance[name] = left - 1
+            return True
+        return False
+
+    def sync(self, seconds: float) -> None:
+        if not self._take(threading.current_thread().name, seconds):
+            self.closed.wait(60)
+
+    async def async_(self, seconds: float) -> None:
+        task = asyncio.current_task()
+        name = task.get_name() if task is not None else "?"
+        if self._take(name, seconds):
+            await asyncio.sleep(0)
+        else:
+            await asyncio.Event().wait()  # until aclose() cancels the task
+
+    def delays(self, name: str) -> list[float]:
+        return [s for n, s in self.calls if n == name]
+
+
+class Driver:
+    """One synchronous face over either flag source. ``kind`` is ``sync`` or ``async``."""
+
+    def __init__(
+        self,
+        kind: str,
+        settings: Settings,
+        server: FakeFlagServer,
+        sleeps: Sleeps | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.kind = kind
+        self.server = server
+        self.sleeps = sleeps or Sleeps()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        transport = httpx.MockTransport(server.handler)
+        rng = random.Random(7)
+        if kind == "sync":
+            self.source: Any = FlagSource(
+                settings, transport=transport, sleep=self.sleeps.sync, rng=rng, **kwargs
+            )
+        else:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+            self._thread.start()
+            self.source = AsyncFlagSource(
+                settings, transport=transport, sleep=self.sleeps.async_, rng=rng, **kwargs
+            )
+
+    @property
+    def store(self) -> FlagStore:
+        store: FlagStore = self.source.store
+        return store
+
+    def _run(self, value: Any) -> Any:
+        if self._loop is None:
+            return value
+        coro: Coroutine[Any, Any, Any] = value
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+    def start(self) -> None:
+        self._run(self.source.start())
+
+    def open(self) -> None:
+        """Load bootstrap/cache and open the client, with no background loops."""
+        self._run(self.source._open())
+
+    def poll_once(self) -> None:
+        self._run(self.source.poll_once())
+
+    def stream_once(self) -> bool:
+        return bool(self._run(self.source.stream_once()))
+
+    def wait_until_ready(self, timeout: float | None) -> bool:
+        return bool(self._run(self.source.wait_until_ready(timeout)))
+
+    def close(self) -> None:
+        if self.sleeps.closed.is_set():
+            return
+        self.sleeps.closed.set()
+        self.server.end_streams()
+        if self._loop is None:
+            self.source.close()
+            return
+        self._run(self.source.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a source of the fake server, caching under ``tmp_path``."""
+    values: dict[str, Any] = {
+        "server_url": URL,
+        "sdk_key": KEY,
+        "cache_dir": tmp_path / "cache",
+        "poll_interval_s": 30.0,
+        "streaming": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
