@@ -1,5 +1,6 @@
 """vibesdk: release a new LLM to a small, sticky slice of users and pull it back in an instant."""
 
+from ._client import AsyncClient, ChatChunk, ChatResult, Client, Usage
 from ._errors import (
     AllBackendsFailedError,
     BackendConnectError,
@@ -35,14 +36,18 @@ __version__ = "0.1.0"
 __all__ = [
     "AllBackendsFailedError",
     "Assignment",
+    "AsyncClient",
     "BUCKETING_VERSION",
     "Backend",
     "BackendConnectError",
     "BackendError",
     "BackendStatusError",
     "BackendTimeoutError",
+    "ChatChunk",
+    "ChatResult",
     "CircuitOpenError",
     "Clause",
+    "Client",
     "ClientClosedError",
     "ConfigError",
     "ErrorCode",
@@ -57,6 +62,7 @@ __all__ = [
     "Rule",
     "Settings",
     "StreamInterruptedError",
+    "Usage",
     "Variant",
     "VibeError",
     "bucket",

@@ -1,0 +1,482 @@
+"""The asyncio client: :class:`AsyncClient`, the twin of :class:`~vibesdk.Client`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying
+
+from vibesdk._backends import (
+    CHAT_PATH,
+    Completion,
+    StreamParser,
+    error_for_status,
+    parse_completion,
+)
+from vibesdk._errors import BackendError, ClientClosedError
+from vibesdk._flags.evaluation import Assignment
+from vibesdk._resilience import Step, retry_strategy
+from vibesdk._settings import Settings, load_settings
+from vibesdk._telemetry.instruments import emit_feedback, metrics
+
+from .core import (
+    Attempt,
+    Call,
+    ClientCore,
+    map_http_error,
+    validate_feedback,
+    validate_messages,
+    validate_overrides,
+)
+from .feedback import AsyncFeedbackSender
+from .results import ChatChunk, ChatResult
+
+__all__ = ["AsyncClient"]
+
+_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+_clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@dataclass(slots=True)
+class _Open:
+    """A stream whose first token has arrived."""
+
+    step: Step
+    attempt: Attempt
+    response: httpx.Response
+    lines: AsyncIterator[str]
+    parser: StreamParser
+    first: tuple[str, str]
+    ttft: float
+
+
+class AsyncClient:
+    """:class:`~vibesdk.Client` for asyncio: the same surface with ``await`` / ``async for``.
+
+    Assign users to model variants and call the model, falling back to stable.
+
+    Give ``server_url`` and ``sdk_key`` to follow a flag server, ``bootstrap``
+    (a flag document file) to run offline, or ``flag_source`` (e.g.
+    :class:`vibesdk.testing.InMemoryFlagSource`) to bring your own; every
+    other :class:`~vibesdk.Settings` field is a keyword too, and unset ones
+    come from ``VIBESDK_*`` environment variables. Bad settings raise
+    :class:`~vibesdk.ConfigError` here; nothing later does.
+
+    ``transport`` is the httpx transport for model calls, ``server_transport``
+    the one for the flag server (both default to real sockets). ``clock``
+    (monotonic seconds) drives breakers, deadlines and latencies; ``sleep``
+    waits between retries. Tests inject both.
+
+    The client starts its flag source without blocking; :meth:`wait_until_ready`
+    waits for the first document. A ``flag_source`` passed in is started and
+    closed by its owner, not by the client. Use it as a context manager or call
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        server_url: str | None = None,
+        sdk_key: str | None = None,
+        bootstrap: str | Path | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        poll_interval_s: float | None = None,
+        streaming: bool | None = None,
+        fetch_timeout_s: float | None = None,
+        api_keys: Mapping[str, str] | None = None,
+        feedback_queue_size: int | None = None,
+        flag_source: Any = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        server_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        settings = load_settings(
+            require_source=flag_source is None,
+            server_url=server_url,
+            sdk_key=sdk_key,
+            bootstrap=bootstrap,
+            cache_dir=cache_dir,
+            poll_interval_s=poll_interval_s,
+            streaming=streaming,
+            fetch_timeout_s=fetch_timeout_s,
+            api_keys=api_keys,
+            feedback_queue_size=feedback_queue_size,
+        )
+        self._settings = settings
+        self._owns_source = flag_source is None
+        if flag_source is None:
+            from vibesdk._sources import AsyncFlagSource
+
+            flag_source = AsyncFlagSource(settings, transport=server_transport)
+        self._source = flag_source
+        self._store = flag_source.store
+        self._clock = clock or time.monotonic
+        self._sleep = sleep or asyncio.sleep
+        self._transport = transport
+        self._http = httpx.AsyncClient(transport=transport, limits=_LIMITS, follow_redirects=False)
+        self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
+        key = settings.sdk_key.get_secret_value() if settings.sdk_key is not None else None
+        self._feedback = AsyncFeedbackSender(
+            settings.server_url,
+            key,
+            maxsize=settings.feedback_queue_size,
+            transport=server_transport,
+        )
+        self._closed = False
+        _clients.add(self)
+        self._starting: asyncio.Task[None] | None = None
+        self._started = not self._owns_source
+        if self._owns_source:
+            # Constructed inside a running loop (the usual case): start the source
+            # (bootstrap, disk cache, then the server) at the loop's next turn.
+            with contextlib.suppress(RuntimeError):
+                self._starting = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            await self._source.start()
+
+    # -- flags ----------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings this client was built with."""
+        return self._settings
+
+    @property
+    def flag_source(self) -> Any:
+        """The flag source (its ``store.state`` says READY / STALE / OFFLINE / NOT_READY)."""
+        return self._source
+
+    async def wait_until_ready(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for a flag document; ``True`` once one is served.
+
+        Never raises: until a document arrives every assignment is the stable
+        default, with ``error_code="PROVIDER_NOT_READY"``.
+        """
+        await self._start()
+        ready = self._source.wait_until_ready(timeout)
+        if inspect.isawaitable(ready):
+            ready = await ready
+        return bool(ready)
+
+    def assign(
+        self, flag: str, user_id: str, attributes: Mapping[str, Any] | None = None
+    ) -> Assignment:
+        """The variant of ``flag`` for ``user_id`` (sticky, pure). Never raises."""
+        return self._store.evaluate(flag, user_id, attributes)  # type: ignore[no-any-return]
+
+    # -- chat -----------------------------------------------------------------
+
+    async def chat(
+        self,
+        flag: str,
+        user_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        attributes: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> ChatResult:
+        """Call the model of ``user_id``'s variant of ``flag`` and return its answer.
+
+        The variant's reviewed prompt template and generation parameters are
+        applied (``overrides`` may set any :class:`~vibesdk.GenerationParams`
+        field for this call). A failing variant is retried within its budget,
+        then stable answers instead (``result.fallback``). Raises
+        :class:`~vibesdk.AllBackendsFailedError` only when stable fails too.
+        """
+        self._check_open()
+        validate_messages(messages)
+        if overrides:
+            validate_overrides(overrides)
+        if not self._started:
+            await self._start()
+        core = self._core
+        call = core.begin(flag, user_id, messages, attributes, overrides, stream=False)
+        try:
+            primary: BaseException | None = None
+            steps = call.steps
+            for i, step in enumerate(steps):
+                try:
+                    completion, url = await self._run_step(call, step)
+                except BackendError as exc:
+                    if primary is None:
+                        primary = exc
+                    if i + 1 < len(steps):
+                        core.fall_back(call, step, steps[i + 1], exc)
+                        continue
+                    raise core.fail(call, primary, exc if step.is_fallback else None) from exc
+                return core.finish(call, step, completion, url, None)
+            raise AssertionError("a call always has a step")  # pragma: no cover
+        except BaseException as exc:
+            core.abort(call, exc)
+            raise
+
+    async def _run_step(self, call: Call, step: Step) -> tuple[Completion, str]:
+        body = self._core.request_body(call, step)
+        headers = self._core.headers(step)
+        async for attempt in AsyncRetrying(sleep=self._sleep, **retry_strategy(call.policy)):
+            with attempt:
+                return await self._post(
+                    call, step, body, headers, attempt.retry_state.attempt_number
+                )
+        raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
+
+    async def _post(
+        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int
+    ) -> tuple[Completion, str]:
+        core = self._core
+        att = core.start_attempt(call, step, number)
+        url = att.url
+        try:
+            try:
+                response = await self._http.post(
+                    url + CHAT_PATH,
+                    json=body,
+                    headers=headers,
+                    timeout=core.timeout(call.policy, False),
+                )
+            except httpx.HTTPError as exc:
+                raise map_http_error(exc, url, phase="total") from exc
+            if response.status_code >= 300:
+                raise error_for_status(response.status_code, response.content, backend=url)
+            completion = parse_completion(response.content, backend=url)
+        except BaseException as exc:
+            core.end_attempt(att, exc)
+            raise
+        core.end_attempt(att, None)
+        return completion, url
+
+    def stream_chat(
+        self,
+        flag: str,
+        user_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        attributes: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> AsyncIterator[ChatChunk]:
+        """Like :meth:`chat`, streamed: an async iterator of :class:`ChatChunk`.
+
+        Nothing is sent until iteration starts. The stream falls back to stable
+        only while no token has reached the caller; once one has, a broken
+        stream raises :class:`~vibesdk.StreamInterruptedError`. The last chunk
+        has ``done=True`` and the whole :class:`ChatResult`. Closing the
+        iterator early (``break``, then ``aclose()``) closes the connection.
+        """
+        self._check_open()
+        validate_messages(messages)
+        if overrides:
+            validate_overrides(overrides)
+        return self._stream(flag, user_id, messages, attributes, overrides)
+
+    async def _stream(
+        self,
+        flag: str,
+        user_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        attributes: Mapping[str, Any] | None,
+        overrides: Mapping[str, Any],
+    ) -> AsyncIterator[ChatChunk]:
+        if not self._started:
+            await self._start()
+        core = self._core
+        call = core.begin(flag, user_id, messages, attributes, overrides, stream=True)
+        opened: _Open | None = None
+        try:
+            opened = await self._open_stream(call)
+            step, att, parser = opened.step, opened.attempt, opened.parser
+            yield core.chunk(call, step, *opened.first)
+            try:
+                async for line in opened.lines:
+                    delta = parser.feed_line(line)
+                    core.check_deadlines(call, att, True)
+                    if delta is not None:
+                        yield core.chunk(call, step, delta.text, delta.reasoning)
+                completion = parser.finish()
+            except (BackendError, httpx.HTTPError) as exc:
+                err = (
+                    map_http_error(exc, att.url, phase="total", stream=True)
+                    if isinstance(exc, httpx.HTTPError)
+                    else exc
+                )
+                raise core.interrupted(err, att.url) from exc
+            await opened.response.aclose()
+            core.end_attempt(att, None)
+            result = core.finish(call, step, completion, att.url, opened.ttft)
+            yield core.last_chunk(call, step, result)
+        except BaseException as exc:
+            if opened is not None:
+                await _close_quietly(opened.response)
+                core.end_attempt(opened.attempt, exc)
+            core.abort(call, exc)
+            raise
+
+    async def _open_stream(self, call: Call) -> _Open:
+        core = self._core
+        primary: BaseException | None = None
+        steps = call.steps
+        for i, step in enumerate(steps):
+            try:
+                body = core.request_body(call, step)
+                headers = core.headers(step)
+                async for attempt in AsyncRetrying(
+                    sleep=self._sleep, **retry_strategy(call.policy)
+                ):
+                    with attempt:
+                        return await self._open_once(
+                            call, step, body, headers, attempt.retry_state.attempt_number
+                        )
+            except BackendError as exc:
+                if primary is None:
+                    primary = exc
+                if i + 1 < len(steps):
+                    core.fall_back(call, step, steps[i + 1], exc)
+                    continue
+                raise core.fail(call, primary, exc if step.is_fallback else None) from exc
+        raise AssertionError("a call always has a step")  # pragma: no cover
+
+    async def _open_once(
+        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int
+    ) -> _Open:
+        core = self._core
+        att = core.start_attempt(call, step, number)
+        url = att.url
+        response: httpx.Response | None = None
+        try:
+            request = self._http.build_request(
+                "POST",
+                url + CHAT_PATH,
+                json=body,
+                headers=headers,
+                timeout=core.timeout(call.policy, True),
+            )
+            try:
+                response = await self._http.send(request, stream=True)
+                if response.status_code >= 300:
+                    await response.aread()
+                    raise error_for_status(response.status_code, response.content, backend=url)
+                parser = StreamParser(backend=url)
+                lines = response.aiter_lines()
+                async for line in lines:
+                    delta = parser.feed_line(line)
+                    if delta is not None:
+                        ttft = self._clock() - att.started
+                        core.alive(att)
+                        return _Open(
+                            step, att, response, lines, parser, (delta.text, delta.reasoning), ttft
+                        )
+                    core.check_deadlines(call, att, False)
+            except httpx.HTTPError as exc:
+                raise map_http_error(exc, url, phase="first_token", stream=True) from exc
+            parser.finish()  # raises: the stream ended before any token
+            raise AssertionError("finish() raises on a stream without tokens")  # pragma: no cover
+        except BaseException as exc:
+            if response is not None:
+                await _close_quietly(response)
+            core.end_attempt(att, exc)
+            raise
+
+    # -- feedback -------------------------------------------------------------
+
+    async def feedback(self, trace_id: str, score: int, comment: str | None = None) -> None:
+        """Record a user's 1..5 ``score`` (and ``comment``) for the answer ``trace_id``.
+
+        Never blocks: the feedback is queued and POSTed to the flag server by a
+        background task (dropped, counted and logged if the queue is full),
+        and recorded at once as a ``gen_ai.evaluation.result`` event in the
+        answer's trace. Raises ``ValueError`` for a bad trace id or score.
+        """
+        comment = validate_feedback(trace_id, score, comment)
+        recalled = self._core.recall(trace_id)
+        flag_key, variant, user_id, span_id = recalled or (None, None, None, None)
+        emit_feedback(
+            trace_id=trace_id,
+            score=score,
+            comment=comment,
+            flag_key=flag_key,
+            variant=variant,
+            user_id=user_id,
+            span_id=span_id,
+        )
+        self._core.metrics.record_feedback(flag_key=flag_key, variant=variant, score=score)
+        self._feedback.submit(
+            {
+                "trace_id": trace_id,
+                "score": score,
+                "comment": comment,
+                "flag_key": flag_key,
+                "variant": variant,
+                "user_id": user_id,
+            }
+        )
+
+    @property
+    def feedback_dropped(self) -> int:
+        """Feedback items dropped because the queue was full."""
+        return self._feedback.dropped
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this vibesdk client is closed")
+
+    def _after_fork_in_child(self) -> None:
+        # Connections of the parent must not be shared with a child: drop (do not
+        # close, that would shut the parent's sockets) the pool and start afresh.
+        self._http = httpx.AsyncClient(transport=self._transport, limits=_LIMITS)
+        self._feedback = AsyncFeedbackSender(
+            self._settings.server_url,
+            None if self._settings.sdk_key is None else self._settings.sdk_key.get_secret_value(),
+            maxsize=self._settings.feedback_queue_size,
+        )
+
+    async def aclose(self) -> None:
+        """Stop background work and close connections. Idempotent; returns promptly."""
+        if self._closed:
+            return
+        self._closed = True
+        _clients.discard(self)
+        await self._feedback.aclose()
+        starting = self._starting
+        if starting is not None and not starting.done():
+            starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
+        if self._owns_source:
+            await self._source.aclose()
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+async def _close_quietly(response: httpx.Response) -> None:
+    # Closing a response whose connection already broke can raise; the original
+    # error is the one that matters.
+    with contextlib.suppress(Exception):
+        await response.aclose()

@@ -1,0 +1,656 @@
+"""Everything :class:`~vibesdk.Client` and :class:`~vibesdk.AsyncClient` share.
+
+The two clients differ only in how they wait (threads vs ``await``); the
+decisions live here: which variants to try, the request for each, which URL
+and breaker an attempt uses, how a failure maps to a fallback, and what goes
+on the span, the metrics and the result. Nothing here does network I/O.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from pydantic import ValidationError
+
+from vibesdk._backends import BackendPool, Completion, build_request
+from vibesdk._errors import (
+    AllBackendsFailedError,
+    BackendConnectError,
+    BackendError,
+    BackendTimeoutError,
+    CircuitOpenError,
+    StreamInterruptedError,
+    VibeError,
+)
+from vibesdk._flags.document import FallbackPolicy, Flag, GenerationParams
+from vibesdk._flags.evaluation import Assignment
+from vibesdk._quality.checks import QualityReport, check_answer
+from vibesdk._resilience import CircuitBreaker, Step, fallback_reason, plan
+from vibesdk._settings import Settings
+from vibesdk._telemetry import semconv as sc
+from vibesdk._telemetry.instruments import Metrics, flag_attributes, tracer
+
+from .results import ChatChunk, ChatResult, Usage
+
+__all__ = ["Attempt", "Call", "ClientCore", "map_http_error", "validate_feedback"]
+
+_DEFAULT_POLICY = FallbackPolicy()
+_PARAM_NAMES = frozenset(GenerationParams.model_fields)
+_RECENT_TRACES = 4096  # trace ids remembered so feedback can name the flag and variant
+_MAX_COMMENT = 2000
+
+
+class Call:
+    """The state of one chat call, from assignment to result."""
+
+    __slots__ = (
+        "assignment",
+        "ctx",
+        "ended",
+        "fallback_reason",
+        "flag",
+        "messages",
+        "overrides",
+        "policy",
+        "span",
+        "started",
+        "steps",
+        "stream",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        assignment: Assignment,
+        flag: Flag | None,
+        steps: tuple[Step, ...],
+        messages: Sequence[Mapping[str, Any]],
+        overrides: Mapping[str, Any],
+        stream: bool,
+        started: float,
+    ) -> None:
+        self.assignment = assignment
+        self.flag = flag
+        self.steps = steps
+        self.messages = messages
+        self.overrides = overrides
+        self.stream = stream
+        self.started = started
+        self.policy = _DEFAULT_POLICY if flag is None else flag.fallback
+        self.fallback_reason: str | None = None
+        self.span: Span = trace.INVALID_SPAN
+        self.ctx: Any = None
+        self.trace_id = ""
+        self.ended = False
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One request to one URL: what must be released when it ends."""
+
+    url: str
+    pool: BackendPool
+    breaker: CircuitBreaker | None
+    permit: int | None
+    span: Span
+    started: float
+    ended: bool = False
+
+
+class ClientCore:
+    """Shared, thread-safe state and decisions of one client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Any,
+        *,
+        clock: Callable[[], float],
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[str, ...], BackendPool] = {}
+        self._breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
+        self._timeouts: dict[tuple[FallbackPolicy, bool], httpx.Timeout] = {}
+        self._recent: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
+
+    # -- begin ---------------------------------------------------------------
+
+    def begin(
+        self,
+        flag_key: str,
+        user_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        attributes: Mapping[str, Any] | None,
+        overrides: Mapping[str, Any],
+        *,
+        stream: bool,
+    ) -> Call:
+        """Assign, plan and open the call's span; raise if there is nothing to call."""
+        assignment = self.store.evaluate(flag_key, user_id, attributes)
+        flag = self.store.flag(flag_key) if assignment.config is not None else None
+        steps = plan(assignment, flag)
+        call = Call(
+            assignment=assignment,
+            flag=flag,
+            steps=steps,
+            messages=messages,
+            overrides=overrides,
+            stream=stream,
+            started=self.clock(),
+        )
+        model = assignment.config.model if assignment.config is not None else None
+        span = tracer().start_span(sc.span_name(model), kind=SpanKind.CLIENT)
+        call.span = span
+        call.ctx = trace.set_span_in_context(span)
+        span_ctx = span.get_span_context()
+        call.trace_id = (
+            format(span_ctx.trace_id, "032x") if span_ctx.is_valid else secrets.token_hex(16)
+        )
+        if span.is_recording():
+            self._start_attributes(call, span)
+        if not steps:
+            code = assignment.error_code or "FLAG_NOT_FOUND"
+            cause = VibeError(
+                f"flag {flag_key!r} has no variant to call ({code}): "
+                + (
+                    "no flag document is loaded yet"
+                    if code == "PROVIDER_NOT_READY"
+                    else "it is not in the flag document"
+                )
+            )
+            raise self.fail(call, cause, None)
+        return call
+
+    def _start_attributes(self, call: Call, span: Span) -> None:
+        a = call.assignment
+        config = a.config
+        attrs = flag_attributes(
+            flag_key=a.flag_key,
+            variant=a.variant,
+            reason=a.reason,
+            user_id=a.user_id,
+            flag_version=a.flag_version,
+            bucket=a.bucket,
+            rule_id=a.rule_id,
+            error_code=a.error_code,
+        )
+        attrs[sc.GEN_AI_OPERATION_NAME] = sc.GEN_AI_OPERATION_CHAT
+        attrs[sc.GEN_AI_REQUEST_STREAM] = call.stream
+        if config is not None:
+            attrs[sc.GEN_AI_REQUEST_MODEL] = config.model
+            attrs[sc.GEN_AI_PROVIDER_NAME] = config.backend.provider
+            if config.prompt is not None:
+                attrs[sc.VIBESDK_PROMPT_REF] = config.prompt.ref
+            p = config.params
+            for name, value in (
+                (sc.GEN_AI_REQUEST_TEMPERATURE, p.temperature),
+                (sc.GEN_AI_REQUEST_TOP_P, p.top_p),
+                (sc.GEN_AI_REQUEST_TOP_K, p.top_k),
+                (sc.GEN_AI_REQUEST_MAX_TOKENS, p.max_tokens),
+                (sc.GEN_AI_REQUEST_SEED, p.seed),
+            ):
+                if value is not None:
+                    attrs[name] = value
+        span.set_attributes(attrs)
+
+    # -- requests ------------------------------------------------------------
+
+    def request_body(self, call: Call, step: Step) -> dict[str, Any]:
+        """The JSON body for ``step``: its variant's prompt and params, plus per-call overrides."""
+        params = None
+        if call.overrides:
+            merged = {**step.config.params.model_dump(), **call.overrides}
+            params = GenerationParams.model_validate(merged)
+        return build_request(step.config, call.messages, stream=call.stream, params=params)
+
+    def headers(self, step: Step) -> dict[str, str]:
+        """Authorization for the variant's backend, from the ``api_keys`` setting."""
+        name = step.config.backend.api_key_name
+        if name is None:
+            return {}
+        secret = self.settings.api_keys.get(name)
+        if secret is None:
+            err = BackendConnectError(
+                f"variant {step.variant!r} needs API key {name!r}, which is not in the "
+                "api_keys setting (VIBESDK_API_KEYS)",
+                backend=step.config.backend.urls[0],
+            )
+            err.kind = "missing_api_key"
+            setattr(err, "permanent", True)  # noqa: B010 -- read by is_retryable: retrying cannot help
+            raise err
+        return {"Authorization": f"Bearer {secret.get_secret_value()}"}
+
+    def timeout(self, policy: FallbackPolicy, stream: bool) -> httpx.Timeout:
+        """httpx deadlines: connect; per read the first-token (streams) or total deadline."""
+        key = (policy, stream)
+        found = self._timeouts.get(key)
+        if found is None:
+            read = policy.first_token_timeout_s if stream else policy.total_timeout_s
+            found = httpx.Timeout(
+                connect=policy.connect_timeout_s,
+                read=min(read, policy.total_timeout_s),
+                write=policy.connect_timeout_s,
+                pool=policy.total_timeout_s,
+            )
+            if len(self._timeouts) > 256:
+                self._timeouts.clear()
+            self._timeouts[key] = found
+        return found
+
+    # -- attempts --------------------------------------------------------------
+
+    def _pool(self, urls: Sequence[str]) -> BackendPool:
+        key = tuple(urls)
+        pool = self._pools.get(key)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.setdefault(key, BackendPool(key))
+        return pool
+
+    def breaker(self, url: str, policy: FallbackPolicy) -> CircuitBreaker:
+        """The circuit breaker of ``url`` under ``policy``'s thresholds."""
+        key = (url, policy.breaker_failures, policy.breaker_cooldown_s)
+        found = self._breakers.get(key)
+        if found is None:
+            with self._lock:
+                found = self._breakers.get(key)
+                if found is None:
+                    found = CircuitBreaker(
+                        policy.breaker_failures, policy.breaker_cooldown_s, clock=self.clock
+                    )
+                    self._breakers[key] = found
+        return found
+
+    def start_attempt(self, call: Call, step: Step, number: int) -> Attempt:
+        """Pick a URL (least busy, breaker permitting) and open the attempt's span.
+
+        Raises :class:`~vibesdk.CircuitOpenError` when every URL of a guarded
+        variant has an open breaker.
+        """
+        urls = step.config.backend.urls
+        pool = self._pool(urls)
+        breaker: CircuitBreaker | None = None
+        permit: int | None = None
+        if step.guarded:
+            policy = call.policy
+            got = pool.acquire(lambda u: self.breaker(u, policy).admit())
+            if got is None:
+                raise CircuitOpenError(
+                    f"variant {step.variant!r}: the circuit breaker of every backend URL is open",
+                    backend=urls[0],
+                )
+            url, permit = got
+            breaker = self.breaker(url, policy)
+        else:
+            url = pool.acquire()[0]  # type: ignore[index]  # no admit: always a URL
+        span = tracer().start_span(sc.SPAN_ATTEMPT, context=call.ctx, kind=SpanKind.CLIENT)
+        if span.is_recording():
+            host = httpx.URL(url)
+            span.set_attributes(
+                {
+                    sc.VIBESDK_ATTEMPT: number,
+                    sc.VIBESDK_BACKEND_URL: url,
+                    sc.SERVER_ADDRESS: host.host,
+                    sc.SERVER_PORT: host.port or (443 if host.scheme == "https" else 80),
+                    sc.FEATURE_FLAG_RESULT_VARIANT: step.variant,
+                    sc.GEN_AI_REQUEST_MODEL: step.config.model,
+                    sc.GEN_AI_PROVIDER_NAME: step.config.backend.provider,
+                }
+            )
+            if breaker is not None:
+                span.set_attribute(sc.VIBESDK_BREAKER_STATE, breaker.state.value)
+        return Attempt(url, pool, breaker, permit, span, self.clock())
+
+    @staticmethod
+    def alive(attempt: Attempt) -> None:
+        """The backend sent its first token: good enough to close its breaker."""
+        if attempt.breaker is not None and attempt.permit is not None:
+            attempt.breaker.success(attempt.permit)
+
+    @staticmethod
+    def end_attempt(attempt: Attempt, exc: BaseException | None) -> None:
+        """Release the URL, tell the breaker, end the attempt span. Idempotent."""
+        if attempt.ended:
+            return
+        attempt.ended = True
+        attempt.pool.release(attempt.url)
+        breaker, permit = attempt.breaker, attempt.permit
+        if breaker is not None and permit is not None:
+            if exc is None:
+                breaker.success(permit)
+            elif isinstance(exc, BackendError):
+                breaker.failure(permit)
+            else:  # cancelled or a bug of ours: no verdict on the backend
+                breaker.abandon(permit)
+        span = attempt.span
+        if exc is not None and span.is_recording():
+            span.set_attribute(sc.ERROR_TYPE, fallback_reason(exc))
+            span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
+        span.end()
+
+    # -- outcomes ---------------------------------------------------------------
+
+    def fall_back(self, call: Call, failed: Step, to: Step, exc: BaseException) -> None:
+        """Record that ``failed`` gave up with ``exc`` and ``to`` is tried next."""
+        reason = fallback_reason(exc)
+        call.fallback_reason = reason
+        span = call.span
+        if span.is_recording():
+            span.add_event(
+                sc.EVENT_FALLBACK,
+                {
+                    sc.VIBESDK_FALLBACK_REASON: reason,
+                    sc.VIBESDK_FALLBACK_FROM: failed.variant,
+                    sc.VIBESDK_FALLBACK_TO: to.variant,
+                    "exception.message": str(exc)[:500],
+                },
+            )
+        self.metrics.record_fallback(
+            flag_key=call.assignment.flag_key,
+            variant=failed.variant,
+            reason=reason,
+            model=failed.config.model,
+        )
+
+    def finish(
+        self,
+        call: Call,
+        step: Step,
+        completion: Completion,
+        backend: str,
+        ttft: float | None,
+    ) -> ChatResult:
+        """Check the answer, close the span, record metrics; the call's result."""
+        latency = self.clock() - call.started
+        quality = _check(completion.text, call.messages)
+        config = step.config
+        a = call.assignment
+        timings = completion.timings
+        server_ttft: float | None = None
+        if timings is not None and isinstance(timings.get("prompt_ms"), (int, float)):
+            server_ttft = float(timings["prompt_ms"]) / 1000.0
+        result = ChatResult(
+            text=completion.text,
+            variant=step.variant,
+            model=config.model,
+            fallback=step.is_fallback,
+            fallback_reason=call.fallback_reason if step.is_fallback else None,
+            trace_id=call.trace_id,
+            usage=Usage(completion.input_tokens, completion.output_tokens),
+            latency_s=latency,
+            notice=config.notice,
+            assignment=a,
+            quality=quality,
+            reasoning=completion.reasoning,
+            finish_reason=completion.finish_reason,
+            time_to_first_token_s=ttft if ttft is not None else server_ttft,
+            backend=backend,
+        )
+        span = call.span
+        if span.is_recording():
+            attrs: dict[str, Any] = {
+                sc.VIBESDK_FALLBACK: step.is_fallback,
+                sc.VIBESDK_QUALITY_PASSED: quality.passed,
+            }
+            if step.is_fallback:
+                attrs[sc.VIBESDK_FALLBACK_REASON] = result.fallback_reason or ""
+                attrs[sc.VIBESDK_FALLBACK_TO] = step.variant
+            if quality.failures:
+                attrs[sc.VIBESDK_QUALITY_FAILURES] = list(quality.failures)
+            if completion.model is not None:
+                attrs[sc.GEN_AI_RESPONSE_MODEL] = completion.model
+            if completion.response_id is not None:
+                attrs[sc.GEN_AI_RESPONSE_ID] = completion.response_id
+            if completion.finish_reason is not None:
+                attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [completion.finish_reason]
+            if completion.input_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = completion.input_tokens
+            if completion.output_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = completion.output_tokens
+            if ttft is not None:
+                attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttft
+            span.set_attributes(attrs)
+        self._end(call)
+        m = self.metrics
+        flag_key = a.flag_key
+        m.record_call(
+            flag_key=flag_key,
+            variant=a.variant,
+            model=config.model,
+            provider=config.backend.provider,
+            duration_s=latency,
+            fallback=step.is_fallback,
+            response_model=completion.model,
+        )
+        m.record_tokens(
+            flag_key=flag_key,
+            variant=a.variant,
+            model=config.model,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            provider=config.backend.provider,
+        )
+        if ttft is not None or server_ttft is not None:
+            m.record_ttft(
+                flag_key=flag_key,
+                variant=a.variant,
+                model=config.model,
+                seconds=ttft,
+                provider=config.backend.provider,
+                server_seconds=server_ttft,
+            )
+        if quality.failures:
+            m.record_quality_failures(
+                flag_key=flag_key,
+                variant=step.variant,
+                failures=quality.failures,
+                model=config.model,
+            )
+        self._remember(call, step.variant)
+        return result
+
+    def fail(
+        self, call: Call, primary: BaseException, fallback: BaseException | None
+    ) -> AllBackendsFailedError:
+        """Close the call as failed; the error to raise (naming both causes)."""
+        error = AllBackendsFailedError(primary, fallback)
+        self.abort(call, error)
+        return error
+
+    def abort(self, call: Call, exc: BaseException) -> None:
+        """Close the call's span as failed with ``exc`` (no-op once the call ended)."""
+        if call.ended:
+            return
+        error_type = fallback_reason(exc)
+        if isinstance(exc, GeneratorExit):
+            error_type = "cancelled"
+        span = call.span
+        if span.is_recording():
+            span.set_attribute(sc.ERROR_TYPE, error_type)
+            if call.fallback_reason is not None:
+                span.set_attribute(sc.VIBESDK_FALLBACK_REASON, call.fallback_reason)
+            if not isinstance(exc, GeneratorExit):
+                span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
+        self._end(call)
+        config = call.assignment.config
+        self.metrics.record_call(
+            flag_key=call.assignment.flag_key,
+            variant=call.assignment.variant,
+            model=None if config is None else config.model,
+            provider=None if config is None else config.backend.provider,
+            duration_s=self.clock() - call.started,
+            error_type=error_type,
+            fallback=call.fallback_reason is not None,
+        )
+
+    @staticmethod
+    def _end(call: Call) -> None:
+        if not call.ended:
+            call.ended = True
+            call.span.end()
+
+    # -- streams --------------------------------------------------------------------
+
+    @staticmethod
+    def chunk(call: Call, step: Step, text: str, reasoning: str) -> ChatChunk:
+        return ChatChunk(
+            text=text,
+            variant=step.variant,
+            model=step.config.model,
+            fallback=step.is_fallback,
+            fallback_reason=call.fallback_reason if step.is_fallback else None,
+            trace_id=call.trace_id,
+            notice=step.config.notice,
+            assignment=call.assignment,
+            reasoning=reasoning,
+        )
+
+    @staticmethod
+    def last_chunk(call: Call, step: Step, result: ChatResult) -> ChatChunk:
+        return ChatChunk(
+            text="",
+            variant=step.variant,
+            model=step.config.model,
+            fallback=step.is_fallback,
+            fallback_reason=result.fallback_reason,
+            trace_id=call.trace_id,
+            notice=step.config.notice,
+            assignment=call.assignment,
+            done=True,
+            result=result,
+        )
+
+    def check_deadlines(self, call: Call, attempt: Attempt, got_token: bool) -> None:
+        """Raise the timeout a stream has passed: first token, then the total deadline."""
+        elapsed = self.clock() - attempt.started
+        policy = call.policy
+        if not got_token and elapsed > policy.first_token_timeout_s:
+            raise BackendTimeoutError(
+                f"{attempt.url}: no first token within {policy.first_token_timeout_s}s",
+                backend=attempt.url,
+                phase="first_token",
+            )
+        if elapsed > policy.total_timeout_s:
+            raise BackendTimeoutError(
+                f"{attempt.url}: answer not complete within {policy.total_timeout_s}s",
+                backend=attempt.url,
+                phase="total",
+            )
+
+    @staticmethod
+    def interrupted(exc: BaseException, url: str) -> StreamInterruptedError:
+        """The error a caller gets when a stream breaks after its first token."""
+        if isinstance(exc, StreamInterruptedError):
+            return exc
+        err = StreamInterruptedError(
+            f"the stream from {url} broke after its first token ({fallback_reason(exc)}): {exc}",
+            backend=url,
+        )
+        err.__cause__ = exc
+        return err
+
+    # -- feedback ------------------------------------------------------------------
+
+    def _remember(self, call: Call, variant: str) -> None:
+        span_ctx = call.span.get_span_context()
+        span_id = format(span_ctx.span_id, "016x") if span_ctx.is_valid else None
+        entry = (call.assignment.flag_key, variant, call.assignment.user_id, span_id)
+        with self._lock:
+            recent = self._recent
+            recent[call.trace_id] = entry
+            if len(recent) > _RECENT_TRACES:
+                recent.popitem(last=False)
+
+    def recall(self, trace_id: str) -> tuple[str, str, str, str | None] | None:
+        """(flag key, answering variant, user id, span id) of a recent answer, if remembered."""
+        with self._lock:
+            return self._recent.get(trace_id)
+
+
+def validate_overrides(overrides: Mapping[str, Any]) -> None:
+    """Per-call overrides must be GenerationParams fields with valid values."""
+    unknown = set(overrides) - _PARAM_NAMES
+    if unknown:
+        raise TypeError(
+            f"unknown chat() override(s) {sorted(unknown)}; "
+            f"allowed: {', '.join(sorted(_PARAM_NAMES))}"
+        )
+    try:
+        GenerationParams.model_validate(dict(overrides))
+    except ValidationError as exc:
+        raise ValueError(f"invalid chat() override: {exc.errors(include_url=False)}") from exc
+
+
+def validate_messages(messages: Any) -> None:
+    """Messages are a non-empty list of mappings with a role."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise TypeError("messages must be a non-empty list of {'role': ..., 'content': ...}")
+    for m in messages:
+        if not isinstance(m, Mapping) or "role" not in m:
+            raise TypeError(f"each message must be a mapping with a 'role'; got {m!r:.80}")
+
+
+def validate_feedback(trace_id: Any, score: Any, comment: Any) -> str | None:
+    """Check feedback arguments (ValueError/TypeError); the comment to send."""
+    if (
+        not isinstance(trace_id, str)
+        or len(trace_id) != 32
+        or trace_id.strip("0123456789abcdef") != ""
+    ):
+        raise ValueError("trace_id must be the 32 lowercase hex digits of a ChatResult.trace_id")
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise ValueError(f"score must be an integer from 1 to 5, not {score!r}")
+    if comment is None:
+        return None
+    if not isinstance(comment, str):
+        raise TypeError("comment must be a string or None")
+    if len(comment) > _MAX_COMMENT:
+        raise ValueError(f"comment is longer than {_MAX_COMMENT} characters")
+    return comment
+
+
+def _check(text: str, messages: Sequence[Mapping[str, Any]]) -> QualityReport:
+    user_input: str | None = None
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            content = m.get("content")
+            user_input = content if isinstance(content, str) else None
+            break
+    return check_answer(text, user_input=user_input)
+
+
+def map_http_error(
+    exc: httpx.HTTPError, url: str, *, phase: str, stream: bool = False
+) -> BackendError:
+    """An httpx failure as a :class:`~vibesdk.BackendError`.
+
+    ``phase`` names the deadline a read timeout passed: ``first_token`` for a
+    stream still waiting for its first token, ``total`` otherwise. A
+    connection lost while a stream was being read is a cut stream.
+    """
+    if isinstance(exc, httpx.ConnectTimeout):
+        return BackendTimeoutError(f"{url}: connect timed out", backend=url, phase="connect")
+    if isinstance(exc, httpx.ReadTimeout):
+        return BackendTimeoutError(f"{url}: {phase} deadline passed", backend=url, phase=phase)
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendTimeoutError(f"{url}: {type(exc).__name__}", backend=url, phase="total")
+    if isinstance(exc, httpx.ConnectError):
+        return BackendConnectError(f"{url}: cannot connect ({exc})", backend=url)
+    if stream and isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+        return StreamInterruptedError(f"{url}: connection lost mid-answer ({exc})", backend=url)
+    return BackendConnectError(f"{url}: {type(exc).__name__}: {exc}", backend=url)
