@@ -446,4 +446,6 @@ def postgres_schema_url(base_url: str, schema: str | None = None) -> str:
     parts = urllib.parse.urlsplit(base_url)
     query = urllib.parse.parse_qsl(parts.query)
     query.append(("options", f"-c search_path={schema}"))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    return urllib.parse.urlunsplit(
+        parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote))
+    )
