@@ -49,11 +49,29 @@ def format_value(value: Any, *, path: str = "") -> str:
     return text
 
 
+def _flag_summary(path: str, value: Any) -> str | None:
+    """A whole flag added or removed reads as its gist, not as 60 characters of JSON."""
+    parts = path.split(".")
+    if len(parts) != 2 or parts[0] != "flags" or not isinstance(value, Mapping):
+        return None
+    bps = value.get("rollout_bps", 0)
+    rollout = format_bps(bps) if isinstance(bps, int) and not isinstance(bps, bool) else str(bps)
+    variants = value.get("variants")
+    names = []
+    if isinstance(variants, Mapping):
+        for name, variant in variants.items():
+            model = variant.get("model") if isinstance(variant, Mapping) else None
+            names.append(f"{name}={model}" if model else str(name))
+    enabled = "" if value.get("enabled", True) else ", disabled"
+    return f"flag: rollout {rollout}{enabled}, variants {', '.join(names) or '-'}"
+
+
 def format_diff(diff: Sequence[Mapping[str, Any]]) -> str:
     """One line per change: ``~ path: before -> after``, ``+ path: after``, ``- path: before``.
 
     A missing or ``null`` ``before`` means the path was added; a missing or
-    ``null`` ``after`` means it was removed. An empty diff says so.
+    ``null`` ``after`` means it was removed; a whole flag added or removed is
+    summarized (rollout, variants and their models). An empty diff says so.
     """
     if not diff:
         return "no changes"
@@ -64,9 +82,11 @@ def format_diff(diff: Sequence[Mapping[str, Any]]) -> str:
         before = entry.get("before", _ABSENT)
         after = entry.get("after", _ABSENT)
         if before is _ABSENT or before is None:
-            lines.append(f"+ {path.ljust(width)}  {format_value(after, path=path)}")
+            shown = _flag_summary(path, after) or format_value(after, path=path)
+            lines.append(f"+ {path.ljust(width)}  {shown}")
         elif after is _ABSENT or after is None:
-            lines.append(f"- {path.ljust(width)}  {format_value(before, path=path)}")
+            shown = _flag_summary(path, before) or format_value(before, path=path)
+            lines.append(f"- {path.ljust(width)}  {shown}")
         else:
             old, new = format_value(before, path=path), format_value(after, path=path)
             lines.append(f"~ {path.ljust(width)}  {old} -> {new}")

@@ -135,7 +135,9 @@ def history(args: argparse.Namespace, ctx: Context) -> int:
             ["version", "at", "actor", "action", "flags", "reason"],
             (
                 [
-                    f"{r.get('version')}{'*' if r.get('good') else ''}",
+                    None
+                    if r.get("version") is None
+                    else f"{r.get('version')}{'*' if r.get('good') else ''}",
                     r.get("at"),
                     r.get("actor"),
                     r.get("action"),

@@ -1,0 +1,441 @@
+"""`vibe` against the real flag server on loopback: outputs, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from vibesdk_server.testing import FlagServer
+
+from vibesdk._cli.main import main
+
+FLAGS_YAML = """\
+flags:
+  - key: vibethinker
+    rollout_bps: 0
+    variants:
+      stable:
+        backend: {urls: ["http://127.0.0.1:9/v1"], provider: llama.cpp}
+        model: smollm2-135m
+      canary:
+        backend: {urls: ["http://127.0.0.1:9/v1"], provider: llama.cpp}
+        model: vibethinker-1.5b
+        notice: You are trying the new assistant.
+"""
+
+
+class Tty(io.StringIO):
+    """Standard input that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def server(flag_server: FlagServer) -> FlagServer:
+    """A fresh environment on the session's real vibe-server (vibesdk_server.pytest_plugin)."""
+    return flag_server
+
+
+@pytest.fixture
+def env(server: FlagServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """That environment's name, selected (with URL and admin token) through VIBESDK_* variables."""
+    monkeypatch.setenv("VIBESDK_SERVER_URL", server.url)
+    monkeypatch.setenv("VIBESDK_ADMIN_TOKEN", server.admin_token)
+    monkeypatch.setenv("VIBESDK_ENVIRONMENT", server.environment)
+    return server.environment
+
+
+@pytest.fixture
+def flags_file(tmp_path: Path) -> Path:
+    path = tmp_path / "flags.yaml"
+    path.write_text(FLAGS_YAML)
+    return path
+
+
+def vibe(capsys: pytest.CaptureFixture[str], *argv: str, **kw: Any) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv), **kw)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def vibe_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = vibe(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def applied(capsys: pytest.CaptureFixture[str], flags_file: Path) -> int:
+    code, _, err = vibe(capsys, "apply", str(flags_file))
+    assert code == 0, err
+    return int(vibe_json(capsys, "status")["version"])
+
+
+def test_apply_shows_the_diff_then_applies_and_status_shows_the_flag(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path, server: FlagServer
+) -> None:
+    """Off a terminal, apply prints the server's diff, writes, and status shows each variant."""
+    code, out, err = vibe(capsys, "apply", str(flags_file), "--reason", "first canary")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"changes to {env} (version 0):"
+    assert lines[1] == (
+        "+ flags.vibethinker  flag: rollout 0%, variants stable=smollm2-135m, "
+        "canary=vibethinker-1.5b"
+    )
+    assert lines[-1].startswith(f"applied to {env}: version 0 -> 1 (audit #")
+
+    code, out, _ = vibe(capsys, "status")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"environment {env}  version 1  good version -  server {server.url}"
+    assert lines[2].split() == ["FLAG", "ENABLED", "ROLLOUT", "VARIANT", "ROLE", "MODEL", "PROMPT"]
+    assert lines[3].split() == [
+        "vibethinker",
+        "yes",
+        "0%",
+        "stable",
+        "default",
+        "smollm2-135m",
+        "-",
+    ]
+    assert lines[4].split() == ["canary", "rollout", "vibethinker-1.5b", "-"]
+
+    code, out, _ = vibe(capsys, "apply", str(flags_file))
+    assert (code, out) == (0, f"no changes: {env} already matches {flags_file} (v1)\n")
+
+
+def test_apply_dry_run_writes_nothing(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path
+) -> None:
+    """--dry-run prints the diff and leaves the version where it was."""
+    code, out, _ = vibe(capsys, "apply", str(flags_file), "--dry-run")
+    assert code == 0
+    assert "+ flags.vibethinker" in out
+    assert "applied" not in out
+    assert vibe_json(capsys, "status")["version"] == 0
+
+
+def test_apply_on_a_terminal_asks_first_and_no_writes_nothing(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path
+) -> None:
+    """On a TTY apply asks; 'n' exits 1 with nothing written, 'y' applies, --yes skips asking."""
+    questions: list[str] = []
+
+    def answer(reply: str) -> Any:
+        def ask(question: str) -> str:
+            questions.append(question)
+            return reply
+
+        return ask
+
+    code, out, _ = vibe(capsys, "apply", str(flags_file), stdin=Tty(), ask=answer("n"))
+    assert (code, out.splitlines()[-1]) == (1, "nothing applied")
+    assert questions == [f"apply 1 change(s) to {env}? [y/N] "]
+    assert vibe_json(capsys, "status")["version"] == 0
+
+    code, out, _ = vibe(capsys, "apply", str(flags_file), stdin=Tty(), ask=answer("y"))
+    assert code == 0
+    assert vibe_json(capsys, "status")["version"] == 1
+
+    flags_file.write_text(FLAGS_YAML.replace("rollout_bps: 0", "rollout_bps: 5"))
+    code, out, _ = vibe(capsys, "apply", str(flags_file), "--yes", stdin=Tty(), ask=answer("n"))
+    assert code == 0
+    assert len(questions) == 2
+    assert "~ flags.vibethinker.rollout_bps  0% (0bps) -> 0.05% (5bps)" in out
+
+
+def test_apply_refuses_when_someone_changed_the_environment_after_the_diff(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path, server: FlagServer
+) -> None:
+    """A change made while the operator reads the diff makes apply exit 3, writing nothing."""
+    applied(capsys, flags_file)
+    flags_file.write_text(FLAGS_YAML.replace("smollm2-135m", "smollm2-135m-v2"))
+
+    def someone_else_rolls_out(question: str) -> str:
+        response = httpx.post(
+            f"{server.url}/v1/admin/environments/{env}/flags/vibethinker/rollout",
+            json={"bps": 100},
+            headers={"Authorization": f"Bearer {server.admin_token}"},
+        )
+        assert response.status_code == 200
+        return "y"
+
+    code, _, err = vibe(capsys, "apply", str(flags_file), stdin=Tty(), ask=someone_else_rolls_out)
+    assert code == 3
+    assert err.startswith("vibe: conflict: ")
+    assert err.endswith(
+        " — the environment changed after the diff was shown; run `vibe apply` again to see "
+        "the new diff\n"
+    )
+    assert err.count("\n") == 1
+    document = vibe_json(capsys, "status")["document"]
+    assert document["flags"]["vibethinker"]["variants"]["stable"]["model"] == "smollm2-135m"
+
+
+def test_rollout_prints_the_change_and_json_gives_the_change_object(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path
+) -> None:
+    """`vibe rollout F 10%` prints before -> after and versions; --json is the server's change."""
+    version = applied(capsys, flags_file)
+    code, out, _ = vibe(capsys, "rollout", "vibethinker", "10%", "--reason", "widen")
+    assert code == 0
+    assert out == (
+        f"vibethinker: rollout 0% -> 10% in {env} (version {version} -> {version + 1})\n"
+    )
+    change = vibe_json(capsys, "rollout", "vibethinker", "0.01%")
+    assert change["diff"] == [{"path": "flags.vibethinker.rollout_bps", "before": 1000, "after": 1}]
+    assert change["version"] == version + 2
+    code, out, _ = vibe(capsys, "rollout", "vibethinker", "1bps")
+    assert (
+        out == f"vibethinker: rollout already 0.01% in {env} (version {version + 2}, unchanged)\n"
+    )
+
+
+def test_unknown_flag_exits_5_with_the_servers_words(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path
+) -> None:
+    """Rolling out, killing or showing a flag that does not exist is exit 5, one line."""
+    applied(capsys, flags_file)
+    code, out, err = vibe(capsys, "rollout", "nope", "10%")
+    assert (code, out) == (5, "")
+    assert err.startswith("vibe: not found: ")
+    assert "nope" in err
+    assert err.count("\n") == 1
+    code, _, err = vibe(capsys, "status", "nope")
+    assert code == 5
+    assert err == f"vibe: no flag 'nope' in environment '{env}' (flags: vibethinker)\n"
+
+
+def test_stale_expected_version_exits_3_naming_both_versions(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path
+) -> None:
+    """--expected-version older than the current version is a conflict (exit 3), not a write."""
+    version = applied(capsys, flags_file)
+    code, _, err = vibe(
+        capsys, "rollout", "vibethinker", "50%", "--expected-version", str(version - 1)
+    )
+    assert code == 3
+    assert err.startswith("vibe: conflict: ")
+    assert str(version) in err
+    assert str(version - 1) in err
+    assert err.endswith(
+        " — someone changed it first; check `vibe status`/`vibe history` and retry\n"
+    )
+    assert vibe_json(capsys, "status")["version"] == version
+
+
+def test_wrong_token_exits_1_and_names_the_variable(
+    capsys: pytest.CaptureFixture[str], env: str, server: FlagServer
+) -> None:
+    """An unknown admin token is refused by the server: exit 1, one line naming the setting."""
+    code, _, err = vibe(capsys, "status", "--token", "not-a-token")
+    assert code == 1
+    assert err.startswith("vibe: the flag server refused the admin token (")
+    assert err.endswith(") — check VIBESDK_ADMIN_TOKEN or --token\n")
+    code, _, err = vibe(capsys, "status", "--token", server.sdk_key)
+    assert code == 1
+    assert err.count("\n") == 1
+
+
+def test_malformed_yaml_exits_2_naming_line_and_column(
+    capsys: pytest.CaptureFixture[str], env: str, tmp_path: Path
+) -> None:
+    """A broken YAML file is refused before any request: exit 2 with line and column."""
+    path = tmp_path / "broken.yaml"
+    path.write_text("flags:\n  - key: a\n    variants: {stable: [}\n")
+    code, out, err = vibe(capsys, "apply", str(path))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"vibe: {path}: malformed YAML at line 3, column ")
+    assert err.count("\n") == 1
+
+
+def test_invalid_flag_is_refused_by_the_server_with_its_location(
+    capsys: pytest.CaptureFixture[str], env: str, tmp_path: Path
+) -> None:
+    """A flag the server rejects (422) is exit 1 with the field's location; nothing written."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"flags": [{"key": "x", "rollout_bps": 20000, "variants": {}}]}))
+    code, _, err = vibe(capsys, "apply", str(path))
+    assert code == 1
+    assert err.startswith("vibe: refused (HTTP 422): ")
+    assert "rollout_bps" in err
+    assert err.count("\n") == 1
+    assert vibe_json(capsys, "status")["version"] == 0
+
+
+def test_rollback_restores_the_good_version_and_reports_the_time(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path
+) -> None:
+    """rollback: canary to 0% and the flag as in the good version, with the time it took."""
+    good = applied(capsys, flags_file)
+    code, out, _ = vibe(capsys, "mark-good")
+    assert (code, out) == (
+        0,
+        f"version {good} of {env} is marked good; `vibe rollback FLAG --reason ...` restores "
+        "flags from it\n",
+    )
+    flags_file.write_text(FLAGS_YAML.replace("vibethinker-1.5b", "vibethinker-1.5b-rc2"))
+    assert vibe(capsys, "apply", str(flags_file))[0] == 0
+    assert vibe(capsys, "rollout", "vibethinker", "25%")[0] == 0
+
+    code, out, err = vibe(capsys, "rollback", "vibethinker", "--reason", "p95 over 3 s")
+    assert (code, err) == (0, "")
+    first, *diff = out.splitlines()
+    assert first.startswith(f"rolled back vibethinker in {env} in ")
+    assert first.endswith(
+        f" ms: rollout 0%, flag restored from version {good}; now version {good + 3} "
+        f"(state before the rollback kept as version {good + 2})"
+    )
+    assert diff == [
+        "~ flags.vibethinker.rollout_bps            25% (2500bps) -> 0% (0bps)",
+        '~ flags.vibethinker.variants.canary.model  "vibethinker-1.5b-rc2" -> "vibethinker-1.5b"',
+    ]
+    status = vibe_json(capsys, "status", "vibethinker")
+    flag = status["document"]["flags"]["vibethinker"]
+    assert (flag["rollout_bps"], flag["variants"]["canary"]["model"]) == (0, "vibethinker-1.5b")
+    assert status["good_version"] == good
+
+    code, _, err = vibe(capsys, "rollback", "vibethinker", "--reason", "  ")
+    assert code == 1
+    assert err.startswith("vibe: refused (HTTP 422): reason: ")
+
+
+def test_kill_and_enable_flip_the_kill_switch(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path
+) -> None:
+    """kill sets enabled false (status shows 'no'); enable sets it back."""
+    version = applied(capsys, flags_file)
+    _, out, _ = vibe(capsys, "kill", "vibethinker", "--reason", "bad answers")
+    assert out == (
+        f"vibethinker: killed: everyone on its default variant in {env} "
+        f"(version {version} -> {version + 1})\n"
+    )
+    assert vibe_json(capsys, "status")["document"]["flags"]["vibethinker"]["enabled"] is False
+    _, out, _ = vibe(capsys, "status")
+    assert out.splitlines()[3].split()[:2] == ["vibethinker", "no"]
+    _, out, _ = vibe(capsys, "enable", "vibethinker")
+    assert out == f"vibethinker: enabled in {env} (version {version + 1} -> {version + 2})\n"
+
+
+def test_history_and_diff_show_who_did_what(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path
+) -> None:
+    """history lists versions newest first with actor, action and reason; diff shows the change."""
+    version = applied(capsys, flags_file)
+    vibe(capsys, "rollout", "vibethinker", "10%", "--reason", "widen to 10")
+    vibe(capsys, "mark-good")
+    code, out, _ = vibe(capsys, "history", "vibethinker")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["VERSION", "AT", "ACTOR", "ACTION", "FLAGS", "REASON"]
+    rows = [line.split() for line in lines[1:]]
+    rollout = next(row for row in rows if row[3] == "rollout")
+    assert rollout[0] == f"{version + 1}*"
+    assert rollout[4:] == ["vibethinker", "widen", "to", "10"]
+    assert rows.index(rollout) < next(i for i, row in enumerate(rows) if row[3] == "apply")
+    code, out, _ = vibe(capsys, "diff", "vibethinker", str(version), str(version + 1))
+    assert code == 0
+    assert out == (
+        f"vibethinker: version {version} -> {version + 1}\n"
+        "~ flags.vibethinker.rollout_bps  0% (0bps) -> 10% (1000bps)\n"
+    )
+    audit = vibe_json(capsys, "audit")
+    assert {row["action"] for row in audit} >= {"apply", "rollout", "mark_good"}
+
+
+def test_prompts_are_added_reviewed_and_referenced_by_variants(
+    capsys: pytest.CaptureFixture[str], env: str, tmp_path: Path
+) -> None:
+    """prompt add (pending) -> a reference is refused; approve -> apply embeds it; list shows it."""
+    system = tmp_path / "system.txt"
+    system.write_text("You are a competitive programmer. Think step by step.")
+    prompt_id = f"comp-{env}"
+    code, out, _ = vibe(
+        capsys, "prompt", "add", "--id", prompt_id, "--model", "vibethinker-1.5b",
+        "--system-file", str(system), "--note", "first draft",
+    )  # fmt: skip
+    assert code == 0
+    assert out == (
+        f"added prompt {prompt_id} version 1 for model vibethinker-1.5b (pending); "
+        f"review it with: vibe prompt approve {prompt_id} 1\n"
+    )
+    flags = tmp_path / "flags.yaml"
+    flags.write_text(
+        FLAGS_YAML.replace(
+            "        notice:", f"        prompt: {{id: {prompt_id}, version: 1}}\n        notice:"
+        )
+    )
+    code, _, err = vibe(capsys, "apply", str(flags))
+    assert code == 1
+    assert err.startswith("vibe: refused (HTTP 422): ")
+    assert "approved" in err
+
+    code, out, _ = vibe(capsys, "prompt", "approve", prompt_id, "1", "--reason", "reviewed")
+    assert (code, out) == (0, f"prompt {prompt_id}@1: approved\n")
+    assert vibe(capsys, "apply", str(flags))[0] == 0
+    code, out, _ = vibe(capsys, "status")
+    assert f"vibethinker-1.5b  {prompt_id}@1" in out
+
+    code, out, _ = vibe(capsys, "prompt", "list")
+    row = next(line.split() for line in out.splitlines() if line.startswith(prompt_id))
+    assert row[:4] == [prompt_id, "1", "approved", "vibethinker-1.5b"]
+    code, _, err = vibe(capsys, "prompt", "reject", prompt_id, "7")
+    assert code == 5
+
+
+def test_keys_create_prints_a_key_that_reads_the_environment(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path, server: FlagServer
+) -> None:
+    """`vibe keys create` shows the SDK key once; that key fetches this environment's document."""
+    version = applied(capsys, flags_file)
+    code, out, _ = vibe(capsys, "keys", "create", "--name", "web")
+    assert code == 0
+    header, key = out.splitlines()
+    assert header == f"SDK key web for {env} (shown only now; store it):"
+    response = httpx.get(f"{server.url}/v1/flags", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    assert response.json()["version"] == version
+    assert response.json()["environment"] == env
+
+
+def test_env_list_shows_versions(
+    capsys: pytest.CaptureFixture[str], env: str, flags_file: Path
+) -> None:
+    """`vibe env list` has a row per environment with its version."""
+    applied(capsys, flags_file)
+    code, out, _ = vibe(capsys, "env", "list")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["ENVIRONMENT", "VERSION", "GOOD", "VERSION"]
+    assert [env, "1", "-"] in [line.split() for line in out.splitlines()]
+
+
+def test_console_script_against_the_real_server(
+    env: str, flags_file: Path, server: FlagServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The installed `vibe` script applies a file and prints status as JSON."""
+    script = Path(sys.executable).parent / "vibe"
+    environ = {
+        "VIBESDK_SERVER_URL": server.url,
+        "VIBESDK_ADMIN_TOKEN": server.admin_token,
+        "VIBESDK_ENVIRONMENT": env,
+        "PATH": "/usr/bin",
+    }
+    done = subprocess.run(
+        [str(script), "apply", str(flags_file), "--yes"],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    done = subprocess.run(
+        [str(script), "--json", "status"],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["document"]["flags"]["vibethinker"]["rollout_bps"] == 0
