@@ -210,6 +210,24 @@ class Driver:
                 settings, transport=transport, sleep=self.sleeps.async_, rng=rng, **kwargs
             )
 
+        self._applied = threading.Condition()
+        self.source.store.add_listener(self._on_applied)
+
+    def _on_applied(self, document: FlagDocument) -> None:
+        with self._applied:
+            self._applied.notify_all()
+
+    def wait_for_version(self, version: int, timeout: float = 20.0) -> None:
+        """Block until the store serves ``version`` or newer."""
+
+        def reached() -> bool:
+            served = self.store.version
+            return served is not None and served >= version
+
+        with self._applied:
+            if not self._applied.wait_for(reached, timeout):
+                raise AssertionError(f"version {version} never arrived; at {self.store.version}")
+
     @property
     def store(self) -> FlagStore:
         store: FlagStore = self.source.store
