@@ -1,10 +1,12 @@
 """Test doubles for apps that use vibesdk (and for vibesdk's own tests).
 
 * :func:`make_flag` / :func:`make_document` build valid flag documents in one line.
+* :class:`InMemoryFlagSource` serves flags you change in one line, for ``Client(flag_source=...)``.
 * :class:`SpanCapture` records vibesdk's spans and metrics in memory for one test.
 """
 
 from ._documents import make_document, make_flag
+from ._memory import InMemoryFlagSource
 from ._spans import SpanCapture
 
-__all__ = ["SpanCapture", "make_document", "make_flag"]
+__all__ = ["InMemoryFlagSource", "SpanCapture", "make_document", "make_flag"]
