@@ -29,7 +29,9 @@ from ._flags.document import (
     parse_document,
 )
 from ._flags.evaluation import Assignment, ErrorCode, Reason
+from ._quality.checks import QualityReport, check_answer
 from ._settings import Settings
+from ._telemetry.setup import TelemetryHandle, configure_telemetry
 
 __version__ = "0.1.0"
 
@@ -58,13 +60,17 @@ __all__ = [
     "GenerationParams",
     "MalformedResponseError",
     "PromptTemplate",
+    "QualityReport",
     "Reason",
     "Rule",
     "Settings",
     "StreamInterruptedError",
+    "TelemetryHandle",
     "Usage",
     "Variant",
     "VibeError",
     "bucket",
+    "check_answer",
+    "configure_telemetry",
     "parse_document",
 ]
