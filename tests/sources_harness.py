@@ -150,35 +150,67 @@ async def _async_feed(feed: queue.Queue[Any]) -> AsyncIterator[bytes]:
 
 
 class Sleeps:
-    """Injected sleep: records (loop, seconds); past its allowance a loop blocks until close."""
+    """Injected sleep: records (loop, seconds); past its allowance a loop blocks.
+
+    A blocked loop resumes when the test calls :meth:`release` for it, or at close.
+    """
 
     def __init__(self, allowance: dict[str, int] | None = None) -> None:
         self.allowance = dict(allowance or {})
         self.calls: list[tuple[str, float]] = []
-        self.closed = threading.Event()
+        self._cond = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self.closed = False
 
-    def _take(self, name: str, seconds: float) -> bool:
-        self.calls.append((name, seconds))
+    def _try_take(self, name: str) -> bool:
+        # Called with self._cond held.
         left = self.allowance.get(name, 0)
         if left > 0:
             self.allowance[name] = left - 1
             return True
-        return False
+        return self.closed
 
     def sync(self, seconds: float) -> None:
-        if not self._take(threading.current_thread().name, seconds):
-            self.closed.wait(60)
+        name = threading.current_thread().name
+        with self._cond:
+            self.calls.append((name, seconds))
+            self._cond.wait_for(lambda: self._try_take(name), 60)
 
     async def async_(self, seconds: float) -> None:
         task = asyncio.current_task()
         name = task.get_name() if task is not None else "?"
-        if self._take(name, seconds):
-            await asyncio.sleep(0)
-        else:
-            await asyncio.Event().wait()  # until aclose() cancels the task
+        with self._cond:
+            self.calls.append((name, seconds))
+        while True:
+            with self._cond:
+                if self._try_take(name):
+                    break
+                wake = asyncio.Event()
+                self._waiters.append((asyncio.get_running_loop(), wake))
+            await wake.wait()
+        await asyncio.sleep(0)
+
+    def release(self, name: str, count: int = 1) -> None:
+        """Let loop ``name`` sleep ``count`` more times without blocking."""
+        with self._cond:
+            self.allowance[name] = self.allowance.get(name, 0) + count
+            self._wake()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._wake()
+
+    def _wake(self) -> None:
+        self._cond.notify_all()
+        waiters, self._waiters = self._waiters, []
+        for loop, wake in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(wake.set)
 
     def delays(self, name: str) -> list[float]:
-        return [s for n, s in self.calls if n == name]
+        with self._cond:
+            return [s for n, s in self.calls if n == name]
 
 
 class Driver:
@@ -188,15 +220,17 @@ class Driver:
         self,
         kind: str,
         settings: Settings,
-        server: FakeFlagServer,
+        server: FakeFlagServer | None,
         sleeps: Sleeps | None = None,
         **kwargs: Any,
     ) -> None:
+        """``server=None`` talks to the real server named in ``settings``."""
         self.kind = kind
         self.server = server
         self.sleeps = sleeps or Sleeps()
+        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        transport = httpx.MockTransport(server.handler)
+        transport = None if server is None else httpx.MockTransport(server.handler)
         rng = random.Random(7)
         if kind == "sync":
             self.source: Any = FlagSource(
@@ -256,10 +290,12 @@ class Driver:
         return bool(self._run(self.source.wait_until_ready(timeout)))
 
     def close(self) -> None:
-        if self.sleeps.closed.is_set():
+        if self._closed:
             return
-        self.sleeps.closed.set()
-        self.server.end_streams()
+        self._closed = True
+        self.sleeps.close()
+        if self.server is not None:
+            self.server.end_streams()
         if self._loop is None:
             self.source.close()
             return
