@@ -103,6 +103,46 @@ class Driver:
             return self.client.chat(*args, **kwargs)  # type: ignore[no-any-return]
         return self._run(self.client.chat(*args, **kwargs))  # type: ignore[no-any-return]
 
+    def chat_many(
+        self,
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        on_result: Callable[[Any], None] = lambda result: None,
+        concurrency: int = 2,
+    ) -> list[Any]:
+        """Run chat calls ``concurrency`` at a time; each result or the exception it raised.
+
+        ``on_result`` sees every outcome as it arrives (e.g. to kill a backend mid-run).
+        """
+        if self._loop is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            def one(call: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+                try:
+                    out: Any = self.client.chat(*call[0], **call[1])
+                except Exception as exc:
+                    out = exc
+                on_result(out)
+                return out
+
+            with ThreadPoolExecutor(concurrency) as pool:
+                return list(pool.map(one, calls))
+
+        async def run_all() -> list[Any]:
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(call: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+                async with gate:
+                    try:
+                        out: Any = await self.client.chat(*call[0], **call[1])
+                    except Exception as exc:
+                        out = exc
+                on_result(out)
+                return out
+
+            return list(await asyncio.gather(*(one(c) for c in calls)))
+
+        return self._run(run_all())  # type: ignore[no-any-return]
+
     def stream(self, *args: Any, **kwargs: Any) -> list[ChatChunk]:
         """Every chunk of a stream (raises what the stream raises)."""
         chunks, exc = self.stream_until_error(*args, **kwargs)
@@ -203,8 +243,8 @@ class LlamaServer:
         os.kill(self.proc.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
