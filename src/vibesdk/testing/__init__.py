@@ -3,10 +3,20 @@
 * :func:`make_flag` / :func:`make_document` build valid flag documents in one line.
 * :class:`InMemoryFlagSource` serves flags you change in one line, for ``Client(flag_source=...)``.
 * :class:`SpanCapture` records vibesdk's spans and metrics in memory for one test.
+* :class:`FakeBackend` is a scriptable OpenAI-compatible backend (transport or loopback server).
 """
 
+from ._backend import FakeBackend, FakeRequest, Reply
 from ._documents import make_document, make_flag
 from ._memory import InMemoryFlagSource
 from ._spans import SpanCapture
 
-__all__ = ["InMemoryFlagSource", "SpanCapture", "make_document", "make_flag"]
+__all__ = [
+    "FakeBackend",
+    "FakeRequest",
+    "InMemoryFlagSource",
+    "Reply",
+    "SpanCapture",
+    "make_document",
+    "make_flag",
+]
