@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from vibesdk_server._http._app import create_app
 from vibesdk_server._http._auth import PUBLIC_PATHS, required_kind
 from vibesdk_server._storage import open_store
