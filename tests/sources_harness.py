@@ -174,6 +174,7 @@ class Sleeps:
         name = threading.current_thread().name
         with self._cond:
             self.calls.append((name, seconds))
+            self._cond.notify_all()
             self._cond.wait_for(lambda: self._try_take(name), 60)
 
     async def async_(self, seconds: float) -> None:
@@ -181,6 +182,7 @@ class Sleeps:
         name = task.get_name() if task is not None else "?"
         with self._cond:
             self.calls.append((name, seconds))
+            self._cond.notify_all()
         while True:
             with self._cond:
                 if self._try_take(name):
@@ -208,6 +210,14 @@ class Sleeps:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(wake.set)
 
+    def wait_calls(self, name: str, count: int, timeout: float = 30.0) -> None:
+        """Block until loop ``name`` went to sleep ``count`` times (finished that many rounds)."""
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: sum(n == name for n, _ in self.calls) >= count, timeout
+            ):
+                raise AssertionError(f"{name} slept {len(self.delays(name))} times, not {count}")
+
     def delays(self, name: str) -> list[float]:
         with self._cond:
             return [s for n, s in self.calls if n == name]
@@ -222,15 +232,17 @@ class Driver:
         settings: Settings,
         server: FakeFlagServer | None,
         sleeps: Sleeps | None = None,
+        transport: Any = None,
         **kwargs: Any,
     ) -> None:
-        """``server=None`` talks to the real server named in ``settings``."""
+        """``server=None`` talks to the real server in ``settings`` (through ``transport``)."""
         self.kind = kind
         self.server = server
         self.sleeps = sleeps or Sleeps()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        transport = None if server is None else httpx.MockTransport(server.handler)
+        if server is not None:
+            transport = httpx.MockTransport(server.handler)
         rng = random.Random(7)
         if kind == "sync":
             self.source: Any = FlagSource(
@@ -303,6 +315,31 @@ class Driver:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+class RecordingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """httpx's real network transports (sync and async), noting (path, status) of each answer."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, int]] = []
+        self._sync = httpx.HTTPTransport()
+        self._async = httpx.AsyncHTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._sync.handle_request(request)
+        self.answers.append((request.url.path, response.status_code))
+        return response
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._async.handle_async_request(request)
+        self.answers.append((request.url.path, response.status_code))
+        return response
+
+    def close(self) -> None:
+        self._sync.close()
+
+    async def aclose(self) -> None:
+        await self._async.aclose()
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:

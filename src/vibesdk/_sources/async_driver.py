@@ -63,6 +63,7 @@ class AsyncFlagSource:
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 (jitter, not secrets)
         self._silence_s = stream_silence_s
         self._tasks: list[asyncio.Task[None]] = []
+        self._saving: asyncio.Future[bool] | None = None
         self._client: httpx.AsyncClient | None = None
         self._started = False
         self._closed = False
@@ -121,6 +122,11 @@ class AsyncFlagSource:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            # A cache write in flight finishes (it is one small file), so the next
+            # process starts from the newest document.
+            await asyncio.wait([saving], timeout=5.0)
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
@@ -203,8 +209,11 @@ class AsyncFlagSource:
     async def _save(self, document: Any) -> None:
         cache = self._core.cache
         if cache is not None:
-            # fsync can take milliseconds: keep it off the event loop.
-            await asyncio.to_thread(cache.save, document, self._core.etag)
+            # fsync can take milliseconds: keep it off the event loop. Shielded so
+            # that aclose() cancelling the loop still lets the write finish.
+            saving = asyncio.ensure_future(asyncio.to_thread(cache.save, document, self._core.etag))
+            self._saving = saving
+            await asyncio.shield(saving)
 
     def _spawn(self, *, loops: bool = True) -> None:
         if self._core.flags_url is None:
@@ -247,6 +256,7 @@ class AsyncFlagSource:
             _abandoned.append(self._client)
         self._client = None
         self._tasks = []
+        self._saving = None
         self._changed = None
         if self._started and not self._closed:
             self._needs_restart = True
