@@ -31,6 +31,7 @@ from ._flags.document import (
 from ._flags.evaluation import Assignment, ErrorCode, Reason
 from ._quality.checks import QualityReport, check_answer
 from ._settings import Settings
+from ._sources import FlagState
 from ._telemetry.setup import TelemetryHandle, configure_telemetry
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "Flag",
     "FlagDocument",
     "FlagDocumentError",
+    "FlagState",
     "GenerationParams",
     "MalformedResponseError",
     "PromptTemplate",
