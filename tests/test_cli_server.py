@@ -226,9 +226,7 @@ def test_stale_expected_version_exits_3_naming_both_versions(
     assert err.startswith("vibe: conflict: ")
     assert str(version) in err
     assert str(version - 1) in err
-    assert err.endswith(
-        " — someone changed it first; check `vibe status`/`vibe history` and retry\n"
-    )
+    assert err.endswith(" — `vibe history` shows the change that came first\n")
     assert vibe_json(capsys, "status")["version"] == version
 
 

@@ -158,8 +158,7 @@ def error_for_response(response: httpx.Response, server_url: str) -> CliError:
         return CliError(f"not found: {detail}", ExitCode.NOT_FOUND)
     if status in (409, 412):
         return CliError(
-            f"conflict: {detail} — someone changed it first; check `vibe status`/`vibe history` "
-            "and retry",
+            f"conflict: {detail} — `vibe history` shows the change that came first",
             ExitCode.CONFLICT,
             detail=detail,
         )
