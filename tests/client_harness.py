@@ -95,6 +95,15 @@ class Driver:
         assert self._loop is not None
         return self._loop.run_until_complete(awaitable)
 
+    def wait_until_ready(self, timeout: float) -> bool:
+        if self._loop is None:
+            return bool(self.client.wait_until_ready(timeout))
+        return bool(self._run(self.client.wait_until_ready(timeout)))
+
+    def run(self, awaitable: Any) -> Any:
+        """Run a coroutine on the async driver's loop (gives the client's tasks turns)."""
+        return self._run(awaitable)
+
     def assign(self, *args: Any, **kwargs: Any) -> vibesdk.Assignment:
         return self.client.assign(*args, **kwargs)  # type: ignore[no-any-return]
 
