@@ -233,13 +233,15 @@ def test_stale_expected_version_exits_3_naming_both_versions(
 def test_wrong_token_exits_1_and_names_the_variable(
     capsys: pytest.CaptureFixture[str], env: str, server: FlagServer
 ) -> None:
-    """An unknown admin token is refused by the server: exit 1, one line naming the setting."""
+    """An unknown token (401) or an SDK key (403) is exit 1, one line naming the setting."""
     code, _, err = vibe(capsys, "status", "--token", "not-a-token")
     assert code == 1
     assert err.startswith("vibe: the flag server refused the admin token (")
     assert err.endswith(") — check VIBESDK_ADMIN_TOKEN or --token\n")
     code, _, err = vibe(capsys, "status", "--token", server.sdk_key)
     assert code == 1
+    assert err.startswith("vibe: not allowed: ")
+    assert err.endswith(" — check VIBESDK_ADMIN_TOKEN or --token\n")
     assert err.count("\n") == 1
 
 

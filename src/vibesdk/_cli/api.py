@@ -151,7 +151,7 @@ def error_for_response(response: httpx.Response, server_url: str) -> CliError:
         )
     if status == 403:
         return CliError(
-            f"not allowed: {detail} — an admin token is needed (an SDK key cannot do this)",
+            f"not allowed: {detail} — check VIBESDK_ADMIN_TOKEN or --token",
             ExitCode.REFUSED,
         )
     if status == 404:
