@@ -17,7 +17,7 @@ import httpx
 
 import vibesdk
 from vibesdk import ChatChunk, ChatResult, FlagDocument
-from vibesdk._flags.evaluation import CompiledDocument
+from vibesdk.testing import InMemoryFlagSource
 
 LLAMA_SERVER = Path.home() / ".cache/vibesdk/llama.cpp/0.3.36-cpu/bin/llama-server"
 SMOLLM2 = (
@@ -26,40 +26,9 @@ SMOLLM2 = (
 )
 
 
-class StaticSource:
-    """A flag source serving one document (the contract-B surface the clients use)."""
-
-    def __init__(self, document: FlagDocument) -> None:
-        self.store = _Store(document)
-
-    def update(self, document: FlagDocument) -> None:
-        self.store = _Store(document)
-
-    def start(self) -> None:
-        pass
-
-    def wait_until_ready(self, timeout: float | None = None) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-class _Store:
-    def __init__(self, document: FlagDocument) -> None:
-        self._compiled = CompiledDocument(document)
-        self.evaluate = self._compiled.evaluate
-
-    def flag(self, key: str) -> Any:
-        return self._compiled.document.flags.get(key)
-
-
 def flag_source(document: FlagDocument) -> Any:
-    """vibesdk.testing.InMemoryFlagSource when it exists, else the stand-in above."""
-    from vibesdk import testing
-
-    cls = getattr(testing, "InMemoryFlagSource", None)
-    return StaticSource(document) if cls is None else cls(document)
+    """An in-memory flag source serving ``document``."""
+    return InMemoryFlagSource(document)
 
 
 class FakeClock:
