@@ -23,6 +23,7 @@ from vibesdk_server._tokens import Principal
 
 from ._auth import bearer, principal
 from ._schemas import (
+    MAX_VERSION,
     ApplyBody,
     EnabledBody,
     EnvironmentBody,
@@ -265,7 +266,7 @@ def mark_good(
     request: Request,
     *,
     env: Env,
-    version: Annotated[int, Path(ge=0)],
+    version: Annotated[int, Path(ge=0, le=MAX_VERSION)],
     who: Annotated[Principal, Depends(principal)],
     body: Annotated[ReasonBody | None, Body()] = None,
 ) -> dict[str, Any]:
@@ -294,7 +295,9 @@ def history(
 
 
 @router.get("/environments/{env}/versions/{version}", summary="One immutable version")
-def get_version(request: Request, env: Env, version: Annotated[int, Path(ge=0)]) -> dict[str, Any]:
+def get_version(
+    request: Request, env: Env, version: Annotated[int, Path(ge=0, le=MAX_VERSION)]
+) -> dict[str, Any]:
     return _store(request).version(env, version)
 
 
@@ -303,8 +306,8 @@ def get_diff(
     request: Request,
     *,
     env: Env,
-    from_version: Annotated[int, Query(alias="from", ge=0)],
-    to_version: Annotated[int, Query(alias="to", ge=0)],
+    from_version: Annotated[int, Query(alias="from", ge=0, le=MAX_VERSION)],
+    to_version: Annotated[int, Query(alias="to", ge=0, le=MAX_VERSION)],
     flag: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     store = _store(request)
@@ -374,7 +377,7 @@ def get_prompt(
     request: Request,
     *,
     prompt_id: Annotated[str, Path(max_length=64)],
-    version: Annotated[int, Path(ge=1)],
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
 ) -> dict[str, Any]:
     return _store(request).get_prompt(prompt_id, version)
 
@@ -408,7 +411,7 @@ def approve_prompt(
     request: Request,
     *,
     prompt_id: Annotated[str, Path(max_length=64)],
-    version: Annotated[int, Path(ge=1)],
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
     who: Annotated[Principal, Depends(principal)],
     body: Annotated[ReasonBody | None, Body()] = None,
 ) -> dict[str, Any]:
@@ -422,7 +425,7 @@ def reject_prompt(
     request: Request,
     *,
     prompt_id: Annotated[str, Path(max_length=64)],
-    version: Annotated[int, Path(ge=1)],
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
     who: Annotated[Principal, Depends(principal)],
     body: Annotated[ReasonBody | None, Body()] = None,
 ) -> dict[str, Any]:

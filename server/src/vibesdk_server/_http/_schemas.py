@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from vibesdk._flags.document import KEY_PATTERN
 
 __all__ = [
+    "MAX_VERSION",
     "ApplyBody",
     "EnabledBody",
     "EnvironmentBody",
@@ -20,11 +21,19 @@ __all__ = [
     "SdkKeyBody",
 ]
 
+# Versions stay within what JSON numbers carry exactly (and SQLite/PostgreSQL integers).
+MAX_VERSION = 2**53 - 1
+
 Key = Annotated[str, Field(pattern=KEY_PATTERN, description="lowercase letters, digits, _ . -")]
 Reason = Annotated[str | None, Field(default=None, max_length=2000, description="why (audited)")]
 Expected = Annotated[
     int | None,
-    Field(default=None, ge=0, description="optimistic concurrency: 409 unless this is current"),
+    Field(
+        default=None,
+        ge=0,
+        le=2**53 - 1,
+        description="optimistic concurrency: 409 unless this is current",
+    ),
 ]
 
 
@@ -67,7 +76,9 @@ class EnabledBody(_Body):
 
 class RollbackBody(_Body):
     reason: str = Field(min_length=1, max_length=2000, description="required: why roll back")
-    to_version: int | None = Field(default=None, ge=0, description="default: the last good version")
+    to_version: int | None = Field(
+        default=None, ge=0, le=MAX_VERSION, description="default: the last good version"
+    )
     expected_version: Expected = None
 
     @field_validator("reason")
