@@ -176,3 +176,21 @@ def test_console_script_runs_and_reports_unreachable_server(refused_url: str) ->
     assert done.stdout == ""
     assert done.stderr.startswith(f"vibe: cannot reach the flag server at {refused_url}:")
     assert done.stderr.count("\n") == 1
+
+
+def test_demo_gets_its_own_arguments_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vibe demo ARGS` passes ARGS (options too) to vibesdk._cli.demo.main and returns its code."""
+    import importlib
+    import types
+
+    seen: list[list[str]] = []
+    fake = types.SimpleNamespace(main=lambda argv: seen.append(list(argv)) or 7)
+    real = importlib.import_module
+    monkeypatch.setattr(
+        importlib,
+        "import_module",
+        lambda name, package=None: fake if name == "vibesdk._cli.demo" else real(name, package),
+    )
+    assert main(["demo", "--users", "50", "--help"]) == 7
+    assert main(["--json", "demo"]) == 7
+    assert seen == [["--users", "50", "--help"], []]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import json
 import subprocess
@@ -10,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vibesdk._cli.errors import CliError, ExitCode
 from vibesdk._cli.files import load_flag_file, parse_flag_text
+from vibesdk._cli.main import build_parser
 from vibesdk._cli.percent import format_bps, parse_percent
 from vibesdk._cli.render import format_diff, format_value, table
 from vibesdk._cli.settings import load_cli_settings
@@ -252,3 +256,37 @@ def test_importing_vibesdk_does_not_import_the_cli() -> None:
     modules = json.loads(out.stdout)
     loaded = [m for m in modules if m == "vibesdk._cli" or m.startswith("vibesdk._cli.")]
     assert loaded == []
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: str = "vibe") -> list[str]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append(f"{prefix} {name}")
+                found += _commands(sub, f"{prefix} {name}")
+    return found
+
+
+def test_every_command_is_in_the_cli_reference() -> None:
+    """docs/reference/cli.md names every command and subcommand that build_parser() defines."""
+    reference = (Path(__file__).parents[1] / "docs" / "reference" / "cli.md").read_text()
+    commands = _commands(build_parser())
+    assert "vibe prompt approve" in commands
+    missing = [c for c in commands if f"`{c}" not in reference]
+    assert missing == []
+
+
+@given(st.text(alphabet="0123456789.%bpsBPS -+e", max_size=12) | st.text(max_size=12))
+def test_parse_percent_returns_basis_points_or_a_usage_error(text: str) -> None:
+    """Any input is either 0..10000 basis points or a CliError usage error, never a crash."""
+    error: CliError | None = None
+    try:
+        bps = parse_percent(text)
+    except CliError as exc:
+        error = exc
+    if error is None:
+        assert 0 <= bps <= 10_000
+    else:
+        assert error.code == ExitCode.USAGE
+        assert "\n" not in error.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from urllib.parse import quote
 
 from .context import Context, Subparsers
 from .errors import CliError, ExitCode
@@ -100,7 +101,8 @@ def add(args: argparse.Namespace, ctx: Context) -> int:
 def review(args: argparse.Namespace, ctx: Context) -> int:
     body = {} if args.reason is None else {"reason": args.reason}
     prompt = ctx.api.post(
-        f"/v1/admin/prompts/{args.prompt_id}/versions/{args.version}/{args.verb}", body
+        f"/v1/admin/prompts/{quote(args.prompt_id, safe='')}/versions/{args.version}/{args.verb}",
+        body,
     )
     if ctx.json_output:
         ctx.emit_json(prompt)
@@ -138,7 +140,9 @@ def list_prompts(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def show(args: argparse.Namespace, ctx: Context) -> int:
-    prompt = ctx.api.get(f"/v1/admin/prompts/{args.prompt_id}/versions/{args.version}")
+    prompt = ctx.api.get(
+        f"/v1/admin/prompts/{quote(args.prompt_id, safe='')}/versions/{args.version}"
+    )
     if ctx.json_output:
         ctx.emit_json(prompt)
         return ExitCode.OK
