@@ -17,7 +17,6 @@ import httpx
 from tenacity import AsyncRetrying
 
 from vibesdk._backends import (
-    CHAT_PATH,
     Completion,
     StreamParser,
     error_for_status,
@@ -251,7 +250,7 @@ class AsyncClient:
         try:
             try:
                 response = await self._http.post(
-                    url + CHAT_PATH,
+                    core.endpoint(url),
                     json=body,
                     headers=headers,
                     timeout=core.timeout(call.policy, False),
@@ -365,7 +364,7 @@ class AsyncClient:
         try:
             request = self._http.build_request(
                 "POST",
-                url + CHAT_PATH,
+                core.endpoint(url),
                 json=body,
                 headers=headers,
                 timeout=core.timeout(call.policy, True),

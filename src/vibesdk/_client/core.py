@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
-from vibesdk._backends import BackendPool, Completion, build_request
+from vibesdk._backends import CHAT_PATH, BackendPool, Completion, build_request
 from vibesdk._errors import (
     AllBackendsFailedError,
     BackendConnectError,
@@ -125,6 +125,7 @@ class ClientCore:
         self._pools: dict[tuple[str, ...], BackendPool] = {}
         self._breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
         self._timeouts: dict[tuple[FallbackPolicy, bool], httpx.Timeout] = {}
+        self._endpoints: dict[str, httpx.URL] = {}
         self._recent: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
 
     # -- begin ---------------------------------------------------------------
@@ -253,6 +254,16 @@ class ClientCore:
 
     # -- attempts --------------------------------------------------------------
 
+    def endpoint(self, url: str) -> httpx.URL:
+        """``{url}/chat/completions``, parsed once per base URL."""
+        found = self._endpoints.get(url)
+        if found is None:
+            found = httpx.URL(url + CHAT_PATH)
+            if len(self._endpoints) > 1024:
+                self._endpoints.clear()
+            self._endpoints[url] = found
+        return found
+
     def _pool(self, urls: Sequence[str]) -> BackendPool:
         key = tuple(urls)
         pool = self._pools.get(key)
@@ -299,20 +310,14 @@ class ClientCore:
             url = pool.acquire()[0]  # type: ignore[index]  # no admit: always a URL
         span = tracer().start_span(sc.SPAN_ATTEMPT, context=call.ctx, kind=SpanKind.CLIENT)
         if span.is_recording():
-            host = httpx.URL(url)
-            span.set_attributes(
-                {
-                    sc.VIBESDK_ATTEMPT: number,
-                    sc.VIBESDK_BACKEND_URL: url,
-                    sc.SERVER_ADDRESS: host.host,
-                    sc.SERVER_PORT: host.port or (443 if host.scheme == "https" else 80),
-                    sc.FEATURE_FLAG_RESULT_VARIANT: step.variant,
-                    sc.GEN_AI_REQUEST_MODEL: step.config.model,
-                    sc.GEN_AI_PROVIDER_NAME: step.config.backend.provider,
-                }
-            )
+            attrs: dict[str, Any] = {
+                sc.VIBESDK_ATTEMPT: number,
+                sc.VIBESDK_BACKEND_URL: url,
+                sc.FEATURE_FLAG_RESULT_VARIANT: step.variant,
+            }
             if breaker is not None:
-                span.set_attribute(sc.VIBESDK_BREAKER_STATE, breaker.state.value)
+                attrs[sc.VIBESDK_BREAKER_STATE] = breaker.state.value
+            span.set_attributes(attrs)
         return Attempt(url, pool, breaker, permit, span, self.clock())
 
     @staticmethod

@@ -14,7 +14,6 @@ import httpx
 from tenacity import Retrying
 
 from vibesdk._backends import (
-    CHAT_PATH,
     Completion,
     StreamParser,
     error_for_status,
@@ -228,7 +227,7 @@ class Client:
         try:
             try:
                 response = self._http.post(
-                    url + CHAT_PATH,
+                    core.endpoint(url),
                     json=body,
                     headers=headers,
                     timeout=core.timeout(call.policy, False),
@@ -338,7 +337,7 @@ class Client:
         try:
             request = self._http.build_request(
                 "POST",
-                url + CHAT_PATH,
+                core.endpoint(url),
                 json=body,
                 headers=headers,
                 timeout=core.timeout(call.policy, True),
