@@ -439,3 +439,17 @@ def test_console_script_against_the_real_server(
     )  # fmt: skip
     assert done.returncode == 0
     assert json.loads(done.stdout)["document"]["flags"]["vibethinker"]["rollout_bps"] == 0
+
+
+def test_unknown_environment_exits_5_and_says_how_to_create_it(
+    capsys: pytest.CaptureFixture[str], env: str, server: FlagServer, flags_file: Path
+) -> None:
+    """status/apply/mark-good in a missing environment: exit 5 naming `vibe env create`."""
+    for argv in (["status"], ["apply", str(flags_file)], ["mark-good"]):
+        code, _, err = vibe(capsys, *argv, "--env", "nowhere")
+        assert code == 5
+        assert err == (
+            f"vibe: no environment 'nowhere' on {server.url}: create it with "
+            "`vibe env create nowhere`, or pick another with --env (VIBESDK_ENVIRONMENT); "
+            "`vibe env list` shows them\n"
+        )

@@ -44,7 +44,7 @@ def apply(args: argparse.Namespace, ctx: Context) -> int:
     if expected is None:
         # Pin the version the diff is computed against, so the write cannot
         # silently include someone else's change made in between.
-        expected = ctx.api.get(ctx.api.env_path())["version"]
+        expected = ctx.environment_state()["version"]
     body: dict[str, Any] = {"flags": flag_file.flags, "prune": args.prune}
     body["expected_version"] = expected
     if args.reason is not None:

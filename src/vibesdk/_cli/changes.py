@@ -168,7 +168,7 @@ def _set_enabled(args: argparse.Namespace, ctx: Context, *, enabled: bool) -> in
 def mark_good(args: argparse.Namespace, ctx: Context) -> int:
     version = args.version
     if version is None:
-        version = ctx.api.get(ctx.api.env_path())["version"]
+        version = ctx.environment_state()["version"]
     result = ctx.api.post(ctx.api.env_path("versions", version, "good"), _body(reason=args.reason))
     if ctx.json_output:
         ctx.emit_json(result)

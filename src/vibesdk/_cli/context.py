@@ -12,6 +12,7 @@ from typing import Any, TextIO, TypeAlias
 import httpx
 
 from .api import AdminApi
+from .errors import CliError, ExitCode
 from .settings import CliSettings
 
 __all__ = ["Context", "Subparsers"]
@@ -43,6 +44,21 @@ class Context:
     @property
     def environment(self) -> str:
         return self.settings.environment
+
+    def environment_state(self) -> dict[str, Any]:
+        """``GET /v1/admin/environments/{env}``; a missing environment says how to create it."""
+        try:
+            state: dict[str, Any] = self.api.get(self.api.env_path())
+        except CliError as exc:
+            if exc.code != ExitCode.NOT_FOUND:
+                raise
+            raise CliError(
+                f"no environment {self.environment!r} on {self.settings.server_url}: create it "
+                f"with `vibe env create {self.environment}`, or pick another with --env "
+                "(VIBESDK_ENVIRONMENT); `vibe env list` shows them",
+                ExitCode.NOT_FOUND,
+            ) from exc
+        return state
 
     def close(self) -> None:
         if self._api is not None:

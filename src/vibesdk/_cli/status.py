@@ -98,7 +98,7 @@ def status_table(flags: dict[str, Any]) -> str:
 
 
 def status(args: argparse.Namespace, ctx: Context) -> int:
-    env = ctx.api.get(ctx.api.env_path())
+    env = ctx.environment_state()
     document = env.get("document") or {}
     flags: dict[str, Any] = document.get("flags") or {}
     if args.flag is not None:
