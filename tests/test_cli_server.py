@@ -453,3 +453,13 @@ def test_unknown_environment_exits_5_and_says_how_to_create_it(
             "`vibe env create nowhere`, or pick another with --env (VIBESDK_ENVIRONMENT); "
             "`vibe env list` shows them\n"
         )
+
+
+def test_apply_reads_json_from_stdin(capsys: pytest.CaptureFixture[str], env: str) -> None:
+    """`vibe apply -` reads the flag file from standard input (JSON needs no PyYAML)."""
+    import yaml
+
+    document = json.dumps(yaml.safe_load(FLAGS_YAML))
+    code, out, err = vibe(capsys, "apply", "-", stdin=io.StringIO(document))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1].startswith(f"applied to {env}: version 0 -> 1")
