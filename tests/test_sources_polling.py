@@ -282,3 +282,42 @@ def test_background_polling_repeats_with_jittered_interval(
     assert len(delays) >= 4
     assert all(27.0 <= s <= 33.0 for s in delays)
     assert len(set(delays)) > 1
+
+
+def test_server_content_replaces_a_bootstrap_of_the_same_version(
+    kind: str, drivers: list[Driver], tmp_path: Path
+) -> None:
+    """A bootstrap edited by hand without a new version yields to the server's version N."""
+    boot = tmp_path / "flags.json"
+    boot.write_text(make_document(make_flag(rollout_bps=10000), version=4).model_dump_json())
+    server_doc = make_document(make_flag(rollout_bps=0), version=4)
+    d = _driver(drivers, kind, tmp_path, server_doc, bootstrap=boot)
+    d.open()
+    assert d.store.evaluate("vibethinker", "u1").variant == "canary"
+    d.poll_once()
+    assert (d.store.version, d.store.origin) == (4, "poll")
+    assert d.store.evaluate("vibethinker", "u1").variant == "stable"
+    d.poll_once()
+    assert d.server.requests[-1].headers["if-none-match"] == '"4"'
+
+
+def test_a_bug_in_one_round_does_not_end_the_poll_loop(
+    kind: str, drivers: list[Driver], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while handling a poll is logged and the next round still runs."""
+    d = _driver(
+        drivers, kind, tmp_path, make_document(version=1), Sleeps({"vibesdk-flags-poll": 1})
+    )
+    real = d.source.core.on_poll_response
+    calls: list[int] = []
+
+    def flaky(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+        return real(*args)
+
+    monkeypatch.setattr(d.source.core, "on_poll_response", flaky)
+    d.start()
+    assert d.wait_until_ready(20)
+    assert len(calls) == 2

@@ -236,22 +236,27 @@ class AsyncFlagSource:
     async def _poll_loop(self) -> None:
         interval = self.settings.poll_interval_s
         while True:
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception:  # a bug here must not end flag delivery for good
+                logger.exception("vibesdk flags: unexpected error while polling")
             await self._sleep(poll_delay(interval, self._rng))
 
     async def _stream_loop(self) -> None:
         attempt = 0
         while True:
-            if await self.stream_once():
-                attempt = 0
-            else:
-                attempt += 1
+            try:
+                lively = await self.stream_once()
+            except Exception:  # a bug here must not end flag delivery for good
+                logger.exception("vibesdk flags: unexpected error while streaming")
+                lively = False
+            attempt = 0 if lively else attempt + 1
             await self._sleep(self._core.reconnect_delay(attempt, self._rng))
 
     def _after_fork_in_child(self) -> None:
         # The parent's tasks and loop are not ours to touch; forget them.
         self.store._after_fork_in_child()
-        self._core.stream_up = False
+        self._core.after_fork_in_child()
         if self._client is not None:
             _abandoned.append(self._client)
         self._client = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,6 +134,8 @@ class DeliveryCore:
         self._failure_logged = False
         self._auth_logged = False
         self.retry_ms: int | None = None
+        # The poll thread and the stream thread both report here.
+        self._lock = threading.Lock()
 
     # -- start -------------------------------------------------------------
 
@@ -309,12 +312,30 @@ class DeliveryCore:
             return None
 
     def _accept(self, document: FlagDocument, origin: str, etag: str | None) -> FlagDocument | None:
+        with self._lock:
+            applied = self._apply_from_server(document, origin)
+            served = self.store.version
+            if applied or served == document.version:
+                self.server_version = document.version
+                self.etag = etag or _version_etag(document.version)
+            elif served is not None and document.version < served and self._older_logged != served:
+                logger.warning(
+                    "vibesdk flags: the server sent version %d, older than the served %d; "
+                    "kept %d (versions never go back)",
+                    document.version,
+                    served,
+                    served,
+                )
+                self._older_logged = served
+        self._success()
+        return document if applied else None
+
+    def _apply_from_server(self, document: FlagDocument, origin: str) -> bool:
         current = self.store.document
-        if (
-            current is not None
-            and current.environment != document.environment
-            and self.store.origin in LOCAL_ORIGINS
-        ):
+        local = self.store.origin in LOCAL_ORIGINS
+        if current is None or not local:
+            return self.store.apply(document, origin=origin)
+        if current.environment != document.environment:
             # The SDK key is the authority on the environment: a local document
             # for another one must not shadow the server's, whatever its version.
             logger.warning(
@@ -324,24 +345,23 @@ class DeliveryCore:
                 self.store.origin,
                 current.environment,
             )
-            applied = self.store.apply(document, origin=origin, replace=True)
-        else:
-            applied = self.store.apply(document, origin=origin)
-        served = self.store.version
-        if applied or served == document.version:
-            self.server_version = document.version
-            self.etag = etag or _version_etag(document.version)
-        elif served is not None and document.version < served and self._older_logged != served:
+            return self.store.apply(document, origin=origin, replace=True)
+        if current.version == document.version and current != document:
+            # A bootstrap file edited by hand without a new version: the server's
+            # content is the real version N.
             logger.warning(
-                "vibesdk flags: the server sent version %d, older than the served %d; "
-                "kept %d (versions never go back)",
+                "vibesdk flags: the %s document differs from the server's version %d; "
+                "serving the server's",
+                self.store.origin,
                 document.version,
-                served,
-                served,
             )
-            self._older_logged = served
-        self._success()
-        return document if applied else None
+            return self.store.apply(document, origin=origin, replace=True)
+        return self.store.apply(document, origin=origin)
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's stream and any lock a parent thread held."""
+        self._lock = threading.Lock()
+        self.stream_up = False
 
     def _set_state(self, state: FlagState) -> None:
         self.store.set_state(state)

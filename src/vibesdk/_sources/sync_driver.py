@@ -245,17 +245,22 @@ class FlagSource:
     def _poll_loop(self) -> None:
         interval = self.settings.poll_interval_s
         while not self._stop.is_set():
-            self.poll_once()
+            try:
+                self.poll_once()
+            except Exception:  # a bug here must not end flag delivery for good
+                logger.exception("vibesdk flags: unexpected error while polling")
             if self._wait(poll_delay(interval, self._rng)):
                 return
 
     def _stream_loop(self) -> None:
         attempt = 0
         while not self._stop.is_set():
-            if self.stream_once():
-                attempt = 0
-            else:
-                attempt += 1
+            try:
+                lively = self.stream_once()
+            except Exception:  # a bug here must not end flag delivery for good
+                logger.exception("vibesdk flags: unexpected error while streaming")
+                lively = False
+            attempt = 0 if lively else attempt + 1
             if self._wait(self._core.reconnect_delay(attempt, self._rng)):
                 return
 
@@ -273,7 +278,7 @@ class FlagSource:
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self.store._after_fork_in_child()
-        self._core.stream_up = False
+        self._core.after_fork_in_child()
         if self._client is not None:
             _abandoned.append(self._client)
         self._client = None
