@@ -448,3 +448,62 @@ def test_async_client_is_an_async_context_manager() -> None:
     client = asyncio.run(_async_context())
     with pytest.raises(ClientClosedError):
         asyncio.run(client.chat("vibethinker", "u1", USER))
+
+
+def test_forked_child_gets_its_own_connections_and_feedback_thread() -> None:
+    """After os.fork() a child's chat() and feedback() work on fresh connections and threads."""
+    import json
+    import os
+    import signal
+    import warnings
+
+    from vibesdk.testing import FakeBackend
+
+    posted: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        posted.append(request)
+        return httpx.Response(202)
+
+    with FakeBackend(default="from stable") as stable, FakeBackend(default="hi") as canary:
+        doc = make_document(
+            make_flag(stable_url=stable.url, canary_url=canary.url, rollout_bps=10_000)
+        )
+        client = vibesdk.Client(
+            server_url="http://flags",
+            sdk_key="k",
+            flag_source=flag_source(doc),
+            server_transport=httpx.MockTransport(server),
+        )
+        parent = client.chat("vibethinker", "u1", USER)  # opens a keep-alive connection
+        client.feedback(parent.trace_id, 3)  # starts the feedback thread
+        for _ in range(200):  # let the parent's thread post it before the fork copies `posted`
+            if posted:
+                break
+            threading.Event().wait(0.01)
+        parent_http = client._http
+        read_end, write_end = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            report: dict[str, Any] = {}
+            try:
+                signal.alarm(30)
+                r = client.chat("vibethinker", "u1", USER)
+                report["text"] = r.text
+                report["fresh_http"] = client._http is not parent_http
+                client.feedback(r.trace_id, 5)
+                client.close()
+                report["posted"] = [json.loads(p.content)["score"] for p in posted]
+            except BaseException as exc:
+                report["error"] = repr(exc)
+            os.write(write_end, json.dumps(report).encode())
+            os._exit(0)
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read_end) as f:
+            report = json.loads(f.read() or "{}")
+        client.close()
+    assert status == 0
+    assert report == {"text": "hi", "fresh_http": True, "posted": [3, 5]}

@@ -132,6 +132,7 @@ class AsyncClient:
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self._transport = transport
+        self._server_transport = server_transport
         self._http = httpx.AsyncClient(transport=transport, limits=_LIMITS, follow_redirects=False)
         self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
         key = settings.sdk_key.get_secret_value() if settings.sdk_key is not None else None
@@ -448,6 +449,7 @@ class AsyncClient:
             self._settings.server_url,
             None if self._settings.sdk_key is None else self._settings.sdk_key.get_secret_value(),
             maxsize=self._settings.feedback_queue_size,
+            transport=self._server_transport,
         )
 
     async def aclose(self) -> None:
