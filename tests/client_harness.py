@@ -292,3 +292,17 @@ def json_of(request: httpx.Request) -> Mapping[str, Any]:
 
 def chunks_text(chunks: Iterator[ChatChunk] | list[ChatChunk]) -> str:
     return "".join(c.text for c in chunks)
+
+
+class Router(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """One transport for the client, dispatching by host to per-backend transports (FakeBackend)."""
+
+    def __init__(self, **by_host: Any) -> None:
+        self.by_host = by_host
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.by_host[request.url.host].handle_request(request)  # type: ignore[no-any-return]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self.by_host[request.url.host]
+        return await transport.handle_async_request(request)  # type: ignore[no-any-return]

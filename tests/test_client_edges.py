@@ -507,3 +507,33 @@ def test_forked_child_gets_its_own_connections_and_feedback_thread() -> None:
         client.close()
     assert status == 0
     assert report == {"text": "hi", "fresh_http": True, "posted": [3, 5]}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_stalled_canary_times_out_into_fallback(kind: str, stream: bool) -> None:
+    """A canary that never answers: first-token deadline (streams) or total deadline (calls)."""
+    from tests.client_harness import Router
+    from vibesdk.testing import FakeBackend, Reply
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    fakes = {
+        "canary": FakeBackend(default=Reply(stall=True), sleep=lambda s: None, async_sleep=no_wait),
+        "stable": FakeBackend(default="steady", sleep=lambda s: None, async_sleep=no_wait),
+    }
+    router = Router(**{host: fake.transport() for host, fake in fakes.items()})
+    doc = document(fallback={"retries": 0, "first_token_timeout_s": 2, "total_timeout_s": 9})
+    d = Driver(kind, flag_source=flag_source(doc), transport=router)
+    try:
+        if stream:
+            chunks = d.stream("vibethinker", CANARY_USER, USER)
+            assert chunks_text(chunks) == "steady"
+            reason = chunks[-1].fallback_reason
+        else:
+            r = d.chat("vibethinker", CANARY_USER, USER)
+            assert r.text == "steady"
+            reason = r.fallback_reason
+        assert reason == ("timeout_first_token" if stream else "timeout_total")
+    finally:
+        d.dispose()
