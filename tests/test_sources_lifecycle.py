@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -17,7 +18,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from tests.sources_harness import Driver, FakeFlagServer, flags_response, settings, sse_frame
 from vibesdk import ConfigError
-from vibesdk._sources import FlagSource, FlagState, core
+from vibesdk._sources import AsyncFlagSource, FlagSource, FlagState, core
 from vibesdk.testing import make_document, make_flag
 
 
@@ -161,6 +162,49 @@ def test_forked_child_keeps_the_document_and_restarts_delivery_on_first_use(
     assert source.store.version == 1
     assert [t.name for t in _flag_threads()] == ["vibesdk-flags-poll"]
     source.close()
+
+
+def test_forked_child_restarts_the_async_source_in_its_own_event_loop(tmp_path: Path) -> None:
+    """An AsyncFlagSource started before fork resumes on the child's loop at first evaluate."""
+    server = FakeFlagServer("async", make_document(make_flag(rollout_bps=0), version=1))
+    source = AsyncFlagSource(settings(tmp_path), transport=httpx.MockTransport(server.handler))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(source.start())
+    assert loop.run_until_complete(source.wait_until_ready(20))
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        report: dict[str, object] = {}
+
+        async def child() -> None:
+            arrived = asyncio.Event()
+            source.store.add_listener(lambda d: arrived.set())
+            server.document = make_document(make_flag(rollout_bps=10000), version=2)
+            report["before"] = source.store.evaluate("vibethinker", "u1").flag_version
+            await asyncio.wait_for(arrived.wait(), 20)
+            report["after"] = source.store.evaluate("vibethinker", "u1").variant
+            await source.aclose()
+
+        try:
+            signal.alarm(30)
+            asyncio.run(child())
+        except BaseException as exc:
+            report["error"] = repr(exc)
+        os.write(write_end, json.dumps(report).encode())
+        os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 60)
+        assert ready, "the forked child did not report"
+        report = json.loads(os.read(read_end, 65536))
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert report == {"before": 1, "after": "canary"}
+    loop.run_until_complete(source.aclose())
+    loop.close()
 
 
 def test_close_before_start_and_start_after_close_do_nothing(tmp_path: Path) -> None:
