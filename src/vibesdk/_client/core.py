@@ -8,6 +8,7 @@ on the span, the metrics and the result. Nothing here does network I/O.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from collections import OrderedDict
@@ -41,6 +42,8 @@ from vibesdk._telemetry.instruments import Metrics, flag_attributes, tracer
 from .results import ChatChunk, ChatResult, Usage
 
 __all__ = ["Attempt", "Call", "ClientCore", "map_http_error", "validate_feedback"]
+
+logger = logging.getLogger("vibesdk.client")
 
 _DEFAULT_POLICY = FallbackPolicy()
 _PARAM_NAMES = frozenset(GenerationParams.model_fields)
@@ -154,7 +157,7 @@ class ClientCore:
             started=self.clock(),
         )
         model = assignment.config.model if assignment.config is not None else None
-        span = tracer().start_span(sc.span_name(model), kind=SpanKind.CLIENT)
+        span = _start_span(sc.span_name(model), None)
         call.span = span
         call.ctx = trace.set_span_in_context(span)
         span_ctx = span.get_span_context()
@@ -308,7 +311,7 @@ class ClientCore:
             breaker = self.breaker(url, policy)
         else:
             url = pool.acquire()[0]  # type: ignore[index]  # no admit: always a URL
-        span = tracer().start_span(sc.SPAN_ATTEMPT, context=call.ctx, kind=SpanKind.CLIENT)
+        span = _start_span(sc.SPAN_ATTEMPT, call.ctx)
         if span.is_recording():
             attrs: dict[str, Any] = {
                 sc.VIBESDK_ATTEMPT: number,
@@ -585,6 +588,15 @@ class ClientCore:
         """(flag key, answering variant, user id, span id) of a recent answer, if remembered."""
         with self._lock:
             return self._recent.get(trace_id)
+
+
+def _start_span(name: str, context: Any) -> Span:
+    # Telemetry must never break a call: a tracer that fails gives a no-op span.
+    try:
+        return tracer().start_span(name, context=context, kind=SpanKind.CLIENT)
+    except Exception:
+        logger.debug("vibesdk: could not start span %r", name, exc_info=True)
+        return trace.INVALID_SPAN
 
 
 def validate_overrides(overrides: Mapping[str, Any]) -> None:
