@@ -441,3 +441,43 @@ def test_prompt_reference_embeds_the_system_prompt_the_sdk_sees(server: FlagServ
     assert embedded is not None
     assert embedded.system == VIBETHINKER_SYSTEM_PROMPT
     assert embedded.model == MODEL
+
+
+# -- YAML bodies ----------
+def test_apply_accepts_a_yaml_body(server: FlagServer) -> None:
+    """Content-Type application/yaml with the same shape as JSON applies the flags."""
+    import yaml
+
+    text = yaml.safe_dump({"flags": [_flag_json()], "reason": "from yaml"})
+    response = _post(
+        server, "/apply", None, content=text.encode(), headers={"content-type": "application/yaml"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == 1
+
+
+def test_malformed_yaml_is_a_400_naming_the_line(server: FlagServer) -> None:
+    """Broken YAML: 400 with the line number, one line, nothing written."""
+    before = _env(server)
+    response = _post(
+        server,
+        "/apply",
+        None,
+        content=b"flags:\n  - key: [unclosed\n",
+        headers={"content-type": "application/yaml"},
+    )
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "malformed YAML at line" in detail
+    assert "\n" not in detail
+    _assert_unchanged(server, before)
+
+
+def test_yaml_bodies_still_need_an_admin_token(server: FlagServer) -> None:
+    """The YAML path is behind the same auth: no token is 401 before the body is read."""
+    response = httpx.post(
+        f"{server.url}/v1/admin/environments/{server.environment}/apply",
+        content=b"flags: []",
+        headers={"content-type": "application/yaml"},
+    )
+    assert response.status_code == 401

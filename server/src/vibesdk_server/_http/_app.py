@@ -21,6 +21,7 @@ from ._admin import router as admin_router
 from ._auth import AuthMiddleware
 from ._hub import Hub
 from ._sdk import router as sdk_router
+from ._yaml import YamlBodyMiddleware
 
 __all__ = ["create_app"]
 
@@ -80,6 +81,8 @@ def create_app(store: SqlStore, *, heartbeat_s: float = 15.0, refresh_s: float =
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_response(exc.errors())
 
+    # Added last = runs first: authenticate before reading (and converting) any body.
+    app.add_middleware(YamlBodyMiddleware)
     app.add_middleware(AuthMiddleware, authenticate=store.authenticate)
     return app
 

@@ -110,7 +110,8 @@ class AuthMiddleware:
 def _bearer(scope: Any) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
+            text: str = bytes(value).decode("latin-1")
+            scheme, _, token = text.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             return None
