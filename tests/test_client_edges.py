@@ -537,3 +537,50 @@ def test_stalled_canary_times_out_into_fallback(kind: str, stream: bool) -> None
         assert reason == ("timeout_first_token" if stream else "timeout_total")
     finally:
         d.dispose()
+
+
+def test_half_open_breaker_lets_exactly_one_of_many_concurrent_calls_probe(kind: str) -> None:
+    """After cooldown, of 4 concurrent calls one probes the canary; 3 fall back, circuit_open."""
+    clock = FakeClock()
+    others_done = threading.Event()
+    broken = [True]
+
+    def canary_sync(request: httpx.Request) -> httpx.Response:
+        if broken[0]:
+            return httpx.Response(503)
+        others_done.wait(10)  # hold the probe until the other calls have answered
+        return ok(request)
+
+    async def canary_async(request: httpx.Request) -> httpx.Response:
+        import asyncio
+
+        if broken[0]:
+            return httpx.Response(503)
+        for _ in range(1000):
+            if others_done.is_set():
+                break
+            await asyncio.sleep(0.01)
+        return ok(request)
+
+    canary = canary_sync if kind == "sync" else canary_async
+    backends = Backends(canary=canary, stable=ok)
+    doc = document(fallback={"retries": 0, "breaker_failures": 1, "breaker_cooldown_s": 30})
+    d = Driver(kind, flag_source=flag_source(doc), transport=backends.transport(), clock=clock)
+    try:
+        assert d.chat("vibethinker", "u1", USER).fallback_reason == "http_503"  # opens it
+        broken[0] = False
+        clock.now += 30
+        done: list[Any] = []
+
+        def seen(result: Any) -> None:
+            done.append(result)
+            if len(done) == 3:
+                others_done.set()
+
+        calls = [(("vibethinker", f"u{i}", USER), {}) for i in range(4)]
+        results = d.chat_many(calls, on_result=seen, concurrency=4)
+    finally:
+        d.dispose()
+    assert len(backends.to("canary")) == 2  # the call that opened it, and one probe
+    reasons = sorted(str(r.fallback_reason) for r in results)
+    assert reasons == ["None", "circuit_open", "circuit_open", "circuit_open"]
