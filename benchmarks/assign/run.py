@@ -29,6 +29,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -126,19 +127,7 @@ def setup_vibesdk_client(rule: bool) -> tuple[Assign, str]:
 def setup_growthbook(rule: bool) -> tuple[Assign, str]:
     from growthbook import GrowthBook
 
-    rules: list[dict[str, Any]] = []
-    if rule:
-        rules.append({"id": "cn", "condition": {"region": "cn"}, "force": "canary"})
-    rules.append(
-        {
-            "id": "rollout",
-            "force": "canary",
-            "coverage": ROLLOUT_PERCENT / 100,
-            "hashAttribute": "id",
-            "seed": FLAG,
-        }
-    )
-    gb = GrowthBook(features={FLAG: {"defaultValue": "stable", "rules": rules}})
+    gb = GrowthBook(features=_growthbook_features(rule))
     _CLOSERS.append(gb.destroy)
     set_attributes = gb.set_attributes
     get_value = gb.get_feature_value
@@ -152,6 +141,41 @@ def setup_growthbook(rule: bool) -> tuple[Assign, str]:
         "GrowthBook(features=...): set_attributes({'id': uid, ...})"
         " + get_feature_value(flag, 'stable')",
     )
+
+
+def _growthbook_features(rule: bool) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = []
+    if rule:
+        rules.append({"id": "cn", "condition": {"region": "cn"}, "force": "canary"})
+    rules.append(
+        {
+            "id": "rollout",
+            "force": "canary",
+            "coverage": ROLLOUT_PERCENT / 100,
+            "hashAttribute": "id",
+            "seed": FLAG,
+        }
+    )
+    return {FLAG: {"defaultValue": "stable", "rules": rules}}
+
+
+def setup_growthbook_per_request(rule: bool) -> tuple[Assign, str]:
+    """GrowthBook as its docs show it in a web server: a new instance per request.
+
+    A shared instance (the row above) keeps the user's attributes as instance
+    state, so concurrent requests must not share one.
+    """
+    from growthbook import GrowthBook
+
+    features = _growthbook_features(rule)
+
+    def assign(user_id: str, attrs: Attrs) -> str:
+        gb = GrowthBook(
+            attributes={"id": user_id, **attrs} if attrs else {"id": user_id}, features=features
+        )
+        return gb.get_feature_value(FLAG, "stable")  # type: ignore[no-any-return]
+
+    return assign, "GrowthBook(attributes=..., features=...) per call + get_feature_value"
 
 
 # --------------------------------------------------------------------------- Unleash
@@ -475,6 +499,7 @@ SETUPS: dict[str, Callable[[bool], tuple[Assign, str]]] = {
     "vibesdk Client.assign": setup_vibesdk_client,
     "vibesdk CompiledDocument.evaluate": setup_vibesdk_evaluate,
     "GrowthBook": setup_growthbook,
+    "GrowthBook (instance per request)": setup_growthbook_per_request,
     "Unleash": setup_unleash,
     "LaunchDarkly": setup_launchdarkly,
     "Flagsmith": setup_flagsmith,
@@ -495,7 +520,15 @@ def make_calls(n_users: int, rule: bool) -> list[tuple[str, Attrs]]:
 
 
 def run_scenario(
-    rule: bool, *, rounds: int, batches: int, batch_size: int, warmup: int, n_users: int, seed: int
+    rule: bool,
+    *,
+    rounds: int,
+    batches: int,
+    single_batches: int,
+    batch_size: int,
+    warmup: int,
+    n_users: int,
+    seed: int,
 ) -> dict[str, Any]:
     scenario = "rule" if rule else "rollout"
     calls = make_calls(n_users, rule)
@@ -546,6 +579,7 @@ def run_scenario(
         calls[i : i + batch_size] for i in range(0, len(calls) - batch_size + 1, batch_size)
     ]
     samples: dict[str, list[float]] = {name: [] for name in adapters}
+    singles: dict[str, list[float]] = {name: [] for name in adapters}
     rng = random.Random(seed)
     perf = time.perf_counter_ns
     names = list(adapters)
@@ -563,10 +597,23 @@ def run_scenario(
                 for uid, attrs in chunk:
                     fn(uid, attrs)
                 out.append((perf() - t0) / batch_size)
+            # The same calls timed one by one: the tail a caller sees (a batch
+            # mean dilutes a stall over its calls, and long batches catch more
+            # of the machine's preemptions than short ones).
+            one = singles[name]
+            for _ in range(single_batches):
+                chunk = batch_slices[slice_i % len(batch_slices)]
+                slice_i += 1
+                for uid, attrs in chunk:
+                    t0 = perf()
+                    fn(uid, attrs)
+                    one.append(perf() - t0)
         gc.collect()  # keep one SDK's garbage from being collected on another's clock
     elapsed = time.monotonic() - t_start
 
-    stats = {name: _common.summarize(s) for name, s in samples.items()}
+    batched = {name: _common.summarize(s) for name, s in samples.items()}
+    single = {name: _common.summarize(s) for name, s in singles.items()}
+    stats = batched
     competitors = [n for n in stats if n not in VIBESDK_ROWS and n != BASELINE]
     fastest = min(competitors, key=lambda n: stats[n]["median"]) if competitors else None
     vibe_row = next((n for n in VIBESDK_ROWS if n in stats), None)
@@ -586,7 +633,8 @@ def run_scenario(
         "how_each_sdk_is_called": described,
         "skipped": skipped,
         "equivalence_check": checks,
-        "ns_per_call": stats,
+        "ns_per_call": batched,
+        "ns_per_single_call": single,
         "timed_seconds": round(elapsed, 1),
         "summary": summary,
     }
@@ -594,20 +642,33 @@ def run_scenario(
 
 def table(result: dict[str, Any]) -> str:
     stats = result["ns_per_call"]
+    single = result["ns_per_single_call"]
     ref = result["summary"].get("vibesdk_median_ns")
     rows = []
     for name, s in sorted(stats.items(), key=lambda kv: kv[1]["median"]):
+        o = single[name]
         ratio = f"{s['median'] / ref:.1f}x" if ref and name != BASELINE else ""
         rows.append(
             [
                 name,
                 f"{s['median'] / 1000:.2f}",
                 f"{s['p90'] / 1000:.2f}",
-                f"{s['p99'] / 1000:.2f}",
+                f"{o['median'] / 1000:.2f}",
+                f"{o['p90'] / 1000:.2f}",
+                f"{o['p99'] / 1000:.2f}",
                 ratio,
             ]
         )
-    return _common.markdown_table(["SDK", "median µs", "p90 µs", "p99 µs", "x vibesdk"], rows)
+    header = [
+        "SDK",
+        "median µs",
+        "p90 µs",
+        "1-call median µs",
+        "1-call p90 µs",
+        "1-call p99 µs",
+        "median / vibesdk",
+    ]
+    return _common.markdown_table(header, rows)
 
 
 def main() -> None:
@@ -615,8 +676,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", help="write the JSON result here")
-    parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--batches", type=int, default=10, help="batches per SDK per round")
+    parser.add_argument("--rounds", type=int, default=150)
+    parser.add_argument("--batches", type=int, default=5, help="batches per SDK per round")
+    parser.add_argument(
+        "--single-batches", type=int, default=5, help="batches per SDK per round timed call by call"
+    )
     parser.add_argument("--batch-size", type=int, default=20, help="calls per timed batch")
     parser.add_argument(
         "--warmup", type=int, default=2000, help="untimed calls per SDK before timing"
@@ -627,11 +691,13 @@ def main() -> None:
 
     logging.basicConfig(level=logging.ERROR)
     started = _common.now_utc()
+    load_before = os.getloadavg()
     results = [
         run_scenario(
             rule,
             rounds=args.rounds,
             batches=args.batches,
+            single_batches=args.single_batches,
             batch_size=args.batch_size,
             warmup=args.warmup,
             n_users=args.users,
@@ -646,7 +712,8 @@ def main() -> None:
         "benchmark": "assign",
         "date": started,
         "command": _common.command_line(),
-        "machine": _common.machine(),
+        "machine": _common.machine()
+        | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "versions": _common.versions(DISTRIBUTIONS),
         "parameters": vars(args)
         | {"flag": FLAG, "rollout_percent": ROLLOUT_PERCENT, "regions": REGIONS},
