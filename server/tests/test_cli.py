@@ -1,0 +1,71 @@
+"""`vibe-server`: bootstrap tokens in the database, then serve with them (real subprocesses)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+import httpx
+from vibesdk_server.testing import FlagServerProcess
+
+
+def _vibe_server(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vibesdk_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_token_create_prints_only_the_secret_on_stdout(
+    db_url: str, flag_server_factory: Callable[..., FlagServerProcess]
+) -> None:
+    """token create prints one secret line; the admin token and SDK key then work on the server."""
+    admin = _vibe_server("token", "create", "--db", db_url, "--name", "alice", "--kind", "admin")
+    assert admin.returncode == 0, admin.stderr
+    sdk = _vibe_server(
+        "token", "create", "--db", db_url, "--env", "prod", "--kind", "sdk", "--name", "web"
+    )
+    assert sdk.returncode == 0, sdk.stderr
+    assert "created environment 'prod'" in sdk.stderr
+    admin_token, sdk_key = admin.stdout.strip(), sdk.stdout.strip()
+    assert admin_token.startswith("vibe_admin_")
+    assert len(admin.stdout.splitlines()) == 1
+    server = flag_server_factory(
+        db_url, environment="prod", admin_token=admin_token, sdk_key=sdk_key
+    )
+    assert server.document().environment == "prod"
+    audit = server.admin_request("GET", "/v1/admin/audit").json()
+    assert {"admin_token_create", "sdk_token_create"} <= {a["action"] for a in audit}
+
+
+def test_duplicate_token_names_and_missing_env_are_refused(db_url: str) -> None:
+    """A second admin token named alice, or an SDK key without --env, exits non-zero with a hint."""
+    assert _vibe_server("token", "create", "--db", db_url, "--name", "alice").returncode == 0
+    again = _vibe_server("token", "create", "--db", db_url, "--name", "alice")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    no_env = _vibe_server("token", "create", "--db", db_url, "--kind", "sdk", "--name", "w")
+    assert no_env.returncode == 2
+    assert "--env" in no_env.stderr
+
+
+def test_serve_logs_one_line_per_admin_action(
+    flag_server_factory: Callable[..., FlagServerProcess],
+) -> None:
+    """Each admin write shows up as one 'admin action=...' line with actor and reason."""
+    server = flag_server_factory()
+    server.new_environment("logged")
+    response = httpx.post(
+        f"{server.url}/v1/admin/environments/logged/sdk-keys",
+        json={"name": "w2"},
+        headers={"Authorization": f"Bearer {server.admin_token}"},
+    )
+    assert response.status_code == 201
+    lines = [line for line in server.log_tail(200).splitlines() if "admin action=" in line]
+    assert any("action=create_environment" in line and "env=logged" in line for line in lines)
+    assert any("action=sdk_key_create" in line and "name=w2" in line for line in lines)
+    assert server.admin_token not in server.log_tail(200)
