@@ -181,6 +181,8 @@ class AsyncFlagSource:
                     await self._apply_event(event)
         except httpx.ReadTimeout:
             reason = f"silent for {self._silence_s:g} s"
+            if not self._core.stream_up:
+                self._core.on_failure("stream", f"no answer in {self._silence_s:g} s")
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if not self._core.stream_up:

@@ -25,7 +25,7 @@ from . import fork
 from .cache import DiskCache
 from .core import DeliveryCore
 from .policy import STREAM_SILENCE_S, poll_delay
-from .sse import SSEParser
+from .sse import SSEEvent, SSEParser
 from .store import FlagStore
 
 __all__ = ["FlagSource", "make_cache"]
@@ -152,7 +152,8 @@ class FlagSource:
         try:
             response = client.get(url, headers=self._core.poll_headers())
         except Exception as exc:  # any transport failure is just a failed poll
-            self._core.on_poll_failure(exc)
+            if not self._stop.is_set():  # close() cut it: not a failure
+                self._core.on_poll_failure(exc)
             return
         save = self._core.on_poll_response(response.status_code, response.headers, response.content)
         if save is not None:
@@ -192,9 +193,11 @@ class FlagSource:
                         self._apply_event(event)
         except httpx.ReadTimeout:
             reason = f"silent for {self._silence_s:g} s"
+            if not self._core.stream_up:
+                self._core.on_failure("stream", f"no answer in {self._silence_s:g} s")
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            if not self._core.stream_up:
+            if not self._core.stream_up and not self._stop.is_set():
                 self._core.on_failure("stream", reason)
         finally:
             self._response = None
@@ -204,7 +207,7 @@ class FlagSource:
 
     # -- internals ---------------------------------------------------------
 
-    def _apply_event(self, event: Any) -> None:
+    def _apply_event(self, event: SSEEvent) -> None:
         save = self._core.on_stream_event(event)
         if save is not None:
             self._save(save)
