@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -226,3 +230,27 @@ def test_never_raises_on_markdown_like_text(pieces: list[str]) -> None:
     """Fences, think tags, NUL bytes and half-written code in any order never make a check raise."""
     report = check_answer("".join(pieces))
     assert report.passed == (not report.failures)
+
+
+_REAL = json.loads((Path(__file__).parent / "data" / "smollm2-answers.json").read_text("utf-8"))
+
+
+@pytest.mark.parametrize("answer", _REAL["answers"], ids=lambda a: a["name"])
+def test_real_model_answers(answer: dict[str, Any]) -> None:
+    """Real SmolLM2 answers (loops, code-first answers, normal prose) get the expected verdicts."""
+    report = check_answer(answer["text"], user_input=answer["prompt"])
+    assert list(report.failures) == answer["expected_failures"]
+
+
+def test_loops_in_separate_reasoning_count_only_without_an_answer() -> None:
+    """reasoning_content that loops fails only when no answer came; an escaped loop passes."""
+    looping = "Let me check again. " * 40
+    assert check_answer("", reasoning=looping).failures == ("empty", "repetition_loop")
+    assert check_answer("The answer is 4.", reasoning=looping).passed
+
+
+def test_a_loop_inside_a_closed_think_block_is_not_a_failure() -> None:
+    """A model that looped while thinking but then answered is judged on its answer."""
+    text = "<think>" + "hmm, " * 100 + "</think>The answer is 4."
+    assert check_answer(text).passed
+    assert check_answer("<think>" + "hmm, " * 100).failures == ("empty", "repetition_loop")
