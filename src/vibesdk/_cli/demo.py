@@ -1,0 +1,714 @@
+"""``vibe demo``: the whole canary story on one machine, on loopback, on the CPU.
+
+It starts the flag server (SQLite in a temporary directory), two real models
+served by llama.cpp's ``llama-server`` -- stable: SmolLM2-135M-Instruct, canary:
+Gemma 3 270M standing in for VibeThinker-1.5B -- reviews the prompts and applies
+``examples/flags.yaml`` with the ``vibe`` CLI, runs the example product app
+(``examples/product_app``) and sends it traffic from simulated users in three
+phases: the canary at 10%; widened to 50% with ``vibe rollout``, during which the
+canary's model server is killed (users keep getting answers from stable, the
+fallbacks show up); and after ``vibe rollback``. It prints progress while it
+runs and at the end the users, latencies, fallbacks and output-check failures
+per variant, how long each flip took to reach the app, and where the traces are.
+
+Gemma 3 270M is a base model without a chat template, so the canary's
+llama-server gets a completion-style template ("system prompt, blank line,
+problem, ``Answer:``") instead; a real VibeThinker GGUF (``--canary-gguf
+PATH``, or ``VIBESDK_VIBETHINKER_GGUF`` with ``--canary-gguf vibethinker``) is
+served with its own template. Needs the repository checkout (for
+``examples/``), ``vibesdk-server`` and a llama.cpp build from
+``server/llama/build.sh``; ``./scripts/demo`` installs all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from .demo_report import UNKNOWN, Flip, Outcome, Phase, render, summarize
+
+__all__ = ["main"]
+
+FLAG = "vibethinker"
+CANARY_ALIAS = "vibethinker-1.5b"
+STABLE_ALIAS = "smollm2-135m-instruct"
+
+# A base model has no chat template: render the conversation as a plain
+# completion prompt the model can continue.
+COMPLETION_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}{{ m['content'] }}\n"
+    "{% else %}Answer: {{ m['content'] }}\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}Answer:{% endif %}"
+)
+
+# (prompt id, model it is reviewed for, user template, file under examples/prompts/)
+PROMPTS = (
+    ("assistant-stable", STABLE_ALIAS, "{input}", "assistant-stable.txt"),
+    ("vibethinker-reasoning", CANARY_ALIAS, "Problem: {input}", "vibethinker-reasoning.txt"),
+)
+
+QUESTIONS = (
+    "What is 17 * 23?",
+    "Is 91 a prime number?",
+    "What is the derivative of x^3 + 2x?",
+    "Solve for x: 3x + 7 = 22.",
+    "What is the sum of the integers from 1 to 100?",
+    "How many ways can 4 people stand in a line?",
+    "Write a Python function that reverses a string.",
+    "Write a Python function that returns the n-th Fibonacci number.",
+    "Write a Python one-liner that counts the vowels in a string.",
+    "Write a Python function that checks whether a number is prime.",
+    "What is the greatest common divisor of 48 and 36?",
+    "What is 2 to the power of 10?",
+)
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Options:
+    users: int
+    concurrency: int
+    quick: bool
+    kill_canary: bool
+    stable_gguf: str
+    canary_gguf: str
+    flags_file: Path
+    examples: Path
+    workdir: Path | None
+    summary_json: Path | None
+    max_tokens: int | None
+    seed: int
+
+
+def _repo_root() -> Path:
+    # src/vibesdk/_cli/demo.py -> the checkout's root
+    return Path(__file__).resolve().parents[3]
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    """The demo's options (``vibe demo --help``)."""
+    root = _repo_root()
+    parser = argparse.ArgumentParser(
+        prog="vibe demo",
+        description="Run the canary story end to end on loopback: flag server, two llama.cpp "
+        "models, the example product app, simulated users, a killed canary, rollout and rollback.",
+    )
+    parser.add_argument("--users", type=int, default=None, help="simulated users (default 200)")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="users asking at once (default 6)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="short run: 20 users, 16-token answers"
+    )
+    parser.add_argument(
+        "--no-kill",
+        dest="kill_canary",
+        action="store_false",
+        help="keep the canary model server alive",
+    )
+    parser.add_argument(
+        "--stable-gguf",
+        default="smollm2",
+        help="stable model: a GGUF path or smollm2 (default)",
+    )
+    parser.add_argument(
+        "--canary-gguf",
+        default="gemma3-270m",
+        help="canary model: a GGUF path, gemma3-270m (default) or vibethinker "
+        "(VIBESDK_VIBETHINKER_GGUF)",
+    )
+    parser.add_argument(
+        "--flags", type=Path, default=root / "examples" / "flags.yaml", help="the flag file"
+    )
+    parser.add_argument(
+        "--examples", type=Path, default=root / "examples", help="the examples directory"
+    )
+    parser.add_argument("--workdir", type=Path, help="keep databases, logs and traces here")
+    parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
+    parser.add_argument("--max-tokens", type=int, help="override every variant's max_tokens")
+    parser.add_argument("--seed", type=int, default=7, help="seed for questions and feedback")
+    ns = parser.parse_args(list(argv))
+    users = ns.users if ns.users is not None else (20 if ns.quick else 200)
+    if users < 3:
+        parser.error("--users must be at least 3")
+    concurrency = ns.concurrency if ns.concurrency is not None else (4 if ns.quick else 6)
+    if concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    max_tokens = ns.max_tokens if ns.max_tokens is not None else (16 if ns.quick else None)
+    return Options(
+        users=users,
+        concurrency=concurrency,
+        quick=ns.quick,
+        kill_canary=ns.kill_canary,
+        stable_gguf=ns.stable_gguf,
+        canary_gguf=ns.canary_gguf,
+        flags_file=ns.flags,
+        examples=ns.examples,
+        workdir=ns.workdir,
+        summary_json=ns.summary_json,
+        max_tokens=max_tokens,
+        seed=ns.seed,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; 0 when every user got an answer, 1 otherwise or on a failed step."""
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    with contextlib.ExitStack() as stack:
+        if opts.workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vibe-demo-")))
+            keep = False
+        else:
+            workdir = opts.workdir.resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+            keep = True
+        demo = _Demo(opts, workdir, keep=keep, out=sys.stdout)
+        try:
+            return demo.run(stack)
+        except DemoError as exc:
+            print(f"\nvibe demo: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nvibe demo: interrupted; stopping everything it started", file=sys.stderr)
+            return 130
+
+
+class _Demo:
+    def __init__(self, opts: Options, workdir: Path, *, keep: bool, out: TextIO) -> None:
+        self.opts = opts
+        self.workdir = workdir
+        self.keep = keep
+        self.out = out
+        self.started = time.monotonic()
+        self.step_no = 0
+        self.env: dict[str, str] = {}
+        self.app_url = ""
+        self.server: Any = None
+        self.canary: Any = None
+
+    # -- output ------------------------------------------------------------------------------
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def step(self, title: str) -> None:
+        self.step_no += 1
+        elapsed = time.monotonic() - self.started
+        self.say(f"\n[{self.step_no}/6 {elapsed:5.1f}s] {title}")
+
+    # -- the story ---------------------------------------------------------------------------
+
+    def run(self, stack: contextlib.ExitStack) -> int:
+        opts = self.opts
+        self.say(
+            f"vibe demo: {opts.users} simulated users, {opts.concurrency} at a time, "
+            f"everything on 127.0.0.1 (work dir {self.workdir}"
+            f"{'' if self.keep else ', removed at the end'})"
+        )
+        self._check_files()
+        self.step("flag server (vibe-server, SQLite)")
+        self._start_flag_server(stack)
+        self.step("model servers (llama.cpp llama-server, CPU)")
+        stable_url, canary_url = self._start_models(stack)
+        self.step("flags: review the prompts, apply examples/flags.yaml, mark it good")
+        self._apply_flags(stable_url, canary_url)
+        self.step("product app (examples/product_app, using vibesdk.Client)")
+        traces = self._start_app(stack)
+        self.step("traffic from simulated users")
+        outcomes, phases, flips = self._traffic()
+        self.step("summary")
+        summary = summarize(outcomes, phases, flips)
+        summary["traces"] = str(traces)
+        summary["elapsed_s"] = round(time.monotonic() - self.started, 1)
+        self.say(render(summary))
+        self._say_traces(traces)
+        if opts.summary_json is not None:
+            opts.summary_json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        self.say(f"\ndone in {summary['elapsed_s']:.0f} s")
+        return 0 if summary["errors"] == 0 else 1
+
+    def _check_files(self) -> None:
+        app = self.opts.examples / "product_app" / "app.py"
+        for path in (self.opts.flags_file, app):
+            if not path.is_file():
+                raise DemoError(
+                    f"{path} is missing: vibe demo runs from a checkout of the vibesdk "
+                    "repository (./scripts/demo), or give --examples and --flags"
+                )
+
+    def _start_flag_server(self, stack: contextlib.ExitStack) -> None:
+        testing = _import("vibesdk_server.testing", "vibesdk-server")
+        db = self.workdir / "flags.db"
+        admin = self._server_cli(
+            ["token", "create", "--db", str(db), "--kind", "admin", "--name", "ops-demo"]
+        )
+        sdk = self._server_cli(
+            [
+                "token",
+                "create",
+                "--db",
+                str(db),
+                "--kind",
+                "sdk",
+                "--env",
+                "default",
+                "--name",
+                "product-app",
+            ]
+        )
+        server = testing.FlagServerProcess(
+            db, environment="default", admin_token=admin, sdk_key=sdk
+        )
+        server.start()
+        stack.callback(server.stop)
+        self.server = server
+        self.env = {
+            "VIBESDK_SERVER_URL": server.url,
+            "VIBESDK_ADMIN_TOKEN": admin,
+            "VIBESDK_ENVIRONMENT": "default",
+        }
+        self.say(f"  vibe-server --db {db} -> {server.url}")
+        self.say("  tokens: admin 'ops-demo' (for vibe), SDK key 'product-app' (for the app)")
+
+    def _server_cli(self, args: list[str]) -> str:
+        command = [sys.executable, "-m", "vibesdk_server", *args]
+        done = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
+            command, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise DemoError(f"vibe-server {' '.join(args[:2])} failed: {done.stderr.strip()}")
+        lines = [ln.strip() for ln in done.stdout.splitlines() if ln.strip()]
+        if not lines:
+            raise DemoError(f"vibe-server {' '.join(args[:2])} printed no secret")
+        return lines[-1].split()[-1]
+
+    def _start_models(self, stack: contextlib.ExitStack) -> tuple[str, str]:
+        serving = _import("vibesdk_server.serving", "vibesdk-server")
+        cpus = os.cpu_count() or 2
+        base = serving.get_profile("cpu-small")
+        logs = self.workdir / "llama-logs"
+        # One thread each on a small machine: llama.cpp's threads spin-wait for each
+        # other, and with more threads than free cores (two servers, the app, the
+        # users) decoding collapses -- measured here on 2 cores: 4 parallel streams of
+        # SmolLM2 gave 52 tokens/s with 1 thread and 2.3 tokens/s with 2.
+        stable_threads = 1 if cpus <= 2 else min(4, cpus // 2)
+        canary_threads = 1 if cpus <= 4 else 2
+        stable_profile = base.with_overrides(parallel=4, threads=stable_threads)
+        canary_profile = base.with_overrides(parallel=2, threads=canary_threads)
+        canary_extra = ["--alias", CANARY_ALIAS]
+        if self.opts.canary_gguf == "gemma3-270m":
+            canary_extra += ["--chat-template", COMPLETION_TEMPLATE]
+        t0 = time.monotonic()
+        groups: dict[str, Any] = {}
+        errors: list[BaseException] = []
+
+        def start(name: str, model: str, profile: Any, extra: list[str]) -> None:
+            try:
+                groups[name] = serving.serve(model, profile, log_dir=logs, extra_args=extra)
+            except Exception as exc:  # reported below, after both attempts ended
+                errors.append(exc)
+
+        # Both load at once: each waits mostly on disk and its own warm-up.
+        threads = [
+            threading.Thread(
+                target=start,
+                args=("stable", self.opts.stable_gguf, stable_profile, ["--alias", STABLE_ALIAS]),
+            ),
+            threading.Thread(
+                target=start,
+                args=("canary", self.opts.canary_gguf, canary_profile, canary_extra),
+            ),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for group in groups.values():
+            stack.callback(group.stop)
+        if errors:
+            raise DemoError(f"could not start llama-server: {errors[0]}") from errors[0]
+        stable, canary = groups["stable"], groups["canary"]
+        self.canary = canary
+        stable_url, canary_url = stable.urls[0], canary.urls[0]
+        self.say(f"  stable: {stable.model.name} as {STABLE_ALIAS!r} -> {stable_url}")
+        stand_in = " (standing in for VibeThinker-1.5B)" if "gemma" in canary.model.name else ""
+        self.say(f"  canary: {canary.model.name}{stand_in} as {CANARY_ALIAS!r} -> {canary_url}")
+        self.say(f"  both answered /health in {time.monotonic() - t0:.1f} s; logs in {logs}")
+        return stable_url, canary_url
+
+    def _apply_flags(self, stable_url: str, canary_url: str) -> None:
+        import yaml
+
+        prompts_dir = self.opts.examples / "prompts"
+        for prompt_id, model, user_template, filename in PROMPTS:
+            self._vibe(
+                [
+                    "prompt",
+                    "add",
+                    "--id",
+                    prompt_id,
+                    "--model",
+                    model,
+                    "--system-file",
+                    str(prompts_dir / filename),
+                    "--user-template",
+                    user_template,
+                ]
+            )
+            self._vibe(["prompt", "approve", prompt_id, "1", "--reason", "reviewed for the demo"])
+        data = yaml.safe_load(self.opts.flags_file.read_text(encoding="utf-8"))
+        for flag in data["flags"]:
+            if flag["key"] != FLAG:
+                continue
+            flag["variants"]["stable"]["backend"]["urls"] = [stable_url]
+            flag["variants"]["canary"]["backend"]["urls"] = [canary_url]
+            if self.opts.max_tokens is not None:
+                for variant in flag["variants"].values():
+                    variant.setdefault("params", {})["max_tokens"] = self.opts.max_tokens
+        applied = self.workdir / "flags.yaml"
+        applied.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        self.say(f"  (the model URLs in {self.opts.flags_file.name} rewritten to the ports above)")
+        self._vibe(["apply", str(applied), "--yes", "--reason", "demo: canary at 10%"])
+        self._vibe(["mark-good", "--reason", "the state to roll back to"])
+
+    def _vibe(self, args: list[str], *, quiet: bool = False) -> tuple[str, float]:
+        """Run the real ``vibe`` CLI against the demo's flag server; return stdout and seconds."""
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from vibesdk._cli.main import main; sys.exit(main())",
+            *args,
+        ]
+        shown = "vibe " + " ".join(shlex.quote(a) for a in args)
+        self.say(f"  $ {shown}")
+        t0 = time.monotonic()
+        done = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+        )
+        took = time.monotonic() - t0
+        if done.returncode != 0:
+            raise DemoError(f"`{shown}` exited {done.returncode}: {done.stderr.strip()}")
+        if not quiet:
+            for line in done.stdout.rstrip().splitlines()[:12]:
+                self.say(f"    {line}")
+        return done.stdout, took
+
+    def _start_app(self, stack: contextlib.ExitStack) -> Path:
+        serving = _import("vibesdk_server.serving", "vibesdk-server")
+        port = int(serving.free_port())
+        traces = self.workdir / "traces.jsonl"
+        log = (self.workdir / "product-app.log").open("wb")
+        stack.callback(log.close)
+        env = {
+            **os.environ,
+            "VIBESDK_SERVER_URL": self.env["VIBESDK_SERVER_URL"],
+            "VIBESDK_SDK_KEY": self.server.sdk_key,
+            "VIBESDK_CACHE_DIR": str(self.workdir / "sdk-cache"),
+        }
+        env.pop("VIBESDK_ADMIN_TOKEN", None)
+        app = self.opts.examples / "product_app" / "app.py"
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and example app
+            [sys.executable, str(app), "--port", str(port), "--traces", str(traces)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        stack.callback(_stop_process, process)
+        self.app_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise DemoError(
+                    f"the product app exited with {process.returncode}; see "
+                    f"{self.workdir / 'product-app.log'}"
+                )
+            with contextlib.suppress(httpx.TransportError):
+                flags = httpx.get(self.app_url + "/api/flags", timeout=2).json()
+                if flags.get("version"):
+                    break
+            if time.monotonic() > deadline:
+                raise DemoError("the product app did not come up within 60 s")
+            time.sleep(0.1)
+        self.say(f"  python {app} --port {port} --traces {traces}")
+        self.say(
+            f"  {self.app_url}/ serves flag version {flags['version']} ({flags['state']}); "
+            "open it in a browser to ask a question yourself"
+        )
+        return traces
+
+    # -- traffic -----------------------------------------------------------------------------
+
+    def _traffic(self) -> tuple[list[Outcome], list[Phase], list[Flip]]:
+        opts = self.opts
+        n1 = max(1, round(opts.users * 0.5))
+        n2 = max(1, round(opts.users * 0.3))
+        n3 = max(1, opts.users - n1 - n2)
+        kill_at = n2 // 3 if opts.kill_canary else None
+        phases = [
+            Phase(1, "canary at 10%", 1000),
+            Phase(
+                2,
+                "widened to 50%",
+                5000,
+                note=f"canary server killed after {kill_at} of its users"
+                if kill_at is not None
+                else "",
+            ),
+            Phase(3, "rolled back", 0),
+        ]
+        rng = random.Random(opts.seed)  # noqa: S311 - simulated users
+        outcomes: list[Outcome] = []
+        flips: list[Flip] = []
+        ids = iter(range(1, opts.users + 1))
+        with httpx.Client(base_url=self.app_url, timeout=120) as http:
+            self.say(f"  phase 1: {n1} users at 10%")
+            outcomes += self._run_users(http, 1, [next(ids) for _ in range(n1)], rng)
+            flips.append(self._flip(["rollout", FLAG, "50%", "--reason", "widen the canary"]))
+            self.say(
+                f"  phase 2: {n2} users at 50%"
+                + (
+                    f"; the canary's llama-server is killed after {kill_at}"
+                    if kill_at is not None
+                    else ""
+                )
+            )
+            outcomes += self._run_users(
+                http,
+                2,
+                [next(ids) for _ in range(n2)],
+                rng,
+                at=(kill_at, self._kill_canary) if kill_at is not None else None,
+            )
+            flips.append(
+                self._flip(
+                    ["rollback", FLAG, "--reason", "canary model server down; users on fallback"]
+                )
+            )
+            self.say(f"  phase 3: {n3} users after the rollback")
+            outcomes += self._run_users(http, 3, [next(ids) for _ in range(n3)], rng)
+        return outcomes, phases, flips
+
+    def _kill_canary(self) -> None:
+        for server in self.canary.servers:
+            server.process.kill()
+            server.process.wait()
+        self.say(
+            "\n  !! killed the canary's llama-server (SIGKILL); "
+            "its users should fall back to stable"
+        )
+
+    def _flip(self, args: list[str]) -> Flip:
+        before = self._app_version()
+        _, took = self._vibe(args)
+        target = self._server_version()
+        t_return = time.monotonic()
+        reach: float | None = None
+        while time.monotonic() - t_return < 30:
+            version = self._app_version()
+            if version is not None and version >= target:
+                reach = time.monotonic() - t_return
+                break
+            time.sleep(0.005)
+        command = "vibe " + " ".join(a for a in args[:3] if not a.startswith("--"))
+        if reach is None:
+            self.say(f"  the app still serves version {before} 30 s after `{command}`")
+        else:
+            self.say(
+                f"  -> the app served version {target} {reach * 1000:.0f} ms after the "
+                f"command returned (the command took {took:.2f} s)"
+            )
+        return Flip(command, target, took, reach)
+
+    def _app_version(self) -> int | None:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            version = httpx.get(self.app_url + "/api/flags", timeout=5).json()["version"]
+            return None if version is None else int(version)
+        return None
+
+    def _server_version(self) -> int:
+        env = self.env["VIBESDK_ENVIRONMENT"]
+        response = httpx.get(
+            f"{self.env['VIBESDK_SERVER_URL']}/v1/admin/environments/{env}",
+            headers={"Authorization": f"Bearer {self.env['VIBESDK_ADMIN_TOKEN']}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return int(response.json()["version"])
+
+    def _run_users(
+        self,
+        http: httpx.Client,
+        phase: int,
+        numbers: list[int],
+        rng: random.Random,
+        *,
+        at: tuple[int, Callable[[], None]] | None = None,
+    ) -> list[Outcome]:
+        plan = [(f"user-{n:04d}", rng.choice(QUESTIONS), rng.random()) for n in numbers]
+        results: list[Outcome] = []
+        lock = threading.Lock()
+        progress = _Progress(self.out, total=len(plan), phase=phase)
+
+        def one(user_id: str, question: str, luck: float) -> Outcome:
+            outcome = _ask(http, phase, user_id, question, luck)
+            with lock:
+                results.append(outcome)
+                progress.update(results)
+            return outcome
+
+        with ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix="demo-user") as pool:
+            futures: list[Future[Outcome]] = []
+            for index, item in enumerate(plan):
+                if at is not None and index == at[0]:
+                    # Let the users already asking finish first, so the kill lands
+                    # between requests rather than inside one.
+                    for f in futures:
+                        f.result()
+                    at[1]()
+                futures.append(pool.submit(one, *item))
+                # Keep at most `concurrency` requests queued, so a kill lands at the
+                # planned user and progress is smooth.
+                while sum(1 for f in futures if not f.done()) >= self.opts.concurrency:
+                    time.sleep(0.01)
+            for f in futures:
+                f.result()
+        progress.finish(results)
+        return results
+
+    def _say_traces(self, traces: Path) -> None:
+        # The app flushes its exporters when it stops; stop it first to read them all.
+        spans = 0
+        with contextlib.suppress(OSError):
+            spans = sum(1 for _ in traces.open(encoding="utf-8"))
+        self.say(
+            f"\ntraces: {traces} ({spans} spans so far, one JSON object per line; "
+            "metrics beside it)"
+        )
+        self.say(
+            "  e.g. the canary's calls: "
+            f'grep \'"feature_flag.result.variant": "canary"\' {traces} | head -1'
+        )
+        if not self.keep:
+            self.say("  (the work dir is removed at exit; pass --workdir DIR to keep it)")
+
+
+def _ask(http: httpx.Client, phase: int, user_id: str, question: str, luck: float) -> Outcome:
+    t0 = time.monotonic()
+    try:
+        response = http.post("/api/ask", json={"user_id": user_id, "question": question})
+        latency = time.monotonic() - t0
+        if response.status_code != 200:
+            return Outcome(
+                phase, user_id, UNKNOWN, "none", latency, error=f"HTTP {response.status_code}"
+            )
+        body = response.json()
+    except httpx.HTTPError as exc:
+        return Outcome(
+            phase, user_id, UNKNOWN, "none", time.monotonic() - t0, error=type(exc).__name__
+        )
+    failures = tuple(body.get("quality_failures") or ())
+    score: int | None = None
+    if luck < 0.3:
+        # About a third of the users rate their answer: worse when a check failed.
+        score = 2 if failures else 3 + int(luck * 10) % 3
+        with contextlib.suppress(httpx.HTTPError):
+            http.post("/api/feedback", json={"trace_id": body["trace_id"], "score": score})
+    return Outcome(
+        phase=phase,
+        user_id=user_id,
+        assigned=body["assigned_variant"],
+        answered_by=body["variant"],
+        latency_s=latency,
+        fallback=bool(body["fallback"]),
+        fallback_reason=body.get("fallback_reason"),
+        quality_failures=failures,
+        feedback_score=score,
+    )
+
+
+class _Progress:
+    """One line per phase, redrawn in place on a terminal, every ~10% otherwise."""
+
+    def __init__(self, out: TextIO, *, total: int, phase: int) -> None:
+        self.out = out
+        self.total = total
+        self.phase = phase
+        self.tty = out.isatty()
+        self.last = -1.0
+        self.last_bucket = -1
+
+    def _line(self, results: Sequence[Outcome]) -> str:
+        done = len(results)
+        canary = sum(1 for r in results if r.assigned not in {"stable", UNKNOWN})
+        fallbacks = sum(1 for r in results if r.fallback)
+        errors = sum(1 for r in results if r.error is not None)
+        width = 24
+        filled = int(width * done / self.total) if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        return (
+            f"    [{bar}] {done:4d}/{self.total} users  canary {canary:3d}  "
+            f"fallbacks {fallbacks:3d}  errors {errors}"
+        )
+
+    def update(self, results: Sequence[Outcome]) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if now - self.last >= 0.2:
+                self.last = now
+                print("\r" + self._line(results), end="", file=self.out, flush=True)
+            return
+        bucket = 10 * len(results) // max(1, self.total)
+        if bucket != self.last_bucket and len(results) < self.total:
+            self.last_bucket = bucket
+            print(self._line(results), file=self.out, flush=True)
+
+    def finish(self, results: Sequence[Outcome]) -> None:
+        prefix = "\r" if self.tty else ""
+        print(prefix + self._line(results), file=self.out, flush=True)
+
+
+def _import(module: str, dist: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DemoError(
+            f"vibe demo needs {dist} ({exc}); ./scripts/demo installs everything"
+        ) from exc
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

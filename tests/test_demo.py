@@ -1,0 +1,54 @@
+"""`vibe demo --quick` end to end: real flag server, two real llama.cpp models, the example app."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.model
+
+
+@pytest.mark.timeout(600)
+def test_quick_demo_tells_the_whole_canary_story(tmp_path: Path) -> None:
+    """20 users: ~10% then 50% canary, the killed canary falls back, rollback reaches the app."""
+    summary_path = tmp_path / "summary.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from vibesdk._cli.main import main; sys.exit(main())",
+            "demo",
+            "--users",
+            "20",
+            "--quick",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--summary-json",
+            str(summary_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=580,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["users"] == 20
+    assert summary["errors"] == 0
+    phase1, phase2, phase3 = summary["phases"]
+    assert phase1["rollout_bps"] == 1000
+    assert phase2["canary_users"] > phase1["canary_users"]
+    assert phase3["canary_users"] == 0
+    # The canary's server was killed in phase 2: its later users were answered by stable.
+    assert summary["variants"]["canary"]["fallbacks"] >= 1
+    assert summary["variants"]["stable"]["answered_by"] > summary["variants"]["stable"]["users"]
+    assert [f["reach_after_return_s"] is not None for f in summary["flips"]] == [True, True]
+    traces = Path(summary["traces"]).read_text().splitlines()
+    assert any('"feature_flag.result.variant": "canary"' in line for line in traces)
+    for heading in ("flag server", "model servers", "product app", "summary"):
+        assert heading in done.stdout

@@ -1,0 +1,77 @@
+"""examples/product_app against the real flag server and loopback fake model backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from vibesdk_server.testing import FlagServer
+
+import vibesdk
+from vibesdk.testing import FakeBackend, Reply, make_flag
+
+from .examples_harness import load_example, serve_app, users_in
+
+app_module = load_example("product_app/app.py")
+
+
+@pytest.fixture
+def app(flag_server: FlagServer, tmp_path: Path) -> Iterator[httpx.Client]:
+    stable = FakeBackend(default=Reply(text="17 * 23 = 391."))
+    canary = FakeBackend(default=Reply(text="We multiply: 17 * 23 = 391.\n391"))
+    with stable.serve() as stable_url, canary.serve() as canary_url:
+        flag_server.apply(make_flag(stable_url=stable_url, canary_url=canary_url, rollout_bps=1000))
+        client = vibesdk.Client(
+            server_url=flag_server.url, sdk_key=flag_server.sdk_key, cache_dir=tmp_path
+        )
+        try:
+            with (
+                serve_app(app_module.create_app(client)) as url,
+                httpx.Client(base_url=url, timeout=30) as http,
+            ):
+                yield http
+        finally:
+            client.close()
+
+
+def test_canary_user_gets_the_notice_and_can_rate(app: httpx.Client) -> None:
+    """A canary user's answer carries the variant's notice; feedback on its trace is accepted."""
+    user = users_in("vibethinker", 1000, canary=True)[0]
+    r = app.post("/api/ask", json={"user_id": user, "question": "What is 17 * 23?"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["variant"] == "canary"
+    assert body["notice"] == "You are trying the new assistant."
+    assert body["fallback"] is False
+    assert "391" in body["answer"]
+    fb = app.post("/api/feedback", json={"trace_id": body["trace_id"], "score": 5})
+    assert fb.status_code == 202
+
+
+def test_stable_user_sees_no_notice(app: httpx.Client) -> None:
+    """A user outside the rollout is answered by stable, with no notice."""
+    user = users_in("vibethinker", 1000, canary=False)[0]
+    body = app.post("/api/ask", json={"user_id": user, "question": "What is 17 * 23?"}).json()
+    assert body["variant"] == "stable"
+    assert body["notice"] is None
+    assert body["quality_failures"] == []
+
+
+def test_flags_endpoint_reports_the_served_version(app: httpx.Client) -> None:
+    """/api/flags says which flag version and rollout the app serves (what the demo polls)."""
+    body = app.get("/api/flags").json()
+    assert body["version"] >= 1
+    assert body["state"] == "READY"
+    assert body["rollout_bps"] == 1000
+
+
+def test_page_and_bad_input(app: httpx.Client) -> None:
+    """The page renders with the feedback control; malformed questions and scores are 422."""
+    page = app.get("/")
+    assert page.status_code == 200
+    assert 'id="feedback"' in page.text
+    assert app.post("/api/ask", json={"user_id": "", "question": "x"}).status_code == 422
+    bad = app.post("/api/feedback", json={"trace_id": "0" * 32, "score": 9})
+    assert bad.status_code == 422
