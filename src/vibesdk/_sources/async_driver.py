@@ -189,7 +189,7 @@ class AsyncFlagSource:
                 self._core.on_failure("stream", reason)
         finally:
             self._core.note_retry(parser.retry_ms)
-            self._core.on_stream_lost(reason)
+            self._core.on_stream_lost("the source was closed" if self._closed else reason)
         return lively
 
     # -- internals ---------------------------------------------------------

@@ -202,7 +202,7 @@ class FlagSource:
         finally:
             self._response = None
             self._core.note_retry(parser.retry_ms)
-            self._core.on_stream_lost(reason)
+            self._core.on_stream_lost("the source was closed" if self._stop.is_set() else reason)
         return lively
 
     # -- internals ---------------------------------------------------------
