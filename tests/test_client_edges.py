@@ -584,3 +584,18 @@ def test_half_open_breaker_lets_exactly_one_of_many_concurrent_calls_probe(kind:
     assert len(backends.to("canary")) == 2  # the call that opened it, and one probe
     reasons = sorted(str(r.fallback_reason) for r in results)
     assert reasons == ["None", "circuit_open", "circuit_open", "circuit_open"]
+
+
+def test_offline_client_from_a_bootstrap_file(kind: str, tmp_path: Any) -> None:
+    """Client(bootstrap=flags.json) serves that document (OFFLINE) and calls its backends."""
+    path = tmp_path / "flags.json"
+    path.write_text(document().model_dump_json())
+    backends = Backends(canary=ok, stable=ok)
+    d = Driver(kind, bootstrap=str(path), cache_dir="", transport=backends.transport())
+    try:
+        assert d.wait_until_ready(5)
+        assert d.client.flag_source.store.state is vibesdk.FlagState.OFFLINE
+        assert d.assign("vibethinker", CANARY_USER).variant == "canary"
+        assert d.chat("vibethinker", CANARY_USER, USER).variant == "canary"
+    finally:
+        d.dispose()
