@@ -78,10 +78,11 @@ def test_stream_reassembles_to_the_answer_and_ends_with_done() -> None:
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
     assert text_of(events) == "Step one. Step two."
     assert text_of(events, "reasoning_content") == "thinking hard"
-    final = events[-2]
-    assert final["choices"][0]["finish_reason"] == "stop"
-    assert final["usage"]["completion_tokens"] == 6
-    assert "timings" in final
+    finish, usage = events[-3], events[-2]
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert usage["choices"] == []
+    assert usage["usage"]["completion_tokens"] == 6
+    assert "timings" in usage
 
 
 def test_replies_are_used_in_order_then_the_default() -> None:
@@ -125,6 +126,17 @@ def test_cut_stream_has_no_finish_and_no_done() -> None:
     assert text_of(events) == "one two"
     assert "[DONE]" not in events
     assert all(e["choices"][0]["finish_reason"] is None for e in events)
+
+
+def test_without_include_usage_timings_ride_on_the_finish_chunk() -> None:
+    """Like llama-server: no usage chunk unless asked, and timings on the finish chunk."""
+    fake = FakeBackend("a b")
+    with httpx.Client(transport=fake.transport(), base_url=BASE) as client:
+        events = sse_events(client.post("/chat/completions", json={"stream": True}).text)
+    finish = events[-2]
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert "timings" in finish
+    assert all("usage" not in e for e in events if isinstance(e, dict))
 
 
 def test_reset_cut_breaks_the_response_in_transport_mode() -> None:

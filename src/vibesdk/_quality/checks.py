@@ -195,8 +195,9 @@ _CODE_ONLY_REQUEST = re.compile(
 #
 # Thresholds were tuned on real degenerate answers (SmolLM2-135M through llama-server at
 # temperature 0: exact loops, loops with varying line breaks, a function body re-emitted
-# under new names, rambling) and checked for false positives against the tails of ~3,500
-# real Python files and ~300 Markdown/reST documents, none of which trips any of the rules.
+# under new names, rambling) and checked for false positives against the tails of 4,073
+# real Python files and 144 Markdown/reST documents: one generated file (a run of near-identical
+# enum docstrings) trips the repeated-block rule, nothing else trips anything.
 
 _TAIL = 4096  # look at most this far back
 _MAX_PERIOD = 400  # longest repeated unit (characters, whitespace removed) we look for

@@ -191,13 +191,18 @@ class _Plan:
             body["timings"] = self._timings(completion)
         return json.dumps(body).encode()
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+    def _chunk(
+        self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any
+    ) -> bytes:
+        """One SSE event; ``delta=None`` makes the choice-less usage chunk."""
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
         body: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "system_fingerprint": "fake",
+            "choices": choices,
         }
         body.update(extra)
         return b"data: " + json.dumps(body).encode() + b"\n\n"
@@ -218,12 +223,15 @@ class _Plan:
             yield (reply.chunk_delay_s if sent else 0.0), self._chunk({key: token})
         if reply.cut_after is not None:
             return  # a cut stream never finishes, however short the answer
-        extra: dict[str, Any] = {}
-        if reply.timings:
-            extra["timings"] = self._timings(len(pieces))
+        # As llama-server does: the finish chunk, then (if asked for) a usage chunk with no
+        # choices; `timings` ride on whichever of the two comes last.
+        timings = {"timings": self._timings(len(pieces))} if reply.timings else {}
         if reply.usage and self.include_usage:
-            extra["usage"] = self._usage(len(pieces))
-        yield reply.chunk_delay_s, self._chunk({}, reply.finish_reason, **extra)
+            yield reply.chunk_delay_s, self._chunk({}, reply.finish_reason)
+            usage = {"usage": self._usage(len(pieces)), **timings}
+            yield 0.0, self._chunk(None, None, **usage)
+        else:
+            yield reply.chunk_delay_s, self._chunk({}, reply.finish_reason, **timings)
         yield 0.0, b"data: [DONE]\n\n"
 
 
