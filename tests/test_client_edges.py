@@ -599,3 +599,32 @@ def test_offline_client_from_a_bootstrap_file(kind: str, tmp_path: Any) -> None:
         assert d.chat("vibethinker", CANARY_USER, USER).variant == "canary"
     finally:
         d.dispose()
+
+
+def test_leaving_a_stream_early_closes_it_and_its_span(kind: str) -> None:
+    """break (sync) / aclosing (async) after one chunk: span cancelled, nothing left in flight."""
+    import contextlib
+
+    backends = Backends(canary=ok, stable=ok)
+    d = Driver(kind, flag_source=flag_source(document()), transport=backends.transport())
+    try:
+        with SpanCapture() as cap:
+            if kind == "sync":
+                for _chunk in d.client.stream_chat("vibethinker", CANARY_USER, USER):
+                    break
+            else:
+
+                async def first() -> None:
+                    stream = d.client.stream_chat("vibethinker", CANARY_USER, USER)
+                    async with contextlib.aclosing(stream) as chunks:
+                        async for _chunk in chunks:
+                            break
+
+                d.run(first())
+            attrs = cap.find("chat").attributes or {}
+            assert attrs["error.type"] == "cancelled"
+        assert [p.outstanding() for p in d.client._core._pools.values()] == [
+            {"http://canary/v1": 0}
+        ]
+    finally:
+        d.dispose()

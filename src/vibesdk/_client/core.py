@@ -8,6 +8,7 @@ on the span, the metrics and the result. Nothing here does network I/O.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
@@ -346,7 +347,7 @@ class ClientCore:
                 breaker.abandon(permit)
         span = attempt.span
         if exc is not None and span.is_recording():
-            span.set_attribute(sc.ERROR_TYPE, fallback_reason(exc))
+            span.set_attribute(sc.ERROR_TYPE, _error_type(exc))
             span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
         span.end()
 
@@ -483,15 +484,13 @@ class ClientCore:
         """Close the call's span as failed with ``exc`` (no-op once the call ended)."""
         if call.ended:
             return
-        error_type = fallback_reason(exc)
-        if isinstance(exc, GeneratorExit):
-            error_type = "cancelled"
+        error_type = _error_type(exc)
         span = call.span
         if span.is_recording():
             span.set_attribute(sc.ERROR_TYPE, error_type)
             if call.fallback_reason is not None:
                 span.set_attribute(sc.VIBESDK_FALLBACK_REASON, call.fallback_reason)
-            if not isinstance(exc, GeneratorExit):
+            if error_type != "cancelled":
                 span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
         self._end(call)
@@ -588,6 +587,13 @@ class ClientCore:
         """(flag key, answering variant, user id, span id) of a recent answer, if remembered."""
         with self._lock:
             return self._recent.get(trace_id)
+
+
+def _error_type(exc: BaseException) -> str:
+    """``error.type``: the failure's kind, or ``cancelled`` when the caller left or cancelled."""
+    if isinstance(exc, (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt)):
+        return "cancelled"
+    return fallback_reason(exc)
 
 
 def _start_span(name: str, context: Any) -> Span:
