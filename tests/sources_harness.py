@@ -322,15 +322,18 @@ class RecordingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def __init__(self) -> None:
         self.answers: list[tuple[str, int]] = []
+        self.requests: list[httpx.Request] = []
         self._sync = httpx.HTTPTransport()
         self._async = httpx.AsyncHTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
         response = self._sync.handle_request(request)
         self.answers.append((request.url.path, response.status_code))
         return response
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
         response = await self._async.handle_async_request(request)
         self.answers.append((request.url.path, response.status_code))
         return response

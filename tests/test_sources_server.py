@@ -204,3 +204,29 @@ def test_forked_worker_gets_pushes_on_its_own_stream(
         os.waitpid(pid, 0)
     assert report == {"before": "stable", "arrived": True, "origin": "stream", "after": "canary"}
     source.close()
+
+
+def test_a_silent_real_stream_is_dropped_and_resumed_with_last_event_id(
+    kind: str, flag_server: FlagServer, tmp_path: Path
+) -> None:
+    """No byte within stream_silence_s on a real socket: reconnect, resuming at our version."""
+    flag_server.apply(make_flag())
+    transport = RecordingTransport()
+    d = Driver(
+        kind,
+        _settings(flag_server, tmp_path),
+        None,
+        Sleeps({STREAM: 1}),
+        transport,
+        stream_silence_s=0.5,  # the server's heartbeat is 15 s away
+    )
+    try:
+        d.start()
+        assert d.wait_until_ready(30)
+        d.sleeps.wait_calls(STREAM, 2)
+    finally:
+        d.close()
+    streams = [a for a in transport.answers if a[0] == "/v1/stream"]
+    assert streams[:2] == [("/v1/stream", 200), ("/v1/stream", 200)]
+    second = [r for r in transport.requests if r.url.path == "/v1/stream"][1]
+    assert second.headers["last-event-id"] == str(d.store.version)
