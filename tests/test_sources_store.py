@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from vibesdk import FlagDocument, Reason
 from vibesdk._flags.evaluation import ErrorCode
 from vibesdk._sources import FlagState, FlagStore
@@ -113,3 +116,15 @@ def test_run_before_next_evaluate_runs_once_then_restores_the_fast_path() -> Non
     assert store.evaluate("vibethinker", "u1").flag_version == 3
     assert calls == [1]
     assert store.evaluate.__self__.version == 3  # type: ignore[attr-defined]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=30))
+def test_served_version_is_always_the_highest_seen(versions: list[int]) -> None:
+    """Whatever order versions arrive in, the store serves the highest so far, and only rises."""
+    store = FlagStore()
+    served: list[int] = []
+    for version in versions:
+        store.apply(make_document(version=version), origin="poll")
+        assert store.version == max(versions[: len(served) + 1])
+        served.append(store.version)
+    assert served == sorted(served)
