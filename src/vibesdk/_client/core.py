@@ -385,7 +385,7 @@ class ClientCore:
     ) -> ChatResult:
         """Check the answer, close the span, record metrics; the call's result."""
         latency = self.clock() - call.started
-        quality = _check(completion.text, call.messages)
+        quality = _check(completion, call.messages)
         config = step.config
         a = call.assignment
         timings = completion.timings
@@ -647,14 +647,14 @@ def validate_feedback(trace_id: Any, score: Any, comment: Any) -> str | None:
     return comment
 
 
-def _check(text: str, messages: Sequence[Mapping[str, Any]]) -> QualityReport:
+def _check(completion: Completion, messages: Sequence[Mapping[str, Any]]) -> QualityReport:
     user_input: str | None = None
     for m in reversed(messages):
         if m.get("role") == "user":
             content = m.get("content")
             user_input = content if isinstance(content, str) else None
             break
-    return check_answer(text, user_input=user_input)
+    return check_answer(completion.text, user_input=user_input, reasoning=completion.reasoning)
 
 
 def map_http_error(
