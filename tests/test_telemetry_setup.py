@@ -7,6 +7,7 @@ scenario runs in its own interpreter (real SDK, real exporters, loopback only).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -78,6 +79,32 @@ def test_memory_exporter_installs_global_providers(tmp_path: Path) -> None:
         "attached": False,
     }
     assert "WARNING" not in stderr
+
+
+def test_service_name_defaults_and_otel_service_name(tmp_path: Path) -> None:
+    """Without service_name, OTEL_SERVICE_NAME applies, else "vibesdk-app"; explicit wins."""
+    script = """
+        import os
+        handle = vibesdk.configure_telemetry("memory", **json.loads(sys.argv[1]))
+        emit()
+        print(json.dumps(handle.spans()[0].resource.attributes["service.name"]))
+    """
+    from_env = {"OTEL_SERVICE_NAME": "from-env"}
+    cases = [
+        ({}, {}, "vibesdk-app"),
+        ({}, from_env, "from-env"),
+        ({"service_name": "explicit"}, from_env, "explicit"),
+    ]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    for kwargs, env, expected in cases:
+        code = PRELUDE + textwrap.dedent(script)
+        done = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(kwargs)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+            env={**clean, **env},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
 
 
 def test_file_exporter_writes_one_json_line_per_span(tmp_path: Path) -> None:

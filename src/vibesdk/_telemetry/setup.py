@@ -56,6 +56,7 @@ _logger = logging.getLogger("vibesdk.telemetry")
 Exporter = Literal["console", "otlp", "memory", "file"]
 _EXPORTERS = ("console", "otlp", "memory", "file")
 DEFAULT_FILE = "vibesdk-spans.jsonl"
+DEFAULT_SERVICE_NAME = "vibesdk-app"
 
 
 class TelemetryHandle:
@@ -221,7 +222,7 @@ def configure_telemetry(
     *,
     endpoint: str | None = None,
     path: str | Path | None = None,
-    service_name: str = "vibesdk-app",
+    service_name: str | None = None,
     headers: dict[str, str] | None = None,
     metric_interval_s: float | None = None,
 ) -> TelemetryHandle:
@@ -241,6 +242,12 @@ def configure_telemetry(
     * ``"memory"`` -- kept in memory for :meth:`TelemetryHandle.spans` /
       :meth:`TelemetryHandle.metrics`.
 
+    ``service_name`` sets the ``service.name`` resource attribute; without it,
+    ``OTEL_SERVICE_NAME`` (or ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``)
+    applies, else ``"vibesdk-app"``. Other ``OTEL_RESOURCE_ATTRIBUTES`` are
+    kept, and the SDK's own variables (sampler, OTLP endpoint/headers) work
+    as usual.
+
     Raises :class:`vibesdk.ConfigError` for a bad argument combination or a
     missing OTLP package, before anything is installed. If the host already
     installed providers, see the module notes: the exporter is added to
@@ -256,7 +263,7 @@ def configure_telemetry(
         raise ConfigError("headers= applies only to exporter='otlp'")
     if metric_interval_s is not None and not metric_interval_s > 0:
         raise ConfigError("metric_interval_s must be a positive number of seconds")
-    if not service_name:
+    if service_name is not None and not service_name.strip():
         raise ConfigError("service_name must not be empty")
     file_path = Path(path if path is not None else DEFAULT_FILE) if exporter == "file" else None
     if file_path is not None and not file_path.parent.exists():
@@ -285,7 +292,11 @@ def configure_telemetry(
         reader = PeriodicExportingMetricReader(
             metric_exporter, export_interval_millis=interval_s * 1000
         )
-    resource = Resource.create({"service.name": service_name})
+    # The SDK merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; an explicit
+    # service_name beats them, and "vibesdk-app" replaces the SDK's "unknown_service".
+    resource = Resource.create({} if service_name is None else {"service.name": service_name})
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": DEFAULT_SERVICE_NAME}))
 
     tracer_provider, owns_tracer = _install_tracer_provider(processor, resource)
     meter_provider, owns_meter = _install_meter_provider(reader, resource)
