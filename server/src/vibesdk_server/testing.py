@@ -422,7 +422,11 @@ class FlagServerProcess(FlagServer):
             self._tmp = None
 
     def __enter__(self) -> FlagServerProcess:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # __exit__ will not run: remove the temporary directory now
+            raise
 
     def __exit__(
         self,
