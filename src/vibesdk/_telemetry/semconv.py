@@ -101,6 +101,8 @@ METRIC_SERVER_TIME_TO_FIRST_TOKEN: Final = "gen_ai.server.time_to_first_token"  
 METRIC_FALLBACKS: Final = "vibesdk.fallbacks"  # counter, {fallback}
 METRIC_QUALITY_FAILURES: Final = "vibesdk.quality.failures"  # counter, {failure}
 METRIC_FEEDBACK_SCORE: Final = "vibesdk.feedback.score"  # histogram, 1..5
+METRIC_FLAGS_REJECTED: Final = "vibesdk.flags.rejected"  # counter: invalid flag documents
+VIBESDK_FLAGS_ORIGIN: Final = "vibesdk.flags.origin"  # where a rejected document came from
 
 # Explicit bucket boundaries (seconds): semconv's advisory for operation duration, plus 3.0 so
 # "slower than 3 s" is one bucket query -- the guardrail the flag server watches.
