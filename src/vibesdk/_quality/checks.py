@@ -170,18 +170,19 @@ def _is_cjk(char: str) -> bool:
     )
 
 
-def _prose_weight(text: str) -> int:
-    """Roughly how much prose ``text`` holds: letters, with a CJK character worth two."""
+_MIN_PROSE = 4  # "Code:" or "代码" is enough; a lone "A." is not
+_LETTER = re.compile(r"[^\W\d_]")  # any script's letters, CJK included
+
+
+def _prose_weight(text: str, enough: int = _MIN_PROSE) -> int:
+    """Letters in ``text``, a CJK character counting two, up to ``enough`` (then it stops)."""
     weight = 0
-    for char in text:
-        if _is_cjk(char):
-            weight += 2
-        elif char.isalpha():
-            weight += 1
+    for match in _LETTER.finditer(text):
+        weight += 2 if _is_cjk(match.group()) else 1
+        if weight >= enough:
+            break
     return weight
 
-
-_MIN_PROSE = 4  # "Code:" or "代码" is enough; a lone "A." is not
 
 _CODE_ONLY_REQUEST = re.compile(
     r"(only|just)\s+(the\s+)?(code|function|program|snippet)|no\s+explanation|"
@@ -216,10 +217,8 @@ _LINE_REPEATS = 10  # a line (>= 8 characters of text) recurring this often is a
 
 _WHITESPACE = re.compile(r"\s+")
 _CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
-# Tokens: a word (no CJK), one CJK character, or one punctuation character -- after runs of
-# one punctuation character ("-----") were collapsed into one.
-_PUNCTUATION_RUN = re.compile(r"([^\w\s])\1+")
-_TOKEN = re.compile(rf"[^\W{_CJK_CLASS}]+|[{_CJK_CLASS}]|[^\w\s]")
+# Tokens: a word (no CJK), one CJK character, or a run of punctuation ("-----", ").").
+_TOKEN = re.compile(rf"[^\W{_CJK_CLASS}]+|[{_CJK_CLASS}]|[^\w\s]+")
 
 
 def _periodic_tail(tail: str) -> tuple[int, int] | None:
@@ -261,7 +260,7 @@ def _periodic_tail(tail: str) -> tuple[int, int] | None:
 def _diversity(tail: str) -> float | None:
     """Distinct share of the word n-grams among the last tokens (None: too little text)."""
     # 200 tokens fit in the last ~1,600 characters of real text; tokenize no more.
-    tokens = _TOKEN.findall(_PUNCTUATION_RUN.sub(r"\1", tail[-1600:]))[-_NGRAM_WINDOW:]
+    tokens = _TOKEN.findall(tail, max(0, len(tail) - 1600))[-_NGRAM_WINDOW:]
     if len(tokens) < _NGRAM_MIN_TOKENS:
         return None
     total = len(tokens) - _NGRAM + 1
