@@ -26,6 +26,7 @@ def sse_events(raw: str) -> list[Any]:
 
 
 def text_of(events: list[Any], key: str = "content") -> str:
+    """The text of the deltas under ``key``, joined."""
     return "".join(
         e["choices"][0]["delta"].get(key) or ""
         for e in events
@@ -137,6 +138,16 @@ def test_without_include_usage_timings_ride_on_the_finish_chunk() -> None:
     assert finish["choices"][0]["finish_reason"] == "stop"
     assert "timings" in finish
     assert all("usage" not in e for e in events if isinstance(e, dict))
+
+
+def test_error_cut_sends_an_error_event_like_llama_server() -> None:
+    """cut="error" ends the stream with a data: {"error": ...} event, no finish, no [DONE]."""
+    fake = FakeBackend(Reply(text="one two three", cut_after=1, cut="error"))
+    with httpx.Client(transport=fake.transport(), base_url=BASE) as client:
+        events = sse_events(client.post("/chat/completions", json={"stream": True}).text)
+    assert text_of(events) == "one"
+    assert events[-1]["error"]["code"] == 500
+    assert "[DONE]" not in events
 
 
 def test_reset_cut_breaks_the_response_in_transport_mode() -> None:

@@ -50,7 +50,9 @@ class Reply:
     * ``first_chunk_delay_s`` / ``chunk_delay_s`` -- stream pacing.
     * ``cut_after`` -- stop a stream after that many content chunks, with no
       ``finish_reason`` and no ``[DONE]``; ``cut="reset"`` drops the
-      connection mid-response instead of ending it cleanly.
+      connection mid-response instead of ending it cleanly, and
+      ``cut="error"`` sends llama-server's mid-stream error event
+      (``data: {"error": {...}}``) first.
     * ``malformed=True`` -- 200 with a body that is not a chat completion.
     * ``disconnect=True`` -- close the connection without any response.
     """
@@ -64,7 +66,7 @@ class Reply:
     first_chunk_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     cut_after: int | None = None
-    cut: Literal["clean", "reset"] = "clean"
+    cut: Literal["clean", "reset", "error"] = "clean"
     malformed: bool = False
     disconnect: bool = False
     finish_reason: str = "stop"
@@ -219,10 +221,18 @@ class _Plan:
         yield reply.first_chunk_delay_s, self._chunk({"role": "assistant", "content": None})
         for sent, (key, token) in enumerate(pieces):
             if reply.cut_after is not None and sent >= reply.cut_after:
-                return
+                break
             yield (reply.chunk_delay_s if sent else 0.0), self._chunk({key: token})
         if reply.cut_after is not None:
-            return  # a cut stream never finishes, however short the answer
+            # A cut stream never finishes, however short the answer.
+            if reply.cut == "error":
+                error = {
+                    "code": 500,
+                    "message": "fake backend failed mid-stream",
+                    "type": "server_error",
+                }
+                yield 0.0, b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+            return
         # As llama-server does: the finish chunk, then (if asked for) a usage chunk with no
         # choices; `timings` ride on whichever of the two comes last.
         timings = {"timings": self._timings(len(pieces))} if reply.timings else {}
