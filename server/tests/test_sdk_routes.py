@@ -112,3 +112,21 @@ def test_feedback_refuses_bad_input_with_one_line(server: FlagServer) -> None:
     assert "trace_id" in detail
     assert "score" in detail
     assert "\n" not in detail
+
+
+def test_cold_and_warm_fetches_answer_the_same(server: FlagServer) -> None:
+    """The first fetch (loads the document) and later ones (served from memory) are identical."""
+    cold = server.sdk_request("GET", "/v1/flags")
+    warm = server.sdk_request("GET", "/v1/flags")
+    assert cold.status_code == warm.status_code == 200
+    assert cold.content == warm.content
+    for header in ("etag", "content-type", "cache-control"):
+        assert cold.headers[header] == warm.headers[header]
+    etag = warm.headers["etag"]
+    for value in (etag, f"W/{etag}", f'"999", {etag}', "*"):
+        response = server.sdk_request("GET", "/v1/flags", headers={"If-None-Match": value})
+        assert response.status_code == 304, value
+    assert (
+        server.sdk_request("GET", "/v1/flags", headers={"If-None-Match": '"999"'}).status_code
+        == 200
+    )

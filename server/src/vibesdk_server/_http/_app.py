@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,7 @@ from vibesdk_server._storage import SqlStore
 from ._admin import router as admin_router
 from ._auth import AuthMiddleware
 from ._hub import Hub
+from ._sdk import flags_fast_path
 from ._sdk import router as sdk_router
 from ._yaml import YamlBodyMiddleware
 
@@ -83,7 +85,11 @@ def create_app(store: SqlStore, *, heartbeat_s: float = 15.0, refresh_s: float =
 
     # Added last = runs first: authenticate before reading (and converting) any body.
     app.add_middleware(YamlBodyMiddleware)
-    app.add_middleware(AuthMiddleware, authenticate=store.authenticate)
+    app.add_middleware(
+        AuthMiddleware,
+        authenticate=store.authenticate,
+        fast_path=functools.partial(flags_fast_path, hub),
+    )
     return app
 
 

@@ -98,6 +98,10 @@ class Hub:
                 self._subs[env].discard(sub)
                 log.warning("disconnected a slow SSE subscriber of %s", env)
 
+    def peek(self, environment: str) -> Published | None:
+        """The newest version already in memory (no loading)."""
+        return self._latest.get(environment)
+
     async def current(self, environment: str) -> tuple[Published, bytes]:
         """The newest known version of ``environment`` and its SSE frame (loads it once)."""
         if environment not in self._latest:
