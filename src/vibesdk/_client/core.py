@@ -15,14 +15,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
-from vibesdk._backends import CHAT_PATH, BackendPool, Completion, build_request
+from vibesdk._backends import CHAT_PATH, BackendPool, Completion, StreamParser, build_request
 from vibesdk._errors import (
     AllBackendsFailedError,
     BackendConnectError,
@@ -38,11 +38,20 @@ from vibesdk._quality.checks import QualityReport, check_answer
 from vibesdk._resilience import CircuitBreaker, Step, fallback_reason, plan
 from vibesdk._settings import Settings
 from vibesdk._telemetry import semconv as sc
-from vibesdk._telemetry.instruments import Metrics, flag_attributes, tracer
+from vibesdk._telemetry.instruments import Metrics, emit_feedback, flag_attributes, tracer
 
 from .results import ChatChunk, ChatResult, Usage
 
-__all__ = ["Attempt", "Call", "ClientCore", "map_http_error", "validate_feedback"]
+__all__ = [
+    "Attempt",
+    "Call",
+    "ClientCore",
+    "Opened",
+    "map_http_error",
+    "sdk_key_secret",
+    "validate_chat",
+    "validate_feedback",
+]
 
 logger = logging.getLogger("vibesdk.client")
 
@@ -108,6 +117,22 @@ class Attempt:
     span: Span
     started: float
     ended: bool = False
+
+
+_Lines = TypeVar("_Lines")
+
+
+@dataclass(slots=True)
+class Opened(Generic[_Lines]):
+    """A stream whose first token has arrived: the rest of its lines still to read."""
+
+    step: Step
+    attempt: Attempt
+    response: httpx.Response
+    lines: _Lines
+    parser: StreamParser
+    first: tuple[str, str]
+    ttft: float
 
 
 class ClientCore:
@@ -375,6 +400,23 @@ class ClientCore:
             model=failed.config.model,
         )
 
+    def step_failed(
+        self, call: Call, index: int, exc: BackendError, primary: BaseException | None
+    ) -> BaseException:
+        """Step ``index`` gave up with ``exc``: record the fallback to the next step.
+
+        Returns the primary error to keep (the first step's); raises
+        :class:`~vibesdk.AllBackendsFailedError` (from ``exc``) when no step is left.
+        """
+        if primary is None:
+            primary = exc
+        steps = call.steps
+        step = steps[index]
+        if index + 1 < len(steps):
+            self.fall_back(call, step, steps[index + 1], exc)
+            return primary
+        raise self.fail(call, primary, exc if step.is_fallback else None) from exc
+
     def finish(
         self,
         call: Call,
@@ -559,6 +601,22 @@ class ClientCore:
                 phase="total",
             )
 
+    def first_token(self, attempt: Attempt) -> float:
+        """The attempt's first token arrived: close its breaker; the time it took."""
+        ttft = self.clock() - attempt.started
+        self.alive(attempt)
+        return ttft
+
+    @staticmethod
+    def broken(exc: BackendError | httpx.HTTPError, attempt: Attempt) -> StreamInterruptedError:
+        """The error for a stream that failed with ``exc`` after its first token."""
+        err = (
+            map_http_error(exc, attempt.url, phase="total", stream=True)
+            if isinstance(exc, httpx.HTTPError)
+            else exc
+        )
+        return ClientCore.interrupted(err, attempt.url)
+
     @staticmethod
     def interrupted(exc: BaseException, url: str) -> StreamInterruptedError:
         """The error a caller gets when a stream breaks after its first token."""
@@ -587,6 +645,33 @@ class ClientCore:
         """(flag key, answering variant, user id, span id) of a recent answer, if remembered."""
         with self._lock:
             return self._recent.get(trace_id)
+
+    def feedback(self, trace_id: str, score: int, comment: str | None) -> dict[str, Any]:
+        """Check the arguments, record the trace event and metric; the payload to send.
+
+        Raises ``ValueError`` / ``TypeError`` for bad arguments (before recording anything).
+        """
+        comment = validate_feedback(trace_id, score, comment)
+        recalled = self.recall(trace_id)
+        flag_key, variant, user_id, span_id = recalled or (None, None, None, None)
+        emit_feedback(
+            trace_id=trace_id,
+            score=score,
+            comment=comment,
+            flag_key=flag_key,
+            variant=variant,
+            user_id=user_id,
+            span_id=span_id,
+        )
+        self.metrics.record_feedback(flag_key=flag_key, variant=variant, score=score)
+        return {
+            "trace_id": trace_id,
+            "score": score,
+            "comment": comment,
+            "flag_key": flag_key,
+            "variant": variant,
+            "user_id": user_id,
+        }
 
 
 def _error_type(exc: BaseException) -> str:
@@ -617,6 +702,18 @@ def validate_overrides(overrides: Mapping[str, Any]) -> None:
         GenerationParams.model_validate(dict(overrides))
     except ValidationError as exc:
         raise ValueError(f"invalid chat() override: {exc.errors(include_url=False)}") from exc
+
+
+def validate_chat(messages: Any, overrides: Mapping[str, Any]) -> None:
+    """Check a chat call's arguments: raise ``TypeError`` / ``ValueError`` before any work."""
+    validate_messages(messages)
+    if overrides:
+        validate_overrides(overrides)
+
+
+def sdk_key_secret(settings: Settings) -> str | None:
+    """The SDK key in clear, for the ``Authorization`` header; ``None`` when unset."""
+    return None if settings.sdk_key is None else settings.sdk_key.get_secret_value()
 
 
 def validate_messages(messages: Any) -> None:

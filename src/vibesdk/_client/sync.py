@@ -6,34 +6,20 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 from tenacity import Retrying
 
-from vibesdk._backends import (
-    Completion,
-    StreamParser,
-    error_for_status,
-    parse_completion,
-)
+from vibesdk._backends import Completion, StreamParser, error_for_status, parse_completion
 from vibesdk._errors import BackendError, ClientClosedError
 from vibesdk._flags.evaluation import Assignment
 from vibesdk._resilience import Step, retry_strategy
 from vibesdk._settings import Settings, load_settings
-from vibesdk._telemetry.instruments import emit_feedback, metrics
+from vibesdk._telemetry.instruments import metrics
 
-from .core import (
-    Attempt,
-    Call,
-    ClientCore,
-    map_http_error,
-    validate_feedback,
-    validate_messages,
-    validate_overrides,
-)
+from .core import Call, ClientCore, Opened, map_http_error, sdk_key_secret, validate_chat
 from .feedback import FeedbackSender
 from .results import ChatChunk, ChatResult
 
@@ -52,17 +38,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@dataclass(slots=True)
-class _Open:
-    """A stream whose first token has arrived."""
-
-    step: Step
-    attempt: Attempt
-    response: httpx.Response
-    lines: Iterator[str]
-    parser: StreamParser
-    first: tuple[str, str]
-    ttft: float
+_Open = Opened[Iterator[str]]
 
 
 class Client:
@@ -129,10 +105,9 @@ class Client:
         self._transport = transport
         self._http = httpx.Client(transport=transport, limits=_LIMITS, follow_redirects=False)
         self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
-        key = settings.sdk_key.get_secret_value() if settings.sdk_key is not None else None
         self._feedback = FeedbackSender(
             settings.server_url,
-            key,
+            sdk_key_secret(settings),
             maxsize=settings.feedback_queue_size,
             transport=server_transport,
         )
@@ -186,24 +161,17 @@ class Client:
         :class:`~vibesdk.AllBackendsFailedError` only when stable fails too.
         """
         self._check_open()
-        validate_messages(messages)
-        if overrides:
-            validate_overrides(overrides)
+        validate_chat(messages, overrides)
         core = self._core
         call = core.begin(flag, user_id, messages, attributes, overrides, stream=False)
         try:
             primary: BaseException | None = None
-            steps = call.steps
-            for i, step in enumerate(steps):
+            for i, step in enumerate(call.steps):
                 try:
                     completion, url = self._run_step(call, step)
                 except BackendError as exc:
-                    if primary is None:
-                        primary = exc
-                    if i + 1 < len(steps):
-                        core.fall_back(call, step, steps[i + 1], exc)
-                        continue
-                    raise core.fail(call, primary, exc if step.is_fallback else None) from exc
+                    primary = core.step_failed(call, i, exc, primary)
+                    continue
                 return core.finish(call, step, completion, url, None)
             raise AssertionError("a call always has a step")  # pragma: no cover
         except BaseException as exc:
@@ -260,9 +228,7 @@ class Client:
         iterator early (``break``) closes the connection.
         """
         self._check_open()
-        validate_messages(messages)
-        if overrides:
-            validate_overrides(overrides)
+        validate_chat(messages, overrides)
         return self._stream(flag, user_id, messages, attributes, overrides)
 
     def _stream(
@@ -288,12 +254,7 @@ class Client:
                         yield core.chunk(call, step, delta.text, delta.reasoning)
                 completion = parser.finish()
             except (BackendError, httpx.HTTPError) as exc:
-                err = (
-                    map_http_error(exc, att.url, phase="total", stream=True)
-                    if isinstance(exc, httpx.HTTPError)
-                    else exc
-                )
-                raise core.interrupted(err, att.url) from exc
+                raise core.broken(exc, att) from exc
             opened.response.close()
             core.end_attempt(att, None)
             result = core.finish(call, step, completion, att.url, opened.ttft)
@@ -308,8 +269,7 @@ class Client:
     def _open_stream(self, call: Call) -> _Open:
         core = self._core
         primary: BaseException | None = None
-        steps = call.steps
-        for i, step in enumerate(steps):
+        for i, step in enumerate(call.steps):
             try:
                 body = core.request_body(call, step)
                 headers = core.headers(step)
@@ -319,12 +279,7 @@ class Client:
                             call, step, body, headers, attempt.retry_state.attempt_number
                         )
             except BackendError as exc:
-                if primary is None:
-                    primary = exc
-                if i + 1 < len(steps):
-                    core.fall_back(call, step, steps[i + 1], exc)
-                    continue
-                raise core.fail(call, primary, exc if step.is_fallback else None) from exc
+                primary = core.step_failed(call, i, exc, primary)
         raise AssertionError("a call always has a step")  # pragma: no cover
 
     def _open_once(
@@ -352,10 +307,9 @@ class Client:
                 for line in lines:
                     delta = parser.feed_line(line)
                     if delta is not None:
-                        ttft = self._clock() - att.started
-                        core.alive(att)
+                        first = (delta.text, delta.reasoning)
                         return _Open(
-                            step, att, response, lines, parser, (delta.text, delta.reasoning), ttft
+                            step, att, response, lines, parser, first, core.first_token(att)
                         )
                     core.check_deadlines(call, att, False)
             except httpx.HTTPError as exc:
@@ -378,29 +332,7 @@ class Client:
         and recorded at once as a ``gen_ai.evaluation.result`` event in the
         answer's trace. Raises ``ValueError`` for a bad trace id or score.
         """
-        comment = validate_feedback(trace_id, score, comment)
-        recalled = self._core.recall(trace_id)
-        flag_key, variant, user_id, span_id = recalled or (None, None, None, None)
-        emit_feedback(
-            trace_id=trace_id,
-            score=score,
-            comment=comment,
-            flag_key=flag_key,
-            variant=variant,
-            user_id=user_id,
-            span_id=span_id,
-        )
-        self._core.metrics.record_feedback(flag_key=flag_key, variant=variant, score=score)
-        self._feedback.submit(
-            {
-                "trace_id": trace_id,
-                "score": score,
-                "comment": comment,
-                "flag_key": flag_key,
-                "variant": variant,
-                "user_id": user_id,
-            }
-        )
+        self._feedback.submit(self._core.feedback(trace_id, score, comment))
 
     @property
     def feedback_dropped(self) -> int:
