@@ -18,12 +18,13 @@ discarding exporter) and a MeterProvider.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import NoOpTracerProvider
 
 import vibesdk
+import vibesdk._client.aio as aio_mod
 import vibesdk._client.core as core_mod
 import vibesdk._client.sync as sync_mod
 from server import ANSWER, COMPLETION
@@ -51,6 +53,8 @@ from vibesdk._telemetry import instruments
 from vibesdk.testing import InMemoryFlagSource, make_document, make_flag
 
 FLAG = "vibethinker"
+SYNC_FLOOR = "bare httpx.Client (MockTransport)"
+ASYNC_FLOOR = "bare httpx.AsyncClient (MockTransport)"
 MESSAGES = [{"role": "user", "content": "What is the sum of the first n odd numbers?"}]
 BASE = "http://127.0.0.1:9"
 
@@ -70,6 +74,20 @@ class _OneShot:
         yield _Attempt()
 
 
+class _AsyncOneShot(_OneShot):
+    """Stands in for tenacity.AsyncRetrying."""
+
+    def __aiter__(self) -> _AsyncOneShot:
+        self._done = False
+        return self
+
+    async def __anext__(self) -> _Attempt:
+        if self._done:
+            raise StopAsyncIteration
+        self._done = True
+        return _Attempt()
+
+
 class _Attempt:
     class retry_state:  # mimics tenacity's attribute
         attempt_number = 1
@@ -84,7 +102,7 @@ class _Attempt:
 @contextmanager
 def no_checks() -> Iterator[None]:
     saved = core_mod.check_answer
-    core_mod.check_answer = lambda text, user_input=None: QualityReport()  # type: ignore[assignment]
+    core_mod.check_answer = lambda *a, **kw: QualityReport()  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -93,12 +111,13 @@ def no_checks() -> Iterator[None]:
 
 @contextmanager
 def no_retrying() -> Iterator[None]:
-    saved = sync_mod.Retrying
+    saved, asaved = sync_mod.Retrying, aio_mod.AsyncRetrying
     sync_mod.Retrying = _OneShot  # type: ignore[assignment,misc]
+    aio_mod.AsyncRetrying = _AsyncOneShot  # type: ignore[assignment,misc]
     try:
         yield
     finally:
-        sync_mod.Retrying = saved
+        sync_mod.Retrying, aio_mod.AsyncRetrying = saved, asaved
 
 
 @contextmanager
@@ -115,7 +134,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out")
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--calls", type=int, default=50)
     args = parser.parse_args()
 
@@ -136,6 +155,10 @@ def main() -> None:
     url = f"{BASE}/v1/chat/completions"
     noop_t, noop_m = NoOpTracerProvider(), NoOpMeterProvider()
 
+    aclient = vibesdk.AsyncClient(flag_source=InMemoryFlagSource(doc), transport=transport)
+    abare = httpx.AsyncClient(transport=transport)
+    loop = asyncio.new_event_loop()
+
     def chat(i: int) -> str:
         return client.chat(FLAG, user_id=f"user-{i}", messages=MESSAGES).text
 
@@ -144,34 +167,57 @@ def main() -> None:
         r.raise_for_status()
         return r.json()["choices"][0]["message"]["content"]  # type: ignore[no-any-return]
 
-    variants: dict[str, tuple[Callable[[int], str], list[Callable[[], Any]]]] = {
-        "bare httpx.Client (MockTransport)": (post, []),
-        "vibesdk full": (chat, []),
-        "- output checks": (chat, [no_checks]),
-        "- spans (no-op tracer)": (chat, [lambda: bound(noop_t, None)]),
-        "- metrics (no-op meter)": (chat, [lambda: bound(None, noop_m)]),
-        "- spans and metrics": (chat, [lambda: bound(noop_t, noop_m)]),
-        "- tenacity Retrying": (chat, [no_retrying]),
-        "- checks, telemetry, tenacity": (
-            chat,
-            [no_checks, no_retrying, lambda: bound(noop_t, noop_m)],
-        ),
+    async def achat(i: int) -> str:
+        return (await aclient.chat(FLAG, user_id=f"user-{i}", messages=MESSAGES)).text
+
+    async def apost(i: int) -> str:
+        r = await abare.post(url, json=payload)
+        r.raise_for_status()
+        return r.json()["choices"][0]["message"]["content"]  # type: ignore[no-any-return]
+
+    knockouts: dict[str, list[Callable[[], Any]]] = {
+        "full": [],
+        "- output checks": [no_checks],
+        "- spans (no-op tracer)": [lambda: bound(noop_t, None)],
+        "- metrics (no-op meter)": [lambda: bound(None, noop_m)],
+        "- spans and metrics": [lambda: bound(noop_t, noop_m)],
+        "- tenacity Retrying": [no_retrying],
+        "- checks, telemetry, tenacity": [no_checks, no_retrying, lambda: bound(noop_t, noop_m)],
+    }
+    # name -> (kind, call, patches); kind "sync" or "async"
+    variants: dict[str, tuple[str, Any, list[Callable[[], Any]]]] = {
+        SYNC_FLOOR: ("sync", post, []),
+        **{f"Client.chat {k}": ("sync", chat, v) for k, v in knockouts.items()},
+        ASYNC_FLOOR: ("async", apost, []),
+        **{f"AsyncClient.chat {k}": ("async", achat, v) for k, v in knockouts.items()},
     }
     cpu = time.thread_time_ns
 
-    def run(name: str, start: int, n: int) -> list[int]:
-        fn, patches = variants[name]
+    async def arun(fn: Callable[[int], Awaitable[str]], start: int, n: int) -> list[int]:
         out = []
+        for i in range(start, start + n):
+            c0 = cpu()
+            text = await fn(i)
+            out.append(cpu() - c0)
+            if text != ANSWER:
+                raise RuntimeError("unexpected answer")
+        return out
+
+    def run(name: str, start: int, n: int) -> list[int]:
+        kind, fn, patches = variants[name]
         with ExitStack() as stack:
             for p in patches:
                 stack.enter_context(p())
+            if kind == "async":
+                return loop.run_until_complete(arun(fn, start, n))
+            out = []
             for i in range(start, start + n):
                 c0 = cpu()
                 text = fn(i)
                 out.append(cpu() - c0)
                 if text != ANSWER:
                     raise RuntimeError(f"{name}: unexpected answer")
-        return out
+            return out
 
     names = list(variants)
     for name in names:
@@ -188,18 +234,21 @@ def main() -> None:
             user += args.calls
         gc.collect()
     stats = {n: _common.summarize([v / 1000 for v in s]) for n, s in samples.items()}
-    bare_med = stats["bare httpx.Client (MockTransport)"]["median"]
-    full_med = stats["vibesdk full"]["median"]
     rows = []
-    for name in variants:
+    for name, (kind, _, _) in variants.items():
         s = stats[name]
-        if name.startswith("bare"):
+        floor = stats[SYNC_FLOOR if kind == "sync" else ASYNC_FLOOR]["median"]
+        full = stats["Client.chat full" if kind == "sync" else "AsyncClient.chat full"]["median"]
+        if name in (SYNC_FLOOR, ASYNC_FLOOR):
             note = "(floor)"
-        elif name == "vibesdk full":
-            note = f"+{s['median'] - bare_med:.0f} over bare"
+        elif name.endswith(" full"):
+            note = f"+{s['median'] - floor:.0f} over bare"
         else:
-            note = f"saves {full_med - s['median']:.0f}"
+            note = f"saves {full - s['median']:.0f}"
         rows.append([name, f"{s['median']:.0f}", f"{s['p90']:.0f}", note])
+    loop.run_until_complete(aclient.aclose())
+    loop.run_until_complete(abare.aclose())
+    loop.close()
     client.close()
     tp.shutdown()
     mp.shutdown()
