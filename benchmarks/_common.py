@@ -40,6 +40,24 @@ def machine() -> dict[str, Any]:
     }
 
 
+def source() -> dict[str, Any]:
+    """The git commit of this checkout and whether the SDK's sources differ from it."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, check=False
+            ).stdout.strip()
+        except OSError:
+            return ""
+
+    changed = git("status", "--porcelain", "--", "src")
+    return {
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "src_uncommitted_changes": changed.splitlines() if changed else [],
+    }
+
+
 def versions(distributions: Iterable[str]) -> dict[str, str]:
     """Installed version of each distribution ("missing" when not installed)."""
     found: dict[str, str] = {}

@@ -712,6 +712,7 @@ def main() -> None:
         "benchmark": "assign",
         "date": started,
         "command": _common.command_line(),
+        "source": _common.source(),
         "machine": _common.machine()
         | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "versions": _common.versions(DISTRIBUTIONS),

@@ -382,6 +382,7 @@ def main() -> None:
         "benchmark": "chat_overhead",
         "date": started,
         "command": _common.command_line(),
+        "source": _common.source(),
         "machine": _common.machine() | {"loadavg_before": load_before, "loadavg_after": load_after},
         "versions": _common.versions(DISTRIBUTIONS),
         "parameters": vars(args),
