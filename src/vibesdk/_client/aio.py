@@ -22,7 +22,7 @@ from vibesdk._resilience import Step, retry_strategy
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
 
-from .core import Call, ClientCore, Opened, map_http_error, sdk_key_secret, validate_chat
+from .core import Call, ClientCore, Opened, map_http_error, validate_chat
 from .feedback import AsyncFeedbackSender
 from .results import ChatChunk, ChatResult
 
@@ -111,12 +111,7 @@ class AsyncClient:
         self._server_transport = server_transport
         self._http = httpx.AsyncClient(transport=transport, limits=_LIMITS, follow_redirects=False)
         self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
-        self._feedback = AsyncFeedbackSender(
-            settings.server_url,
-            sdk_key_secret(settings),
-            maxsize=settings.feedback_queue_size,
-            transport=server_transport,
-        )
+        self._feedback = AsyncFeedbackSender.for_settings(settings, transport=server_transport)
         self._closed = False
         _clients.add(self)
         self._starting: asyncio.Task[None] | None = None
@@ -377,11 +372,8 @@ class AsyncClient:
         # Connections of the parent must not be shared with a child: drop (do not
         # close, that would shut the parent's sockets) the pool and start afresh.
         self._http = httpx.AsyncClient(transport=self._transport, limits=_LIMITS)
-        self._feedback = AsyncFeedbackSender(
-            self._settings.server_url,
-            sdk_key_secret(self._settings),
-            maxsize=self._settings.feedback_queue_size,
-            transport=self._server_transport,
+        self._feedback = AsyncFeedbackSender.for_settings(
+            self._settings, transport=self._server_transport
         )
 
     async def aclose(self) -> None:

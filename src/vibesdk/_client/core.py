@@ -48,7 +48,6 @@ __all__ = [
     "ClientCore",
     "Opened",
     "map_http_error",
-    "sdk_key_secret",
     "validate_chat",
     "validate_feedback",
 ]
@@ -709,11 +708,6 @@ def validate_chat(messages: Any, overrides: Mapping[str, Any]) -> None:
     validate_messages(messages)
     if overrides:
         validate_overrides(overrides)
-
-
-def sdk_key_secret(settings: Settings) -> str | None:
-    """The SDK key in clear, for the ``Authorization`` header; ``None`` when unset."""
-    return None if settings.sdk_key is None else settings.sdk_key.get_secret_value()
 
 
 def validate_messages(messages: Any) -> None:

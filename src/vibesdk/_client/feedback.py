@@ -15,9 +15,11 @@ import contextlib
 import logging
 import queue
 import threading
-from typing import Any
+from typing import Any, Self
 
 import httpx
+
+from vibesdk._settings import Settings
 
 __all__ = ["AsyncFeedbackSender", "FeedbackSender"]
 
@@ -28,11 +30,57 @@ _POST_TIMEOUT_S = 5.0
 _CLOSE_WAIT_S = 1.0
 
 
-class _Counts:
-    def __init__(self) -> None:
+class _SenderCore:
+    """What both senders share: the target, the queue discipline, the counts and their logs.
+
+    No I/O: a subclass provides ``_worker_queue()`` (start its thread or task
+    if needed; the queue it reads) and the loop that POSTs.
+    """
+
+    def __init__(
+        self, server_url: str | None, sdk_key: str | None, *, maxsize: int, transport: Any
+    ) -> None:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
+        self._url = None if server_url is None else server_url + "/v1/feedback"
+        self._headers = {} if sdk_key is None else {"Authorization": f"Bearer {sdk_key}"}
+        self._maxsize = maxsize
+        self._transport = transport
+        self._closed = False
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, transport: Any = None) -> Self:
+        """The sender a client built with ``settings`` uses."""
+        key = settings.sdk_key
+        return cls(
+            settings.server_url,
+            None if key is None else key.get_secret_value(),
+            maxsize=settings.feedback_queue_size,
+            transport=transport,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether feedback goes anywhere (a flag server is configured)."""
+        return self._url is not None
+
+    def submit(self, payload: dict[str, Any]) -> bool:
+        """Queue ``payload``; ``False`` if it was dropped (full, closed or no server).
+
+        The async sender must be called from its event loop.
+        """
+        if self._url is None or self._closed:
+            return False
+        try:
+            self._worker_queue().put_nowait(payload)
+        except (queue.Full, asyncio.QueueFull):
+            self.drop()
+            return False
+        return True
+
+    def _worker_queue(self) -> queue.Queue[Any] | asyncio.Queue[Any]:
+        raise NotImplementedError
 
     def drop(self) -> None:
         self.dropped += 1
@@ -53,7 +101,7 @@ class _Counts:
         )
 
 
-class FeedbackSender(_Counts):
+class FeedbackSender(_SenderCore):
     """Bounded queue + one named daemon thread, started on first use (and again after fork)."""
 
     def __init__(
@@ -64,33 +112,15 @@ class FeedbackSender(_Counts):
         maxsize: int,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__()
-        self._url = None if server_url is None else server_url + "/v1/feedback"
-        self._headers = {} if sdk_key is None else {"Authorization": f"Bearer {sdk_key}"}
-        self._maxsize = maxsize
-        self._transport = transport
+        super().__init__(server_url, sdk_key, maxsize=maxsize, transport=transport)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._closed = False
 
-    @property
-    def enabled(self) -> bool:
-        """Whether feedback goes anywhere (a flag server is configured)."""
-        return self._url is not None
-
-    def submit(self, payload: dict[str, Any]) -> bool:
-        """Queue ``payload``; ``False`` if it was dropped (full, closed or no server)."""
-        if self._url is None or self._closed:
-            return False
+    def _worker_queue(self) -> queue.Queue[Any]:
         if self._thread is None or not self._thread.is_alive():
             self._start()
-        try:
-            self._queue.put_nowait(payload)
-        except queue.Full:
-            self.drop()
-            return False
-        return True
+        return self._queue
 
     def _start(self) -> None:
         with self._lock:
@@ -107,7 +137,6 @@ class FeedbackSender(_Counts):
                 item = self._queue.get()
                 if item is _STOP:
                     return
-                response = None
                 try:
                     response = http.post(self._url, json=item, headers=self._headers)
                 except Exception as exc:  # a lost feedback must not kill the sender
@@ -132,7 +161,7 @@ class FeedbackSender(_Counts):
         thread.join(_CLOSE_WAIT_S)
 
 
-class AsyncFeedbackSender(_Counts):
+class AsyncFeedbackSender(_SenderCore):
     """Bounded asyncio queue + one task, created in the running loop on first use."""
 
     def __init__(
@@ -143,35 +172,18 @@ class AsyncFeedbackSender(_Counts):
         maxsize: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__()
-        self._url = None if server_url is None else server_url + "/v1/feedback"
-        self._headers = {} if sdk_key is None else {"Authorization": f"Bearer {sdk_key}"}
-        self._maxsize = maxsize
-        self._transport = transport
+        super().__init__(server_url, sdk_key, maxsize=maxsize, transport=transport)
         self._queue: asyncio.Queue[Any] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
-    @property
-    def enabled(self) -> bool:
-        return self._url is not None
-
-    def submit(self, payload: dict[str, Any]) -> bool:
-        """Queue ``payload`` (must run in the event loop); ``False`` if dropped."""
-        if self._url is None or self._closed:
-            return False
+    def _worker_queue(self) -> asyncio.Queue[Any]:
         if self._task is None or self._task.done():
             self._queue = asyncio.Queue(self._maxsize)
             self._task = asyncio.get_running_loop().create_task(
                 self._run(self._queue), name="vibesdk-feedback"
             )
         assert self._queue is not None
-        try:
-            self._queue.put_nowait(payload)
-        except asyncio.QueueFull:
-            self.drop()
-            return False
-        return True
+        return self._queue
 
     async def _run(self, q: asyncio.Queue[Any]) -> None:
         assert self._url is not None
@@ -180,7 +192,6 @@ class AsyncFeedbackSender(_Counts):
                 item = await q.get()
                 if item is _STOP:
                     return
-                response = None
                 try:
                     response = await http.post(self._url, json=item, headers=self._headers)
                 except Exception as exc:  # a lost feedback must not kill the sender

@@ -19,7 +19,7 @@ from vibesdk._resilience import Step, retry_strategy
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
 
-from .core import Call, ClientCore, Opened, map_http_error, sdk_key_secret, validate_chat
+from .core import Call, ClientCore, Opened, map_http_error, validate_chat
 from .feedback import FeedbackSender
 from .results import ChatChunk, ChatResult
 
@@ -105,12 +105,7 @@ class Client:
         self._transport = transport
         self._http = httpx.Client(transport=transport, limits=_LIMITS, follow_redirects=False)
         self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
-        self._feedback = FeedbackSender(
-            settings.server_url,
-            sdk_key_secret(settings),
-            maxsize=settings.feedback_queue_size,
-            transport=server_transport,
-        )
+        self._feedback = FeedbackSender.for_settings(settings, transport=server_transport)
         self._closed = False
         _clients.add(self)
         if self._owns_source:
