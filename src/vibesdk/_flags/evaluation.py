@@ -71,12 +71,31 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+_Clause = tuple[str, bool, frozenset[str]]  # (attribute, negate, accepted values)
+
+
 class _CompiledRule(NamedTuple):
     id: str
-    # (attribute, negate, accepted values)
-    clauses: tuple[tuple[str, bool, frozenset[str]], ...]
+    clauses: tuple[_Clause, ...]
     variant: str
     config: Variant
+
+
+def _clauses_match(
+    clauses: tuple[_Clause, ...], user_id: str, attributes: Mapping[str, Any] | None
+) -> bool:
+    """Whether every clause holds (the general case; evaluate() inlines a rule's first clause)."""
+    for attribute, negate, values in clauses:
+        if attribute == "user_id":
+            hit = user_id in values
+        elif attributes is not None and attribute in attributes:
+            value = attributes[attribute]
+            hit = (value if value.__class__ is str else _as_text(value)) in values
+        else:
+            hit = False
+        if hit == negate:
+            return False
+    return True
 
 
 class _CompiledFlag:
@@ -107,7 +126,7 @@ class _CompiledFlag:
         self.rollout = flag.rollout_variant
         self.rollout_bps = flag.rollout_bps
         self.rollout_config = flag.variants.get(flag.rollout_variant, self.default_config)
-        self.rules = tuple(
+        rules = [
             _CompiledRule(
                 r.id,
                 tuple((c.attribute, c.op == "not_in", frozenset(c.values)) for c in r.clauses),
@@ -115,7 +134,10 @@ class _CompiledFlag:
                 flag.variants[r.variant],
             )
             for r in flag.rules
-        )
+        ]
+        # Each rule as (first clause..., the other clauses, rule): most rules have one
+        # clause, which evaluate() then checks inline (a rule always has at least one).
+        self.rules = tuple((*r.clauses[0], r.clauses[1:], r) for r in rules)
 
 
 class CompiledDocument:
@@ -144,18 +166,15 @@ class CompiledDocument:
             return _new(Assignment, (
                 f.key, user_id, f.default, _DISABLED, None, f.version, None, None, f.default_config,
             ))  # fmt: skip
-        for rule in f.rules:
-            for attribute, negate, values in rule.clauses:
-                if attribute == "user_id":
-                    hit = user_id in values
-                elif attributes is not None and attribute in attributes:
-                    value = attributes[attribute]
-                    hit = (value if value.__class__ is str else _as_text(value)) in values
-                else:
-                    hit = False
-                if hit == negate:
-                    break
-            else:  # every clause matched
+        for attribute, negate, values, more, rule in f.rules:
+            if attribute == "user_id":
+                hit = user_id in values
+            elif attributes is not None and attribute in attributes:
+                value = attributes[attribute]
+                hit = (value if value.__class__ is str else _as_text(value)) in values
+            else:
+                hit = False
+            if hit != negate and (not more or _clauses_match(more, user_id, attributes)):
                 return _new(Assignment, (
                     f.key, user_id, rule.variant, _TARGETING_MATCH, None, f.version,
                     rule.id, None, rule.config,
