@@ -157,7 +157,8 @@ class CompiledDocument:
         # This is the hot path of every assign() and chat() call, so it is written
         # flat: one frame, no helper calls on the common path, and the results
         # built with tuple.__new__, which skips the Python-level NamedTuple.__new__
-        # (about half the cost of a call; see benchmarks/assign/README.md).
+        # frame (building the Assignment was half of a call's cost; see
+        # benchmarks/assign/README.md).
         try:
             f = self.flags[flag_key]
         except KeyError:
