@@ -1,0 +1,324 @@
+"""The plumbing shared by every storage concern: schema, connection pool, transactions.
+
+Statements are written with ``?`` placeholders; the PostgreSQL dialect
+rewrites them to ``%s``. Subclasses (the dialects) supply connections,
+locking and notification; the concern mixins (documents, prompts, tokens,
+feedback) build on :class:`StoreBase`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vibesdk import Flag, FlagDocument
+from vibesdk_server._domain._errors import NotFoundError
+
+__all__ = ["SCHEMA", "Mutation", "Published", "StoreBase", "Tx", "utcnow"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS environments (
+    name TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    good_version BIGINT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    environment TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    document TEXT NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT,
+    flags TEXT NOT NULL,
+    good INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (environment, version)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id {ID},
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    environment TEXT,
+    flag_key TEXT,
+    flags TEXT NOT NULL,
+    reason TEXT,
+    version BIGINT,
+    before TEXT,
+    after TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_env ON audit (environment, id);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    UNIQUE (kind, environment, name)
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    system TEXT NOT NULL,
+    user_template TEXT NOT NULL,
+    model TEXT NOT NULL,
+    note TEXT,
+    state TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    reviewer TEXT,
+    reviewed_at TEXT,
+    review_reason TEXT,
+    PRIMARY KEY (id, version)
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id {ID},
+    environment TEXT NOT NULL,
+    at TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    score INTEGER NOT NULL,
+    comment TEXT,
+    flag_key TEXT,
+    variant TEXT,
+    user_id TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_env ON feedback (environment, id);
+"""
+
+
+def utcnow() -> str:
+    """Now as RFC 3339 UTC with milliseconds, e.g. ``2026-11-28T02:10:00.123Z``."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Published:
+    """A committed document version, serialized once for every subscriber."""
+
+    environment: str
+    version: int
+    document_json: str
+
+
+@dataclass
+class Mutation:
+    """What a write computed: the new flags, plus extra fields for the change object."""
+
+    flags: dict[str, Flag]
+    extra: dict[str, Any]
+
+
+class Tx:
+    """One open transaction: ``?``-placeholder queries on a DB-API cursor."""
+
+    def __init__(self, cursor: Any, placeholder: str) -> None:
+        self._cur = cursor
+        self._ph = placeholder
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._ph != "?":
+            sql = sql.replace("?", self._ph)
+        self._cur.execute(sql, tuple(params))
+        return self._cur
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.run(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(self.run(sql, params).fetchall())
+
+
+class StoreBase:
+    """Flag server storage; subclasses supply connections, locking and notification.
+
+    All methods are synchronous and thread-safe (a small connection pool); the
+    HTTP layer calls them from worker threads. ``on_publish`` is called after
+    every commit that produced a new document version.
+    """
+
+    placeholder = "?"
+    id_column = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    pool_size = 8
+
+    def __init__(self) -> None:
+        self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._created = 0
+        self._pool_lock = threading.Lock()
+        self._closed = False
+        self.on_publish: Callable[[Published], None] | None = None
+
+    # -- backend hooks ---------------------------------------------------------------------
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, conn: Any, *, write: bool) -> None:
+        raise NotImplementedError
+
+    def _commit(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+
+    def _rollback(self, conn: Any) -> None:
+        conn.execute("ROLLBACK")
+
+    def _lock(self, tx: Tx, name: str) -> None:
+        """Serialize writers of ``name`` until the transaction ends."""
+
+    def _notify(self, tx: Tx, environment: str, version: int) -> None:
+        """Tell other replicas (inside the transaction, delivered on commit)."""
+
+    def _is_unique_violation(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    def _is_broken(self, exc: BaseException) -> bool:
+        return False
+
+    def describe(self) -> str:
+        """Where the data lives, for the startup log line (no secrets)."""
+        return type(self).__name__
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def init_schema(self) -> None:
+        """Create the tables if they are missing (idempotent)."""
+        with self._tx(write=True) as tx:
+            self._lock(tx, "schema")
+            for stmt in SCHEMA.replace("{ID}", self.id_column).split(";"):
+                if stmt.strip():
+                    tx.run(stmt)
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[Any]:
+        try:
+            conn = self._pool.get_nowait()
+        except queue.Empty:
+            with self._pool_lock:
+                grow = self._created < self.pool_size
+                if grow:
+                    self._created += 1
+            if grow:
+                try:
+                    conn = self._connect()
+                except BaseException:
+                    with self._pool_lock:
+                        self._created -= 1
+                    raise
+            else:
+                conn = self._pool.get()
+        broken = False
+        try:
+            yield conn
+        except BaseException as exc:
+            broken = self._is_broken(exc)
+            raise
+        finally:
+            if broken or self._closed:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                with self._pool_lock:
+                    self._created -= 1
+            else:
+                self._pool.put(conn)
+
+    @contextlib.contextmanager
+    def _tx(self, *, write: bool = False) -> Iterator[Tx]:
+        with self._conn() as conn:
+            self._begin(conn, write=write)
+            try:
+                yield Tx(conn.cursor(), self.placeholder)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._rollback(conn)
+                raise
+            self._commit(conn)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._closed = True
+        while True:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _publish(self, published: Published) -> None:
+        if self.on_publish is not None:
+            self.on_publish(published)
+
+    def _env_row(self, tx: Tx, name: str) -> tuple[int, int | None]:
+        row = tx.one("SELECT version, good_version FROM environments WHERE name = ?", (name,))
+        if row is None:
+            raise NotFoundError(
+                f"environment {name!r} does not exist; create it (POST /v1/admin/environments)"
+            )
+        return int(row[0]), None if row[1] is None else int(row[1])
+
+    def _doc_json(self, tx: Tx, env: str, version: int) -> str:
+        row = tx.one(
+            "SELECT document FROM versions WHERE environment = ? AND version = ?", (env, version)
+        )
+        if row is None:
+            raise NotFoundError(f"environment {env!r} has no version {version}; see vibe history")
+        return str(row[0])
+
+    def _insert_version(
+        self,
+        tx: Tx,
+        doc: FlagDocument,
+        *,
+        at: str,
+        actor: str,
+        action: str,
+        reason: str | None,
+        flags: list[str],
+    ) -> str:
+        doc_json = doc.model_dump_json()
+        tx.run(
+            "INSERT INTO versions (environment, version, document, at, actor, action, reason,"
+            " flags, good) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            (doc.environment, doc.version, doc_json, at, actor, action, reason, json.dumps(flags)),
+        )
+        return doc_json
+
+    def _audit(
+        self,
+        tx: Tx,
+        *,
+        actor: str,
+        action: str,
+        environment: str | None,
+        reason: str | None,
+        version: int | None = None,
+        flags: Sequence[str] = (),
+        before: Any = None,
+        after: Any = None,
+    ) -> int:
+        flag_key = flags[0] if len(flags) == 1 else None
+        row = tx.one(
+            "INSERT INTO audit (at, actor, action, environment, flag_key, flags, reason, version,"
+            " before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                utcnow(),
+                actor,
+                action,
+                environment,
+                flag_key,
+                json.dumps(list(flags)),
+                reason,
+                version,
+                json.dumps(before),
+                json.dumps(after),
+            ),
+        )
+        return int(row[0])
