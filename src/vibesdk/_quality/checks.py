@@ -134,8 +134,14 @@ def _fenced_blocks(text: str) -> list[_Block]:
         pos = end.end()
 
 
+_MAGIC_LINE = re.compile(r"^[ \t]*[%!]", re.MULTILINE)
+
+
 def _python_source(body: str, info: str) -> str:
     """The parseable source of a python block: REPL prompts and notebook magics removed."""
+    # Fast path: most blocks have neither, and splitting them into lines costs more than parsing.
+    if info != "pycon" and ">>>" not in body and not _MAGIC_LINE.search(body):
+        return body
     lines = body.split("\n")
     if info == "pycon" or any(line.startswith(">>>") for line in lines):
         lines = [line[4:] for line in lines if line.startswith((">>> ", "... ", ">>>", "..."))]
@@ -215,10 +221,10 @@ _BLOCK_DIVERSITY = 0.6  # ... with n-gram diversity below this is a loop too (li
 _LINE_WINDOW = 40  # last non-blank lines inspected for a recurring line
 _LINE_REPEATS = 10  # a line (>= 8 characters of text) recurring this often is a loop
 
-_WHITESPACE = re.compile(r"\s+")
 _CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
 # Tokens: a word (no CJK), one CJK character, or a run of punctuation ("-----", ").").
 _TOKEN = re.compile(rf"[^\W{_CJK_CLASS}]+|[{_CJK_CLASS}]|[^\w\s]+")
+_ASCII_TOKEN = re.compile(r"\w+|[^\w\s]+", re.ASCII)  # the same for ASCII text, much faster
 
 
 def _periodic_tail(tail: str) -> tuple[int, int] | None:
@@ -260,7 +266,9 @@ def _periodic_tail(tail: str) -> tuple[int, int] | None:
 def _diversity(tail: str) -> float | None:
     """Distinct share of the word n-grams among the last tokens (None: too little text)."""
     # 200 tokens fit in the last ~1,600 characters of real text; tokenize no more.
-    tokens = _TOKEN.findall(tail, max(0, len(tail) - 1600))[-_NGRAM_WINDOW:]
+    window = tail[-1600:]
+    pattern = _ASCII_TOKEN if window.isascii() else _TOKEN
+    tokens = pattern.findall(window)[-_NGRAM_WINDOW:]
     if len(tokens) < _NGRAM_MIN_TOKENS:
         return None
     total = len(tokens) - _NGRAM + 1
@@ -303,7 +311,7 @@ def _repetition(text: str) -> str | None:
     """Why the end of ``text`` looks like a generation loop, or None."""
     tail = text[-_TAIL:].rstrip()
     # Exact loops, even when the model varies the line breaks between repeats.
-    compact = _WHITESPACE.sub("", tail)
+    compact = "".join(tail.split())  # str.split is several times faster than a regex here
     found = _periodic_tail(compact)
     if found is not None:
         period, repeats = found
