@@ -20,11 +20,10 @@ import httpx
 from vibesdk._settings import Settings
 
 from . import fork
-from .core import DeliveryCore
+from .core import DeliveryCore, make_cache
 from .policy import STREAM_SILENCE_S, poll_delay
 from .sse import SSEEvent, SSEParser
 from .store import FlagStore
-from .sync_driver import _abandoned, _user_agent, make_cache
 
 __all__ = ["AsyncFlagSource"]
 
@@ -180,16 +179,11 @@ class AsyncFlagSource:
                 for event in parser.end():
                     await self._apply_event(event)
         except httpx.ReadTimeout:
-            reason = f"silent for {self._silence_s:g} s"
-            if not self._core.stream_up:
-                self._core.on_failure("stream", f"no answer in {self._silence_s:g} s")
+            reason = self._core.on_stream_silent(self._silence_s)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if not self._core.stream_up:
-                self._core.on_failure("stream", reason)
+            reason = self._core.on_stream_error(exc, closing=False)
         finally:
-            self._core.note_retry(parser.retry_ms)
-            self._core.on_stream_lost("the source was closed" if self._closed else reason)
+            self._core.on_stream_end(parser.retry_ms, reason, closed=self._closed)
         return lively
 
     # -- internals ---------------------------------------------------------
@@ -220,11 +214,7 @@ class AsyncFlagSource:
     def _spawn(self, *, loops: bool = True) -> None:
         if self._core.flags_url is None:
             return
-        self._client = httpx.AsyncClient(
-            transport=self._transport,
-            timeout=self.settings.fetch_timeout_s,
-            headers={"User-Agent": _user_agent()},
-        )
+        self._client = httpx.AsyncClient(transport=self._transport, **self._core.http_options())
         if not loops:
             return
         targets: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
@@ -260,7 +250,7 @@ class AsyncFlagSource:
         self.store._after_fork_in_child()
         self._core.after_fork_in_child()
         if self._client is not None:
-            _abandoned.append(self._client)
+            fork.abandon(self._client)
         self._client = None
         self._tasks = []
         self._saving = None

@@ -14,11 +14,12 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vibesdk._errors import ConfigError, FlagDocumentError
 from vibesdk._flags.document import FlagDocument, parse_document
 
+from .cache import DiskCache
 from .policy import RECONNECT_BASE_S, STALE_AFTER_FAILURES, reconnect_delay
 from .sse import SSEEvent
 from .store import FlagState, FlagStore
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 
     from vibesdk._settings import Settings
 
-    from .cache import DiskCache
-
 __all__ = [
     "BOOTSTRAP",
     "CACHE",
@@ -38,6 +37,7 @@ __all__ = [
     "STREAM",
     "count_rejection",
     "load_bootstrap",
+    "make_cache",
 ]
 
 logger = logging.getLogger("vibesdk.flags")
@@ -91,6 +91,23 @@ def load_bootstrap(path: Path) -> FlagDocument:
         raise ConfigError(f"bootstrap file {str(path)!r}: {exc}") from exc
 
 
+def make_cache(settings: Settings) -> DiskCache | None:
+    """The disk cache for ``settings``, or ``None`` when there is no server or no cache_dir."""
+    if settings.server_url is None or settings.cache_dir is None or settings.sdk_key is None:
+        return None
+    return DiskCache(
+        settings.cache_dir,
+        server_url=settings.server_url,
+        sdk_key=settings.sdk_key.get_secret_value(),
+    )
+
+
+def _user_agent() -> str:
+    from vibesdk import __version__
+
+    return f"vibesdk-python/{__version__}"
+
+
 def _version_etag(version: int) -> str:
     return f'"{version}"'
 
@@ -136,6 +153,13 @@ class DeliveryCore:
         self.retry_ms: int | None = None
         # The poll thread and the stream thread both report here.
         self._lock = threading.Lock()
+
+    def http_options(self) -> dict[str, Any]:
+        """Keyword arguments for the driver's ``httpx.Client`` / ``httpx.AsyncClient``."""
+        return {
+            "timeout": self.settings.fetch_timeout_s,
+            "headers": {"User-Agent": _user_agent()},
+        }
 
     # -- start -------------------------------------------------------------
 
@@ -190,6 +214,11 @@ class DeliveryCore:
                 self.on_failure(POLL, "the document was rejected")
                 return None
             return self._accept(document, POLL, headers.get("etag"))
+        self._log_refusal(status)
+        self.on_failure(POLL, f"HTTP {status}")
+        return None
+
+    def _log_refusal(self, status: int) -> None:
         if status in (401, 403) and not self._auth_logged:
             logger.error(
                 "vibesdk flags: the flag server refused the SDK key (HTTP %d); "
@@ -197,8 +226,6 @@ class DeliveryCore:
                 status,
             )
             self._auth_logged = True
-        self.on_failure(POLL, f"HTTP {status}")
-        return None
 
     def on_poll_failure(self, exc: BaseException) -> None:
         """The poll request itself failed (refused, timed out, cut)."""
@@ -223,13 +250,7 @@ class DeliveryCore:
             else:
                 self.failures = 0
             return True
-        if status in (401, 403) and not self._auth_logged:
-            logger.error(
-                "vibesdk flags: the flag server refused the SDK key (HTTP %d); "
-                "check sdk_key / VIBESDK_SDK_KEY",
-                status,
-            )
-            self._auth_logged = True
+        self._log_refusal(status)
         self.on_failure(STREAM, f"HTTP {status} ({content_type or 'no content type'})")
         return False
 
@@ -242,6 +263,28 @@ class DeliveryCore:
         if document is None:
             return None
         return self._accept(document, STREAM, None)
+
+    def on_stream_silent(self, silence_s: float) -> str:
+        """The stream said nothing (not even a heartbeat) for ``silence_s``; the reason to log."""
+        if not self.stream_up:
+            self.on_failure(STREAM, f"no answer in {silence_s:g} s")
+        return f"silent for {silence_s:g} s"
+
+    def on_stream_error(self, exc: BaseException, *, closing: bool) -> str:
+        """The stream failed with ``exc``; the reason to log.
+
+        It counts as a failed request only while the stream was not up yet and
+        the source is not ``closing`` (a close cuts it on purpose).
+        """
+        reason = f"{type(exc).__name__}: {exc}"
+        if not self.stream_up and not closing:
+            self.on_failure(STREAM, reason)
+        return reason
+
+    def on_stream_end(self, retry_ms: int | None, reason: str, *, closed: bool) -> None:
+        """The stream is over, whatever ended it: keep its ``retry:`` and report it lost."""
+        self.note_retry(retry_ms)
+        self.on_stream_lost("the source was closed" if closed else reason)
 
     def on_stream_lost(self, reason: str) -> None:
         """The stream ended or broke; polling carries on alone until it is back."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["track"]
+__all__ = ["abandon", "track"]
 
 logger = logging.getLogger("vibesdk.flags")
 
@@ -24,11 +24,20 @@ class _ForkAware(Protocol):
 
 
 _live: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
+# Clients of the parent abandoned in a forked child: closing them could block
+# on a lock a dead parent thread held, and collecting them would close sockets
+# the parent still uses.
+_abandoned: list[Any] = []
 
 
 def track(source: _ForkAware) -> None:
     """Call ``source._after_fork_in_child()`` in every child forked while it is alive."""
     _live.add(source)
+
+
+def abandon(client: Any) -> None:
+    """In a forked child: keep the parent's HTTP ``client`` referenced and never close it."""
+    _abandoned.append(client)
 
 
 def _after_fork_in_child() -> None:

@@ -22,31 +22,14 @@ import httpx
 from vibesdk._settings import Settings
 
 from . import fork
-from .cache import DiskCache
-from .core import DeliveryCore
+from .core import DeliveryCore, make_cache
 from .policy import STREAM_SILENCE_S, poll_delay
 from .sse import SSEEvent, SSEParser
 from .store import FlagStore
 
-__all__ = ["FlagSource", "make_cache"]
+__all__ = ["FlagSource"]
 
 logger = logging.getLogger("vibesdk.flags")
-
-# Clients of the parent abandoned in a forked child: closing them could block
-# on a lock a dead parent thread held, and collecting them would close sockets
-# the parent still uses.
-_abandoned: list[Any] = []
-
-
-def make_cache(settings: Settings) -> DiskCache | None:
-    """The disk cache for ``settings``, or ``None`` when there is no server or no cache_dir."""
-    if settings.server_url is None or settings.cache_dir is None or settings.sdk_key is None:
-        return None
-    return DiskCache(
-        settings.cache_dir,
-        server_url=settings.server_url,
-        sdk_key=settings.sdk_key.get_secret_value(),
-    )
 
 
 class FlagSource:
@@ -192,17 +175,12 @@ class FlagSource:
                     for event in parser.end():
                         self._apply_event(event)
         except httpx.ReadTimeout:
-            reason = f"silent for {self._silence_s:g} s"
-            if not self._core.stream_up:
-                self._core.on_failure("stream", f"no answer in {self._silence_s:g} s")
+            reason = self._core.on_stream_silent(self._silence_s)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if not self._core.stream_up and not self._stop.is_set():
-                self._core.on_failure("stream", reason)
+            reason = self._core.on_stream_error(exc, closing=self._stop.is_set())
         finally:
             self._response = None
-            self._core.note_retry(parser.retry_ms)
-            self._core.on_stream_lost("the source was closed" if self._stop.is_set() else reason)
+            self._core.on_stream_end(parser.retry_ms, reason, closed=self._stop.is_set())
         return lively
 
     # -- internals ---------------------------------------------------------
@@ -221,11 +199,7 @@ class FlagSource:
         if self._core.flags_url is None:
             return
         self._stop = threading.Event()
-        self._client = httpx.Client(
-            transport=self._transport,
-            timeout=self.settings.fetch_timeout_s,
-            headers={"User-Agent": _user_agent()},
-        )
+        self._client = httpx.Client(transport=self._transport, **self._core.http_options())
         if not loops:
             return
         targets: list[tuple[str, Callable[[], None]]] = [("vibesdk-flags-poll", self._poll_loop)]
@@ -283,7 +257,7 @@ class FlagSource:
         self.store._after_fork_in_child()
         self._core.after_fork_in_child()
         if self._client is not None:
-            _abandoned.append(self._client)
+            fork.abandon(self._client)
         self._client = None
         self._response = None
         self._threads = []
@@ -303,9 +277,3 @@ class FlagSource:
             self._needs_restart = False
             logger.info("vibesdk flags: restarting flag delivery in forked process")
             self._spawn()
-
-
-def _user_agent() -> str:
-    from vibesdk import __version__
-
-    return f"vibesdk-python/{__version__}"
