@@ -262,6 +262,7 @@ def test_otlp_exports_to_a_loopback_collector(tmp_path: Path) -> None:
     [
         ({"exporter": "jaeger"}, "exporter must be one of"),
         ({"exporter": "memory", "endpoint": "http://x"}, "endpoint= applies only"),
+        ({"exporter": "otlp", "endpoint": "collector:4318"}, "http:// or https://"),
         ({"exporter": "console", "path": "x.jsonl"}, "path= applies only"),
         ({"exporter": "memory", "headers": {"a": "b"}}, "headers= applies only"),
         ({"exporter": "memory", "metric_interval_s": 0}, "metric_interval_s"),

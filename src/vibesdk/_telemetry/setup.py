@@ -257,6 +257,11 @@ def configure_telemetry(
         raise ConfigError(f"exporter must be one of {', '.join(_EXPORTERS)}; got {exporter!r}")
     if endpoint is not None and exporter != "otlp":
         raise ConfigError("endpoint= applies only to exporter='otlp'")
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"endpoint must be an http:// or https:// URL (the collector's OTLP/HTTP base URL, "
+            f"e.g. http://127.0.0.1:4318); got {endpoint!r}"
+        )
     if path is not None and exporter != "file":
         raise ConfigError("path= applies only to exporter='file'")
     if headers is not None and exporter != "otlp":

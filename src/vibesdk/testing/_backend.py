@@ -492,8 +492,7 @@ class _FakeTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         wait, times_out = self._wait_before_headers(request, plan)
         if wait is None:
             # Async callers can cancel (asyncio.timeout / wait_for): stall until they do.
-            while True:
-                await self.fake._async_sleep(3600)
+            await asyncio.Event().wait()
         if wait:
             await self.fake._async_sleep(wait)
         if times_out:
