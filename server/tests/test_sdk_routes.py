@@ -130,3 +130,20 @@ def test_cold_and_warm_fetches_answer_the_same(server: FlagServer) -> None:
         server.sdk_request("GET", "/v1/flags", headers={"If-None-Match": '"999"'}).status_code
         == 200
     )
+
+
+def test_closed_streams_are_unsubscribed(server: FlagServer) -> None:
+    """A client that hangs up is removed from the fan-out (GET /v1/admin/stats counts streams)."""
+
+    def count() -> int:
+        return int(server.admin_request("GET", "/v1/admin/stats").json()["subscribers"])
+
+    before = count()
+    headers = {"Authorization": f"Bearer {server.sdk_key}"}
+    with httpx.stream("GET", server.url + "/v1/stream", headers=headers, timeout=30) as response:
+        events = (e for e in iter_sse(response.iter_lines()) if e.event == "flags")
+        next(events)
+        assert count() == before + 1
+    # The server notices the hang-up when it next writes (a heartbeat at the latest).
+    while count() != before:
+        server.sdk_request("GET", "/v1/flags")

@@ -324,6 +324,18 @@ def get_diff(
     return {"from": from_version, "to": to_version, "flag": flag, "diff": changes}
 
 
+@router.get("/stats", summary="This replica's live numbers: open streams, dropped subscribers")
+async def stats(request: Request) -> dict[str, Any]:
+    hub = request.app.state.hub
+    return {
+        "subscribers": hub.subscriber_count,
+        "dropped_subscribers": hub.dropped_subscribers,
+        "environments_in_memory": {
+            env: hub.latest_version(env) for env in sorted(hub.known_environments())
+        },
+    }
+
+
 @router.get("/audit", summary="The audit log, newest first")
 def audit(
     request: Request,
