@@ -121,6 +121,8 @@ def test_file_exporter_writes_one_json_line_per_span(tmp_path: Path) -> None:
     )
     assert result == {"path": "spans.jsonl", "metrics": "spans.metrics.jsonl"}
     lines = (tmp_path / "spans.jsonl").read_text().splitlines()
+    # `vibe demo` tells people to grep for exactly this spelling.
+    assert '"feature_flag.result.variant": "canary"' in lines[0]
     spans = [json.loads(line) for line in lines]
     assert [s["name"] for s in spans] == ["chat m", "chat m"]
     assert spans[0]["attributes"]["feature_flag.result.variant"] == "canary"
