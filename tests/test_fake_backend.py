@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vibesdk.testing import FakeBackend, Reply
 
@@ -298,3 +300,15 @@ def test_context_manager_starts_and_stops_the_server() -> None:
         body = httpx.post(fake.url + "/chat/completions", json={}).json()
     assert body["choices"][0]["message"]["content"] == "hi"
     assert fake._server is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(), reasoning=st.none() | st.text())
+def test_any_answer_streams_back_exactly(text: str, reasoning: str | None) -> None:
+    """Whatever the answer (unicode, whitespace runs, empty), its stream deltas join back to it."""
+    fake = FakeBackend(Reply(text=text, reasoning=reasoning))
+    with httpx.Client(transport=fake.transport(), base_url=BASE) as client:
+        events = sse_events(client.post("/chat/completions", json={"stream": True}).text)
+    assert text_of(events) == text
+    assert text_of(events, "reasoning_content") == (reasoning or "")
+    assert events[-1] == "[DONE]"
