@@ -212,6 +212,9 @@ def test_health_and_models_endpoints() -> None:
     fake = FakeBackend(model="qwen2-1.5b")
     with httpx.Client(transport=fake.transport(), base_url="http://fake.test") as client:
         assert client.get("/health").json() == {"status": "ok"}
+        fake.healthy = False
+        assert client.get("/health").status_code == 503
+        fake.healthy = True
         assert client.get("/v1/models").json()["data"][0]["id"] == "qwen2-1.5b"
         assert client.get("/v1/nothing").status_code == 404
     assert fake.requests == []

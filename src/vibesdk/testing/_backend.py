@@ -266,6 +266,8 @@ class FakeBackend:
     ) -> None:
         self.default = _as_reply(default)
         self.model = model
+        #: False: ``GET /health`` answers 503 "Loading model", as llama-server does while loading.
+        self.healthy = True
         self.requests: list[FakeRequest] = []
         self._queue: deque[Reply] = deque(_as_reply(r) for r in replies)
         self._lock = threading.Lock()
@@ -358,6 +360,11 @@ class FakeBackend:
         """Answers for the non-chat endpoints (``/health``, ``/v1/models``), else None."""
         bare = path.split("?", 1)[0].rstrip("/")
         if method == "GET" and bare in ("/health", "/v1/health"):
+            if not self.healthy:
+                loading = {
+                    "error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}
+                }
+                return 503, json.dumps(loading).encode()
             return 200, b'{"status":"ok"}'
         if method == "GET" and bare in ("/v1/models", "/models"):
             body = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
