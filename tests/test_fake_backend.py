@@ -315,3 +315,30 @@ def test_any_answer_streams_back_exactly(text: str, reasoning: str | None) -> No
     assert text_of(events) == text
     assert text_of(events, "reasoning_content") == (reasoning or "")
     assert events[-1] == "[DONE]"
+
+
+def test_router_sends_each_url_prefix_to_its_fake() -> None:
+    """FakeBackend.router dispatches by longest URL prefix; unknown URLs fail to connect."""
+    stable, canary = FakeBackend("stable says hi"), FakeBackend("canary says hi")
+    routes = {"http://models.test/v1": stable, "http://models.test/v1/canary": canary}
+    with httpx.Client(transport=FakeBackend.router(routes)) as client:
+        a = client.post("http://models.test/v1/chat/completions", json={}).json()
+        b = client.post("http://models.test/v1/canary/chat/completions", json={}).json()
+        with pytest.raises(httpx.ConnectError):
+            client.post("http://elsewhere.test/v1/chat/completions", json={})
+    assert a["choices"][0]["message"]["content"] == "stable says hi"
+    assert b["choices"][0]["message"]["content"] == "canary says hi"
+    assert len(stable.chat_requests) == len(canary.chat_requests) == 1
+
+
+def test_router_serves_async_clients_too() -> None:
+    """The router is an async transport as well."""
+    fake = FakeBackend("async hi")
+
+    async def main() -> str:
+        transport = FakeBackend.router({"http://m.test": fake})
+        async with httpx.AsyncClient(transport=transport) as client:
+            r = await client.post("http://m.test/v1/chat/completions", json={})
+            return str(r.json()["choices"][0]["message"]["content"])
+
+    assert asyncio.run(main()) == "async hi"

@@ -301,6 +301,17 @@ class FakeBackend:
         """An httpx transport (sync *and* async) answering as this backend, without sockets."""
         return _FakeTransport(self)
 
+    @staticmethod
+    def router(routes: Mapping[str, FakeBackend]) -> _Router:
+        """One httpx transport for several fakes, chosen by URL prefix (the longest that matches).
+
+        ``Client(transport=FakeBackend.router({"http://canary.test/v1": canary,
+        "http://stable.test/v1": stable}), ...)`` with those URLs in the flag
+        document gives each variant its own fake, with no sockets. A URL no
+        route matches fails with ``httpx.ConnectError``, as if nothing listened.
+        """
+        return _Router(routes)
+
     # --- server mode --------------------------------------------------------------
 
     @property
@@ -358,18 +369,19 @@ class FakeBackend:
 
     def _route(self, method: str, path: str) -> tuple[int, bytes] | None:
         """Answers for the non-chat endpoints (``/health``, ``/v1/models``), else None."""
+        # Any prefix before the OpenAI paths is accepted (a base URL may carry a path).
         bare = path.split("?", 1)[0].rstrip("/")
-        if method == "GET" and bare in ("/health", "/v1/health"):
+        if method == "GET" and bare.endswith("/health"):
             if not self.healthy:
                 loading = {
                     "error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}
                 }
                 return 503, json.dumps(loading).encode()
             return 200, b'{"status":"ok"}'
-        if method == "GET" and bare in ("/v1/models", "/models"):
+        if method == "GET" and bare.endswith("/models"):
             body = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
             return 200, json.dumps(body).encode()
-        if method == "POST" and bare in ("/v1/chat/completions", "/chat/completions"):
+        if method == "POST" and bare.endswith("/chat/completions"):
             return None
         return (
             404,
@@ -505,6 +517,33 @@ class _FakeTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if times_out:
             raise httpx.ReadTimeout("fake backend: no response within the read timeout")
         return self._headers_response(plan, _AsyncBody(self.fake, plan, _read_timeout(request)))
+
+    def close(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _Router(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Dispatch each request to the fake whose URL prefix matches (longest first)."""
+
+    def __init__(self, routes: Mapping[str, FakeBackend]) -> None:
+        ordered = sorted(routes.items(), key=lambda item: len(item[0]), reverse=True)
+        self._routes = [(prefix.rstrip("/"), fake.transport()) for prefix, fake in ordered]
+
+    def _pick(self, request: httpx.Request) -> _FakeTransport:
+        url = str(request.url)
+        for prefix, transport in self._routes:
+            if url == prefix or url.startswith(prefix + "/"):
+                return transport
+        raise httpx.ConnectError(f"fake router: nothing serves {url}", request=request)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._pick(request).handle_request(request)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._pick(request).handle_async_request(request)
 
     def close(self) -> None:
         return None
