@@ -5,20 +5,30 @@
 demand. ``Sleeps`` replaces the wait between requests: each background loop
 gets an allowance of instant sleeps, after which it blocks until close, so a
 test decides exactly how many requests happen.
+
+The ``kind`` and ``drivers`` fixtures are shared by the source test modules
+(import them by name); :func:`fake_driver` builds a driver of the fake server
+and :func:`run_forked` runs a check in a forked child and returns its report.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import queue
 import random
+import select
+import signal
 import threading
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from vibesdk import FlagDocument, Settings
 from vibesdk._sources import AsyncFlagSource, FlagSource, FlagStore
@@ -356,3 +366,70 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@pytest.fixture(params=["sync", "async"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Each test body runs against FlagSource (threads) and AsyncFlagSource (asyncio)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def drivers() -> Iterator[list[Driver]]:
+    """The drivers a test made; each is closed when the test ends."""
+    made: list[Driver] = []
+    yield made
+    for driver in made:
+        driver.close()
+
+
+def fake_driver(
+    drivers: list[Driver],
+    kind: str,
+    tmp_path: Path,
+    document: FlagDocument | None = None,
+    sleeps: Sleeps | None = None,
+    **overrides: Any,
+) -> Driver:
+    """A ``kind`` driver of a fresh FakeFlagServer serving ``document``; ``drivers`` closes it."""
+    server = FakeFlagServer(kind, document)
+    driver = Driver(kind, settings(tmp_path, **overrides), server, sleeps)
+    drivers.append(driver)
+    return driver
+
+
+def run_forked(
+    child: Callable[[dict[str, Any]], None], *, alarm_s: int = 30, wait_s: float = 60
+) -> tuple[dict[str, Any], int]:
+    """Run ``child(report)`` in a forked child; the JSON report it filled and its wait status.
+
+    The child is killed by SIGALRM after ``alarm_s``; an exception there is
+    reported as ``report["error"]``. Asserts the report arrives within ``wait_s``.
+    """
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process with threads: that is the point here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        report: dict[str, Any] = {}
+        try:
+            signal.alarm(alarm_s)
+            child(report)
+        except BaseException as exc:
+            report["error"] = repr(exc)
+        os.write(write_end, json.dumps(report).encode())
+        os._exit(0)
+    os.close(write_end)
+    status = -1
+    try:
+        ready, _, _ = select.select([read_end], [], [], wait_s)
+        assert ready, "the forked child did not report"
+        data = b""
+        while chunk := os.read(read_end, 65536):
+            data += chunk
+        result: dict[str, Any] = json.loads(data or b"{}")
+    finally:
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+    return result, status

@@ -453,10 +453,8 @@ def test_async_client_is_an_async_context_manager() -> None:
 def test_forked_child_gets_its_own_connections_and_feedback_thread() -> None:
     """After os.fork() a child's chat() and feedback() work on fresh connections and threads."""
     import json
-    import os
-    import signal
-    import warnings
 
+    from tests.sources_harness import run_forked
     from vibesdk.testing import FakeBackend
 
     posted: list[httpx.Request] = []
@@ -482,28 +480,16 @@ def test_forked_child_gets_its_own_connections_and_feedback_thread() -> None:
                 break
             threading.Event().wait(0.01)
         parent_http = client._http
-        read_end, write_end = os.pipe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            report: dict[str, Any] = {}
-            try:
-                signal.alarm(30)
-                r = client.chat("vibethinker", "u1", USER)
-                report["text"] = r.text
-                report["fresh_http"] = client._http is not parent_http
-                client.feedback(r.trace_id, 5)
-                client.close()
-                report["posted"] = [json.loads(p.content)["score"] for p in posted]
-            except BaseException as exc:
-                report["error"] = repr(exc)
-            os.write(write_end, json.dumps(report).encode())
-            os._exit(0)
-        os.close(write_end)
-        _, status = os.waitpid(pid, 0)
-        with os.fdopen(read_end) as f:
-            report = json.loads(f.read() or "{}")
+
+        def child(report: dict[str, Any]) -> None:  # pragma: no cover - runs in the child
+            r = client.chat("vibethinker", "u1", USER)
+            report["text"] = r.text
+            report["fresh_http"] = client._http is not parent_http
+            client.feedback(r.trace_id, 5)
+            client.close()
+            report["posted"] = [json.loads(p.content)["score"] for p in posted]
+
+        report, status = run_forked(child, alarm_s=30, wait_s=60)
         client.close()
     assert status == 0
     assert report == {"text": "hi", "fresh_http": True, "posted": [3, 5]}

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import select
-import signal
 import threading
-import warnings
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from tests.sources_harness import Driver, FakeFlagServer, flags_response, settings, sse_frame
+from tests.sources_harness import (
+    Driver,
+    FakeFlagServer,
+    flags_response,
+    run_forked,
+    settings,
+    sse_frame,
+)
 from vibesdk import ConfigError
 from vibesdk._sources import AsyncFlagSource, FlagSource, FlagState, core
 from vibesdk.testing import make_document, make_flag
@@ -116,40 +119,21 @@ def test_forked_child_keeps_the_document_and_restarts_delivery_on_first_use(
     source.start()
     assert source.wait_until_ready(20)
     parent_client = source._client
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about forking a process with threads: that is the point here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        report: dict[str, object] = {}
-        try:
-            signal.alarm(30)
-            report["version_after_fork"] = source.store.version
-            report["threads_after_fork"] = [t.name for t in _flag_threads()]
-            arrived = threading.Event()
-            source.store.add_listener(lambda d: arrived.set())
-            server.document = make_document(make_flag(rollout_bps=10000), version=2)
-            source.store.evaluate("vibethinker", "u1")  # first use: delivery restarts
-            report["arrived"] = arrived.wait(20)
-            report["variant"] = source.store.evaluate("vibethinker", "u1").variant
-            report["threads"] = sorted(t.name for t in _flag_threads())
-            report["new_client"] = (
-                source._client is not None and source._client is not parent_client
-            )
-            source.close()
-        except BaseException as exc:
-            report["error"] = repr(exc)
-        os.write(write_end, json.dumps(report).encode())
-        os._exit(0)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 60)
-        assert ready, "the forked child did not report"
-        report = json.loads(os.read(read_end, 65536))
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
+
+    def child(report: dict[str, Any]) -> None:  # pragma: no cover - runs in the child
+        report["version_after_fork"] = source.store.version
+        report["threads_after_fork"] = [t.name for t in _flag_threads()]
+        arrived = threading.Event()
+        source.store.add_listener(lambda d: arrived.set())
+        server.document = make_document(make_flag(rollout_bps=10000), version=2)
+        source.store.evaluate("vibethinker", "u1")  # first use: delivery restarts
+        report["arrived"] = arrived.wait(20)
+        report["variant"] = source.store.evaluate("vibethinker", "u1").variant
+        report["threads"] = sorted(t.name for t in _flag_threads())
+        report["new_client"] = source._client is not None and source._client is not parent_client
+        source.close()
+
+    report, _ = run_forked(child, alarm_s=30, wait_s=60)
     assert report == {
         "version_after_fork": 1,
         "threads_after_fork": [],
@@ -171,14 +155,9 @@ def test_forked_child_restarts_the_async_source_in_its_own_event_loop(tmp_path: 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(source.start())
     assert loop.run_until_complete(source.wait_until_ready(20))
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        report: dict[str, object] = {}
 
-        async def child() -> None:
+    def child(report: dict[str, Any]) -> None:  # pragma: no cover - runs in the child
+        async def main() -> None:
             arrived = asyncio.Event()
             source.store.add_listener(lambda d: arrived.set())
             server.document = make_document(make_flag(rollout_bps=10000), version=2)
@@ -187,21 +166,9 @@ def test_forked_child_restarts_the_async_source_in_its_own_event_loop(tmp_path: 
             report["after"] = source.store.evaluate("vibethinker", "u1").variant
             await source.aclose()
 
-        try:
-            signal.alarm(30)
-            asyncio.run(child())
-        except BaseException as exc:
-            report["error"] = repr(exc)
-        os.write(write_end, json.dumps(report).encode())
-        os._exit(0)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 60)
-        assert ready, "the forked child did not report"
-        report = json.loads(os.read(read_end, 65536))
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
+        asyncio.run(main())
+
+    report, _ = run_forked(child, alarm_s=30, wait_s=60)
     assert report == {"before": 1, "after": "canary"}
     loop.run_until_complete(source.aclose())
     loop.close()

@@ -4,51 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.sources_harness import Driver, FakeFlagServer, Sleeps, settings
+from tests import sources_harness
+from tests.sources_harness import Driver, Sleeps, fake_driver
 from vibesdk import FlagDocument
 from vibesdk._sources import FlagState
 from vibesdk.testing import make_document, make_flag
 
-
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    """Each test body runs against FlagSource (threads) and AsyncFlagSource (asyncio)."""
-    return str(request.param)
-
-
-@pytest.fixture
-def drivers(kind: str) -> Iterator[list[Driver]]:
-    made: list[Driver] = []
-    yield made
-    for driver in made:
-        driver.close()
-
-
-def _driver(
-    drivers: list[Driver],
-    kind: str,
-    tmp_path: Path,
-    document: FlagDocument | None = None,
-    sleeps: Sleeps | None = None,
-    **overrides: object,
-) -> Driver:
-    server = FakeFlagServer(kind, document)
-    driver = Driver(kind, settings(tmp_path, **overrides), server, sleeps)
-    drivers.append(driver)
-    return driver
+# The shared fixtures: each test body runs on both drivers; drivers are closed after it.
+kind = sources_harness.kind
+drivers = sources_harness.drivers
 
 
 def test_first_poll_applies_the_document_and_makes_it_ready(
     kind: str, drivers: list[Driver], tmp_path: Path
 ) -> None:
     """A 200 from /v1/flags is applied and turns NOT_READY into READY."""
-    d = _driver(drivers, kind, tmp_path, make_document(version=3))
+    d = fake_driver(drivers, kind, tmp_path, make_document(version=3))
     d.open()
     assert d.store.state is FlagState.NOT_READY
     assert not d.wait_until_ready(0)
@@ -63,7 +39,7 @@ def test_next_poll_sends_if_none_match_and_a_304_changes_nothing(
     kind: str, drivers: list[Driver], tmp_path: Path
 ) -> None:
     """The ETag of the served document goes back as If-None-Match; 304 keeps it READY."""
-    d = _driver(drivers, kind, tmp_path, make_document(version=3))
+    d = fake_driver(drivers, kind, tmp_path, make_document(version=3))
     seen: list[FlagDocument] = []
     d.store.add_listener(seen.append)
     d.open()
@@ -80,7 +56,7 @@ def test_a_newer_version_on_a_later_poll_is_applied(
     kind: str, drivers: list[Driver], tmp_path: Path
 ) -> None:
     """When the server publishes version 4, the next poll serves it."""
-    d = _driver(drivers, kind, tmp_path, make_document(make_flag(rollout_bps=0), version=3))
+    d = fake_driver(drivers, kind, tmp_path, make_document(make_flag(rollout_bps=0), version=3))
     d.open()
     d.poll_once()
     assert d.store.evaluate("vibethinker", "u1").variant == "stable"
@@ -94,7 +70,7 @@ def test_an_older_version_is_never_applied(
     kind: str, drivers: list[Driver], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A server answering version 2 after 5 leaves 5 serving, READY, with one warning."""
-    d = _driver(drivers, kind, tmp_path, make_document(version=5))
+    d = fake_driver(drivers, kind, tmp_path, make_document(version=5))
     d.open()
     d.poll_once()
     d.server.document = make_document(make_flag(rollout_bps=10000), version=2)
@@ -110,7 +86,7 @@ def test_invalid_document_is_rejected_logged_once_and_last_good_keeps_serving(
     kind: str, drivers: list[Driver], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A document failing validation is refused with its reason, logged once, version kept."""
-    d = _driver(drivers, kind, tmp_path, make_document(version=5))
+    d = fake_driver(drivers, kind, tmp_path, make_document(version=5))
     d.open()
     d.poll_once()
     bad = json.loads(make_document(version=6).model_dump_json())
@@ -141,7 +117,7 @@ def test_three_failed_polls_turn_ready_into_stale_and_a_success_back(
     kind: str, drivers: list[Driver], tmp_path: Path, failure: object
 ) -> None:
     """After 3 failures in a row the served document is STALE; the next good poll is READY."""
-    d = _driver(drivers, kind, tmp_path, make_document(version=5))
+    d = fake_driver(drivers, kind, tmp_path, make_document(version=5))
     d.open()
     d.poll_once()
     d.server.poll_script.extend([failure] * 3)  # type: ignore[list-item]
@@ -160,7 +136,7 @@ def test_rejected_sdk_key_is_logged_as_an_error_naming_the_setting(
     kind: str, drivers: list[Driver], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 401 says to check sdk_key, once, and leaves the source NOT_READY."""
-    d = _driver(drivers, kind, tmp_path, make_document(version=1))
+    d = fake_driver(drivers, kind, tmp_path, make_document(version=1))
     d.server.poll_script.extend([lambda r: httpx.Response(401, json={"detail": "unknown key"})] * 2)
     d.open()
     with caplog.at_level(logging.ERROR, logger="vibesdk.flags"):
@@ -176,7 +152,7 @@ def test_bootstrap_serves_at_once_as_stale_until_the_server_answers(
     """With a server configured, a bootstrap document is served immediately but STALE."""
     boot = tmp_path / "flags.json"
     boot.write_text(make_document(make_flag(rollout_bps=10000), version=2).model_dump_json())
-    d = _driver(drivers, kind, tmp_path, make_document(version=3), bootstrap=boot)
+    d = fake_driver(drivers, kind, tmp_path, make_document(version=3), bootstrap=boot)
     d.open()
     assert (d.store.version, d.store.origin, d.store.state) == (2, "bootstrap", FlagState.STALE)
     assert d.store.evaluate("vibethinker", "u1").variant == "canary"
@@ -192,7 +168,7 @@ def test_bootstrap_without_server_is_offline_and_ready(
     """No server_url: the bootstrap document is served OFFLINE, ready, and nothing is fetched."""
     boot = tmp_path / "flags.json"
     boot.write_text(make_document(version=9).model_dump_json())
-    d = _driver(drivers, kind, tmp_path, bootstrap=boot, server_url=None, sdk_key=None)
+    d = fake_driver(drivers, kind, tmp_path, bootstrap=boot, server_url=None, sdk_key=None)
     d.start()
     assert d.store.state is FlagState.OFFLINE
     assert d.wait_until_ready(0)
@@ -204,10 +180,10 @@ def test_server_document_is_cached_and_a_restart_serves_it_then_revalidates(
     kind: str, drivers: list[Driver], tmp_path: Path
 ) -> None:
     """A fetched document is written to disk; the next process serves it and gets a 304."""
-    first = _driver(drivers, kind, tmp_path, make_document(version=7))
+    first = fake_driver(drivers, kind, tmp_path, make_document(version=7))
     first.open()
     first.poll_once()
-    second = _driver(drivers, kind, tmp_path, make_document(version=7))
+    second = fake_driver(drivers, kind, tmp_path, make_document(version=7))
     second.open()
     assert (second.store.version, second.store.origin) == (7, "cache")
     assert second.store.state is FlagState.STALE
@@ -221,13 +197,13 @@ def test_newest_of_bootstrap_and_cache_wins(
     kind: str, drivers: list[Driver], tmp_path: Path
 ) -> None:
     """A cache newer than the bootstrap file is served; an older one is not."""
-    seed = _driver(drivers, kind, tmp_path, make_document(version=5))
+    seed = fake_driver(drivers, kind, tmp_path, make_document(version=5))
     seed.open()
     seed.poll_once()
     for boot_version, expected in [(4, (5, "cache")), (6, (6, "bootstrap"))]:
         boot = tmp_path / f"boot-{boot_version}.json"
         boot.write_text(make_document(version=boot_version).model_dump_json())
-        d = _driver(drivers, kind, tmp_path, bootstrap=boot)
+        d = fake_driver(drivers, kind, tmp_path, bootstrap=boot)
         d.open()
         assert (d.store.version, d.store.origin) == expected
 
@@ -236,13 +212,13 @@ def test_corrupt_cache_is_ignored_and_replaced(
     kind: str, drivers: list[Driver], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A corrupt cache file is logged and skipped; the next good document overwrites it."""
-    seed = _driver(drivers, kind, tmp_path, make_document(version=5))
+    seed = fake_driver(drivers, kind, tmp_path, make_document(version=5))
     seed.open()
     seed.poll_once()
     cache_file = next((tmp_path / "cache").glob("*.json"))
     cache_file.write_bytes(cache_file.read_bytes()[:40])
     with caplog.at_level(logging.WARNING, logger="vibesdk.flags"):
-        d = _driver(drivers, kind, tmp_path, make_document(version=6))
+        d = fake_driver(drivers, kind, tmp_path, make_document(version=6))
         d.open()
     assert d.store.state is FlagState.NOT_READY
     assert "ignoring cache file" in caplog.text
@@ -256,7 +232,7 @@ def test_server_environment_replaces_a_bootstrap_of_another_environment(
     """The SDK key decides the environment: the server's doc replaces a local one of another."""
     boot = tmp_path / "staging.json"
     boot.write_text(make_document(version=50, environment="staging").model_dump_json())
-    d = _driver(
+    d = fake_driver(
         drivers, kind, tmp_path, make_document(version=3, environment="prod"), bootstrap=boot
     )
     d.open()
@@ -271,7 +247,7 @@ def test_background_polling_repeats_with_jittered_interval(
     kind: str, drivers: list[Driver], tmp_path: Path
 ) -> None:
     """start() polls at once, then every poll_interval_s ± 10%, in a loop vibesdk-flags-poll."""
-    d = _driver(
+    d = fake_driver(
         drivers, kind, tmp_path, make_document(version=1), Sleeps({"vibesdk-flags-poll": 3})
     )
     d.start()
@@ -291,7 +267,7 @@ def test_server_content_replaces_a_bootstrap_of_the_same_version(
     boot = tmp_path / "flags.json"
     boot.write_text(make_document(make_flag(rollout_bps=10000), version=4).model_dump_json())
     server_doc = make_document(make_flag(rollout_bps=0), version=4)
-    d = _driver(drivers, kind, tmp_path, server_doc, bootstrap=boot)
+    d = fake_driver(drivers, kind, tmp_path, server_doc, bootstrap=boot)
     d.open()
     assert d.store.evaluate("vibethinker", "u1").variant == "canary"
     d.poll_once()
@@ -305,7 +281,7 @@ def test_a_bug_in_one_round_does_not_end_the_poll_loop(
     kind: str, drivers: list[Driver], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unexpected exception while handling a poll is logged and the next round still runs."""
-    d = _driver(
+    d = fake_driver(
         drivers, kind, tmp_path, make_document(version=1), Sleeps({"vibesdk-flags-poll": 1})
     )
     real = d.source.core.on_poll_response

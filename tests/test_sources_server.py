@@ -6,40 +6,25 @@ process; changes are published through the admin API, exactly as ops would.
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import signal
 import threading
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from vibesdk_server.testing import FlagServer, FlagServerProcess
 
-from tests.sources_harness import Driver, RecordingTransport, Sleeps
+from tests import sources_harness
+from tests.sources_harness import Driver, RecordingTransport, Sleeps, run_forked
 from vibesdk import Reason, Settings
 from vibesdk._sources import FlagSource, FlagState
 from vibesdk.testing import make_flag
 
+# The shared fixtures: each test body runs on both drivers; drivers are closed after it.
+kind = sources_harness.kind
+drivers = sources_harness.drivers
+
 POLL = "vibesdk-flags-poll"
 STREAM = "vibesdk-flags-stream"
-
-
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    """Each test body runs against FlagSource (threads) and AsyncFlagSource (asyncio)."""
-    return str(request.param)
-
-
-@pytest.fixture
-def drivers() -> Iterator[list[Driver]]:
-    made: list[Driver] = []
-    yield made
-    for driver in made:
-        driver.close()
 
 
 def _settings(server: FlagServer, tmp_path: Path, **overrides: Any) -> Settings:
@@ -171,37 +156,21 @@ def test_forked_worker_gets_pushes_on_its_own_stream(
     source = FlagSource(_settings(flag_server, tmp_path))
     source.start()
     assert source.wait_until_ready(30)
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        report: dict[str, Any] = {}
-        try:
-            signal.alarm(60)
-            report["before"] = source.store.evaluate("vibethinker", "u42").variant
-            arrived = threading.Event()
-            source.store.add_listener(lambda doc: arrived.set())
-            assert source.wait_until_ready(30)
-            while not source.core.stream_up:
-                threading.Event().wait(0.01)
-            flag_server.rollout("vibethinker", 10000)
-            report["arrived"] = arrived.wait(30)
-            report["origin"] = source.store.origin
-            report["after"] = source.store.evaluate("vibethinker", "u42").variant
-            source.close()
-        except BaseException as exc:
-            report["error"] = repr(exc)
-        os.write(write_end, json.dumps(report).encode())
-        os._exit(0)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 90)
-        assert ready, "the forked child did not report"
-        report = json.loads(os.read(read_end, 65536))
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
+
+    def child(report: dict[str, Any]) -> None:  # pragma: no cover - runs in the child
+        report["before"] = source.store.evaluate("vibethinker", "u42").variant
+        arrived = threading.Event()
+        source.store.add_listener(lambda doc: arrived.set())
+        assert source.wait_until_ready(30)
+        while not source.core.stream_up:
+            threading.Event().wait(0.01)
+        flag_server.rollout("vibethinker", 10000)
+        report["arrived"] = arrived.wait(30)
+        report["origin"] = source.store.origin
+        report["after"] = source.store.evaluate("vibethinker", "u42").variant
+        source.close()
+
+    report, _ = run_forked(child, alarm_s=60, wait_s=90)
     assert report == {"before": "stable", "arrived": True, "origin": "stream", "after": "canary"}
     source.close()
 

@@ -3,48 +3,28 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.sources_harness import Driver, FakeFlagServer, Sleeps, settings, sse_frame
-from vibesdk import FlagDocument
+from tests import sources_harness
+from tests.sources_harness import Driver, Sleeps, fake_driver, sse_frame
 from vibesdk._sources import FlagState
 from vibesdk.testing import make_document, make_flag
+
+# The shared fixtures: each test body runs on both drivers; drivers are closed after it.
+kind = sources_harness.kind
+drivers = sources_harness.drivers
 
 STREAM = "vibesdk-flags-stream"
 POLL = "vibesdk-flags-poll"
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    """Each test body runs against FlagSource (threads) and AsyncFlagSource (asyncio)."""
-    return str(request.param)
-
-
-@pytest.fixture
-def drivers() -> Iterator[list[Driver]]:
-    made: list[Driver] = []
-    yield made
-    for driver in made:
-        driver.close()
-
-
-def _driver(
-    drivers: list[Driver],
-    kind: str,
-    tmp_path: Path,
-    document: FlagDocument | None = None,
-    sleeps: Sleeps | None = None,
-    **overrides: object,
-) -> Driver:
-    values: dict[str, object] = {"streaming": True}
-    values.update(overrides)
-    driver = Driver(kind, settings(tmp_path, **values), FakeFlagServer(kind, document), sleeps)
-    drivers.append(driver)
-    return driver
+def _driver(drivers: list[Driver], kind: str, tmp_path: Path, *args: Any, **kw: Any) -> Driver:
+    """:func:`fake_driver` with streaming on."""
+    return fake_driver(drivers, kind, tmp_path, *args, streaming=True, **kw)
 
 
 def test_stream_document_is_applied_and_ready(
