@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 
 import httpx
@@ -51,3 +52,35 @@ def test_concurrent_writers_on_two_replicas_cannot_overwrite_each_other(
     assert first.status_code == 200
     assert second.status_code == 409
     assert b.document().flags["vibethinker"].rollout_bps == 100
+
+
+def test_replicas_recover_when_postgresql_drops_their_connections(
+    postgres_url: str,
+    postgres_schema: str,
+    flag_server_factory: Callable[..., FlagServerProcess],
+) -> None:
+    """After every server connection is killed (restart/failover), writes work and flips reach
+    the other replica's streams again (pool retry + LISTEN reconnect with catch-up)."""
+    import psycopg
+
+    # A name of our own, so only this test's servers lose their connections.
+    name = f"vibe-server-{secrets.token_hex(4)}"
+    db = f"{postgres_schema}&application_name={name}"
+    a = flag_server_factory(db, refresh_s=3600)
+    b = flag_server_factory(db, refresh_s=3600, admin_token=a.admin_token, sdk_key=a.sdk_key)
+    a.apply(make_flag(rollout_bps=0))
+    headers = {"Authorization": f"Bearer {b.sdk_key}"}
+    with httpx.stream("GET", b.url + "/v1/stream", headers=headers, timeout=30) as response:
+        events = (e for e in iter_sse(response.iter_lines()) if e.event == "flags")
+        assert int(next(events).id or "") == 1
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (name,),
+            ).fetchone()
+        assert killed is not None
+        assert killed[0] >= 2  # at least both LISTEN connections
+        change = a.rollout("vibethinker", 500, reason="after the failover")
+        assert change["version"] == 2
+        assert int(next(events).id or "") == 2

@@ -196,61 +196,79 @@ class StoreBase:
                 if stmt.strip():
                     tx.run(stmt)
 
-    @contextlib.contextmanager
-    def _conn(self) -> Iterator[Any]:
+    def _checkout(self) -> Any:
         try:
-            conn = self._pool.get_nowait()
+            return self._pool.get_nowait()
         except queue.Empty:
-            with self._pool_lock:
-                grow = self._created < self.pool_size
-                if grow:
-                    self._created += 1
+            pass
+        with self._pool_lock:
+            grow = self._created < self.pool_size
             if grow:
-                try:
-                    conn = self._connect()
-                except BaseException:
-                    with self._pool_lock:
-                        self._created -= 1
-                    raise
-            else:
-                conn = self._pool.get()
-        broken = False
+                self._created += 1
+        if not grow:
+            return self._pool.get()
         try:
-            yield conn
-        except BaseException as exc:
-            broken = self._is_broken(exc)
+            return self._connect()
+        except BaseException:
+            with self._pool_lock:
+                self._created -= 1
             raise
-        finally:
-            if broken or self._closed:
-                with contextlib.suppress(Exception):
-                    conn.close()
-                with self._pool_lock:
-                    self._created -= 1
-            else:
-                self._pool.put(conn)
 
-    @contextlib.contextmanager
-    def _tx(self, *, write: bool = False) -> Iterator[Tx]:
-        with self._conn() as conn:
-            self._begin(conn, write=write)
-            try:
-                yield Tx(conn.cursor(), self.placeholder)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self._rollback(conn)
-                raise
-            self._commit(conn)
+    def _checkin(self, conn: Any, *, broken: bool) -> None:
+        if broken or self._closed:
+            with contextlib.suppress(Exception):
+                conn.close()
+            with self._pool_lock:
+                self._created -= 1
+        else:
+            self._pool.put(conn)
 
-    def close(self) -> None:
-        """Close every pooled connection."""
-        self._closed = True
+    def _drain_idle(self) -> None:
+        """Close every idle pooled connection (after the database went away)."""
         while True:
             try:
                 conn = self._pool.get_nowait()
             except queue.Empty:
                 return
-            with contextlib.suppress(Exception):
-                conn.close()
+            self._checkin(conn, broken=True)
+
+    def _begin_on_fresh(self, *, write: bool) -> Any:
+        """A connection with a transaction begun; retried once if the database went away."""
+        for attempt in (1, 2):
+            conn = self._checkout()
+            try:
+                self._begin(conn, write=write)
+            except BaseException as exc:
+                broken = self._is_broken(exc)
+                self._checkin(conn, broken=broken)
+                if not broken or attempt == 2:
+                    raise
+                # A restart or failover: every idle connection is stale, not just this one.
+                self._drain_idle()
+                continue
+            return conn
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _tx(self, *, write: bool = False) -> Iterator[Tx]:
+        conn = self._begin_on_fresh(write=write)
+        broken = False
+        try:
+            yield Tx(conn.cursor(), self.placeholder)
+            self._commit(conn)
+        except BaseException as exc:
+            broken = self._is_broken(exc)
+            if not broken:
+                with contextlib.suppress(Exception):
+                    self._rollback(conn)
+            raise
+        finally:
+            self._checkin(conn, broken=broken)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._closed = True
+        self._drain_idle()
 
     def _publish(self, published: Published) -> None:
         if self.on_publish is not None:

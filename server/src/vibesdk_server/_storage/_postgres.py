@@ -18,9 +18,11 @@ from typing import Any
 
 from ._sql import SqlStore, Tx
 
-__all__ = ["CHANNEL", "ChangeListener", "PostgresStore"]
+__all__ = ["APPLICATION_NAME", "CHANNEL", "ChangeListener", "PostgresStore"]
 
 CHANNEL = "vibesdk_changes"
+# Shows in pg_stat_activity, so a DBA can tell the server's connections apart.
+APPLICATION_NAME = "vibe-server"
 log = logging.getLogger("vibesdk_server")
 
 
@@ -45,9 +47,12 @@ class PostgresStore(SqlStore):
         self.url = url
         self._pg = _psycopg()
         self._schema: str | None = None
+        # An application_name in the URL wins over ours.
+        named = "application_name" in self._pg.conninfo.conninfo_to_dict(url)
+        self._app_name = {} if named else {"application_name": APPLICATION_NAME}
 
     def _connect(self) -> Any:
-        return self._pg.connect(self.url, autocommit=True)
+        return self._pg.connect(self.url, autocommit=True, **self._app_name)
 
     def _begin(self, conn: Any, *, write: bool) -> None:
         conn.execute("BEGIN")
@@ -113,7 +118,9 @@ class ChangeListener:
         first = True
         while not self._stop.is_set():
             try:
-                with self._store._pg.connect(self._store.url, autocommit=True) as conn:
+                with self._store._pg.connect(
+                    self._store.url, autocommit=True, **self._store._app_name
+                ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     if not first:
                         self._on_reconnect()
