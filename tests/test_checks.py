@@ -254,3 +254,14 @@ def test_a_loop_inside_a_closed_think_block_is_not_a_failure() -> None:
     text = "<think>" + "hmm, " * 100 + "</think>The answer is 4."
     assert check_answer(text).passed
     assert check_answer("<think>" + "hmm, " * 100).failures == ("empty", "repetition_loop")
+
+
+_plain = st.text().filter(lambda t: "<think>" not in t.lower() and "</think>" not in t.lower())
+
+
+@settings(max_examples=200, deadline=None)
+@given(reasoning=_plain, answer=_plain)
+def test_split_reasoning_round_trips(reasoning: str, answer: str) -> None:
+    """<think>r</think>a splits into exactly (r, a); text without tags is all answer."""
+    assert split_reasoning(f"<think>{reasoning}</think>{answer}") == (reasoning, answer)
+    assert split_reasoning(answer) == (None, answer)

@@ -36,10 +36,6 @@ def text_of(events: list[Any], key: str = "content") -> str:
     )
 
 
-def no_sleep(_: float) -> None:
-    return None
-
-
 def test_plain_completion_has_llama_server_shape() -> None:
     """A non-streaming answer carries content, reasoning_content, usage, timings and the model."""
     fake = FakeBackend(Reply(text="The answer is 4.", reasoning="2+2=4"))
