@@ -111,6 +111,7 @@ def test_tokens_ttft_fallbacks_quality_and_feedback_metrics() -> None:
         )
         metrics.record_quality_failures(flag_key="vibethinker", variant="canary", failures=[])
         metrics.record_feedback(flag_key="vibethinker", variant="canary", score=4)
+        metrics.record_flag_rejected(origin="stream")
     output = {**VARIANT, sc.GEN_AI_TOKEN_TYPE: "output"}
     assert capture.metric_total(sc.METRIC_TOKEN_USAGE, output) == 305
     assert capture.metric_total(sc.METRIC_TOKEN_USAGE, {sc.GEN_AI_TOKEN_TYPE: "input"}) == 12
@@ -127,6 +128,7 @@ def test_tokens_ttft_fallbacks_quality_and_feedback_metrics() -> None:
         capture.metric_total(sc.METRIC_QUALITY_FAILURES, {sc.VIBESDK_QUALITY_CHECK: "empty"}) == 1
     )
     assert capture.metric_total(sc.METRIC_FEEDBACK_SCORE, VARIANT) == 4
+    assert capture.metric_total(sc.METRIC_FLAGS_REJECTED, {sc.VIBESDK_FLAGS_ORIGIN: "stream"}) == 1
 
 
 class _Exploding:
@@ -151,8 +153,9 @@ def test_record_methods_never_raise_and_warn_once(caplog: pytest.LogCaptureFixtu
             metrics.record_fallback(flag_key="f", variant="v", reason="r")
             metrics.record_quality_failures(flag_key="f", variant="v", failures=["empty"])
             metrics.record_feedback(flag_key="f", variant="v", score=3)
+            metrics.record_flag_rejected(origin="poll")
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 6
+    assert len(warnings) == 7
     assert all("exporter on fire" in r.getMessage() for r in warnings)
 
 

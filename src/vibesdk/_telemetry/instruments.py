@@ -193,6 +193,7 @@ class _Instruments:
     fallbacks: otel_metrics.Counter
     quality_failures: otel_metrics.Counter
     feedback: otel_metrics.Histogram
+    flags_rejected: otel_metrics.Counter
 
 
 def _create_instruments(meter: otel_metrics.Meter) -> _Instruments:
@@ -236,6 +237,11 @@ def _create_instruments(meter: otel_metrics.Meter) -> _Instruments:
             unit="{score}",
             description="User feedback scores, 1 (bad) to 5 (good).",
             explicit_bucket_boundaries_advisory=sc.FEEDBACK_SCORE_BUCKETS,
+        ),
+        flags_rejected=meter.create_counter(
+            sc.METRIC_FLAGS_REJECTED,
+            unit="{document}",
+            description="Flag documents rejected because they failed validation.",
         ),
     )
 
@@ -434,6 +440,16 @@ class Metrics:
             self._get().feedback.record(float(score), attrs)
         except Exception as exc:
             _swallow("record_feedback", exc)
+
+    def record_flag_rejected(self, *, origin: str) -> None:
+        """Count one flag document that failed validation (``vibesdk.flags.rejected``).
+
+        ``origin`` (``poll``, ``stream``, ...) goes to ``vibesdk.flags.origin``.
+        """
+        try:
+            self._get().flags_rejected.add(1, {sc.VIBESDK_FLAGS_ORIGIN: origin})
+        except Exception as exc:
+            _swallow("record_flag_rejected", exc)
 
 
 _metrics: Metrics | None = None
