@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from vibesdk_server.testing import FlagServerProcess
@@ -69,3 +70,16 @@ def test_serve_logs_one_line_per_admin_action(
     assert any("action=create_environment" in line and "env=logged" in line for line in lines)
     assert any("action=sdk_key_create" in line and "name=w2" in line for line in lines)
     assert server.admin_token not in server.log_tail(200)
+
+
+def test_a_second_server_on_the_same_sqlite_file_is_refused(
+    tmp_path: Path, flag_server_factory: Callable[..., FlagServerProcess]
+) -> None:
+    """Two processes on one SQLite file would serve stale flags: the second exits with a hint."""
+    db = str(tmp_path / "one.db")
+    first = flag_server_factory(db)
+    second = _vibe_server("serve", "--db", db, "--port", "0")
+    assert second.returncode == 1
+    assert "already serving" in second.stderr
+    assert "postgresql://" in second.stderr
+    assert first.document().version == 0

@@ -19,6 +19,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from . import __version__
 from ._domain._errors import NotFoundError, ServerError
@@ -156,6 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ._storage import open_store
 
     store = open_store(args.db)
+    lock = _single_server_lock(store)
     if not store.list_environments():
         store.create_environment("default", actor=SYSTEM_ACTOR, reason="first start")
     app = create_app(store, heartbeat_s=args.heartbeat_s, refresh_s=args.refresh_s)
@@ -191,7 +193,35 @@ def _serve(args: argparse.Namespace) -> int:
         server.run(sockets=[sock])
     finally:
         store.close()
+        if lock is not None:
+            lock.close()
     return 0
+
+
+def _single_server_lock(store: object) -> IO[bytes] | None:
+    """Refuse to serve a SQLite file that another vibe-server already serves.
+
+    Each process pushes only the changes it wrote itself, so a second process
+    on the same file would serve stale flags; several replicas need PostgreSQL.
+    """
+    from ._storage._sqlite import SqliteStore
+
+    if not isinstance(store, SqliteStore):
+        return None
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, no check
+        return None
+    handle = store.path.with_name(store.path.name + ".lock").open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ServerError(
+            f"another vibe-server is already serving {store.path}; run one server per SQLite"
+            " file, or use a postgresql:// database for several replicas"
+        ) from None
+    return handle
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -409,7 +409,7 @@ def _review(
     )
     log.info(
         "admin action=prompt_%s actor=%s prompt=%s@%s reason=%r",
-        state,
+        {"approved": "approve", "rejected": "reject"}[state],
         who.name,
         prompt_id,
         version,
