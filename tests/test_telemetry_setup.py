@@ -107,6 +107,25 @@ def test_service_name_defaults_and_otel_service_name(tmp_path: Path) -> None:
         assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
 
 
+def test_instruments_made_before_setup_record_after_it(tmp_path: Path) -> None:
+    """Telemetry used before configure_telemetry starts recording once it runs, 3 s bucket kept."""
+    result, _ = run(
+        """
+        from vibesdk._telemetry.instruments import metrics
+        metrics().record_call(flag_key="f", variant="v", model="m", provider="p", duration_s=1.0)
+        handle = vibesdk.configure_telemetry("memory")
+        emit()
+        (point,) = handle.metrics()[sc.METRIC_OPERATION_DURATION]
+        print(json.dumps({"bounds": list(point.explicit_bounds), "count": point.count,
+                          "spans": [s.name for s in handle.spans()]}))
+        """,
+        tmp_path,
+    )
+    assert 3.0 in result["bounds"]
+    assert result["count"] == 1  # the record made before the setup went nowhere, as documented
+    assert result["spans"] == ["chat m"]
+
+
 def test_file_exporter_writes_one_json_line_per_span(tmp_path: Path) -> None:
     """The file exporter appends one jq-readable JSON line per span, metrics beside it."""
     result, _ = run(
