@@ -112,17 +112,20 @@ def test_instruments_made_before_setup_record_after_it(tmp_path: Path) -> None:
     result, _ = run(
         """
         from vibesdk._telemetry.instruments import metrics
-        metrics().record_call(flag_key="f", variant="v", model="m", provider="p", duration_s=1.0)
+        early, cached_tracer = metrics(), tracer()
+        early.record_call(flag_key="f", variant="v", model="m", provider="p", duration_s=1.0)
         handle = vibesdk.configure_telemetry("memory")
-        emit()
+        early.record_call(flag_key="f", variant="v", model="m", provider="p", duration_s=2.0)
+        with cached_tracer.start_as_current_span("chat m"):
+            pass
         (point,) = handle.metrics()[sc.METRIC_OPERATION_DURATION]
-        print(json.dumps({"bounds": list(point.explicit_bounds), "count": point.count,
+        print(json.dumps({"bounds": list(point.explicit_bounds), "sum": point.sum,
                           "spans": [s.name for s in handle.spans()]}))
         """,
         tmp_path,
     )
     assert 3.0 in result["bounds"]
-    assert result["count"] == 1  # the record made before the setup went nowhere, as documented
+    assert result["sum"] == 2.0  # the record made before the setup went nowhere, as documented
     assert result["spans"] == ["chat m"]
 
 
