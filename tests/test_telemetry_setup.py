@@ -155,7 +155,7 @@ def test_file_exporter_writes_one_json_line_per_span(tmp_path: Path) -> None:
 
 
 def test_console_exporter_prints_spans(tmp_path: Path) -> None:
-    """ "console" prints each span as it ends and the metrics at shutdown."""
+    """The console exporter prints each span as it ends and the metrics at shutdown."""
     code = PRELUDE + textwrap.dedent(
         """
         handle = vibesdk.configure_telemetry("console")
