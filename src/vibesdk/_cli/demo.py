@@ -98,6 +98,7 @@ class Options:
     examples: Path
     workdir: Path | None
     summary_json: Path | None
+    serve: bool
     max_tokens: int | None
     seed: int
 
@@ -149,6 +150,11 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
     parser.add_argument("--max-tokens", type=int, help="override every variant's max_tokens")
     parser.add_argument("--seed", type=int, default=7, help="seed for questions and feedback")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the summary, keep the flag server, models and app running until Ctrl-C",
+    )
     ns = parser.parse_args(list(argv))
     users = ns.users if ns.users is not None else (20 if ns.quick else 200)
     if users < 3:
@@ -168,6 +174,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         examples=ns.examples,
         workdir=ns.workdir,
         summary_json=ns.summary_json,
+        serve=ns.serve,
         max_tokens=max_tokens,
         seed=ns.seed,
     )
@@ -247,7 +254,22 @@ class _Demo:
         if opts.summary_json is not None:
             opts.summary_json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
         self.say(f"\ndone in {summary['elapsed_s']:.0f} s")
+        if opts.serve:
+            self._serve_until_interrupted()
         return 0 if summary["errors"] == 0 else 1
+
+    def _serve_until_interrupted(self) -> None:
+        self.say(
+            f"\nstill running (--serve): the app at {self.app_url}/ , the flag server at "
+            f"{self.env['VIBESDK_SERVER_URL']} -- try, in another shell:\n"
+            f"  export VIBESDK_SERVER_URL={self.env['VIBESDK_SERVER_URL']} "
+            f"VIBESDK_ADMIN_TOKEN={self.env['VIBESDK_ADMIN_TOKEN']}\n"
+            f"  vibe status {FLAG}; vibe history {FLAG}; vibe rollout {FLAG} 100%\n"
+            "Ctrl-C stops everything."
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
 
     def _check_files(self) -> None:
         app = self.opts.examples / "product_app" / "app.py"
