@@ -9,8 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from tests.sources_harness import (
     Driver,
@@ -21,8 +19,8 @@ from tests.sources_harness import (
     sse_frame,
 )
 from vibesdk import ConfigError
-from vibesdk._sources import AsyncFlagSource, FlagSource, FlagState, core
-from vibesdk.testing import make_document, make_flag
+from vibesdk._sources import AsyncFlagSource, FlagSource, FlagState
+from vibesdk.testing import SpanCapture, make_document, make_flag
 
 
 def _flag_threads() -> list[threading.Thread]:
@@ -77,37 +75,26 @@ def test_invalid_bootstrap_file_is_a_config_error_at_construction(tmp_path: Path
         FlagSource(settings(tmp_path, bootstrap=boot))
 
 
-def test_rejected_documents_are_counted_on_the_hosts_meter(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rejected_documents_are_counted_on_the_hosts_meter(tmp_path: Path) -> None:
     """Each distinct invalid document adds 1 to vibesdk.flags.rejected, labelled by origin."""
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    monkeypatch.setattr(core, "_instruments", {})
-    monkeypatch.setattr("opentelemetry.metrics.get_meter", provider.get_meter)
-    d = Driver("sync", settings(tmp_path, streaming=True), FakeFlagServer("sync"))
-    try:
-        d.server.poll_script.append(lambda r: httpx.Response(200, content=b'{"version": -1}'))
-        d.server.stream_script.append(
-            d.server.stream_body(sse_frame('{"version": 2, "flags": 7}', 2))
-        )
-        d.open()
-        d.poll_once()
-        d.stream_once()
-    finally:
-        d.close()
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        dict(p.attributes or {})["vibesdk.flags.origin"]: p.value
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == "vibesdk.flags.rejected"
-        for p in m.data.data_points  # type: ignore[union-attr]
-    }
-    assert points == {"poll": 1, "stream": 1}
-    provider.shutdown()
+    with SpanCapture() as capture:
+        d = Driver("sync", settings(tmp_path, streaming=True), FakeFlagServer("sync"))
+        try:
+            d.server.poll_script.append(lambda r: httpx.Response(200, content=b'{"version": -1}'))
+            d.server.stream_script.append(
+                d.server.stream_body(sse_frame('{"version": 2, "flags": 7}', 2))
+            )
+            d.open()
+            d.poll_once()
+            d.stream_once()
+        finally:
+            d.close()
+        for origin in ("poll", "stream"):
+            assert (
+                capture.metric_total("vibesdk.flags.rejected", {"vibesdk.flags.origin": origin})
+                == 1
+            )
+        assert capture.metric_total("vibesdk.flags.rejected") == 2
 
 
 def test_forked_child_keeps_the_document_and_restarts_delivery_on_first_use(

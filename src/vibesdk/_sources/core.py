@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from vibesdk._errors import ConfigError, FlagDocumentError
 from vibesdk._flags.document import FlagDocument, parse_document
+from vibesdk._telemetry.instruments import metrics
 
 from .cache import DiskCache
 from .policy import RECONNECT_BASE_S, STALE_AFTER_FAILURES, reconnect_delay
@@ -25,8 +26,6 @@ from .sse import SSEEvent
 from .store import FlagState, FlagStore
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import Counter
-
     from vibesdk._settings import Settings
 
 __all__ = [
@@ -50,33 +49,16 @@ LOCAL_ORIGINS = frozenset({BOOTSTRAP, CACHE})
 
 FLAGS_PATH = "/v1/flags"
 STREAM_PATH = "/v1/stream"
-REJECTED_METRIC = "vibesdk.flags.rejected"
-
-_instruments: dict[str, Counter] = {}
 
 
 def count_rejection(origin: str) -> None:
     """Add one to the ``vibesdk.flags.rejected`` counter; never raises.
 
-    Uses ``opentelemetry-api``'s lazy meter: nothing is recorded unless the host
-    application installed a MeterProvider.
+    Goes through the same lazy :class:`~vibesdk._telemetry.instruments.Metrics`
+    as every other vibesdk metric, so nothing is recorded unless the host
+    installed a MeterProvider, and SpanCapture sees it.
     """
-    try:
-        counter = _instruments.get(REJECTED_METRIC)
-        if counter is None:
-            from opentelemetry import metrics
-
-            from vibesdk import __version__
-
-            counter = metrics.get_meter("vibesdk", __version__).create_counter(
-                REJECTED_METRIC,
-                unit="{document}",
-                description="Flag documents rejected because they failed validation",
-            )
-            _instruments[REJECTED_METRIC] = counter
-        counter.add(1, {"vibesdk.flags.origin": origin})
-    except Exception:
-        logger.debug("vibesdk flags: could not count a rejected document", exc_info=True)
+    metrics().record_flag_rejected(origin=origin)
 
 
 def load_bootstrap(path: Path) -> FlagDocument:
