@@ -47,6 +47,9 @@ LLAMA_CPP_PROVIDERS = frozenset(
 VLLM_PROVIDERS = frozenset({"vllm"})
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+# What json.loads raises on bytes a backend sent: ValueError (bad JSON, bad UTF-8)
+# and RecursionError (nesting deeper than the interpreter's stack, e.g. b"[" * 10**5).
+_NOT_JSON = (ValueError, RecursionError)
 _EXCERPT = 300
 
 
@@ -174,7 +177,7 @@ def error_for_status(status_code: int, content: bytes, *, backend: str) -> Backe
     detail = _excerpt(content)
     try:
         data = json.loads(content)
-    except ValueError:
+    except _NOT_JSON:
         data = None
     if isinstance(data, dict):
         err = data.get("error")
@@ -195,7 +198,7 @@ def parse_completion(content: bytes, *, backend: str) -> Completion:
     """
     try:
         data = json.loads(content)
-    except ValueError as exc:
+    except _NOT_JSON as exc:
         raise MalformedResponseError(
             f"{backend} sent a body that is not JSON: {_excerpt(content)}", backend=backend
         ) from exc
@@ -320,7 +323,7 @@ class StreamParser:
             return None
         try:
             obj = json.loads(data)
-        except ValueError as exc:
+        except _NOT_JSON as exc:
             raise MalformedResponseError(
                 f"{self.backend} streamed an event that is not JSON: {data[:_EXCERPT]!r}",
                 backend=self.backend,

@@ -72,7 +72,7 @@ class DiskCache:
     def _decode(self, raw: bytes) -> CachedDocument:
         try:
             envelope: Any = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise ValueError(f"not JSON ({exc})") from exc
         if not isinstance(envelope, dict) or envelope.get("format") != CACHE_FORMAT:
             raise ValueError(f"not a {CACHE_FORMAT} file")
