@@ -340,7 +340,7 @@ class _Demo:
         stable_profile = base.with_overrides(parallel=4, threads=stable_threads)
         canary_profile = base.with_overrides(parallel=2, threads=canary_threads)
         canary_extra = ["--alias", CANARY_ALIAS]
-        if self.opts.canary_gguf == "gemma3-270m":
+        if _is_base_gemma(self.opts.canary_gguf):
             canary_extra += ["--chat-template", COMPLETION_TEMPLATE]
         t0 = time.monotonic()
         groups: dict[str, Any] = {}
@@ -715,6 +715,12 @@ class _Progress:
     def finish(self, results: Sequence[Outcome]) -> None:
         prefix = "\r" if self.tty else ""
         print(prefix + self._line(results), file=self.out, flush=True)
+
+
+def _is_base_gemma(model: str) -> bool:
+    """Whether ``model`` names Gemma 3 270M, the base model served with the completion template."""
+    name = Path(model).name.lower().replace("_", "-")
+    return model == "gemma3-270m" or name.startswith("gemma-3-270m")
 
 
 def _import(module: str, dist: str) -> Any:
