@@ -22,6 +22,21 @@ from vibesdk_server._storage import Mutation, SqlStore, Tx
 from vibesdk_server._tokens import Principal
 
 from ._auth import bearer, principal
+from ._responses import (
+    ERRORS,
+    AuditEntry,
+    Change,
+    DiffResult,
+    EnvironmentCreated,
+    EnvironmentDetail,
+    EnvironmentSummary,
+    FeedbackEntry,
+    HistoryEntry,
+    Prompt,
+    SdkKeyCreated,
+    Stats,
+    VersionDetail,
+)
 from ._schemas import (
     MAX_VERSION,
     ApplyBody,
@@ -38,7 +53,9 @@ __all__ = ["router"]
 
 log = logging.getLogger("vibesdk_server")
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Security(bearer)])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], dependencies=[Security(bearer)], responses=ERRORS
+)
 
 Env = Annotated[str, Path(description="environment name", max_length=64)]
 FlagKey = Annotated[str, Path(description="flag key", max_length=64)]
@@ -86,12 +103,25 @@ def _log(who: Principal, change: dict[str, Any], action: str, reason: str | None
 
 
 # -- environments -------------------------------------------------------------------------------
-@router.get("/environments", summary="List environments")
+@router.get(
+    "/environments",
+    summary="List environments",
+    response_model=list[EnvironmentSummary],
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def list_environments(request: Request) -> list[dict[str, Any]]:
     return _store(request).list_environments()
 
 
-@router.post("/environments", status_code=201, summary="Create an environment (version 0)")
+@router.post(
+    "/environments",
+    status_code=201,
+    summary="Create an environment (version 0)",
+    response_model=EnvironmentCreated,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def create_environment(
     request: Request, *, body: EnvironmentBody, who: Annotated[Principal, Depends(principal)]
 ) -> dict[str, Any]:
@@ -100,12 +130,25 @@ def create_environment(
     return out
 
 
-@router.get("/environments/{env}", summary="An environment's current document")
+@router.get(
+    "/environments/{env}",
+    summary="An environment's current document",
+    response_model=EnvironmentDetail,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def get_environment(request: Request, env: Env) -> dict[str, Any]:
     return _store(request).get_environment(env)
 
 
-@router.post("/environments/{env}/sdk-keys", status_code=201, summary="Create an SDK key")
+@router.post(
+    "/environments/{env}/sdk-keys",
+    status_code=201,
+    summary="Create an SDK key",
+    response_model=SdkKeyCreated,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def create_sdk_key(
     request: Request, *, env: Env, body: SdkKeyBody, who: Annotated[Principal, Depends(principal)]
 ) -> dict[str, Any]:
@@ -142,7 +185,13 @@ def _write(
     return change
 
 
-@router.post("/environments/{env}/apply", summary="Upsert flags (GitOps style)")
+@router.post(
+    "/environments/{env}/apply",
+    summary="Upsert flags (GitOps style)",
+    response_model=Change,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def apply(
     request: Request,
     *,
@@ -169,7 +218,13 @@ def apply(
     )
 
 
-@router.post("/environments/{env}/flags/{key}/rollout", summary="Set a flag's canary rollout")
+@router.post(
+    "/environments/{env}/flags/{key}/rollout",
+    summary="Set a flag's canary rollout",
+    response_model=Change,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def rollout(
     request: Request,
     *,
@@ -193,7 +248,13 @@ def rollout(
     )
 
 
-@router.post("/environments/{env}/flags/{key}/enabled", summary="The kill switch")
+@router.post(
+    "/environments/{env}/flags/{key}/enabled",
+    summary="The kill switch",
+    response_model=Change,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def enabled(
     request: Request,
     *,
@@ -218,7 +279,13 @@ def enabled(
     )
 
 
-@router.post("/environments/{env}/flags/{key}/rollback", summary="Rollout 0 + last good restored")
+@router.post(
+    "/environments/{env}/flags/{key}/rollback",
+    summary="Rollout 0 + last good restored",
+    response_model=Change,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def rollback(
     request: Request,
     *,
@@ -261,7 +328,13 @@ def rollback(
     )
 
 
-@router.post("/environments/{env}/versions/{version}/good", summary="Mark a version known-good")
+@router.post(
+    "/environments/{env}/versions/{version}/good",
+    summary="Mark a version known-good",
+    response_model=Change,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def mark_good(
     request: Request,
     *,
@@ -283,7 +356,13 @@ def mark_good(
 
 
 # -- reading history ----------------------------------------------------------------------------
-@router.get("/environments/{env}/history", summary="What changed, newest first")
+@router.get(
+    "/environments/{env}/history",
+    summary="What changed, newest first",
+    response_model=list[HistoryEntry],
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def history(
     request: Request,
     *,
@@ -294,14 +373,26 @@ def history(
     return _store(request).history(env, flag=flag, limit=limit)
 
 
-@router.get("/environments/{env}/versions/{version}", summary="One immutable version")
+@router.get(
+    "/environments/{env}/versions/{version}",
+    summary="One immutable version",
+    response_model=VersionDetail,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def get_version(
     request: Request, env: Env, version: Annotated[int, Path(ge=0, le=MAX_VERSION)]
 ) -> dict[str, Any]:
     return _store(request).version(env, version)
 
 
-@router.get("/environments/{env}/diff", summary="Diff two versions")
+@router.get(
+    "/environments/{env}/diff",
+    summary="Diff two versions",
+    response_model=DiffResult,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def get_diff(
     request: Request,
     *,
@@ -324,7 +415,13 @@ def get_diff(
     return {"from": from_version, "to": to_version, "flag": flag, "diff": changes}
 
 
-@router.get("/stats", summary="This replica's live numbers: open streams, dropped subscribers")
+@router.get(
+    "/stats",
+    summary="This replica's live numbers: open streams, dropped subscribers",
+    response_model=Stats,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 async def stats(request: Request) -> dict[str, Any]:
     hub = request.app.state.hub
     return {
@@ -336,7 +433,13 @@ async def stats(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/audit", summary="The audit log, newest first")
+@router.get(
+    "/audit",
+    summary="The audit log, newest first",
+    response_model=list[AuditEntry],
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def audit(
     request: Request,
     *,
@@ -346,7 +449,13 @@ def audit(
     return _store(request).audit(environment=environment, limit=limit)
 
 
-@router.get("/feedback", summary="User feedback sent by SDKs, newest first")
+@router.get(
+    "/feedback",
+    summary="User feedback sent by SDKs, newest first",
+    response_model=list[FeedbackEntry],
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def feedback(
     request: Request,
     *,
@@ -357,7 +466,14 @@ def feedback(
 
 
 # -- prompts ------------------------------------------------------------------------------------
-@router.post("/prompts", status_code=201, summary="Register a new prompt template version")
+@router.post(
+    "/prompts",
+    status_code=201,
+    summary="Register a new prompt template version",
+    response_model=Prompt,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def create_prompt(
     request: Request, *, body: PromptBody, who: Annotated[Principal, Depends(principal)]
 ) -> dict[str, Any]:
@@ -379,12 +495,24 @@ def create_prompt(
     return out
 
 
-@router.get("/prompts", summary="List prompt template versions (without their text)")
+@router.get(
+    "/prompts",
+    summary="List prompt template versions (without their text)",
+    response_model=list[Prompt],
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def list_prompts(request: Request) -> list[dict[str, Any]]:
     return _store(request).list_prompts()
 
 
-@router.get("/prompts/{prompt_id}/versions/{version}", summary="One template version, with text")
+@router.get(
+    "/prompts/{prompt_id}/versions/{version}",
+    summary="One template version, with text",
+    response_model=Prompt,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def get_prompt(
     request: Request,
     *,
@@ -418,7 +546,13 @@ def _review(
     return out
 
 
-@router.post("/prompts/{prompt_id}/versions/{version}/approve", summary="Approve a template")
+@router.post(
+    "/prompts/{prompt_id}/versions/{version}/approve",
+    summary="Approve a template",
+    response_model=Prompt,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def approve_prompt(
     request: Request,
     *,
@@ -432,7 +566,13 @@ def approve_prompt(
     )
 
 
-@router.post("/prompts/{prompt_id}/versions/{version}/reject", summary="Reject a template")
+@router.post(
+    "/prompts/{prompt_id}/versions/{version}/reject",
+    summary="Reject a template",
+    response_model=Prompt,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
 def reject_prompt(
     request: Request,
     *,

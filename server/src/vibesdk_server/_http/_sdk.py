@@ -19,11 +19,12 @@ from vibesdk_server._tokens import Principal
 
 from ._auth import bearer, principal
 from ._hub import Hub
+from ._responses import ERRORS
 from ._schemas import FeedbackBody
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["sdk"], dependencies=[Security(bearer)])
+router = APIRouter(prefix="/v1", tags=["sdk"], dependencies=[Security(bearer)], responses=ERRORS)
 
 _STREAM_HEADERS = {
     "Cache-Control": "no-cache",
