@@ -30,9 +30,13 @@ def _walk(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def _routes(tmp_path: Path) -> list[tuple[str, str]]:
     """(method, path template) of every route the app serves, public ones included."""
-    app = create_app(open_store(tmp_path / "routes.db"))
-    found = list(_walk(list(app.routes)))
-    documented = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    store = open_store(tmp_path / "routes.db")
+    try:
+        app = create_app(store)
+        found = list(_walk(list(app.routes)))
+        documented = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    finally:
+        store.close()
     assert documented <= set(found)
     return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 from vibesdk_server.testing import FlagServer, iter_sse
@@ -144,6 +145,9 @@ def test_closed_streams_are_unsubscribed(server: FlagServer) -> None:
         events = (e for e in iter_sse(response.iter_lines()) if e.event == "flags")
         next(events)
         assert count() == before + 1
-    # The server notices the hang-up when it next writes (a heartbeat at the latest).
+    # The server notices the hang-up when it next writes (a heartbeat at the latest);
+    # the deadline only turns a hang into a failure.
+    deadline = time.monotonic() + 30
     while count() != before:
+        assert time.monotonic() < deadline, "the closed stream was never unsubscribed"
         server.sdk_request("GET", "/v1/flags")
