@@ -83,3 +83,24 @@ def test_a_second_server_on_the_same_sqlite_file_is_refused(
     assert "already serving" in second.stderr
     assert "postgresql://" in second.stderr
     assert first.document().version == 0
+
+
+def test_revoked_tokens_stop_working(
+    db_url: str, flag_server_factory: Callable[..., FlagServerProcess]
+) -> None:
+    """token revoke deletes the token (audited); the server refuses it from then on."""
+    # --auth-cache-s 0: no cached verification, so the revocation is seen at once.
+    server = flag_server_factory(db_url, extra_args=["--auth-cache-s", "0"])
+    extra = _vibe_server("token", "create", "--db", db_url, "--name", "bob")
+    assert extra.returncode == 0, extra.stderr
+    bob = {"Authorization": f"Bearer {extra.stdout.strip()}"}
+    assert httpx.get(server.url + "/v1/admin/environments", headers=bob).status_code == 200
+    listed = _vibe_server("token", "list", "--db", db_url)
+    assert " bob " in listed.stdout
+    assert extra.stdout.strip() not in listed.stdout
+    revoked = _vibe_server("token", "revoke", "--db", db_url, "--name", "bob")
+    assert revoked.returncode == 0, revoked.stderr
+    assert _vibe_server("token", "revoke", "--db", db_url, "--name", "bob").returncode == 1
+    assert httpx.get(server.url + "/v1/admin/environments", headers=bob).status_code == 401
+    audit = server.admin_request("GET", "/v1/admin/audit").json()
+    assert "admin_token_revoke" in {a["action"] for a in audit}

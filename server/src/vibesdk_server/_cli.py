@@ -4,6 +4,8 @@
     vibe-server --db postgresql://vibesdk@db:5432/vibesdk --port 8700   # one of several replicas
     vibe-server token create --db ./vibesdk.db --name alice --kind admin
     vibe-server token create --db ./vibesdk.db --env prod --kind sdk --name web
+    vibe-server token list --db ./vibesdk.db
+    vibe-server token revoke --db ./vibesdk.db --name alice --kind admin
     vibe-server env create --db ./vibesdk.db --name prod
 
 ``token create`` prints the new secret once on stdout (nothing else), so
@@ -57,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="PostgreSQL only: safety re-read of versions (default 5)",
     )
+    serve.add_argument(
+        "--auth-cache-s",
+        type=float,
+        default=5.0,
+        help="seconds a verified token is cached; a revoked one works that long",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -67,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="who (admin) or which app (sdk)")
     create.add_argument("--kind", choices=["admin", "sdk"], default="admin")
     create.add_argument("--env", help="the SDK key's environment (created if missing)")
+
+    listing = token_sub.add_parser("list", help="list tokens (names and kinds, never secrets)")
+    listing.add_argument("--db", default="./vibesdk.db")
+    revoke = token_sub.add_parser("revoke", help="delete a token (effective within 5 s)")
+    revoke.add_argument("--db", default="./vibesdk.db")
+    revoke.add_argument("--name", required=True)
+    revoke.add_argument("--kind", choices=["admin", "sdk"], default="admin")
+    revoke.add_argument("--env", help="the SDK key's environment")
 
     env = sub.add_parser("env", help="manage environments directly in the database")
     env_sub = env.add_subparsers(dest="env_command", required=True)
@@ -93,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "token":
-            return _token_create(args)
+            return {"create": _token_create, "list": _token_list, "revoke": _token_revoke}[
+                args.token_command
+            ](args)
         return _env_create(args)
     except ServerError as exc:
         print(f"vibe-server: {exc.detail}", file=sys.stderr)
@@ -122,6 +140,38 @@ def _token_create(args: argparse.Namespace) -> int:
     where = f" for environment {args.env!r}" if args.kind == "sdk" else ""
     print(
         f"created {args.kind} token {args.name!r}{where}; it is shown only this once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from ._storage import open_store
+
+    store = open_store(args.db)
+    try:
+        rows = store.list_tokens()
+    finally:
+        store.close()
+    print(f"{'KIND':<6} {'NAME':<24} {'ENVIRONMENT':<16} {'CREATED':<25} BY")
+    for r in rows:
+        print(
+            f"{r['kind']:<6} {r['name']:<24} {r['environment'] or '-':<16}"
+            f" {r['created_at']:<25} {r['created_by']}"
+        )
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from ._storage import open_store
+
+    store = open_store(args.db)
+    try:
+        store.revoke_token(kind=args.kind, name=args.name, environment=args.env, actor=SYSTEM_ACTOR)
+    finally:
+        store.close()
+    print(
+        f"revoked {args.kind} token {args.name!r}; running servers refuse it within 5 s",
         file=sys.stderr,
     )
     return 0
@@ -160,7 +210,12 @@ def _serve(args: argparse.Namespace) -> int:
     lock = _single_server_lock(store)
     if not store.list_environments():
         store.create_environment("default", actor=SYSTEM_ACTOR, reason="first start")
-    app = create_app(store, heartbeat_s=args.heartbeat_s, refresh_s=args.refresh_s)
+    app = create_app(
+        store,
+        heartbeat_s=args.heartbeat_s,
+        refresh_s=args.refresh_s,
+        auth_cache_s=args.auth_cache_s,
+    )
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

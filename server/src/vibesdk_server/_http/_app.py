@@ -30,12 +30,19 @@ __all__ = ["create_app"]
 log = logging.getLogger("vibesdk_server")
 
 
-def create_app(store: SqlStore, *, heartbeat_s: float = 15.0, refresh_s: float = 5.0) -> FastAPI:
+def create_app(
+    store: SqlStore,
+    *,
+    heartbeat_s: float = 15.0,
+    refresh_s: float = 5.0,
+    auth_cache_s: float = 5.0,
+) -> FastAPI:
     """The flag server app over ``store``.
 
     ``heartbeat_s``: SSE comment interval. ``refresh_s`` (PostgreSQL only): how
     often each replica re-reads the current versions, a safety net under
-    LISTEN/NOTIFY.
+    LISTEN/NOTIFY. ``auth_cache_s``: how long a verified token is remembered
+    (so how long a revoked one may still work).
     """
     hub = Hub(store.current)
 
@@ -89,6 +96,7 @@ def create_app(store: SqlStore, *, heartbeat_s: float = 15.0, refresh_s: float =
         AuthMiddleware,
         authenticate=store.authenticate,
         fast_path=functools.partial(flags_fast_path, hub),
+        cache_ttl_s=auth_cache_s,
     )
     return app
 

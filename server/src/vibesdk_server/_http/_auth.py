@@ -28,7 +28,6 @@ PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-re
 # Only documents the scheme in /openapi.json; AuthMiddleware does the checking.
 bearer = HTTPBearer(auto_error=False, description="an admin token or an SDK key")
 
-_CACHE_TTL_S = 30.0
 _CACHE_MAX = 10_000
 
 
@@ -55,8 +54,11 @@ class AuthMiddleware:
         app: Any,
         authenticate: Callable[[str], Principal | None],
         fast_path: Callable[[Principal, Any, Any], Awaitable[bool]] | None = None,
+        cache_ttl_s: float = 5.0,
     ) -> None:
         self.app = app
+        # A revoked token keeps working at most this long on a running server.
+        self._ttl = cache_ttl_s
         self._authenticate = authenticate
         self._fast_path = fast_path
         # Positive answers only, briefly: a new token works at once, and the hot
@@ -108,10 +110,10 @@ class AuthMiddleware:
         if hit is not None and hit[1] > now:
             return hit[0]
         who = await anyio.to_thread.run_sync(self._authenticate, secret)
-        if who is not None:
+        if who is not None and self._ttl > 0:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
-            self._cache[digest] = (who, now + _CACHE_TTL_S)
+            self._cache[digest] = (who, now + self._ttl)
         return who
 
 

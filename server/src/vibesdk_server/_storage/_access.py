@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from vibesdk_server._domain._errors import ConflictError, InvalidError
+from typing import Any
+
+from vibesdk_server._domain._errors import ConflictError, InvalidError, NotFoundError
 from vibesdk_server._tokens import Principal, hash_secret, new_token, parse_token, secret_matches
 
 from ._base import StoreBase, utcnow
@@ -64,3 +66,36 @@ class TokenStore(StoreBase):
         if row is None or not secret_matches(secret, row[3]):
             return None
         return Principal(kind=row[0], name=row[1], environment=row[2] or None)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """Every token's public part: id, kind, name, environment, creation (never a hash)."""
+        with self._tx() as tx:
+            rows = tx.all(
+                "SELECT id, kind, name, environment, created_at, created_by FROM tokens"
+                " ORDER BY kind, environment, name"
+            )
+        names = ("id", "kind", "name", "environment", "created_at", "created_by")
+        return [{**dict(zip(names, r, strict=True)), "environment": r[3] or None} for r in rows]
+
+    def revoke_token(self, *, kind: str, name: str, environment: str | None, actor: str) -> None:
+        """Delete a token; servers stop accepting it within the auth cache TTL (seconds)."""
+        env = environment if kind == "sdk" else ""
+        with self._tx(write=True) as tx:
+            row = tx.one(
+                "SELECT id FROM tokens WHERE kind = ? AND environment = ? AND name = ?",
+                (kind, env or "", name),
+            )
+            if row is None:
+                where = f" in environment {env!r}" if env else ""
+                raise NotFoundError(
+                    f"no {kind} token named {name!r}{where}; see vibe-server token list"
+                )
+            tx.run("DELETE FROM tokens WHERE id = ?", (row[0],))
+            self._audit(
+                tx,
+                actor=actor,
+                action=f"{kind}_token_revoke",
+                environment=env or None,
+                reason=None,
+                before={"name": name, "kind": kind},
+            )
