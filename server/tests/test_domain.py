@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 from vibesdk_server._domain._changes import (
@@ -39,13 +40,10 @@ def test_diff_names_leaf_paths_sorted() -> None:
 
 def test_marked_good_wins_over_the_implicit_rule() -> None:
     """The newest version marked good that has the flag is chosen first."""
-    history = [
-        VersionView(5, _flag(500), False),
-        VersionView(4, _flag(0), False),
-        VersionView(3, _flag(100), True),
-        VersionView(2, None, True),
-    ]
-    assert find_good_version(history) == 3
+    marked = [VersionView(3, _flag(100), True), VersionView(2, None, True)]
+    history = [VersionView(5, _flag(500), False), VersionView(4, _flag(0), False), *marked]
+    assert find_good_version(marked, history) == 3
+    assert find_good_version(marked[1:], history) == 4
 
 
 def test_without_marks_the_version_before_the_canary_is_good() -> None:
@@ -56,7 +54,7 @@ def test_without_marks_the_version_before_the_canary_is_good() -> None:
         VersionView(2, _flag(0), False),
         VersionView(1, _flag(0), False),
     ]
-    assert find_good_version(history) == 2
+    assert find_good_version([], history) == 2
 
 
 def test_a_flag_born_with_a_rollout_falls_back_to_its_first_version() -> None:
@@ -66,8 +64,21 @@ def test_a_flag_born_with_a_rollout_falls_back_to_its_first_version() -> None:
         VersionView(2, _flag(10), False),
         VersionView(1, None, False),
     ]
-    assert find_good_version(history) == 2
-    assert find_good_version([VersionView(1, None, False)]) is None
+    assert find_good_version([], history) == 2
+    assert find_good_version([], [VersionView(1, None, False)]) is None
+
+
+def test_the_search_stops_reading_history_once_decided() -> None:
+    """History is consumed lazily: versions older than the answer are never read."""
+    read: list[int] = []
+
+    def history() -> Iterator[VersionView]:
+        for version in range(100, 0, -1):
+            read.append(version)
+            yield VersionView(version, _flag(0 if version == 98 else 10), False)
+
+    assert find_good_version([], history()) == 98
+    assert read == [100, 99, 98]
 
 
 def test_rollback_forces_rollout_zero_on_the_restored_flag() -> None:

@@ -105,22 +105,24 @@ def set_enabled(
     return out
 
 
-def find_good_version(history: Iterable[VersionView]) -> int | None:
-    """The good version for one flag; ``history`` is newest first, at or below the current one.
+def find_good_version(marked: Iterable[VersionView], history: Iterable[VersionView]) -> int | None:
+    """The good version for one flag (see the module docstring); ``None``: it never existed.
 
-    See the module docstring for the rule. ``None``: the flag never existed.
+    ``marked``: the versions marked good, newest first; ``history``: every version,
+    newest first; both at or below the current one. Both are consumed lazily and
+    only as far as needed.
     """
-    zero: int | None = None
+    for view in marked:
+        if view.flag is not None:
+            return view.version
     first: int | None = None
     for view in history:
         if view.flag is None:
             continue
-        if view.good:
+        if view.flag.rollout_bps == 0:
             return view.version
-        if zero is None and view.flag.rollout_bps == 0:
-            zero = view.version
         first = view.version
-    return zero if zero is not None else first
+    return first
 
 
 def rollback_flag(

@@ -308,7 +308,8 @@ def rollback(
             good_version: int | None = body.to_version
         else:
             good_version = _changes.find_good_version(
-                store.history_views(tx, env, key, current.version)
+                store.history_views(tx, env, key, current.version, good_only=True),
+                store.history_views(tx, env, key, current.version),
             )
         assert good_version is not None  # the flag exists now, so some version has it
         good = store.flag_at(tx, env, good_version, key)

@@ -24,6 +24,15 @@ from ._base import Mutation, Published, StoreBase, Tx, utcnow
 
 __all__ = ["DocumentStore"]
 
+_VERSION_BATCH = (
+    "SELECT version, document, good FROM versions WHERE environment = ? AND version <= ?"
+    " ORDER BY version DESC LIMIT 50"
+)
+_GOOD_BATCH = (
+    "SELECT version, document, good FROM versions WHERE environment = ? AND version <= ?"
+    " AND good = 1 ORDER BY version DESC LIMIT 50"
+)
+
 
 class DocumentStore(StoreBase):
     """Environments, versions, writes, history and the audit log."""
@@ -196,18 +205,25 @@ class DocumentStore(StoreBase):
         }
 
     # -- reads inside a write (used by mutations) --------------------------------------------------
-    def history_views(self, tx: Tx, environment: str, key: str, upto: int) -> Iterator[VersionView]:
-        """The flag ``key`` in every version at or below ``upto``, newest first."""
-        rows = tx.all(
-            "SELECT version, document, good FROM versions WHERE environment = ? AND version <= ?"
-            " ORDER BY version DESC",
-            (environment, upto),
-        )
-        for version, document, good in rows:
-            flag = json.loads(document)["flags"].get(key)
-            yield VersionView(
-                int(version), None if flag is None else Flag.model_validate(flag), bool(good)
-            )
+    def history_views(
+        self, tx: Tx, environment: str, key: str, upto: int, *, good_only: bool = False
+    ) -> Iterator[VersionView]:
+        """The flag ``key`` in each version at or below ``upto``, newest first, read lazily.
+
+        Versions are fetched in small batches, so a caller that stops early (the
+        good version is usually recent) never reads the whole history.
+        """
+        sql = _GOOD_BATCH if good_only else _VERSION_BATCH
+        while upto >= 0:
+            rows = tx.all(sql, (environment, upto))
+            for version, document, marked in rows:
+                flag = json.loads(document)["flags"].get(key)
+                yield VersionView(
+                    int(version), None if flag is None else Flag.model_validate(flag), bool(marked)
+                )
+            if len(rows) < 50:
+                return
+            upto = int(rows[-1][0]) - 1
 
     def flag_at(self, tx: Tx, environment: str, version: int, key: str) -> Flag | None:
         doc = json.loads(self._doc_json(tx, environment, version))
