@@ -4,26 +4,35 @@
 # vendored in llama-cpp-python's source distribution. Offline: no web UI, no
 # downloads, no curl/openssl.
 #
-#   server/llama/build.sh [--cuda ARCH] [--sdist FILE] [--out DIR] [--jobs N]
+#   server/llama/build.sh [--cuda ARCH] [--sdist FILE | --src DIR] [--out DIR]
+#                         [--jobs N] [--install-python PYTHON]
 #
-# The result is a prefix with bin/ and lib/. Point the Python bindings at it
-# with LLAMA_CPP_LIB_PATH=DIR/lib (llama-cpp-python is then installed with
-# -DLLAMA_BUILD=OFF, so nothing is compiled twice). A finished build leaves a
-# stamp; running the script again with the same inputs returns at once.
+# The result is a prefix with bin/ and lib/ (with --cuda also llama-bench and
+# llama-batched-bench). --src builds an already unpacked llama.cpp tree (the
+# GPU machine has no package index: carry a trimmed tree there).
+# --install-python PYTHON installs llama-cpp-python from the same sdist into
+# PYTHON's environment with -DLLAMA_BUILD=OFF (nothing is compiled twice) and
+# copies the libraries built here into its llama_cpp/lib, so `import llama_cpp`
+# and `python -m llama_cpp.server` work without LLAMA_CPP_LIB_PATH. A finished
+# build leaves a stamp; running the script again with the same inputs skips it.
 set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 cuda_arch=""
 sdist=""
+src=""
+install_python=""
 out=""
 jobs="$(nproc)"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cuda) cuda_arch="$2"; shift 2 ;;
     --sdist) sdist="$2"; shift 2 ;;
+    --src) src="$(cd "$2" && pwd)"; shift 2 ;;
+    --install-python) install_python="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -31,46 +40,75 @@ done
 flavour="cpu"; [[ -n "$cuda_arch" ]] && flavour="cuda${cuda_arch}"
 out="${out:-${XDG_CACHE_HOME:-$HOME/.cache}/vibesdk/llama.cpp/${LLAMA_CPP_PYTHON_VERSION}-${flavour}}"
 stamp="$out/.built-${LLAMA_CPP_PYTHON_VERSION}-${flavour}"
-if [[ -f "$stamp" && -x "$out/bin/llama-server" ]]; then
-  echo "llama.cpp ${LLAMA_CPP_PYTHON_VERSION} (${flavour}) already built in $out"
-  exit 0
-fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-if [[ -z "$sdist" ]]; then
-  python3 -m pip download --quiet --no-deps --no-binary :all: \
-    "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$work/dl"
-  sdist="$(ls "$work"/dl/llama_cpp_python-*.tar.gz)"
-fi
-# Only the C/C++ tree is needed; skip the model vocabularies and tests.
-tar -xzf "$sdist" -C "$work" --wildcards \
-  --exclude='*/vendor/llama.cpp/models/*' --exclude='*/vendor/llama.cpp/tests/*' \
-  --exclude='*/vendor/llama.cpp/docs/*' --exclude='*/vendor/llama.cpp/tools/server/tests/*' \
-  '*/vendor/llama.cpp'
-src="$(echo "$work"/llama_cpp_python-*/vendor/llama.cpp)"
 
-args=(
-  -DCMAKE_BUILD_TYPE=Release
-  -DBUILD_SHARED_LIBS=ON
-  -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF
-  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
-  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_MTMD=OFF
-  -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib' -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
-)
-targets=(llama-server llama-quantize)
-if [[ -n "$cuda_arch" ]]; then
-  args+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${cuda_arch}" -DGGML_NATIVE=OFF)
-  targets+=(llama-bench)
-fi
-gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-cmake -S "$src" -B "$work/build" "${gen[@]}" "${args[@]}" >"$work/configure.log" \
-  || { cat "$work/configure.log" >&2; exit 1; }
-cmake --build "$work/build" --parallel "$jobs" --target "${targets[@]}"
+fetch_sdist() {
+  if [[ -z "$sdist" ]]; then
+    python3 -m pip download --quiet --no-deps --no-binary :all: \
+      "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$work/dl"
+    sdist="$(ls "$work"/dl/llama_cpp_python-*.tar.gz)"
+  fi
+}
 
-rm -rf "$out"; mkdir -p "$out/bin" "$out/lib"
-for t in "${targets[@]}"; do cp "$work/build/bin/$t" "$out/bin/"; done
-find "$work/build" -name 'lib*.so*' -exec cp -P {} "$out/lib/" \;
-touch "$stamp"
-echo "llama.cpp ${LLAMA_CPP_PYTHON_VERSION} (${flavour}) built in $out"
+build() {
+  if [[ -z "$src" ]]; then
+    fetch_sdist
+    # Only the C/C++ tree is needed; skip the model vocabularies and tests.
+    tar -xzf "$sdist" -C "$work" --wildcards \
+      --exclude='*/vendor/llama.cpp/models/*' --exclude='*/vendor/llama.cpp/tests/*' \
+      --exclude='*/vendor/llama.cpp/docs/*' --exclude='*/vendor/llama.cpp/tools/server/tests/*' \
+      '*/vendor/llama.cpp'
+    src="$(echo "$work"/llama_cpp_python-*/vendor/llama.cpp)"
+  fi
+
+  local args=(
+    -DCMAKE_BUILD_TYPE=Release
+    -DBUILD_SHARED_LIBS=ON
+    -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_MTMD=OFF
+    -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib' -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
+  )
+  local targets=(llama-server llama-quantize)
+  if [[ -n "$cuda_arch" ]]; then
+    args+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${cuda_arch}" -DGGML_NATIVE=OFF)
+    # llama-batched-bench measures the engine's decode rate without the server.
+    targets+=(llama-bench llama-batched-bench)
+  fi
+  local gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+  cmake -S "$src" -B "$work/build" "${gen[@]}" "${args[@]}" >"$work/configure.log" \
+    || { cat "$work/configure.log" >&2; exit 1; }
+  cmake --build "$work/build" --parallel "$jobs" --target "${targets[@]}"
+
+  rm -rf "$out"; mkdir -p "$out/bin" "$out/lib"
+  for t in "${targets[@]}"; do cp "$work/build/bin/$t" "$out/bin/"; done
+  find "$work/build" -name 'lib*.so*' -exec cp -P {} "$out/lib/" \;
+  touch "$stamp"
+  echo "llama.cpp ${LLAMA_CPP_PYTHON_VERSION} (${flavour}) built in $out"
+}
+
+install_bindings() {
+  fetch_sdist
+  # LLAMA_BUILD=OFF: the wheel carries only the Python package; the libraries
+  # come from this build, so the bindings and llama-server share one llama.cpp.
+  CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" \
+    "$install_python" -m pip install --quiet --no-cache-dir \
+    "llama-cpp-python[server] @ file://$(cd "$(dirname "$sdist")" && pwd)/$(basename "$sdist")"
+  local pkg
+  pkg="$("$install_python" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("llama_cpp").origin))')"
+  mkdir -p "$pkg/lib"
+  cp -P "$out"/lib/lib*.so* "$pkg/lib/"
+  echo "llama-cpp-python ${LLAMA_CPP_PYTHON_VERSION} installed for $install_python with the libraries of $out"
+}
+
+if [[ -f "$stamp" && -x "$out/bin/llama-server" ]]; then
+  echo "llama.cpp ${LLAMA_CPP_PYTHON_VERSION} (${flavour}) already built in $out"
+else
+  build
+fi
+if [[ -n "$install_python" ]]; then
+  install_bindings
+fi

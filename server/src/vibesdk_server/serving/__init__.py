@@ -1,0 +1,41 @@
+"""Run llama.cpp's ``llama-server`` with measured launch profiles.
+
+    from vibesdk_server.serving import serve
+
+    with serve("smollm2", "cpu-small") as group:
+        print(group.urls)              # ['http://127.0.0.1:PORT/v1'] -> a variant's backend.urls
+
+``vibe-serve --profile h100-vibethinker --model vibethinker --write-urls canary.json`` does the
+same from a shell and keeps the servers running until interrupted. The binary comes from
+server/llama/build.sh; models from :mod:`vibesdk_server.serving.models`.
+"""
+
+from __future__ import annotations
+
+from . import models
+from ._process import (
+    LlamaServer,
+    ServerGroup,
+    ServerStartError,
+    find_llama_server,
+    free_port,
+    serve,
+)
+from ._profiles import PROFILES, SamplingDefaults, ServerProfile, get_profile
+from ._settings import ServingSettings, load_serving_settings
+
+__all__ = [
+    "PROFILES",
+    "LlamaServer",
+    "SamplingDefaults",
+    "ServerGroup",
+    "ServerProfile",
+    "ServerStartError",
+    "ServingSettings",
+    "find_llama_server",
+    "free_port",
+    "get_profile",
+    "load_serving_settings",
+    "models",
+    "serve",
+]

