@@ -238,9 +238,9 @@ class _Demo:
         self.step("flag server (vibe-server, SQLite)")
         self._start_flag_server(stack)
         self.step("model servers (llama.cpp llama-server, CPU)")
-        stable_url, canary_url = self._start_models(stack)
+        stable_urls, canary_urls = self._start_models(stack)
         self.step("flags: review the prompts, apply examples/flags.yaml, mark it good")
-        self._apply_flags(stable_url, canary_url)
+        self._apply_flags(stable_urls, canary_urls)
         self.step("product app (examples/product_app, using vibesdk.Client)")
         traces = self._start_app(stack)
         self.step("traffic from simulated users")
@@ -326,7 +326,7 @@ class _Demo:
             raise DemoError(f"vibe-server {' '.join(args[:2])} printed no secret")
         return lines[-1].split()[-1]
 
-    def _start_models(self, stack: contextlib.ExitStack) -> tuple[str, str]:
+    def _start_models(self, stack: contextlib.ExitStack) -> tuple[list[str], list[str]]:
         serving = _import("vibesdk_server.serving", "vibesdk-server")
         cpus = os.cpu_count() or 2
         base = serving.get_profile("cpu-small")
@@ -334,10 +334,12 @@ class _Demo:
         # One thread each on a small machine: llama.cpp's threads spin-wait for each
         # other, and with more threads than free cores (two servers, the app, the
         # users) decoding collapses -- measured here on 2 cores: 4 parallel streams of
-        # SmolLM2 gave 52 tokens/s with 1 thread and 2.3 tokens/s with 2.
+        # SmolLM2 gave 52 tokens/s with 1 thread and 2.3 tokens/s with 2. Stable, which
+        # takes most of the traffic, runs as two instances instead (one per core), and
+        # the SDK spreads the variant's calls over both URLs.
         stable_threads = 1 if cpus <= 2 else min(4, cpus // 2)
         canary_threads = 1 if cpus <= 4 else 2
-        stable_profile = base.with_overrides(parallel=4, threads=stable_threads)
+        stable_profile = base.with_overrides(parallel=2, threads=stable_threads, instances=2)
         canary_profile = base.with_overrides(parallel=2, threads=canary_threads)
         canary_extra = ["--alias", CANARY_ALIAS]
         if _is_base_gemma(self.opts.canary_gguf):
@@ -373,14 +375,15 @@ class _Demo:
             raise DemoError(f"could not start llama-server: {errors[0]}") from errors[0]
         stable, canary = groups["stable"], groups["canary"]
         self.canary = canary
-        stable_url, canary_url = stable.urls[0], canary.urls[0]
-        self.say(f"  stable: {stable.model.name} as {STABLE_ALIAS!r} -> {stable_url}")
+        stable_urls, canary_urls = list(stable.urls), list(canary.urls)
+        self.say(f"  stable: {stable.model.name} as {STABLE_ALIAS!r} -> {', '.join(stable_urls)}")
         stand_in = " (standing in for VibeThinker-1.5B)" if "gemma" in canary.model.name else ""
-        self.say(f"  canary: {canary.model.name}{stand_in} as {CANARY_ALIAS!r} -> {canary_url}")
+        canary_where = ", ".join(canary_urls)
+        self.say(f"  canary: {canary.model.name}{stand_in} as {CANARY_ALIAS!r} -> {canary_where}")
         self.say(f"  both answered /health in {time.monotonic() - t0:.1f} s; logs in {logs}")
-        return stable_url, canary_url
+        return stable_urls, canary_urls
 
-    def _apply_flags(self, stable_url: str, canary_url: str) -> None:
+    def _apply_flags(self, stable_urls: list[str], canary_urls: list[str]) -> None:
         import yaml
 
         prompts_dir = self.opts.examples / "prompts"
@@ -404,8 +407,8 @@ class _Demo:
         for flag in data["flags"]:
             if flag["key"] != FLAG:
                 continue
-            flag["variants"]["stable"]["backend"]["urls"] = [stable_url]
-            flag["variants"]["canary"]["backend"]["urls"] = [canary_url]
+            flag["variants"]["stable"]["backend"]["urls"] = stable_urls
+            flag["variants"]["canary"]["backend"]["urls"] = canary_urls
             if self.opts.max_tokens is not None:
                 for variant in flag["variants"].values():
                     variant.setdefault("params", {})["max_tokens"] = self.opts.max_tokens
