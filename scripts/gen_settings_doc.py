@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
+from vibesdk_server.serving import ServingSettings
 
 from vibesdk._cli.settings import CliSettings
 from vibesdk._settings import Settings
@@ -48,6 +49,14 @@ beat these variables.
 
 """
 
+SERVING_HEADER = """
+## Model serving (`vibesdk_server.serving`, `vibe-serve`, `vibe demo`)
+
+`vibesdk_server.serving.ServingSettings`: where the llama.cpp launcher finds `llama-server` and the
+model files. Arguments to `serve()` beat these variables.
+
+"""
+
 TABLE_HEAD = """\
 | Setting | Environment variable | Type | Default | Meaning |
 | --- | --- | --- | --- | --- |
@@ -62,13 +71,13 @@ def _type_name(field: FieldInfo) -> str:
 
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
-        name = getattr(field.default_factory, "__name__", "")
-        if name == "_default_cache_dir":
-            return "`~/.cache/vibesdk`"
         try:
             value = field.default_factory()  # type: ignore[call-arg]
         except TypeError:
             return "(computed)"
+        if isinstance(value, Path):
+            # A path under the home directory reads the same on every machine as ~/...
+            return f"`{str(value).replace(str(Path.home()), '~')}`"
         return f"`{value!r}`"
     if field.default is PydanticUndefined:
         return "(required)"
@@ -90,7 +99,14 @@ def _table(model: type[BaseSettings]) -> str:
 
 def render() -> str:
     """The page's full text."""
-    return HEADER + _table(Settings) + CLI_HEADER + _table(CliSettings)
+    return (
+        HEADER
+        + _table(Settings)
+        + CLI_HEADER
+        + _table(CliSettings)
+        + SERVING_HEADER
+        + _table(ServingSettings)
+    )
 
 
 def main(argv: list[str]) -> int:

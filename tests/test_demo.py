@@ -11,9 +11,6 @@ import pytest
 
 pytestmark = pytest.mark.model
 
-# TODO(H5): drop once vibesdk_server.serving (the llama.cpp launcher) is committed.
-pytest.importorskip("vibesdk_server.serving")
-
 
 @pytest.mark.timeout(600)
 def test_quick_demo_tells_the_whole_canary_story(tmp_path: Path) -> None:

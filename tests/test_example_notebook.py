@@ -44,7 +44,6 @@ def test_notebook_is_valid_nbformat_4() -> None:
 @pytest.mark.timeout(600)
 def test_notebook_code_cells_run_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """Executed as plain Python from examples/: real flag server, two real models, comparisons."""
-    pytest.importorskip("vibesdk_server.serving")  # TODO(H5): drop once the launcher is committed
     monkeypatch.chdir(EXAMPLES)
     namespace: dict[str, Any] = {"__name__": "__notebook__"}
     cells = [c for c in _notebook()["cells"] if c["cell_type"] == "code"]
