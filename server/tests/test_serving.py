@@ -164,11 +164,11 @@ def test_one_failing_instance_stops_the_others(tmp_path: Path) -> None:
     """When one of several instances fails, the others (still loading) are stopped too."""
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    # The instance on "port" 1 exits at once; the one on "port" 2 hangs as if loading forever.
+    # "Port" 2 hangs as if loading forever; "port" 1 exits once port 2's process is up.
     fake = _script(
         tmp_path / "llama-server",
         f'case "$*" in *"--port 2"*) echo $$ > {tmp_path}/hung.pid; exec sleep 600 ;; '
-        "*) exit 7 ;; esac",
+        f"*) while [ ! -s {tmp_path}/hung.pid ]; do sleep 0.01; done; exit 7 ;; esac",
     )
     with pytest.raises(ServerStartError, match="port 1 exited with code 7"):
         serve(model, "cpu-small", binary=fake, instances=2, ports=[1, 2], log_dir=tmp_path / "logs")
