@@ -11,6 +11,13 @@ fallbacks show up); and after ``vibe rollback``. It prints progress while it
 runs and at the end the users, latencies, fallbacks and output-check failures
 per variant, how long each flip took to reach the app, and where the traces are.
 
+The models run in llama.cpp's own ``llama-server``, built from the llama.cpp tree
+that llama-cpp-python's source distribution vendors (server/llama/build.sh), not in
+``python -m llama_cpp.server``: that server answers one request at a time behind a
+global lock and aborts the request in flight when a new one arrives, while the demo's
+users ask concurrently; ``llama-server`` has parallel slots, ``/health`` and
+``/metrics``, and is what the GPU canary runs in production too.
+
 Gemma 3 270M is a base model without a chat template, so the canary's
 llama-server gets a completion-style template ("system prompt, blank line,
 problem, ``Answer:``") instead; a real VibeThinker GGUF (``--canary-gguf
