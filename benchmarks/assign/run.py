@@ -160,7 +160,7 @@ def _growthbook_features(rule: bool) -> dict[str, Any]:
 
 
 def setup_growthbook_per_request(rule: bool) -> tuple[Assign, str]:
-    """GrowthBook as its docs show it in a web server: a new instance per request.
+    """GrowthBook with a new instance per request, as a multi-threaded web server needs.
 
     A shared instance (the row above) keeps the user's attributes as instance
     state, so concurrent requests must not share one.
