@@ -16,13 +16,14 @@ import httpx
 from tenacity import AsyncRetrying
 
 from vibesdk._backends import Completion, StreamParser, error_for_status, parse_completion
+from vibesdk._backends.reading import MAX_BODY_BYTES, MAX_ERROR_BYTES, BodyReader, LineSplitter
 from vibesdk._errors import BackendError, ClientClosedError
 from vibesdk._flags.evaluation import Assignment
 from vibesdk._resilience import Step, retry_strategy
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
 
-from .core import Call, ClientCore, Opened, map_http_error, validate_chat
+from .core import Attempt, Call, ClientCore, Opened, map_http_error, validate_chat
 from .feedback import AsyncFeedbackSender
 from .results import ChatChunk, ChatResult
 
@@ -212,18 +213,24 @@ class AsyncClient:
         att = core.start_attempt(call, step, number)
         url = att.url
         try:
+            request = self._http.build_request(
+                "POST",
+                core.endpoint(url),
+                json=body,
+                headers=headers,
+                timeout=core.timeout(call.policy, False),
+            )
             try:
-                response = await self._http.post(
-                    core.endpoint(url),
-                    json=body,
-                    headers=headers,
-                    timeout=core.timeout(call.policy, False),
-                )
+                response = await self._http.send(request, stream=True)
+                try:
+                    content = await _read_body(response, core, call, att)
+                finally:
+                    await response.aclose()
             except httpx.HTTPError as exc:
                 raise map_http_error(exc, url, phase="total") from exc
             if response.status_code >= 300:
-                raise error_for_status(response.status_code, response.content, backend=url)
-            completion = parse_completion(response.content, backend=url)
+                raise error_for_status(response.status_code, content, backend=url)
+            completion = parse_completion(content, backend=url)
         except BaseException as exc:
             core.end_attempt(att, exc)
             raise
@@ -323,10 +330,10 @@ class AsyncClient:
             try:
                 response = await self._http.send(request, stream=True)
                 if response.status_code >= 300:
-                    await response.aread()
-                    raise error_for_status(response.status_code, response.content, backend=url)
+                    content = await _read_body(response, core, call, att)
+                    raise error_for_status(response.status_code, content, backend=url)
                 parser = StreamParser(backend=url)
-                lines = response.aiter_lines()
+                lines = _lines(response, core, call, att)
                 async for line in lines:
                     delta = parser.feed_line(line)
                     if delta is not None:
@@ -405,3 +412,34 @@ async def _close_quietly(response: httpx.Response) -> None:
     # error is the one that matters.
     with contextlib.suppress(Exception):
         await response.aclose()
+
+
+async def _read_body(response: httpx.Response, core: ClientCore, call: Call, att: Attempt) -> bytes:
+    # In chunks, so that neither a huge body nor a trickle of bytes outlives the
+    # caps and the call's total deadline. An error body is only quoted: its head is enough.
+    error = response.status_code >= 300
+    reader = BodyReader(
+        backend=att.url,
+        limit=MAX_ERROR_BYTES if error else MAX_BODY_BYTES,
+        truncate=error,
+    )
+    async for chunk in response.aiter_bytes():
+        reader.feed(chunk)
+        if reader.full:
+            break
+        core.check_deadlines(call, att, True)
+    return reader.body()
+
+
+async def _lines(
+    response: httpx.Response, core: ClientCore, call: Call, att: Attempt
+) -> AsyncIterator[str]:
+    # The stream's lines, checking the deadlines after every chunk (a backend that
+    # trickles bytes without ending a line must still time out) and capping sizes.
+    splitter = LineSplitter(backend=att.url)
+    async for text in response.aiter_text():
+        core.check_deadlines(call, att, att.got_token)
+        for line in splitter.feed(text):
+            yield line
+    for line in splitter.flush():
+        yield line

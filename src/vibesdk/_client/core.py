@@ -116,6 +116,7 @@ class Attempt:
     span: Span
     started: float
     ended: bool = False
+    got_token: bool = False
 
 
 _Lines = TypeVar("_Lines")
@@ -603,6 +604,7 @@ class ClientCore:
     def first_token(self, attempt: Attempt) -> float:
         """The attempt's first token arrived: close its breaker; the time it took."""
         ttft = self.clock() - attempt.started
+        attempt.got_token = True
         self.alive(attempt)
         return ttft
 

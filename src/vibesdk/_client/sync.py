@@ -13,13 +13,14 @@ import httpx
 from tenacity import Retrying
 
 from vibesdk._backends import Completion, StreamParser, error_for_status, parse_completion
+from vibesdk._backends.reading import MAX_BODY_BYTES, MAX_ERROR_BYTES, BodyReader, LineSplitter
 from vibesdk._errors import BackendError, ClientClosedError
 from vibesdk._flags.evaluation import Assignment
 from vibesdk._resilience import Step, retry_strategy
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
 
-from .core import Call, ClientCore, Opened, map_http_error, validate_chat
+from .core import Attempt, Call, ClientCore, Opened, map_http_error, validate_chat
 from .feedback import FeedbackSender
 from .results import ChatChunk, ChatResult
 
@@ -188,18 +189,24 @@ class Client:
         att = core.start_attempt(call, step, number)
         url = att.url
         try:
+            request = self._http.build_request(
+                "POST",
+                core.endpoint(url),
+                json=body,
+                headers=headers,
+                timeout=core.timeout(call.policy, False),
+            )
             try:
-                response = self._http.post(
-                    core.endpoint(url),
-                    json=body,
-                    headers=headers,
-                    timeout=core.timeout(call.policy, False),
-                )
+                response = self._http.send(request, stream=True)
+                try:
+                    content = _read_body(response, core, call, att)
+                finally:
+                    response.close()
             except httpx.HTTPError as exc:
                 raise map_http_error(exc, url, phase="total") from exc
             if response.status_code >= 300:
-                raise error_for_status(response.status_code, response.content, backend=url)
-            completion = parse_completion(response.content, backend=url)
+                raise error_for_status(response.status_code, content, backend=url)
+            completion = parse_completion(content, backend=url)
         except BaseException as exc:
             core.end_attempt(att, exc)
             raise
@@ -295,10 +302,10 @@ class Client:
             try:
                 response = self._http.send(request, stream=True)
                 if response.status_code >= 300:
-                    response.read()
-                    raise error_for_status(response.status_code, response.content, backend=url)
+                    content = _read_body(response, core, call, att)
+                    raise error_for_status(response.status_code, content, backend=url)
                 parser = StreamParser(backend=url)
-                lines = response.iter_lines()
+                lines = _lines(response, core, call, att)
                 for line in lines:
                     delta = parser.feed_line(line)
                     if delta is not None:
@@ -362,3 +369,30 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _read_body(response: httpx.Response, core: ClientCore, call: Call, att: Attempt) -> bytes:
+    # In chunks, so that neither a huge body nor a trickle of bytes outlives the
+    # caps and the call's total deadline. An error body is only quoted: its head is enough.
+    error = response.status_code >= 300
+    reader = BodyReader(
+        backend=att.url,
+        limit=MAX_ERROR_BYTES if error else MAX_BODY_BYTES,
+        truncate=error,
+    )
+    for chunk in response.iter_bytes():
+        reader.feed(chunk)
+        if reader.full:
+            break
+        core.check_deadlines(call, att, True)
+    return reader.body()
+
+
+def _lines(response: httpx.Response, core: ClientCore, call: Call, att: Attempt) -> Iterator[str]:
+    # The stream's lines, checking the deadlines after every chunk (a backend that
+    # trickles bytes without ending a line must still time out) and capping sizes.
+    splitter = LineSplitter(backend=att.url)
+    for text in response.iter_text():
+        core.check_deadlines(call, att, att.got_token)
+        yield from splitter.feed(text)
+    yield from splitter.flush()
