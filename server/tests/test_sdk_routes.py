@@ -104,6 +104,35 @@ def test_feedback_is_accepted_and_listed_for_ops(server: FlagServer) -> None:
     ]
 
 
+def test_feedback_summary_compares_variants(server: FlagServer) -> None:
+    """GET /v1/admin/feedback/summary: count, mean and low scores per flag and variant."""
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    for variant, score in [("canary", 5), ("canary", 1), ("stable", 4)]:
+        body = {"trace_id": trace, "score": score, "flag_key": "vibethinker", "variant": variant}
+        assert server.sdk_request("POST", "/v1/feedback", json=body).status_code == 202
+    summary = server.admin_request(
+        "GET",
+        "/v1/admin/feedback/summary",
+        params={"environment": server.environment, "flag": "vibethinker"},
+    ).json()
+    assert summary == [
+        {
+            "flag_key": "vibethinker",
+            "variant": "canary",
+            "count": 2,
+            "mean_score": 3.0,
+            "low_scores": 1,
+        },
+        {
+            "flag_key": "vibethinker",
+            "variant": "stable",
+            "count": 1,
+            "mean_score": 4.0,
+            "low_scores": 0,
+        },
+    ]
+
+
 def test_feedback_refuses_bad_input_with_one_line(server: FlagServer) -> None:
     """A score of 9 or a malformed trace id is a 422 whose detail names the field."""
     bad = {"trace_id": "not-hex", "score": 9}

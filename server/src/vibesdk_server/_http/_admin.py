@@ -31,6 +31,7 @@ from ._responses import (
     EnvironmentDetail,
     EnvironmentSummary,
     FeedbackEntry,
+    FeedbackSummary,
     HistoryEntry,
     Prompt,
     SdkKeyCreated,
@@ -464,6 +465,19 @@ def feedback(
     limit: Limit = 100,
 ) -> list[dict[str, Any]]:
     return _store(request).list_feedback(environment=environment, limit=limit)
+
+
+@router.get(
+    "/feedback/summary",
+    summary="Feedback count and mean score per flag and variant",
+    response_model=list[FeedbackSummary],
+)
+def feedback_summary(
+    request: Request,
+    environment: Annotated[str, Query(max_length=64)],
+    flag: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[dict[str, Any]]:
+    return _store(request).feedback_summary(environment=environment, flag_key=flag)
 
 
 # -- prompts ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ __all__ = [
     "EnvironmentDetail",
     "EnvironmentSummary",
     "FeedbackEntry",
+    "FeedbackSummary",
     "HistoryEntry",
     "Prompt",
     "SdkKeyCreated",
@@ -129,6 +130,14 @@ class FeedbackEntry(_Out):
     flag_key: str | None
     variant: str | None
     user_id: str | None
+
+
+class FeedbackSummary(_Out):
+    flag_key: str | None
+    variant: str | None
+    count: int
+    mean_score: float
+    low_scores: int = Field(description="scores of 1 or 2")
 
 
 class Prompt(_Out):

@@ -55,3 +55,33 @@ class FeedbackStore(StoreBase):
             "user_id",
         )
         return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def feedback_summary(self, *, environment: str, flag_key: str | None) -> list[dict[str, Any]]:
+        """Count and mean score per (flag, variant): canary next to stable, at a glance."""
+        params: tuple[Any, ...] = (environment,)
+        sql = _SUMMARY
+        if flag_key is not None:
+            sql = _SUMMARY_FLAG
+            params = (environment, flag_key)
+        with self._tx() as tx:
+            rows = tx.all(sql, params)
+        return [
+            {
+                "flag_key": r[0],
+                "variant": r[1],
+                "count": int(r[2]),
+                "mean_score": round(float(r[3]), 3),
+                "low_scores": int(r[4]),
+            }
+            for r in rows
+        ]
+
+
+_SUMMARY_SELECT = (
+    "SELECT flag_key, variant, COUNT(*), AVG(score), SUM(CASE WHEN score <= 2 THEN 1 ELSE 0 END)"
+    " FROM feedback WHERE environment = ?"
+)
+_SUMMARY = _SUMMARY_SELECT + " GROUP BY flag_key, variant ORDER BY flag_key, variant"
+_SUMMARY_FLAG = (
+    _SUMMARY_SELECT + " AND flag_key = ? GROUP BY flag_key, variant ORDER BY flag_key, variant"
+)
