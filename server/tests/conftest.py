@@ -10,17 +10,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vibesdk_server.testing import FlagServer, FlagServerProcess, postgres_schema_url
+from vibesdk_server.testing import (
+    FlagServer,
+    FlagServerProcess,
+    drop_postgres_schema,
+    postgres_schema_url,
+)
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database: a SQLite path, or a new PostgreSQL schema."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite path, or a new PostgreSQL schema (dropped afterwards)."""
     if request.param == "sqlite":
-        return str(tmp_path / "vibesdk.db")
-    return postgres_schema_url(request.getfixturevalue("postgres_url"))
+        yield str(tmp_path / "vibesdk.db")
+        return
+    base = request.getfixturevalue("postgres_url")
+    url = postgres_schema_url(base)
+    yield url
+    drop_postgres_schema(base, url)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -34,6 +43,8 @@ def backend_process(
         db = postgres_schema_url(request.getfixturevalue("postgres_url"))
     with FlagServerProcess(db, heartbeat_s=0.5) as server:
         yield server
+    if request.param == "postgres":
+        drop_postgres_schema(request.getfixturevalue("postgres_url"), db)
 
 
 @pytest.fixture

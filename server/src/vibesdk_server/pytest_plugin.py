@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .testing import FlagServer, FlagServerProcess, postgres_schema_url
+from .testing import FlagServer, FlagServerProcess, drop_postgres_schema, postgres_schema_url
 
 __all__ = [
     "flag_server",
@@ -74,6 +74,8 @@ def postgres_url() -> str:
 
 
 @pytest.fixture
-def postgres_schema(postgres_url: str) -> str:
-    """A libpq URL whose search_path is a fresh, empty schema."""
-    return postgres_schema_url(postgres_url)
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    """A libpq URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+    url = postgres_schema_url(postgres_url)
+    yield url
+    drop_postgres_schema(postgres_url, url)

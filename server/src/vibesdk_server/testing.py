@@ -31,7 +31,14 @@ import httpx
 
 from vibesdk import Flag, FlagDocument
 
-__all__ = ["FlagServer", "FlagServerProcess", "SseEvent", "iter_sse", "postgres_schema_url"]
+__all__ = [
+    "FlagServer",
+    "FlagServerProcess",
+    "SseEvent",
+    "drop_postgres_schema",
+    "iter_sse",
+    "postgres_schema_url",
+]
 
 
 class SseEvent(NamedTuple):
@@ -453,3 +460,16 @@ def postgres_schema_url(base_url: str, schema: str | None = None) -> str:
     return urllib.parse.urlunsplit(
         parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote))
     )
+
+
+def drop_postgres_schema(base_url: str, schema_url: str) -> None:
+    """Drop the schema that :func:`postgres_schema_url` created (stop its servers first)."""
+    import psycopg
+
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(schema_url).query))
+    options = query.get("options", "")
+    schema = options.removeprefix("-c search_path=")
+    if not schema or schema == options or not schema.startswith("t_"):
+        return
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
