@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The GPU benchmark in one command, on a machine with an NVIDIA GPU, nvcc, cmake and python3
+# (no package index needed). Run from the repository root:
+#
+#   benchmarks/gpu_serving/run_gpu.sh [STAGE...]      (default: setup engine sweep matrix)
+#
+# Stages:
+#   setup   install carried wheels if modules are missing; build llama.cpp for sm_90 with
+#           server/llama/build.sh (skipped when a build is already there or carried as
+#           .gpu/cuda90.tar.xz.*); write the VibeThinker-shaped model (F16) and quantize it (Q8_0).
+#   q4      also quantize Q4_K_M.
+#   engine  llama-bench and llama-batched-bench: the engine's own decode rate, no server.
+#   sweep   llama-server flag variants at 1/16/64 streams (run_bench.py --plan sweep).
+#   matrix  the full matrix: default, tuned, llama-cpp-python, transformers, SDK-path client.
+#   pack    put the built prefix into $OUT (split in 15 MiB parts) so a later call can carry it.
+#
+# Inputs (ignored by git, carried by the device tool): .gpu/llama-src.tar.xz (llama-cpp-python's
+# sdist minus docs/tests/models) or, with a carried build (.gpu/bin/cuda90.tar.xz.*, from `pack`),
+# .gpu/py.tar.xz (its llama_cpp package and gguf-py alone); .gpu/ggml-vocab-qwen2.gguf; .gpu/whl/*.whl.
+# Outputs: $OUT (or benchmarks/gpu_serving/out) gets run.log, engine.md, results.jsonl, logs.tgz.
+set -uo pipefail
+
+root="$(pwd)"
+out="${OUT:-$root/benchmarks/gpu_serving/out}"
+mkdir -p "$out"
+work="$root/.gpu-build"
+prefix="$work/cuda90"
+models="$work/models"
+logs="$work/logs"
+mkdir -p "$work" "$models" "$logs"
+stages=("$@"); [[ ${#stages[@]} -eq 0 ]] && stages=(setup engine sweep matrix)
+export PYTHONUNBUFFERED=1
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/run.log"; }
+
+setup_python() {
+  if ! python3 -c 'import pydantic_settings, mmh3, opentelemetry.sdk, tenacity, sse_starlette, starlette_context, diskcache, fastapi' 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl \
+      >>"$out/run.log" 2>&1 || log "wheel install failed"
+  fi
+  # The whole trimmed tree when building; the Python parts alone (llama_cpp, gguf-py) otherwise.
+  local src=.gpu/llama-src.tar.xz; [[ -f $src ]] || src=.gpu/py.tar.xz
+  [[ -d /tmp/lcp ]] || { mkdir -p /tmp/lcp && tar -xJf "$src" -C /tmp/lcp; }
+  export PYTHONPATH="/tmp/site:$root/src:$root/server/src:/tmp/lcp/vendor/llama.cpp/gguf-py:/tmp/lcp${PYTHONPATH:+:$PYTHONPATH}"
+  export LLAMA_CPP_LIB_PATH="$prefix/lib"
+  export VIBESDK_LLAMA_SERVER="$prefix/bin/llama-server"
+}
+
+stage_setup() {
+  {
+    echo "== probe"; date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    nvcc --version | tail -2; python3 --version; nproc; free -g | head -2
+    python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1
+    python3 -c 'import matplotlib, aiohttp, numpy; print("matplotlib", matplotlib.__version__, "aiohttp", aiohttp.__version__, "numpy", numpy.__version__)' 2>&1
+  } >"$logs/probe.txt" 2>&1
+  cat "$logs/probe.txt"
+  if [[ ! -x "$prefix/bin/llama-server" ]] && ls .gpu/bin/cuda90.tar.xz.* >/dev/null 2>&1; then
+    log "unpacking carried build"; cat .gpu/bin/cuda90.tar.xz.* | tar -xJf - -C "$work"
+  fi
+  if [[ ! -x "$prefix/bin/llama-server" ]]; then
+    log "building llama.cpp (sm_90)"
+    t0=$SECONDS
+    server/llama/build.sh --src /tmp/lcp/vendor/llama.cpp --cuda 90 --jobs "$(nproc)" --out "$prefix" \
+      >"$logs/build.log" 2>&1 || { tail -40 "$logs/build.log"; log "BUILD FAILED"; exit 1; }
+    log "built in $((SECONDS - t0)) s"; du -sh "$prefix"/lib/* | sort -h | tail -3
+  fi
+  if [[ ! -f "$models/vt-q8_0.gguf" ]]; then
+    t0=$SECONDS
+    python3 benchmarks/gpu_serving/make_model.py --vocab .gpu/ggml-vocab-qwen2.gguf --out "$models/vt-f16.gguf" 2>&1 | tee -a "$out/run.log"
+    "$prefix/bin/llama-quantize" "$models/vt-f16.gguf" "$models/vt-q8_0.gguf" Q8_0 "$(nproc)" >"$logs/quantize.log" 2>&1
+    log "model written and quantized in $((SECONDS - t0)) s"; ls -la "$models"
+  fi
+}
+
+stage_q4() {
+  [[ -f "$models/vt-q4_k_m.gguf" ]] || "$prefix/bin/llama-quantize" "$models/vt-f16.gguf" "$models/vt-q4_k_m.gguf" Q4_K_M "$(nproc)" >>"$logs/quantize.log" 2>&1
+  ls -la "$models"
+}
+
+stage_engine() {
+  log "engine: llama-bench"
+  for q in q8_0 q4_k_m f16; do
+    [[ -f "$models/vt-$q.gguf" ]] || continue
+    "$prefix/bin/llama-bench" -m "$models/vt-$q.gguf" -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o md 2>&1 | grep -E "^\|" | tee -a "$out/engine.md"
+  done
+  log "engine: llama-batched-bench (decode only, no sampling)"
+  "$prefix/bin/llama-batched-bench" -m "$models/vt-q8_0.gguf" -ngl 99 -fa on -c 131072 -b 2048 -ub 512 \
+    -npp 64 -ntg 256 -npl 1,4,16,32,64,128 2>&1 | grep -E "^\|" | tee -a "$out/engine.md"
+  "$prefix/bin/llama-batched-bench" -m "$models/vt-q8_0.gguf" -ngl 99 -fa on -c 131072 -b 2048 -ub 512 -kvu \
+    -npp 64 -ntg 256 -npl 64 2>&1 | grep -E "^\|" | tail -1 | sed 's/$/ (kv unified)/' | tee -a "$out/engine.md"
+}
+
+stage_pack() {
+  (cd "$work" && tar -cf - cuda90 | xz -T0 -6 | split -b 15M - "$out/cuda90.tar.xz.")
+  ls -la "$out"
+}
+
+setup_python
+for s in "${stages[@]}"; do
+  case "$s" in
+    setup) stage_setup ;;
+    q4) stage_q4 ;;
+    engine) stage_engine ;;
+    pack) stage_pack ;;
+    *) log "bench plan $s"
+       python3 benchmarks/gpu_serving/run_bench.py --plan "$s" --models "$models" --out "$out" --logs "$logs" \
+         --deadline-s "$(( ${GPU_BUDGET_S:-570} - SECONDS ))" ${BENCH_ARGS:-} ;;
+  esac
+done
+tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null
+log "done"

@@ -1,0 +1,149 @@
+"""Turn the runs' results/*.jsonl into results/summary.csv and results/gpu_serving.png.
+
+    benchmarks/.venv-bench/bin/python benchmarks/gpu_serving/summarize.py
+
+The chart needs matplotlib (the benchmark virtualenv has it; the GPU machine's image too).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = {
+    "h100-run1-sweep.jsonl": "run1",
+    "h100-run2-matrix.jsonl": "run2",
+    "h100-run3-final.jsonl": "run3",
+}
+COLUMNS = [
+    "run", "config", "server", "client", "endpoint", "concurrency", "n_predict", "requests",
+    "errors", "tokens", "wall_s", "total_tps", "per_stream_tps_p50", "ttft_p50_s", "ttft_p95_s",
+    "e2e_p50_s", "e2e_p95_s", "note",
+]  # fmt: skip
+
+
+def rows() -> list[dict[str, Any]]:
+    out = []
+    for name, run in RUNS.items():
+        for line in (RESULTS / name).read_text().splitlines():
+            r = json.loads(line)
+            if not r.get("concurrency") or r.get("total_tps") is None:
+                continue
+            r["run"] = run
+            out.append(r)
+    return out
+
+
+def engine() -> dict[int, float]:
+    """llama-batched-bench S_TG (decode tokens/s, no sampling) by batch, non-unified KV."""
+    text = (RESULTS / "h100-run1-engine.md").read_text()
+    out: dict[int, float] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if (
+            len(cells) >= 8
+            and cells[0] == "64"
+            and "kv unified" not in line
+            and re.fullmatch(r"\d+", cells[2])
+        ):
+            out[int(cells[2])] = float(cells[7])
+    return out
+
+
+def write_csv(data: list[dict[str, Any]]) -> None:
+    with (RESULTS / "summary.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in data:
+            w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def chart(data: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [
+        ("default llama-server", "run2", "default"),
+        ("tuned profile (h100-vibethinker)", "run2", "tuned"),
+        ("tuned, fresh server per flag set", "run1", "tuned-no-kvu"),
+        ("tuned, fresh server (16 x 1024)", "run3", "diag-np64"),
+        ("llama-cpp-python server", "run2", "llama-cpp-python"),
+        ("transformers generate()", "run3", "transformers"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    eng = engine()
+    for ax, n in ((axes[0], 256), (axes[1], 1024)):
+        xs = sorted(eng)
+        ax.plot(
+            xs, [eng[x] for x in xs], "k--", lw=1, label="engine ceiling: decode only, no sampling"
+        )
+        for label, run, config in series:
+            pts = sorted(
+                (r["concurrency"], r["total_tps"])
+                for r in data
+                if r["run"] == run and r["config"] == config and r["n_predict"] == n
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+        ax.axhline(8000, color="red", lw=0.8, ls=":")
+        ax.text(1, 8200, "target 8,000 at 64 streams", color="red", fontsize=8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 4, 16, 32, 64, 128], ["1", "4", "16", "32", "64", "128"])
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel("tokens/s, all streams")
+        ax.set_title(f"{n}-token answers")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left")
+
+    ax = axes[2]
+    flags = [
+        ("default (4 auto slots)", "run1", "default"),
+        ("+ --backend-sampling", "run1", "default+bs"),
+        ("64 slots, unified KV pool", "run1", "tuned"),
+        ("64 slots, CPU sampling", "run1", "tuned-cpu-sampling"),
+        ("64 slots, top_k 0 (16 streams)", "run1", "tuned-topk0"),
+        ("64 slots, own KV, GPU sampling", "run1", "tuned-no-kvu"),
+    ]
+    names, values = [], []
+    for label, run, config in flags:
+        best = [
+            r["total_tps"]
+            for r in data
+            if r["run"] == run and r["config"] == config and r["n_predict"] == 256
+            and r["concurrency"] == (16 if "top_k 0" in label else 64)
+        ]  # fmt: skip
+        if best:
+            names.append(label)
+            values.append(best[0])
+    names.append("engine, no sampling (batched-bench)")
+    values.append(eng.get(64, 0.0))
+    ax.barh(names, values, color=["#999"] * (len(values) - 1) + ["k"])
+    for i, v in enumerate(values):
+        ax.text(v + 50, i, f"{v:,.0f}", va="center", fontsize=8)
+    ax.set_xlabel("tokens/s at 64 streams x 256 tokens")
+    ax.set_title("llama-server flags (fresh server each)")
+    ax.invert_yaxis()
+    fig.suptitle(
+        "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0) on one NVIDIA H100 80GB HBM3, "
+        "llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28"
+    )
+    fig.tight_layout()
+    fig.savefig(RESULTS / "gpu_serving.png", dpi=110)
+
+
+def main() -> None:
+    data = rows()
+    write_csv(data)
+    chart(data)
+    print(f"{len(data)} rows -> {RESULTS / 'summary.csv'}, {RESULTS / 'gpu_serving.png'}")
+
+
+if __name__ == "__main__":
+    main()
