@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from ._errors import ConfigError
 
@@ -107,5 +107,11 @@ def load_settings(*, require_source: bool = True, **overrides: Any) -> Settings:
             for e in exc.errors(include_url=False)
         )
         raise ConfigError(f"invalid vibesdk settings: {problems}") from exc
+    except SettingsError as exc:
+        # A VIBESDK_* variable that pydantic-settings cannot even decode (api_keys
+        # that are not JSON): its message names the field.
+        raise ConfigError(
+            f"invalid vibesdk settings: {exc}; values such as VIBESDK_API_KEYS must be JSON"
+        ) from exc
     finally:
         _REQUIRE_SOURCE.reset(token)
