@@ -28,5 +28,15 @@ def bucket(salt: str, unit_id: str) -> int:
     ``salt`` is the flag's salt, which defaults to the flag key, so
     ``bucket("vibethinker", "u42")`` is the bucket of user ``u42`` for the flag
     ``vibethinker``. Pure and stable across processes, machines and languages.
+    Raises ``ValueError`` for text that has no UTF-8 form (a lone surrogate).
     """
-    return _hash(f"{salt}:{unit_id}", 0, False) % BUCKETS
+    key = f"{salt}:{unit_id}"
+    if not key.isascii():
+        # mmh3 crashes the interpreter (SIGSEGV) on a str it cannot encode to UTF-8.
+        try:
+            key.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                "salt and unit_id must be valid Unicode text (this one holds a lone surrogate)"
+            ) from exc
+    return _hash(key, 0, False) % BUCKETS

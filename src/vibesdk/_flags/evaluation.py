@@ -31,6 +31,7 @@ class ErrorCode:
 
     PROVIDER_NOT_READY = "PROVIDER_NOT_READY"  # no flag document loaded yet
     FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
+    INVALID_CONTEXT = "INVALID_CONTEXT"  # user_id not text (or not valid Unicode), bad attributes
     GENERAL = "GENERAL"
 
 
@@ -62,6 +63,7 @@ class Assignment(NamedTuple):
 _new = tuple.__new__  # builds an Assignment without the Python-level NamedTuple.__new__
 _DISABLED = Reason.DISABLED
 _SPLIT = Reason.SPLIT
+_ERROR = Reason.ERROR
 _TARGETING_MATCH = Reason.TARGETING_MATCH
 
 
@@ -153,7 +155,13 @@ class CompiledDocument:
     def evaluate(
         self, flag_key: str, user_id: str, attributes: Mapping[str, Any] | None = None
     ) -> Assignment:
-        """Assign ``user_id`` to a variant of ``flag_key``. Never raises."""
+        """Assign ``user_id`` to a variant of ``flag_key``. Never raises.
+
+        A ``user_id`` that is not a ``str`` (``None``, a number) or holds a lone
+        surrogate (not valid Unicode, so it has no UTF-8 bytes to hash), or
+        ``attributes`` that are not a mapping, give the flag's default variant
+        with ``error_code`` ``INVALID_CONTEXT``.
+        """
         # This is the hot path of every assign() and chat() call, so it is written
         # flat: one frame, no helper calls on the common path, and the results
         # built with tuple.__new__, which skips the Python-level NamedTuple.__new__
@@ -161,35 +169,47 @@ class CompiledDocument:
         # benchmarks/assign/README.md).
         try:
             f = self.flags[flag_key]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable flag key
             return not_ready(flag_key, user_id, ErrorCode.FLAG_NOT_FOUND, self.version)
-        if not f.enabled:
-            return _new(Assignment, (
-                f.key, user_id, f.default, _DISABLED, None, f.version, None, None, f.default_config,
-            ))  # fmt: skip
-        for attribute, negate, values, more, rule in f.rules:
-            if attribute == "user_id":
-                hit = user_id in values
-            elif attributes is not None and attribute in attributes:
-                value = attributes[attribute]
-                hit = (value if value.__class__ is str else _as_text(value)) in values
-            else:
-                hit = False
-            if hit != negate and (not more or _clauses_match(more, user_id, attributes)):
+        try:  # zero-cost unless it raises; the except is for bad caller input only
+            if not f.enabled:
                 return _new(Assignment, (
-                    f.key, user_id, rule.variant, _TARGETING_MATCH, None, f.version,
-                    rule.id, None, rule.config,
+                    f.key, user_id, f.default, _DISABLED, None, f.version, None, None,
+                    f.default_config,
                 ))  # fmt: skip
-        b = _hash(f.prefix + user_id, 0, False) % BUCKETS
-        if b < f.rollout_bps:
+            for attribute, negate, values, more, rule in f.rules:
+                if attribute == "user_id":
+                    hit = user_id in values
+                elif attributes is not None and attribute in attributes:
+                    value = attributes[attribute]
+                    hit = (value if value.__class__ is str else _as_text(value)) in values
+                else:
+                    hit = False
+                if hit != negate and (not more or _clauses_match(more, user_id, attributes)):
+                    return _new(Assignment, (
+                        f.key, user_id, rule.variant, _TARGETING_MATCH, None, f.version,
+                        rule.id, None, rule.config,
+                    ))  # fmt: skip
+            key = f.prefix + user_id
+            if not key.isascii():
+                # mmh3 crashes the interpreter (SIGSEGV) on a str it cannot encode to
+                # UTF-8: a lone surrogate, e.g. from json.loads('"\\ud800"'). Refuse it.
+                key.encode()  # raises UnicodeEncodeError -> INVALID_CONTEXT
+            b = _hash(key, 0, False) % BUCKETS
+            if b < f.rollout_bps:
+                return _new(
+                    Assignment,
+                    (f.key, user_id, f.rollout, _SPLIT, b, f.version, None, None, f.rollout_config),
+                )
             return _new(
                 Assignment,
-                (f.key, user_id, f.rollout, _SPLIT, b, f.version, None, None, f.rollout_config),
+                (f.key, user_id, f.default, _SPLIT, b, f.version, None, None, f.default_config),
             )
-        return _new(
-            Assignment,
-            (f.key, user_id, f.default, _SPLIT, b, f.version, None, None, f.default_config),
-        )
+        except Exception:
+            return _new(Assignment, (
+                f.key, user_id, f.default, _ERROR, None, f.version, None,
+                ErrorCode.INVALID_CONTEXT, f.default_config,
+            ))  # fmt: skip
 
 
 def compile_document(document: FlagDocument) -> CompiledDocument:
