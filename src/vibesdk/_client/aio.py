@@ -199,11 +199,19 @@ class AsyncClient:
     async def _run_step(self, call: Call, step: Step) -> tuple[Completion, str]:
         body = self._core.request_body(call, step)
         headers = self._core.headers(step)
+        # Attempt 1 runs before any AsyncRetrying is built (most calls need no other); a
+        # failure enters AsyncRetrying as its attempt 1, so the strategy objects decide as
+        # they always do.
+        try:
+            return await self._post(call, step, body, headers, 1)
+        except BackendError as exc:
+            first = exc
         async for attempt in AsyncRetrying(sleep=self._sleep, **retry_strategy(call.policy)):
             with attempt:
-                return await self._post(
-                    call, step, body, headers, attempt.retry_state.attempt_number
-                )
+                number = attempt.retry_state.attempt_number
+                if number == 1:
+                    raise first
+                return await self._post(call, step, body, headers, number)
         raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
 
     async def _post(
@@ -301,16 +309,26 @@ class AsyncClient:
             try:
                 body = core.request_body(call, step)
                 headers = core.headers(step)
-                async for attempt in AsyncRetrying(
-                    sleep=self._sleep, **retry_strategy(call.policy)
-                ):
-                    with attempt:
-                        return await self._open_once(
-                            call, step, body, headers, attempt.retry_state.attempt_number
-                        )
+                return await self._open_step(call, step, body, headers)
             except BackendError as exc:
                 primary = core.step_failed(call, i, exc, primary)
         raise AssertionError("a call always has a step")  # pragma: no cover
+
+    async def _open_step(
+        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str]
+    ) -> _Open:
+        # As in _run_step: attempt 1 first, AsyncRetrying only after a failure.
+        try:
+            return await self._open_once(call, step, body, headers, 1)
+        except BackendError as exc:
+            first = exc
+        async for attempt in AsyncRetrying(sleep=self._sleep, **retry_strategy(call.policy)):
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                if number == 1:
+                    raise first
+                return await self._open_once(call, step, body, headers, number)
+        raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
 
     async def _open_once(
         self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int

@@ -177,9 +177,18 @@ class Client:
     def _run_step(self, call: Call, step: Step) -> tuple[Completion, str]:
         body = self._core.request_body(call, step)
         headers = self._core.headers(step)
+        # Attempt 1 runs before any Retrying is built (most calls need no other); a failure
+        # enters Retrying as its attempt 1, so the strategy objects decide as they always do.
+        try:
+            return self._post(call, step, body, headers, 1)
+        except BackendError as exc:
+            first = exc
         for attempt in Retrying(sleep=self._sleep, **retry_strategy(call.policy)):
             with attempt:
-                return self._post(call, step, body, headers, attempt.retry_state.attempt_number)
+                number = attempt.retry_state.attempt_number
+                if number == 1:
+                    raise first
+                return self._post(call, step, body, headers, number)
         raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
 
     def _post(
@@ -275,14 +284,26 @@ class Client:
             try:
                 body = core.request_body(call, step)
                 headers = core.headers(step)
-                for attempt in Retrying(sleep=self._sleep, **retry_strategy(call.policy)):
-                    with attempt:
-                        return self._open_once(
-                            call, step, body, headers, attempt.retry_state.attempt_number
-                        )
+                return self._open_step(call, step, body, headers)
             except BackendError as exc:
                 primary = core.step_failed(call, i, exc, primary)
         raise AssertionError("a call always has a step")  # pragma: no cover
+
+    def _open_step(
+        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str]
+    ) -> _Open:
+        # As in _run_step: attempt 1 first, Retrying only after a failure.
+        try:
+            return self._open_once(call, step, body, headers, 1)
+        except BackendError as exc:
+            first = exc
+        for attempt in Retrying(sleep=self._sleep, **retry_strategy(call.policy)):
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                if number == 1:
+                    raise first
+                return self._open_once(call, step, body, headers, number)
+        raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
 
     def _open_once(
         self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int
