@@ -36,6 +36,7 @@ class RawServer:
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         self.threads: list[threading.Thread] = []
         self.accepted = 0
+        self.hung_up = 0
         self._thread = threading.Thread(target=self._serve, name="raw-server", daemon=True)
         self._thread.start()
 
@@ -60,6 +61,16 @@ class RawServer:
                 head += data
             with contextlib.suppress(OSError):  # the client hung up (a timeout or a size cap)
                 self.script(conn)
+            # The client must close the connection: read until it does (EOF or reset).
+            conn.settimeout(10)
+            try:
+                while conn.recv(65536):
+                    pass
+            except TimeoutError:
+                return  # still open: a leaked connection
+            except OSError:
+                pass
+            self.hung_up += 1
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -72,6 +83,7 @@ class RawServer:
 
 def close_mid_headers(conn: socket.socket) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Ty")
+    conn.shutdown(socket.SHUT_WR)
 
 
 def close_mid_body(conn: socket.socket) -> None:
@@ -79,6 +91,7 @@ def close_mid_body(conn: socket.socket) -> None:
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999\r\n\r\n"
     )
     conn.sendall(b'{"choices": [{"message": {"content": "tru')
+    conn.shutdown(socket.SHUT_WR)
 
 
 def huge_body(conn: socket.socket) -> None:
@@ -139,11 +152,15 @@ def run(kind: str, stable: FakeBackend, script: Script, stream: bool, **kw: Any)
             result = d.stream("vibethinker", "u1", USER)[-1].result
         else:
             result = d.chat("vibethinker", "u1", USER)
+        for t in server.threads:
+            t.join(15)  # the handler ends when the client has closed the connection
+        # Counted before the client is closed (which would close a leaked connection too).
+        accepted, hung_up = server.accepted, server.hung_up
     finally:
         d.dispose()
         server.close()
     gc.collect()  # an unclosed socket or response would warn here (warnings are errors)
-    assert server.accepted == 1
+    assert (accepted, hung_up) == (1, 1)  # the call closed its connection before returning
     return result
 
 
