@@ -276,6 +276,15 @@ def run_load(
     nproc = processes or max(1, min(concurrency, (os.cpu_count() or 2) // 2, 8))
     groups = [list(range(concurrency))[i::nproc] for i in range(nproc)]
     groups = [g for g in groups if g]
+    # Import the client library before forking, so no worker spends its head start importing.
+    # (In the 2026-11-28 runs one 16-stream cell started one request ~2 s before the others; a
+    # skewed start counts against the wall-clock total, not against per-request latencies.)
+    if client == "aiohttp":
+        import aiohttp  # noqa: F401
+    elif client == "sdk":
+        import vibesdk.testing  # noqa: F401
+    else:
+        import httpx  # noqa: F401
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     start_at = time.time() + 0.3 + 0.05 * len(groups)
