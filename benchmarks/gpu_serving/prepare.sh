@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Prepare, on a machine with PyPI access, what the GPU machine (no package index, 64 MiB per call)
-# needs for run_gpu.sh, under .gpu/ (git-ignored; add `/.gpu/` and `/.gpu-build/` to
-# .git/info/exclude):
+# needs for run_gpu.sh, under .gpu/ (git-ignored, like .gpu-build/ where the GPU side builds):
 #   .gpu/llama-src.tar.xz        llama-cpp-python's sdist minus docs/tests/models/other GPU back ends (~7 MB)
 #   .gpu/py.tar.xz               its llama_cpp package and gguf-py alone (for calls that carry a build)
 #   .gpu/ggml-vocab-qwen2.gguf   the real Qwen2 tokenizer, from the same sdist
