@@ -123,15 +123,27 @@ def _fenced_blocks(text: str) -> list[_Block]:
         info_words = match.group("info").strip().split()
         info = info_words[0].lower().lstrip("{.") if info_words else ""
         body_start = match.end() + 1
-        closer = re.compile(
-            rf"^[ ]{{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.MULTILINE
-        )
-        end = closer.search(text, body_start)
+        end = _closer(fence).search(text, body_start)
         if end is None:
             blocks.append(_Block(match.start(), info, text[body_start:], closed=False))
             return blocks
         blocks.append(_Block(match.start(), info, text[body_start : end.start()], closed=True))
         pos = end.end()
+
+
+_closers: dict[str, re.Pattern[str]] = {}
+
+
+def _closer(fence: str) -> re.Pattern[str]:
+    """The closing-fence pattern for an opening ``fence`` (compiled once per fence)."""
+    found = _closers.get(fence)
+    if found is None:
+        found = re.compile(
+            rf"^[ ]{{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.MULTILINE
+        )
+        if len(_closers) < 64:  # fences are short; a pathological answer must not grow this
+            _closers[fence] = found
+    return found
 
 
 _MAGIC_LINE = re.compile(r"^[ \t]*[%!]", re.MULTILINE)
@@ -178,6 +190,15 @@ def _is_cjk(char: str) -> bool:
 
 _MIN_PROSE = 4  # "Code:" or "代码" is enough; a lone "A." is not
 _LETTER = re.compile(r"[^\W\d_]")  # any script's letters, CJK included
+
+
+# Fast path of the prose test: _MIN_PROSE ASCII letters are enough prose (each weighs 1).
+_ASCII_PROSE = re.compile(rf"[A-Za-z](?:[^A-Za-z]*[A-Za-z]){{{_MIN_PROSE - 1}}}")
+
+
+def _has_prose(text: str) -> bool:
+    """Whether ``text`` holds at least ``_MIN_PROSE`` of prose weight."""
+    return _ASCII_PROSE.search(text) is not None or _prose_weight(text) >= _MIN_PROSE
 
 
 def _prose_weight(text: str, enough: int = _MIN_PROSE) -> int:
@@ -347,8 +368,12 @@ def _code_checks(answer: str, user_input: str | None, details: dict[str, str]) -
                 suffix = "" if block.closed else " (unclosed block)"
                 details[PYTHON_SYNTAX] = f"code block {number}, {error}{suffix}"
                 break
-    code_only = bool(user_input and _CODE_ONLY_REQUEST.search(user_input))
-    if blocks and not code_only and _prose_weight(answer[: blocks[0].start]) < _MIN_PROSE:
+    # The code-only request is looked for only when it could matter (no prose before the code).
+    if (
+        blocks
+        and not _has_prose(answer[: blocks[0].start])
+        and not (user_input and _CODE_ONLY_REQUEST.search(user_input))
+    ):
         details[NO_EXPLANATION_BEFORE_CODE] = "the answer opens with a code block"
 
 
