@@ -352,9 +352,10 @@ def test_history_and_diff_show_who_did_what(
 
 
 def test_prompts_are_added_reviewed_and_referenced_by_variants(
-    capsys: pytest.CaptureFixture[str], env: str, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], env: str, tmp_path: Path, server: FlagServer
 ) -> None:
-    """prompt add (pending) -> a reference is refused; approve -> apply embeds it; list shows it."""
+    """prompt add (pending) -> a reference is refused; the author's own approve is refused (exit
+    1, nothing written); another admin's approve -> apply embeds it; list shows it."""
     system = tmp_path / "system.txt"
     system.write_text("You are a competitive programmer. Think step by step.")
     prompt_id = f"comp-{env}"
@@ -365,7 +366,7 @@ def test_prompts_are_added_reviewed_and_referenced_by_variants(
     assert code == 0
     assert out == (
         f"added prompt {prompt_id} version 1 for model vibethinker-1.5b (pending); "
-        f"review it with: vibe prompt approve {prompt_id} 1\n"
+        f"another admin reviews it with: vibe prompt approve {prompt_id} 1\n"
     )
     flags = tmp_path / "flags.yaml"
     flags.write_text(
@@ -378,7 +379,19 @@ def test_prompts_are_added_reviewed_and_referenced_by_variants(
     assert err.startswith("vibe: refused (HTTP 422): ")
     assert "approved" in err
 
-    code, out, _ = vibe(capsys, "prompt", "approve", prompt_id, "1", "--reason", "reviewed")
+    code, out, err = vibe(capsys, "prompt", "approve", prompt_id, "1", "--reason", "mine")
+    assert (code, out) == (1, "")
+    assert err.startswith("vibe: not allowed: prompt ")
+    assert "another admin must approve it" in err
+    assert "VIBESDK_ADMIN_TOKEN" not in err  # the token is fine; a second admin is what's missing
+    assert err.count("\n") == 1
+    assert vibe_json(capsys, "prompt", "show", prompt_id, "1")["state"] == "pending"
+
+    assert server.reviewer_token is not None
+    code, out, _ = vibe(
+        capsys, "--token", server.reviewer_token,
+        "prompt", "approve", prompt_id, "1", "--reason", "reviewed",
+    )  # fmt: skip
     assert (code, out) == (0, f"prompt {prompt_id}@1: approved\n")
     assert vibe(capsys, "apply", str(flags))[0] == 0
     code, out, _ = vibe(capsys, "status")

@@ -179,6 +179,59 @@ def test_a_variant_may_only_reference_an_approved_template(server: FlagServer) -
     assert _env(server)["version"] == 0
 
 
+def _audit_ids(server: FlagServer) -> list[int]:
+    return [row["id"] for row in server.admin_request("GET", "/v1/admin/audit?limit=500").json()]
+
+
+def test_the_author_of_a_template_cannot_approve_it(server: FlagServer) -> None:
+    """Four-eyes review: self-approval is 403 saying another admin must approve; nothing written."""
+    pid = f"own-{server.environment}"
+    server.register_prompt(prompt_id=pid, system="x", model=MODEL, approve=False)
+    audit = _audit_ids(server)
+    own = server.admin_request(
+        "POST", f"/v1/admin/prompts/{pid}/versions/1/approve", json={"reason": "lgtm"}
+    )
+    assert own.status_code == 403
+    detail = own.json()["detail"]
+    assert "another admin must approve it" in detail
+    assert "--allow-self-review" in detail
+    assert "\n" not in detail
+    got = server.admin_request("GET", f"/v1/admin/prompts/{pid}/versions/1").json()
+    assert (got["state"], got.get("reviewer")) == ("pending", None)
+    assert _audit_ids(server) == audit
+
+    assert server.reviewer_token is not None
+    other = server.admin_request(
+        "POST",
+        f"/v1/admin/prompts/{pid}/versions/1/approve",
+        json={"reason": "lgtm"},
+        headers={"Authorization": f"Bearer {server.reviewer_token}"},
+    ).json()
+    assert other["state"] == "approved"
+    assert other["reviewer"].startswith("test-reviewer")
+    assert other["author"].startswith("test-admin")
+
+
+def test_the_author_may_reject_their_own_template(server: FlagServer) -> None:
+    """Withdrawing one's own pending version (reject) needs no second admin."""
+    pid = f"withdraw-{server.environment}"
+    server.register_prompt(prompt_id=pid, system="x", model=MODEL, approve=False)
+    response = server.admin_request("POST", f"/v1/admin/prompts/{pid}/versions/1/reject")
+    assert response.status_code == 200
+    assert response.json()["state"] == "rejected"
+
+
+def test_allow_self_review_lets_a_single_operator_approve(
+    flag_server_factory: Any,
+) -> None:
+    """vibe-server --allow-self-review: the author's own approval is accepted and recorded."""
+    proc = flag_server_factory(allow_self_review=True)
+    proc.reviewer_token = None  # approve with the author's own token
+    prompt = proc.register_prompt(prompt_id="solo", system="x", model=MODEL)
+    assert prompt["state"] == "approved"
+    assert prompt["reviewer"] == prompt["author"]
+
+
 def test_a_template_reviewed_for_another_model_is_refused(server: FlagServer) -> None:
     """A template bound to model A cannot serve a variant of model B (422 naming both)."""
     pid = f"p-{server.environment}"

@@ -2,6 +2,7 @@
 
     vibe-server --db ./vibesdk.db --host 127.0.0.1 --port 8700
     vibe-server --db postgresql://vibesdk@db:5432/vibesdk --port 8700   # one of several replicas
+    vibe-server --db ./vibesdk.db --allow-self-review   # one operator: may approve own prompts
     vibe-server token create --db ./vibesdk.db --name alice --kind admin
     vibe-server token create --db ./vibesdk.db --env prod --kind sdk --name web
     vibe-server token list --db ./vibesdk.db
@@ -64,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         help="seconds a verified token is cached; a revoked one works that long",
+    )
+    serve.add_argument(
+        "--allow-self-review",
+        action="store_true",
+        help="let an admin approve a prompt version they added themselves (single-operator"
+        " setups, demos); by default another admin must approve it (four-eyes review)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
@@ -215,6 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
         heartbeat_s=args.heartbeat_s,
         refresh_s=args.refresh_s,
         auth_cache_s=args.auth_cache_s,
+        allow_self_review=args.allow_self_review,
     )
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -234,11 +242,12 @@ def _serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     log.info(
-        "vibe-server %s listening on http://%s:%d (db: %s)",
+        "vibe-server %s listening on http://%s:%d (db: %s)%s",
         __version__,
         args.host,
         port,
         store.describe(),
+        " - self-review of prompts allowed" if args.allow_self_review else "",
     )
     if args.port_file is not None:
         tmp = args.port_file.with_name(args.port_file.name + ".tmp")

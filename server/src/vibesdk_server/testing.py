@@ -85,11 +85,21 @@ class FlagServer:
     :meth:`admin_request` to look at a refusal instead.
     """
 
-    def __init__(self, url: str, admin_token: str, sdk_key: str, environment: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        admin_token: str,
+        sdk_key: str,
+        environment: str,
+        reviewer_token: str | None = None,
+    ) -> None:
         self.url = url
         self.admin_token = admin_token
         self.sdk_key = sdk_key
         self.environment = environment
+        #: A second admin token that approves prompts (four-eyes review: the
+        #: author of a version may not approve it). None: approve with admin_token.
+        self.reviewer_token = reviewer_token
 
     # -- raw access --------------------------------------------------------------------------
     def admin_request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -133,7 +143,11 @@ class FlagServer:
         user_template: str = "{input}",
         approve: bool = True,
     ) -> dict[str, Any]:
-        """Register a template version (and approve it, by default); returns the prompt object."""
+        """Register a template version (and approve it, by default); returns the prompt object.
+
+        It is added with :attr:`admin_token` and approved with
+        :attr:`reviewer_token` (another admin), as four-eyes review requires.
+        """
         created = self._admin_ok(
             "POST",
             "/v1/admin/prompts",
@@ -145,10 +159,12 @@ class FlagServer:
             },
         )
         if approve:
+            reviewer = self.reviewer_token or self.admin_token
             created = self._admin_ok(
                 "POST",
                 f"/v1/admin/prompts/{prompt_id}/versions/{created['version']}/approve",
                 json={"reason": "approved by the test fixture"},
+                headers={"Authorization": f"Bearer {reviewer}"},
             )
         return dict(created)
 
@@ -263,15 +279,19 @@ class FlagServer:
         key = self._admin_ok(
             "POST", f"/v1/admin/environments/{name}/sdk-keys", json={"name": "test-sdk"}
         )["key"]
-        return FlagServer(self.url, self.admin_token, str(key), name)
+        return FlagServer(self.url, self.admin_token, str(key), name, self.reviewer_token)
 
 
 class FlagServerProcess(FlagServer):
     """The real ``vibe-server`` in a subprocess (contract D).
 
     ``db``: a SQLite path or a ``postgresql://`` URL; default: ``vibesdk.db``
-    in a new temporary directory. The admin token is named ``test-admin`` and
-    the SDK key ``test-sdk``. Use as a context manager, or ``start()``/``stop()``.
+    in a new temporary directory. The admin token is named ``test-admin-*``, a
+    second admin token ``test-reviewer-*`` (:attr:`reviewer_token`, which
+    approves prompts: the server refuses self-approval) and the SDK key
+    ``test-sdk-*``. ``allow_self_review=True`` starts the server with
+    ``--allow-self-review`` (one admin may approve their own prompts). Use as a
+    context manager, or ``start()``/``stop()``.
     """
 
     def __init__(
@@ -286,6 +306,8 @@ class FlagServerProcess(FlagServer):
         env: Mapping[str, str] | None = None,
         admin_token: str | None = None,
         sdk_key: str | None = None,
+        reviewer_token: str | None = None,
+        allow_self_review: bool = False,
     ) -> None:
         # Holds the log, the port file and (by default) the SQLite database.
         self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(
@@ -297,11 +319,12 @@ class FlagServerProcess(FlagServer):
         self.refresh_s = refresh_s
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = list(extra_args)
+        self.allow_self_review = allow_self_review
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.log_path = self._workdir / "server.log"
-        super().__init__("", admin_token or "", sdk_key or "", environment)
+        super().__init__("", admin_token or "", sdk_key or "", environment, reviewer_token)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _bootstrap(self) -> None:
@@ -319,6 +342,13 @@ class FlagServerProcess(FlagServer):
                 self.admin_token = store.create_token(
                     kind="admin",
                     name=f"test-admin-{suffix}",
+                    environment=None,
+                    created_by="test-fixture",
+                )
+            if not self.reviewer_token:
+                self.reviewer_token = store.create_token(
+                    kind="admin",
+                    name=f"test-reviewer-{suffix}",
                     environment=None,
                     created_by="test-fixture",
                 )
@@ -355,6 +385,7 @@ class FlagServerProcess(FlagServer):
             str(self.heartbeat_s),
             "--refresh-s",
             str(self.refresh_s),
+            *(["--allow-self-review"] if self.allow_self_review else []),
             *self.extra_args,
         ]
         log = self.log_path.open("ab")

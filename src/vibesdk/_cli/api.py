@@ -150,10 +150,11 @@ def error_for_response(response: httpx.Response, server_url: str) -> CliError:
             ExitCode.REFUSED,
         )
     if status == 403:
-        return CliError(
-            f"not allowed: {detail} — check VIBESDK_ADMIN_TOKEN or --token",
-            ExitCode.REFUSED,
-        )
+        # A token of the wrong kind is fixed by another token; any other refusal
+        # (approving one's own prompt) already says what to do, and a token hint
+        # would send the operator the wrong way.
+        hint = " — check VIBESDK_ADMIN_TOKEN or --token" if "token" in detail else ""
+        return CliError(f"not allowed: {detail}{hint}", ExitCode.REFUSED)
     if status == 404:
         return CliError(f"not found: {detail}", ExitCode.NOT_FOUND)
     if status in (409, 412):

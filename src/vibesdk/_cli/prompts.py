@@ -27,7 +27,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="register a new version of a prompt (state: pending)",
         description="Register a new version of prompt ID for model M. It starts pending; "
-        "someone approves it with `vibe prompt approve ID VERSION`.",
+        "another admin approves it with `vibe prompt approve ID VERSION` (four-eyes review: "
+        "the server refuses an approval by the version's own author unless it runs with "
+        "--allow-self-review).",
     )
     p.add_argument("--id", required=True, dest="prompt_id", help="prompt id (lowercase key)")
     p.add_argument("--model", required=True, help="the model version it was written for")
@@ -92,7 +94,7 @@ def add(args: argparse.Namespace, ctx: Context) -> int:
         return ExitCode.OK
     ctx.out(
         f"added prompt {prompt.get('id')} version {prompt.get('version')} for model "
-        f"{prompt.get('model')} ({prompt.get('state')}); review it with: "
+        f"{prompt.get('model')} ({prompt.get('state')}); another admin reviews it with: "
         f"vibe prompt approve {prompt.get('id')} {prompt.get('version')}"
     )
     return ExitCode.OK
@@ -149,6 +151,7 @@ def show(args: argparse.Namespace, ctx: Context) -> int:
     ctx.out(
         f"prompt {prompt.get('id')}@{prompt.get('version')}  state {prompt.get('state')}  "
         f"model {prompt.get('model')}  author {prompt.get('author')}"
+        + (f"  reviewer {prompt['reviewer']}" if prompt.get("reviewer") else "")
     )
     ctx.out(f"user template: {prompt.get('user_template')}")
     ctx.out("system:")

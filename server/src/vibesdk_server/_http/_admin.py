@@ -548,7 +548,12 @@ def _review(
 ) -> dict[str, Any]:
     reason = body.reason if body else None
     out = _store(request).review_prompt(
-        prompt_id, version, state=state, reviewer=who.name, reason=reason
+        prompt_id,
+        version,
+        state=state,
+        reviewer=who.name,
+        reason=reason,
+        allow_self_review=request.app.state.allow_self_review,
     )
     log.info(
         "admin action=prompt_%s actor=%s prompt=%s@%s reason=%r",

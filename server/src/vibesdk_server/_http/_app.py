@@ -36,13 +36,16 @@ def create_app(
     heartbeat_s: float = 15.0,
     refresh_s: float = 5.0,
     auth_cache_s: float = 5.0,
+    allow_self_review: bool = False,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
     ``heartbeat_s``: SSE comment interval. ``refresh_s`` (PostgreSQL only): how
     often each replica re-reads the current versions, a safety net under
     LISTEN/NOTIFY. ``auth_cache_s``: how long a verified token is remembered
-    (so how long a revoked one may still work).
+    (so how long a revoked one may still work). ``allow_self_review``: let an
+    admin approve a prompt version they registered themselves (off: four-eyes
+    review, another admin must approve; on: for single-operator setups).
     """
     hub = Hub(store.current)
 
@@ -74,6 +77,7 @@ def create_app(
     app.state.store = store
     app.state.hub = hub
     app.state.heartbeat_s = heartbeat_s
+    app.state.allow_self_review = allow_self_review
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no auth)")
     async def healthz() -> dict[str, str]:

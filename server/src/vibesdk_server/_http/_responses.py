@@ -170,7 +170,7 @@ class ErrorBody(BaseModel):
 _WHAT = {
     400: "malformed JSON/YAML body or header",
     401: "no token, or an unknown one",
-    403: "a token of the wrong kind",
+    403: "a token of the wrong kind, or approving a prompt one added oneself",
     404: "unknown environment, flag, version or template",
     409: "stale expected_version / If-Match, or the name exists",
     422: "well-formed but not acceptable (the detail names the field)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from vibesdk_server._domain._errors import ConflictError, NotFoundError
+from vibesdk_server._domain._errors import ConflictError, ForbiddenError, NotFoundError
 
 from ._base import StoreBase, Tx, utcnow
 
@@ -93,9 +93,21 @@ class PromptStore(StoreBase):
         return [self._prompt(r, text=False) for r in rows]
 
     def review_prompt(
-        self, prompt_id: str, version: int, *, state: str, reviewer: str, reason: str | None
+        self,
+        prompt_id: str,
+        version: int,
+        *,
+        state: str,
+        reviewer: str,
+        reason: str | None,
+        allow_self_review: bool = False,
     ) -> dict[str, Any]:
-        """Move a pending template to approved or rejected; the same verdict again is a no-op."""
+        """Move a pending template to approved or rejected; the same verdict again is a no-op.
+
+        Four-eyes review: approving a version its own author registered is a
+        :class:`ForbiddenError` (nothing written) unless ``allow_self_review``.
+        Rejecting one's own version is always allowed (it only withdraws it).
+        """
         with self._tx(write=True) as tx:
             self._lock(tx, f"prompt:{prompt_id}")
             current = self.get_prompt(prompt_id, version, tx)
@@ -105,6 +117,12 @@ class PromptStore(StoreBase):
                 raise ConflictError(
                     f"prompt {prompt_id}@{version} is already {current['state']}; versions are"
                     " immutable, so register a new version with vibe prompt add"
+                )
+            if state == "approved" and current["author"] == reviewer and not allow_self_review:
+                raise ForbiddenError(
+                    f"prompt {prompt_id}@{version} was added by {reviewer}, who cannot also"
+                    " approve it: another admin must approve it (four-eyes review; a"
+                    " single-operator server can be started with --allow-self-review)"
                 )
             tx.run(
                 "UPDATE prompts SET state = ?, reviewer = ?, reviewed_at = ?, review_reason = ?"
