@@ -15,6 +15,7 @@ def test_defaults_and_quick() -> None:
     assert (quick.users, quick.concurrency, quick.max_tokens) == (20, 4, 16)
     assert parse_args(["--quick", "--users", "50", "--no-kill"]).users == 50
     assert parse_args(["--no-kill"]).kill_canary is False
+    assert (full.clean, parse_args(["--clean"]).clean) == (False, True)
     assert full.flags_file.name == "flags.yaml"
     assert full.flags_file.is_file()
 

@@ -36,6 +36,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,7 @@ class Options:
     flags_file: Path
     examples: Path
     workdir: Path | None
+    clean: bool
     summary_json: Path | None
     serve: bool
     max_tokens: int | None
@@ -153,7 +155,13 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument(
         "--examples", type=Path, default=root / "examples", help="the examples directory"
     )
-    parser.add_argument("--workdir", type=Path, help="keep databases, logs and traces here")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="put the databases, logs and traces here (default: a new directory under the "
+        "system's temporary directory, kept for a look at the traces afterwards)",
+    )
+    parser.add_argument("--clean", action="store_true", help="remove the work directory at the end")
     parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
     parser.add_argument("--max-tokens", type=int, help="override every variant's max_tokens")
     parser.add_argument("--seed", type=int, default=7, help="seed for questions and feedback")
@@ -180,6 +188,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         flags_file=ns.flags,
         examples=ns.examples,
         workdir=ns.workdir,
+        clean=ns.clean,
         summary_json=ns.summary_json,
         serve=ns.serve,
         max_tokens=max_tokens,
@@ -192,12 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     with contextlib.ExitStack() as stack:
         if opts.workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vibe-demo-")))
-            keep = False
+            workdir = Path(tempfile.mkdtemp(prefix="vibe-demo-"))
         else:
             workdir = opts.workdir.resolve()
             workdir.mkdir(parents=True, exist_ok=True)
-            keep = True
+        keep = not opts.clean
+        if not keep:
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         demo = _Demo(opts, workdir, keep=keep, out=sys.stdout)
         try:
             return demo.run(stack)
@@ -649,7 +659,7 @@ class _Demo:
             f'grep \'"feature_flag.result.variant": "canary"\' {traces} | head -1'
         )
         if not self.keep:
-            self.say("  (the work dir is removed at exit; pass --workdir DIR to keep it)")
+            self.say("  (--clean: the work dir is removed at exit)")
 
 
 def _ask(http: httpx.Client, phase: int, user_id: str, question: str, luck: float) -> Outcome:
