@@ -129,7 +129,7 @@ def test_reviewed_prompt_and_params_reach_the_backend(make: Any) -> None:
     assert body["messages"][0]["content"].startswith("You are a programming assistant")
     assert body["messages"][1:] == USER
     assert (body["temperature"], body["top_p"], body["top_k"], body["max_tokens"]) == (
-        0.6, 0.95, 0, 8,
+        0.6, 0.95, 64, 8,
     )  # fmt: skip
     assert body["model"] == "vibethinker-1.5b"
 
