@@ -99,6 +99,23 @@ def test_help_lists_every_command_and_the_exit_codes(capsys: pytest.CaptureFixtu
     assert "exit codes: 0 ok, 1 refused by the server, 2 usage error, 3 conflict" in out
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["apply"], ["rollout"], ["rollback"], ["kill"], ["enable"], ["mark-good"], ["status"],
+        ["history"], ["diff"], ["audit"], ["keys", "create"], ["env", "list"],
+        ["prompt", "add"], ["prompt", "approve"], ["prompt", "reject"], ["prompt", "list"],
+    ],
+)  # fmt: skip
+def test_every_command_help_prints_percent_signs_once(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """`vibe CMD --help` never shows argparse's escaped '%%' (descriptions are printed raw)."""
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == 0
+    assert "%%" not in out
+
+
 def test_invalid_server_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """A server URL without http(s):// is exit 2 naming the flag and the variable."""
     code, _, err = run(capsys, "status", "--server", "localhost:8700", "--token", "t")

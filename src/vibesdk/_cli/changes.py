@@ -19,7 +19,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="set the share of users on the canary (10%%, 0.01%%, 1000bps)",
         description="Set FLAG's rollout: the share of users bucketed into its rollout variant. "
-        "Raising it only adds users; 0%% removes everyone.",
+        "Raising it only adds users; 0% removes everyone.",
     )
     p.add_argument("flag", help="flag key")
     p.add_argument("percent", metavar="PERCENT", help="10%%, 0.01%% (the smallest step) or 1000bps")
@@ -31,7 +31,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "rollback",
         parents=[common],
         help="canary to 0%% and the flag restored from the last good version, in one step",
-        description="Set FLAG's rollout to 0%% AND restore the flag as it was in the last version "
+        description="Set FLAG's rollout to 0% AND restore the flag as it was in the last version "
         "marked good (or --to VERSION). Prints how long the server took.",
     )
     p.add_argument("flag", help="flag key")
