@@ -230,6 +230,7 @@ class _Demo:
         self.env: dict[str, str] = {}
         self.app_url = ""
         self.server: Any = None
+        self.reviewer = ""
         self.canary: Any = None
 
     # -- output ------------------------------------------------------------------------------
@@ -301,7 +302,11 @@ class _Demo:
         testing = _import("vibesdk_server.testing", "vibesdk-server")
         db = self.workdir / "flags.db"
         admin = self._server_cli(
-            ["token", "create", "--db", str(db), "--kind", "admin", "--name", "ops-demo"]
+            ["token", "create", "--db", str(db), "--kind", "admin", "--name", "alice"]
+        )
+        # Four-eyes review: the author of a prompt cannot approve it; bob reviews.
+        self.reviewer = self._server_cli(
+            ["token", "create", "--db", str(db), "--kind", "admin", "--name", "bob"]
         )
         sdk = self._server_cli(
             [
@@ -318,7 +323,7 @@ class _Demo:
             ]
         )
         server = testing.FlagServerProcess(
-            db, environment="default", admin_token=admin, sdk_key=sdk
+            db, environment="default", admin_token=admin, sdk_key=sdk, reviewer_token=self.reviewer
         )
         server.start()
         stack.callback(server.stop)
@@ -329,7 +334,10 @@ class _Demo:
             "VIBESDK_ENVIRONMENT": "default",
         }
         self.say(f"  vibe-server --db {db} -> {server.url}")
-        self.say("  tokens: admin 'ops-demo' (for vibe), SDK key 'product-app' (for the app)")
+        self.say(
+            "  tokens: admins 'alice' (ops) and 'bob' (prompt reviewer) for vibe, "
+            "SDK key 'product-app' for the app"
+        )
 
     def _server_cli(self, args: list[str]) -> str:
         command = [sys.executable, "-m", "vibesdk_server", *args]
@@ -419,7 +427,11 @@ class _Demo:
                     user_template,
                 ]
             )
-            self._vibe(["prompt", "approve", prompt_id, "1", "--reason", "reviewed for the demo"])
+            self._vibe(
+                ["prompt", "approve", prompt_id, "1", "--reason", "reviewed for the demo"],
+                token=self.reviewer,
+                who="bob",
+            )
         data = yaml.safe_load(self.opts.flags_file.read_text(encoding="utf-8"))
         for flag in data["flags"]:
             if flag["key"] != FLAG:
@@ -435,8 +447,13 @@ class _Demo:
         self._vibe(["apply", str(applied), "--yes", "--reason", "demo: canary at 10%"])
         self._vibe(["mark-good", "--reason", "the state to roll back to"])
 
-    def _vibe(self, args: list[str], *, quiet: bool = False) -> tuple[str, float]:
-        """Run the real ``vibe`` CLI against the demo's flag server; return stdout and seconds."""
+    def _vibe(
+        self, args: list[str], *, quiet: bool = False, token: str | None = None, who: str = "alice"
+    ) -> tuple[str, float]:
+        """Run the real ``vibe`` CLI against the demo's flag server; return stdout and seconds.
+
+        ``token`` (default: alice's) is the admin token; ``who`` names its owner in the output.
+        """
         command = [
             sys.executable,
             "-c",
@@ -444,7 +461,10 @@ class _Demo:
             *args,
         ]
         shown = "vibe " + " ".join(shlex.quote(a) for a in args)
-        self.say(f"  $ {shown}")
+        self.say(f"  {who}$ {shown}")
+        env = {**os.environ, **self.env}
+        if token is not None:
+            env["VIBESDK_ADMIN_TOKEN"] = token
         t0 = time.monotonic()
         done = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
             command,
@@ -452,7 +472,7 @@ class _Demo:
             text=True,
             check=False,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
+            env=env,
         )
         took = time.monotonic() - t0
         if done.returncode != 0:
