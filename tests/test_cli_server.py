@@ -351,6 +351,41 @@ def test_history_and_diff_show_who_did_what(
     assert {row["action"] for row in audit} >= {"apply", "rollout", "mark_good"}
 
 
+def test_a_flag_file_for_another_environment_is_refused_when_one_was_chosen(
+    capsys: pytest.CaptureFixture[str], env: str, tmp_path: Path, server: FlagServer
+) -> None:
+    """A file naming another environment than VIBESDK_ENVIRONMENT or --env: exit 2, nothing sent."""
+    other = server.new_environment()
+    path = tmp_path / "prod.yaml"
+    path.write_text(f"environment: {other.environment}\n" + FLAGS_YAML)
+    for extra in ((), ("--env", env)):
+        code, out, err = vibe(capsys, "apply", str(path), "--yes", *extra)
+        assert (code, out) == (2, "")
+        assert err == (
+            f"vibe: {path} is for environment {other.environment!r} but --env /"
+            f" VIBESDK_ENVIRONMENT says {env!r}; fix one of them\n"
+        )
+    state = other.admin_request("GET", f"/v1/admin/environments/{other.environment}").json()
+    assert state["version"] == 0
+
+
+def test_a_flag_file_selects_its_environment_when_none_was_chosen(
+    capsys: pytest.CaptureFixture[str],
+    env: str,
+    tmp_path: Path,
+    server: FlagServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without --env and VIBESDK_ENVIRONMENT, the file's `environment` is where it is applied."""
+    monkeypatch.delenv("VIBESDK_ENVIRONMENT")
+    other = server.new_environment()
+    path = tmp_path / "other.yaml"
+    path.write_text(f"environment: {other.environment}\n" + FLAGS_YAML)
+    code, out, err = vibe(capsys, "apply", str(path), "--yes")
+    assert code == 0, err
+    assert f"applied to {other.environment}: version 0 -> 1" in out
+
+
 def test_prompts_are_added_reviewed_and_referenced_by_variants(
     capsys: pytest.CaptureFixture[str], env: str, tmp_path: Path, server: FlagServer
 ) -> None:

@@ -81,14 +81,15 @@ def apply(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _load(args: argparse.Namespace, ctx: Context) -> FlagFile:
-    """Read the file; a file that names its environment selects it unless --env disagrees."""
+    """Read the file; a file that names its environment selects it, unless ``--env`` or
+    ``VIBESDK_ENVIRONMENT`` names another one (then nothing is sent: exit 2)."""
     stdin_text = ctx.stdin.read() if args.file == "-" else None
     flag_file = load_flag_file(args.file, stdin_text=stdin_text)
     if flag_file.environment is not None and flag_file.environment != ctx.environment:
         if args.env_given:
             raise CliError.usage(
-                f"{args.file} is for environment {flag_file.environment!r} but --env says "
-                f"{ctx.environment!r}; fix one of them"
+                f"{args.file} is for environment {flag_file.environment!r} but --env /"
+                f" VIBESDK_ENVIRONMENT says {ctx.environment!r}; fix one of them"
             )
         ctx.settings = ctx.settings.model_copy(update={"environment": flag_file.environment})
     return flag_file

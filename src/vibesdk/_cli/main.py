@@ -133,7 +133,9 @@ def _dispatch(
         admin_token=getattr(args, "token", None),
         environment=getattr(args, "env", None),
     )
-    args.env_given = hasattr(args, "env")
+    # --env or an exported VIBESDK_ENVIRONMENT is a choice a flag file may not
+    # silently override (an operator set to staging must not write prod).
+    args.env_given = hasattr(args, "env") or "environment" in settings.model_fields_set
     ctx = Context(
         settings=settings,
         json_output=getattr(args, "json", False),
