@@ -437,6 +437,12 @@ def test_prompts_are_added_reviewed_and_referenced_by_variants(
     assert row[:4] == [prompt_id, "1", "approved", "vibethinker-1.5b"]
     code, _, err = vibe(capsys, "prompt", "reject", prompt_id, "7")
     assert code == 5
+    code, _, err = vibe(capsys, "prompt", "reject", prompt_id, "1")
+    assert code == 3
+    assert err == (
+        f"vibe: conflict: prompt {prompt_id}@1 is already approved; versions are immutable,"
+        " so register a new version with vibe prompt add\n"
+    )
 
 
 def test_keys_create_prints_a_key_that_reads_the_environment(

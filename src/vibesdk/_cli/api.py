@@ -158,11 +158,11 @@ def error_for_response(response: httpx.Response, server_url: str) -> CliError:
     if status == 404:
         return CliError(f"not found: {detail}", ExitCode.NOT_FOUND)
     if status in (409, 412):
-        return CliError(
-            f"conflict: {detail} — `vibe history` shows the change that came first",
-            ExitCode.CONFLICT,
-            detail=detail,
-        )
+        # Only a stale version has a "change that came first"; other conflicts (a name
+        # that exists, a prompt already reviewed) say what to do in the server's detail.
+        stale = status == 412 or "stale version" in detail
+        hint = " — `vibe history` shows the change that came first" if stale else ""
+        return CliError(f"conflict: {detail}{hint}", ExitCode.CONFLICT, detail=detail)
     if status >= 500:
         return CliError(
             f"the flag server at {server_url} failed (HTTP {status}: {detail}) — "
