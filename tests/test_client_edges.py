@@ -614,3 +614,28 @@ def test_leaving_a_stream_early_closes_it_and_its_span(kind: str) -> None:
         ]
     finally:
         d.dispose()
+
+
+def test_bad_argument_values_raise_invalid_argument_error_from_the_one_tree(kind: str) -> None:
+    """Bad feedback, override and bucket() values raise InvalidArgumentError, also a ValueError."""
+    assert issubclass(vibesdk.InvalidArgumentError, vibesdk.VibeError)
+    assert issubclass(vibesdk.InvalidArgumentError, ValueError)
+    d = Driver(
+        kind,
+        server_url="http://flags",
+        sdk_key="sdk-key",
+        flag_source=flag_source(document()),
+        transport=Backends(canary=ok, stable=ok).transport(),
+        server_transport=httpx.MockTransport(lambda r: httpx.Response(202, json={})),
+    )
+    try:
+        r = d.chat("vibethinker", CANARY_USER, USER)
+        for bad in [("x" * 32, 3), (r.trace_id, 0), (r.trace_id, True)]:
+            with pytest.raises(vibesdk.InvalidArgumentError, match=r"trace_id|score"):
+                d.feedback(*bad)
+        with pytest.raises(vibesdk.InvalidArgumentError, match="override"):
+            d.chat("vibethinker", CANARY_USER, USER, temperature=9.0)
+    finally:
+        d.dispose()
+    with pytest.raises(vibesdk.InvalidArgumentError, match="lone surrogate"):
+        vibesdk.bucket("vibethinker", "\udcff")

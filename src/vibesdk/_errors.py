@@ -8,6 +8,7 @@ original stays on ``__cause__``::
     ├── ConfigError              bad local settings; raised at construction only
     ├── FlagDocumentError        a flag document failed validation (never raised by assign())
     ├── ClientClosedError        the client was used after close()
+    ├── InvalidArgumentError     a bad argument to a public call (also a ``ValueError``)
     └── BackendError             one model backend failed one attempt
         ├── BackendConnectError  could not connect (refused, DNS, TLS)
         ├── BackendTimeoutError  a connect, first-token or total deadline passed
@@ -34,6 +35,7 @@ __all__ = [
     "ClientClosedError",
     "ConfigError",
     "FlagDocumentError",
+    "InvalidArgumentError",
     "MalformedResponseError",
     "StreamInterruptedError",
     "VibeError",
@@ -54,6 +56,15 @@ class FlagDocumentError(VibeError):
 
 class ClientClosedError(VibeError):
     """The client was used after ``close()``."""
+
+
+class InvalidArgumentError(VibeError, ValueError):
+    """A public call got an argument it cannot take (a bad trace id or score, text
+    with no UTF-8 form, an invalid generation parameter).
+
+    Also a :class:`ValueError`, so ``except ValueError`` keeps catching it.
+    Raised before the call does any work.
+    """
 
 
 class BackendError(VibeError):

@@ -29,6 +29,7 @@ from vibesdk._errors import (
     BackendError,
     BackendTimeoutError,
     CircuitOpenError,
+    InvalidArgumentError,
     StreamInterruptedError,
     VibeError,
 )
@@ -650,7 +651,8 @@ class ClientCore:
     def feedback(self, trace_id: str, score: int, comment: str | None) -> dict[str, Any]:
         """Check the arguments, record the trace event and metric; the payload to send.
 
-        Raises ``ValueError`` / ``TypeError`` for bad arguments (before recording anything).
+        Raises ``InvalidArgumentError`` / ``TypeError`` for bad arguments, before
+        recording anything.
         """
         comment = validate_feedback(trace_id, score, comment)
         recalled = self.recall(trace_id)
@@ -702,11 +704,13 @@ def validate_overrides(overrides: Mapping[str, Any]) -> None:
     try:
         GenerationParams.model_validate(dict(overrides))
     except ValidationError as exc:
-        raise ValueError(f"invalid chat() override: {exc.errors(include_url=False)}") from exc
+        raise InvalidArgumentError(
+            f"invalid chat() override: {exc.errors(include_url=False)}"
+        ) from exc
 
 
 def validate_chat(messages: Any, overrides: Mapping[str, Any]) -> None:
-    """Check a chat call's arguments: raise ``TypeError`` / ``ValueError`` before any work."""
+    """Check a chat call's arguments; ``TypeError`` / ``InvalidArgumentError`` before any work."""
     validate_messages(messages)
     if overrides:
         validate_overrides(overrides)
@@ -722,21 +726,23 @@ def validate_messages(messages: Any) -> None:
 
 
 def validate_feedback(trace_id: Any, score: Any, comment: Any) -> str | None:
-    """Check feedback arguments (ValueError/TypeError); the comment to send."""
+    """Check feedback arguments (InvalidArgumentError/TypeError); the comment to send."""
     if (
         not isinstance(trace_id, str)
         or len(trace_id) != 32
         or trace_id.strip("0123456789abcdef") != ""
     ):
-        raise ValueError("trace_id must be the 32 lowercase hex digits of a ChatResult.trace_id")
+        raise InvalidArgumentError(
+            "trace_id must be the 32 lowercase hex digits of a ChatResult.trace_id"
+        )
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
-        raise ValueError(f"score must be an integer from 1 to 5, not {score!r}")
+        raise InvalidArgumentError(f"score must be an integer from 1 to 5, not {score!r}")
     if comment is None:
         return None
     if not isinstance(comment, str):
         raise TypeError("comment must be a string or None")
     if len(comment) > _MAX_COMMENT:
-        raise ValueError(f"comment is longer than {_MAX_COMMENT} characters")
+        raise InvalidArgumentError(f"comment is longer than {_MAX_COMMENT} characters")
     return comment
 
 

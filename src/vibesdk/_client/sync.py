@@ -353,7 +353,8 @@ class Client:
         Never blocks: the feedback is queued and POSTed to the flag server by a
         background thread (dropped, counted and logged if the queue is full),
         and recorded at once as a ``gen_ai.evaluation.result`` event in the
-        answer's trace. Raises ``ValueError`` for a bad trace id or score.
+        answer's trace. Raises :class:`~vibesdk.InvalidArgumentError` (a ``ValueError``)
+        for a bad trace id or score.
         """
         self._feedback.submit(self._core.feedback(trace_id, score, comment))
 

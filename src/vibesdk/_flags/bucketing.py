@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import mmh3
 
+from vibesdk._errors import InvalidArgumentError
+
 __all__ = ["BUCKETING_VERSION", "BUCKETS", "bucket"]
 
 BUCKETING_VERSION = 1
@@ -28,7 +30,8 @@ def bucket(salt: str, unit_id: str) -> int:
     ``salt`` is the flag's salt, which defaults to the flag key, so
     ``bucket("vibethinker", "u42")`` is the bucket of user ``u42`` for the flag
     ``vibethinker``. Pure and stable across processes, machines and languages.
-    Raises ``ValueError`` for text that has no UTF-8 form (a lone surrogate).
+    Raises :class:`~vibesdk.InvalidArgumentError` (a ``ValueError``) for text
+    that has no UTF-8 form (a lone surrogate).
     """
     key = f"{salt}:{unit_id}"
     if not key.isascii():
@@ -36,7 +39,7 @@ def bucket(salt: str, unit_id: str) -> int:
         try:
             key.encode()
         except UnicodeEncodeError as exc:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "salt and unit_id must be valid Unicode text (this one holds a lone surrogate)"
             ) from exc
     return _hash(key, 0, False) % BUCKETS
