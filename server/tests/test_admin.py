@@ -39,8 +39,15 @@ def _with_prompt(server: FlagServer, prompt_id: str = "vt", **kw: Any) -> dict[s
     return flag
 
 
+def _snapshot(server: FlagServer) -> dict[str, Any]:
+    """The environment (version, document) and the newest audit rows of the whole server."""
+    audit = server.admin_request("GET", "/v1/admin/audit", params={"limit": 50}).json()
+    return {"environment": _env(server), "audit": audit}
+
+
 def _assert_unchanged(server: FlagServer, before: dict[str, Any]) -> None:
-    assert _env(server) == before
+    """A refused request wrote nothing: same version and document, no new audit row."""
+    assert _snapshot(server) == before
 
 
 # -- environments and apply ----------
@@ -94,8 +101,9 @@ def test_applying_the_same_flags_again_changes_nothing(server: FlagServer) -> No
 
 def test_dry_run_shows_the_diff_and_writes_nothing(server: FlagServer) -> None:
     """dry_run=true returns the diff but the environment stays at its version."""
-    before = _env(server)
-    response = _post(server, "/apply", {"flags": [_with_prompt(server)], "dry_run": True})
+    flag = _with_prompt(server)  # registering the prompt is a write of its own
+    before = _snapshot(server)
+    response = _post(server, "/apply", {"flags": [flag], "dry_run": True})
     assert response.status_code == 200
     assert response.json()["changed"] is True
     assert response.json()["audit_id"] is None
@@ -124,7 +132,7 @@ def test_bad_apply_bodies_are_refused_and_nothing_is_written(
     server: FlagServer, body: dict[str, Any], status: int, words: str
 ) -> None:
     """Invalid flags, out-of-range numbers, duplicates, unknown fields: 4xx, one line, no write."""
-    before = _env(server)
+    before = _snapshot(server)
     response = _post(server, "/apply", body)
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
@@ -135,7 +143,7 @@ def test_bad_apply_bodies_are_refused_and_nothing_is_written(
 
 def test_malformed_json_is_a_400_and_nothing_is_written(server: FlagServer) -> None:
     """A body that is not JSON at all gives 400 with a message about JSON."""
-    before = _env(server)
+    before = _snapshot(server)
     response = _post(
         server, "/apply", None, content=b"{not json", headers={"content-type": "application/json"}
     )
@@ -164,9 +172,11 @@ def test_a_variant_may_only_reference_an_approved_template(server: FlagServer) -
     prompt = server.register_prompt(prompt_id=pid, system="x", model=MODEL, approve=False)
     flag = _flag_json()
     flag["variants"]["canary"]["prompt"] = {"id": pid, "version": prompt["version"]}
+    before = _snapshot(server)
     pending = _post(server, "/apply", {"flags": [flag]})
     assert pending.status_code == 422
     assert "pending, not approved" in pending.json()["detail"]
+    _assert_unchanged(server, before)
     reject = server.admin_request(
         "POST", f"/v1/admin/prompts/{pid}/versions/1/reject", json={"reason": "wrong tone"}
     ).json()
@@ -286,7 +296,7 @@ def test_rollout_changes_only_rollout_bps(server: FlagServer) -> None:
 def test_out_of_range_rollouts_are_refused(server: FlagServer, bps: Any) -> None:
     """Rollouts outside 0..10000 whole basis points are 422 and nothing is written."""
     server.apply(_flag_json())
-    before = _env(server)
+    before = _snapshot(server)
     response = _post(server, "/flags/vibethinker/rollout", {"bps": bps})
     assert response.status_code == 422
     assert "bps" in response.json()["detail"]
@@ -296,24 +306,33 @@ def test_out_of_range_rollouts_are_refused(server: FlagServer, bps: Any) -> None
 def test_unknown_flags_are_404_with_the_known_ones_listed(server: FlagServer) -> None:
     """Rolling out a flag that does not exist is 404 and names the flags that do."""
     server.apply(_flag_json())
+    before = _snapshot(server)
     response = _post(server, "/flags/nosuch/rollout", {"bps": 10})
     assert response.status_code == 404
     assert "vibethinker" in response.json()["detail"]
+    for path, body in (
+        ("/flags/nosuch/enabled", {"enabled": False}),
+        ("/flags/nosuch/rollback", {"reason": "x"}),
+    ):
+        assert _post(server, path, body).status_code == 404
+    _assert_unchanged(server, before)
 
 
 def test_unknown_environments_are_404(server: FlagServer) -> None:
-    """Writes to an environment that does not exist are 404."""
+    """Writes to an environment that does not exist are 404 and write nothing."""
+    before = _snapshot(server)
     response = server.admin_request(
         "POST", "/v1/admin/environments/nope-env/flags/x/rollout", json={"bps": 1}
     )
     assert response.status_code == 404
+    _assert_unchanged(server, before)
 
 
 def test_stale_expected_version_is_409_naming_both_versions(server: FlagServer) -> None:
     """expected_version (body) or If-Match (header) that is not current: 409, nothing written."""
     server.apply(_flag_json())
     server.rollout("vibethinker", 100)
-    before = _env(server)
+    before = _snapshot(server)
     body = _post(server, "/flags/vibethinker/rollout", {"bps": 5, "expected_version": 1})
     assert body.status_code == 409
     assert "1" in body.json()["detail"]
@@ -329,10 +348,12 @@ def test_stale_expected_version_is_409_naming_both_versions(server: FlagServer) 
 def test_a_malformed_if_match_is_a_400(server: FlagServer) -> None:
     """If-Match that is not a quoted version is refused with 400."""
     server.apply(_flag_json())
+    before = _snapshot(server)
     response = _post(
         server, "/flags/vibethinker/rollout", {"bps": 5}, headers={"If-Match": "yesterday"}
     )
     assert response.status_code == 400
+    _assert_unchanged(server, before)
 
 
 def test_kill_switch_disables_and_enables(server: FlagServer) -> None:
@@ -417,7 +438,7 @@ def test_rollback_to_an_explicit_version(server: FlagServer) -> None:
 def test_rollback_requires_a_reason(server: FlagServer, body: dict[str, Any]) -> None:
     """A rollback without a (non-blank) reason is 422 and nothing is written."""
     server.apply(_flag_json(rollout_bps=100))
-    before = _env(server)
+    before = _snapshot(server)
     response = _post(server, "/flags/vibethinker/rollback", body)
     assert response.status_code == 422
     assert "reason" in response.json()["detail"]
@@ -511,7 +532,7 @@ def test_apply_accepts_a_yaml_body(server: FlagServer) -> None:
 
 def test_malformed_yaml_is_a_400_naming_the_line(server: FlagServer) -> None:
     """Broken YAML: 400 with the line number, one line, nothing written."""
-    before = _env(server)
+    before = _snapshot(server)
     response = _post(
         server,
         "/apply",
