@@ -230,6 +230,74 @@ def test_stale_expected_version_exits_3_naming_both_versions(
     assert vibe_json(capsys, "status")["version"] == version
 
 
+BAD_INPUT = [
+    # (what, files {name: text}, argv, exit code, words the one line must contain)
+    ("out-of-range percent", {}, ["rollout", "vibethinker", "150%"], 2, "0%..100%"),
+    ("too fine a percent", {}, ["rollout", "vibethinker", "0.001%"], 2, "0.01%"),
+    ("negative bps", {}, ["rollout", "vibethinker", "--", "-5bps"], 2, "cannot be negative"),
+    ("unknown flag", {}, ["rollout", "nosuch", "5%"], 5, "vibethinker"),
+    ("unknown flag kill", {}, ["kill", "nosuch", "--reason", "x"], 5, "nosuch"),
+    ("unknown flag rollback", {}, ["rollback", "nosuch", "--reason", "x"], 5, "nosuch"),
+    (
+        "stale version",
+        {},
+        ["rollout", "vibethinker", "5%", "--expected-version", "0"],
+        3,
+        "you expected version 0 but",
+    ),
+    ("malformed YAML", {"f.yaml": "flags:\n  - key: [\n"}, ["apply", "f.yaml"], 2, "line"),
+    ("malformed JSON", {"f.json": '{"flags": ['}, ["apply", "f.json"], 2, "JSON"),
+    (
+        "out-of-range rollout in a file",
+        {"f.yaml": FLAGS_YAML.replace("rollout_bps: 0", "rollout_bps: 20000")},
+        ["apply", "f.yaml", "--yes"],
+        1,
+        "rollout_bps",
+    ),
+    (
+        "unapproved template",
+        {
+            "f.yaml": FLAGS_YAML.replace(
+                "        notice:",
+                "        prompt: {id: nosuch-prompt, version: 1}\n        notice:",
+            )
+        },
+        ["apply", "f.yaml", "--yes"],
+        1,
+        "nosuch-prompt@1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("files", "argv", "code", "words"),
+    [pytest.param(*case[1:], id=case[0]) for case in BAD_INPUT],
+)
+def test_bad_input_is_one_line_a_meaningful_exit_code_and_no_write(
+    capsys: pytest.CaptureFixture[str],
+    env: str,
+    flags_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: dict[str, str],
+    argv: list[str],
+    code: int,
+    words: str,
+) -> None:
+    """Issue 3's bad input via `vibe`: exit 1/2/3/5, one line naming the fix, nothing written."""
+    applied(capsys, flags_file)
+    before = (vibe_json(capsys, "status"), vibe_json(capsys, "audit"))
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    got, out, err = vibe(capsys, *argv)
+    assert (got, out) == (code, "")
+    assert err.startswith("vibe: ")
+    assert err.count("\n") == 1
+    assert words in err
+    assert (vibe_json(capsys, "status"), vibe_json(capsys, "audit")) == before
+
+
 def test_wrong_token_exits_1_and_names_the_variable(
     capsys: pytest.CaptureFixture[str], env: str, server: FlagServer
 ) -> None:
