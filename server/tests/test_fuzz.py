@@ -32,6 +32,10 @@ from vibesdk_server._storage import SqlStore, open_store
 from vibesdk import FlagDocument, FlagDocumentError, parse_document
 from vibesdk.testing import make_flag
 
+# Bounded twice: a fixed, derandomized number of examples (about 25 s here in all),
+# and a wall-clock cap per test so a pathological case fails instead of hanging CI.
+pytestmark = pytest.mark.timeout(300)
+
 FUZZ = settings(
     max_examples=12,
     deadline=None,
