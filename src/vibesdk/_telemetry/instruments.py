@@ -18,6 +18,7 @@ when the binding changes instead of caching it forever.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -261,6 +262,40 @@ def _base(
     return attrs
 
 
+# The attribute sets of one (flag, variant, model, ...) are the same on every call: built
+# once and shared, read-only (the SDK copies what it keeps). Bounded: response models
+# come from backends.
+@functools.lru_cache(maxsize=1024)
+def _call_attributes(  # noqa: PLR0917 -- positional: lru_cache keys keyword calls slower
+    flag_key: str,
+    variant: str,
+    model: str | None,
+    provider: str | None,
+    fallback: bool,
+    error_type: str | None,
+    response_model: str | None,
+) -> Mapping[str, AttributeValue]:
+    attrs = _base(flag_key, variant, model, provider)
+    attrs[sc.VIBESDK_FALLBACK] = fallback
+    if error_type is not None:
+        attrs[sc.ERROR_TYPE] = error_type
+    if response_model is not None:
+        attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
+    return attrs
+
+
+@functools.lru_cache(maxsize=1024)
+def _token_attributes(
+    flag_key: str, variant: str, model: str | None, provider: str | None, kind: str
+) -> Mapping[str, AttributeValue]:
+    attrs = _base(flag_key, variant, model, provider)
+    attrs[sc.GEN_AI_TOKEN_TYPE] = kind
+    return attrs
+
+
+_base_attributes = functools.lru_cache(maxsize=1024)(_base)
+
+
 class Metrics:
     """vibesdk's metric instruments. Every ``record_*`` method never raises.
 
@@ -314,12 +349,9 @@ class Metrics:
         ``all_failed``); ``fallback`` when stable answered for the variant.
         """
         try:
-            attrs = _base(flag_key, variant, model, provider)
-            attrs[sc.VIBESDK_FALLBACK] = bool(fallback)
-            if error_type is not None:
-                attrs[sc.ERROR_TYPE] = error_type
-            if response_model is not None:
-                attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
+            attrs = _call_attributes(
+                flag_key, variant, model, provider, bool(fallback), error_type, response_model
+            )
             self._get().duration.record(max(0.0, float(duration_s)), attrs)
         except Exception as exc:  # telemetry never breaks the call
             _swallow("record_call", exc)
@@ -346,8 +378,7 @@ class Metrics:
             ):
                 if count is None:
                     continue
-                attrs = _base(flag_key, variant, model, provider)
-                attrs[sc.GEN_AI_TOKEN_TYPE] = kind
+                attrs = _token_attributes(flag_key, variant, model, provider, kind)
                 histogram.record(max(0, int(count)), attrs)
         except Exception as exc:
             _swallow("record_tokens", exc)
@@ -371,7 +402,7 @@ class Metrics:
         """
         try:
             instruments = self._get()
-            attrs = _base(flag_key, variant, model, provider)
+            attrs = _base_attributes(flag_key, variant, model, provider)
             if seconds is not None:
                 instruments.ttfc.record(max(0.0, float(seconds)), attrs)
             if server_seconds is not None:
