@@ -66,6 +66,11 @@ class AsyncClient:
     waits for the first document. A ``flag_source`` passed in is started and
     closed by its owner, not by the client. Use it as a context manager or call
     :meth:`close`.
+
+    One client may serve several event loops in turn (a module-level client used
+    by two ``asyncio.run()`` calls): connections, the feedback task and the flag
+    source's tasks belong to the loop that made them, are closed when that loop
+    ends, and are made again in the next loop that uses the client.
     """
 
     def __init__(
@@ -115,6 +120,10 @@ class AsyncClient:
         self._feedback = AsyncFeedbackSender.for_settings(settings, transport=server_transport)
         self._closed = False
         _clients.add(self)
+        # The event loop self._http belongs to, and the task that closes it when
+        # that loop ends; None until the first call (or after its loop ended).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
         self._started = not self._owns_source
         if self._owns_source:
@@ -127,6 +136,28 @@ class AsyncClient:
         if not self._started:
             self._started = True
             await self._source.start()
+
+    async def _enter_loop(self) -> None:
+        """First use in the running event loop: bind the connection pool to it."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not None or self._http.is_closed:
+            # Another loop made the pool (and it ended, or was closed without
+            # ending its tasks): its connections cannot serve this loop.
+            self._after_fork_in_child()
+        self._loop = loop
+        self._guard = loop.create_task(self._close_with_loop(self._http), name="vibesdk-loop")
+        await self._start()
+
+    async def _close_with_loop(self, http: httpx.AsyncClient) -> None:
+        # Sleeps until cancelled: by aclose(), or by the loop's end (asyncio.run()
+        # cancels every task before it closes the loop). Either way the pool's
+        # connections are closed here, while their loop still runs.
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            if self._http is http:
+                self._loop = None
+            await http.aclose()
 
     # -- flags ----------------------------------------------------------------
 
@@ -146,7 +177,8 @@ class AsyncClient:
         Never raises: until a document arrives every assignment is the stable
         default, with ``error_code="PROVIDER_NOT_READY"``.
         """
-        await self._start()
+        if self._loop is not asyncio.get_running_loop():
+            await self._enter_loop()
         ready = self._source.wait_until_ready(timeout)
         if inspect.isawaitable(ready):
             ready = await ready
@@ -178,8 +210,8 @@ class AsyncClient:
         """
         self._check_open()
         validate_chat(messages, overrides)
-        if not self._started:
-            await self._start()
+        if self._loop is not asyncio.get_running_loop():
+            await self._enter_loop()
         core = self._core
         call = core.begin(flag, user_id, messages, attributes, overrides, stream=False)
         try:
@@ -273,8 +305,8 @@ class AsyncClient:
         attributes: Mapping[str, Any] | None,
         overrides: Mapping[str, Any],
     ) -> AsyncIterator[ChatChunk]:
-        if not self._started:
-            await self._start()
+        if self._loop is not asyncio.get_running_loop():
+            await self._enter_loop()
         core = self._core
         call = core.begin(flag, user_id, messages, attributes, overrides, stream=True)
         opened: _Open | None = None
@@ -397,10 +429,14 @@ class AsyncClient:
     def _after_fork_in_child(self) -> None:
         # Connections of the parent must not be shared with a child: drop (do not
         # close, that would shut the parent's sockets) the pool and start afresh.
+        # Also how a new event loop starts afresh (the old loop's pool is closed
+        # by its guard task, or unusable if that loop was closed without ending it).
         self._http = httpx.AsyncClient(transport=self._transport, limits=_LIMITS)
         self._feedback = AsyncFeedbackSender.for_settings(
             self._settings, transport=self._server_transport
         )
+        self._loop = None
+        self._guard = None
 
     async def aclose(self) -> None:
         """Stop background work and close connections. Idempotent; returns promptly."""
@@ -416,14 +452,30 @@ class AsyncClient:
                 await starting
         if self._owns_source:
             await self._source.aclose()
-        await self._http.aclose()
+        guard, self._guard = self._guard, None
+        if guard is not None and not guard.done() and guard.get_loop() is _running_loop():
+            guard.cancel()
+            with contextlib.suppress(BaseException):
+                await guard
+        if self._loop is None or self._loop is _running_loop():
+            # (A pool of a loop that was closed without ending its tasks cannot be
+            # closed from here; it is dropped.)
+            await self._http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
-        await self._start()
+        if self._loop is not asyncio.get_running_loop():
+            await self._enter_loop()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def _close_quietly(response: httpx.Response) -> None:

@@ -3,6 +3,12 @@
 The twin of :mod:`.sync_driver`, differing only in ``await``: a poll task and,
 when streaming is on, a stream task; ``aclose()`` cancels both, so it returns
 at once. All decisions are in :mod:`.core`.
+
+The tasks, the HTTP client's pooled connections and the change event belong to
+one event loop. When that loop ends while the source is open (``asyncio.run()``
+cancels every task before it closes its loop), the poll task closes the
+connections while the loop still runs, and delivery restarts lazily in the next
+loop that uses the source, as after ``fork``.
 """
 
 from __future__ import annotations
@@ -227,12 +233,37 @@ class AsyncFlagSource:
 
     async def _poll_loop(self) -> None:
         interval = self.settings.poll_interval_s
-        while True:
-            try:
-                await self.poll_once()
-            except Exception:  # a bug here must not end flag delivery for good
-                logger.exception("vibesdk flags: unexpected error while polling")
-            await self._sleep(poll_delay(interval, self._rng))
+        try:
+            while True:
+                try:
+                    await self.poll_once()
+                except Exception:  # a bug here must not end flag delivery for good
+                    logger.exception("vibesdk flags: unexpected error while polling")
+                await self._sleep(poll_delay(interval, self._rng))
+        finally:
+            if not self._closed:
+                await self._loop_ended()
+
+    async def _loop_ended(self) -> None:
+        # Cancelled while open: the event loop is ending (asyncio.run() cancels every
+        # task before it closes the loop). Close this loop's connections now, while
+        # the loop still runs, and restart in the next loop that uses the source.
+        tasks, self._tasks = self._tasks, []
+        current = asyncio.current_task()
+        for task in tasks:
+            if task is not current:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        self._saving = None
+        self._changed = None
+        if self._started:
+            self._needs_restart = True
+            self.store.run_before_next_evaluate(self._restart_if_forked)
 
     async def _stream_loop(self) -> None:
         attempt = 0
@@ -269,5 +300,5 @@ class AsyncFlagSource:
             self.store.run_before_next_evaluate(self._restart_if_forked)
             return
         self._needs_restart = False
-        logger.info("vibesdk flags: restarting flag delivery in forked process")
+        logger.info("vibesdk flags: restarting flag delivery (forked process or new event loop)")
         self._spawn()
