@@ -236,7 +236,7 @@ def test_allow_self_review_lets_a_single_operator_approve(
 ) -> None:
     """vibe-server --allow-self-review: the author's own approval is accepted and recorded."""
     proc = flag_server_factory(allow_self_review=True)
-    proc.reviewer_token = None  # approve with the author's own token
+    assert proc.reviewer_token is None  # so register_prompt approves with the author's token
     prompt = proc.register_prompt(prompt_id="solo", system="x", model=MODEL)
     assert prompt["state"] == "approved"
     assert prompt["reviewer"] == prompt["author"]

@@ -290,8 +290,9 @@ class FlagServerProcess(FlagServer):
     second admin token ``test-reviewer-*`` (:attr:`reviewer_token`, which
     approves prompts: the server refuses self-approval) and the SDK key
     ``test-sdk-*``. ``allow_self_review=True`` starts the server with
-    ``--allow-self-review`` (one admin may approve their own prompts). Use as a
-    context manager, or ``start()``/``stop()``.
+    ``--allow-self-review`` instead (one admin approves their own prompts; no
+    reviewer token is created unless given). Use as a context manager, or
+    ``start()``/``stop()``.
     """
 
     def __init__(
@@ -345,7 +346,7 @@ class FlagServerProcess(FlagServer):
                     environment=None,
                     created_by="test-fixture",
                 )
-            if not self.reviewer_token:
+            if not self.reviewer_token and not self.allow_self_review:
                 self.reviewer_token = store.create_token(
                     kind="admin",
                     name=f"test-reviewer-{suffix}",
