@@ -3,6 +3,11 @@
 The clients hand these to ``tenacity.Retrying`` (sync) or
 ``tenacity.AsyncRetrying`` (async) together with their own ``sleep``, so the
 policy is the same in both and tests never wait on a real timer.
+
+The clients make attempt 1 before they build ``Retrying`` (most calls need no
+other) and hand a failure in as its attempt 1. Strategies that count attempts
+or look at the outcome see exactly what they would otherwise; a time-based
+``stop`` (``stop_after_delay``) would start its clock after attempt 1.
 """
 
 from __future__ import annotations
