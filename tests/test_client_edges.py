@@ -311,6 +311,12 @@ def test_span_attempts_fallback_event_and_metrics(make: Any) -> None:
         assert event.attributes["vibesdk.fallback.reason"] == "http_503"
         attempts = cap.find_all("vibesdk.attempt")
         assert len(attempts) == 3
+        numbered = [
+            (a.attributes["feature_flag.result.variant"], a.attributes["vibesdk.attempt"])
+            for a in attempts
+            if a.attributes is not None
+        ]
+        assert numbered == [("canary", 1), ("canary", 2), ("stable", 1)]
         assert all(
             a.parent is not None and a.parent.span_id == call.context.span_id for a in attempts
         )
