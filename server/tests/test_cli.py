@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,7 +49,9 @@ def test_duplicate_token_names_and_missing_env_are_refused(db_url: str) -> None:
     assert _vibe_server("token", "create", "--db", db_url, "--name", "alice").returncode == 0
     again = _vibe_server("token", "create", "--db", db_url, "--name", "alice")
     assert again.returncode == 1
-    assert "already exists" in again.stderr
+    assert again.stderr == (
+        "vibe-server: an admin token named 'alice' already exists; choose another name\n"
+    )
     no_env = _vibe_server("token", "create", "--db", db_url, "--kind", "sdk", "--name", "w")
     assert no_env.returncode == 2
     assert "--env" in no_env.stderr
@@ -104,3 +107,36 @@ def test_revoked_tokens_stop_working(
     assert httpx.get(server.url + "/v1/admin/environments", headers=bob).status_code == 401
     audit = server.admin_request("GET", "/v1/admin/audit").json()
     assert "admin_token_revoke" in {a["action"] for a in audit}
+
+
+def test_a_busy_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """vibe-server on a port that is already bound: one line naming the port and --port 0."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _vibe_server("--db", str(tmp_path / "v.db"), "--port", str(port))
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"vibe-server: cannot listen on 127.0.0.1:{port}: Address already in use; stop what"
+        " holds that port or pick another --port (--port 0 picks a free one)"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_postgresql_is_one_line_and_exit_1() -> None:
+    """A postgresql:// --db nobody answers: one line, no traceback, for serve and token create."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        url = f"postgresql://vibesdk:s3cret@127.0.0.1:{closed.getsockname()[1]}/vibesdk"
+        for args in (
+            ("--db", url, "--port", "0"),
+            ("token", "create", "--db", url, "--name", "alice"),
+        ):
+            done = _vibe_server(*args)
+            assert done.returncode == 1
+            assert "Traceback" not in done.stderr
+            line = done.stderr.splitlines()[-1]
+            assert line.startswith("vibe-server: cannot open the database given by --db (")
+            assert "refused" in line
+            assert "s3cret" not in done.stderr

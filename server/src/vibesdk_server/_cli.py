@@ -19,13 +19,17 @@ import argparse
 import logging
 import os
 import socket
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from . import __version__
 from ._domain._errors import NotFoundError, ServerError
+
+if TYPE_CHECKING:
+    from ._storage import SqlStore
 
 __all__ = ["main"]
 
@@ -125,10 +129,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _token_create(args: argparse.Namespace) -> int:
+def _open_store(db: str) -> SqlStore:
+    """``open_store(db)``, with a database that cannot be opened reported as one line."""
     from ._storage import open_store
 
-    store = open_store(args.db)
+    errors: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
+    if db.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        errors = (*errors, psycopg.Error)
+    try:
+        return open_store(db)
+    except errors as exc:
+        # psycopg's text spans lines; its first line names the cause and no password.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ServerError(
+            f"cannot open the database given by --db ({first}); check the path or URL, and"
+            " that PostgreSQL is running and reachable"
+        ) from exc
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    store = _open_store(args.db)
     try:
         if args.kind == "sdk":
             if not args.env:
@@ -153,9 +175,7 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    from ._storage import open_store
-
-    store = open_store(args.db)
+    store = _open_store(args.db)
     try:
         rows = store.list_tokens()
     finally:
@@ -170,9 +190,7 @@ def _token_list(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    from ._storage import open_store
-
-    store = open_store(args.db)
+    store = _open_store(args.db)
     try:
         store.revoke_token(kind=args.kind, name=args.name, environment=args.env, actor=SYSTEM_ACTOR)
     finally:
@@ -185,9 +203,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _env_create(args: argparse.Namespace) -> int:
-    from ._storage import open_store
-
-    store = open_store(args.db)
+    store = _open_store(args.db)
     try:
         store.create_environment(args.name, actor=SYSTEM_ACTOR, reason="vibe-server env create")
     finally:
@@ -211,9 +227,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ._http._app import create_app
-    from ._storage import open_store
 
-    store = open_store(args.db)
+    store = _open_store(args.db)
     lock = _single_server_lock(store)
     if not store.list_environments():
         store.create_environment("default", actor=SYSTEM_ACTOR, reason="first start")
@@ -228,7 +243,17 @@ def _serve(args: argparse.Namespace) -> int:
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        store.close()
+        if lock is not None:
+            lock.close()
+        raise ServerError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; stop what holds"
+            " that port or pick another --port (--port 0 picks a free one)"
+        ) from exc
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,

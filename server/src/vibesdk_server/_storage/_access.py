@@ -36,7 +36,8 @@ class TokenStore(StoreBase):
             if clash:
                 where = f" in environment {env!r}" if env else ""
                 raise ConflictError(
-                    f"a {kind} token named {name!r} already exists{where}; choose another name"
+                    f"{'an' if kind == 'admin' else 'a'} {kind} token named {name!r} already"
+                    f" exists{where}; choose another name"
                 )
             tx.run(
                 "INSERT INTO tokens (id, kind, name, environment, secret_hash, created_at,"
