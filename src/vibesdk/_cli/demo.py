@@ -521,8 +521,8 @@ class _Demo:
             time.sleep(0.1)
         self.say(f"  python {app} --port {port} --traces {traces}")
         self.say(
-            f"  {self.app_url}/ serves flag version {flags['version']} ({flags['state']}); "
-            "open it in a browser to ask a question yourself"
+            f"  {self.app_url}/ serves flag version {flags['version']} ({flags['state']})"
+            + ("; open it in a browser to ask a question yourself" if self.opts.serve else "")
         )
         return traces
 
