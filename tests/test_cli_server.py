@@ -238,6 +238,7 @@ BAD_INPUT = [
     ("unknown flag", {}, ["rollout", "nosuch", "5%"], 5, "vibethinker"),
     ("unknown flag kill", {}, ["kill", "nosuch", "--reason", "x"], 5, "nosuch"),
     ("unknown flag rollback", {}, ["rollback", "nosuch", "--reason", "x"], 5, "nosuch"),
+    ("unknown flag diff", {}, ["diff", "nosuch", "1", "1"], 5, "vibe history nosuch"),
     (
         "stale version",
         {},

@@ -481,6 +481,22 @@ def test_diff_between_two_versions_for_one_flag(server: FlagServer) -> None:
     ]
 
 
+def test_diff_of_a_flag_in_neither_version_is_404(server: FlagServer) -> None:
+    """diff&flag=KEY where KEY is in neither version: 404 (like other unknown flags) with a hint."""
+    server.apply(_flag_json())
+    server.rollout("vibethinker", 1000)
+    response = server.admin_request(
+        "GET",
+        f"/v1/admin/environments/{server.environment}/diff",
+        params={"from": 1, "to": 2, "flag": "nosuch"},
+    )
+    assert response.status_code == 404
+    assert response.json()["detail"] == (
+        "flag 'nosuch' exists in neither version 1 nor 2; vibe history nosuch lists the"
+        " versions that changed it"
+    )
+
+
 # -- keys and isolation ----------
 def test_sdk_keys_see_only_their_own_environment(server: FlagServer) -> None:
     """Two environments, two keys: each key reads its own document, never the other's."""

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Secu
 from vibesdk import FlagDocument
 from vibesdk_server._domain import _changes
 from vibesdk_server._domain._diff import diff
-from vibesdk_server._domain._errors import BadRequestError, InvalidError
+from vibesdk_server._domain._errors import BadRequestError, InvalidError, NotFoundError
 from vibesdk_server._domain._prompts import resolve_flags
 from vibesdk_server._storage import Mutation, SqlStore, Tx
 from vibesdk_server._tokens import Principal
@@ -408,8 +408,9 @@ def get_diff(
     after = store.version(env, to_version)["document"]["flags"]
     if flag is not None:
         if flag not in before and flag not in after:
-            raise InvalidError(
-                f"flag {flag!r} exists in neither version {from_version} nor {to_version}"
+            raise NotFoundError(
+                f"flag {flag!r} exists in neither version {from_version} nor {to_version};"
+                f" vibe history {flag} lists the versions that changed it"
             )
         changes = diff(before.get(flag), after.get(flag), prefix=f"flags.{flag}")
     else:
