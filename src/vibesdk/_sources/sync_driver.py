@@ -3,7 +3,9 @@
 ``vibesdk-flags-poll`` polls ``GET /v1/flags`` (ETag, ±10% jitter);
 ``vibesdk-flags-stream`` holds ``GET /v1/stream`` open when streaming is on and
 reconnects with backoff. Both sleep on one ``threading.Event`` so ``close()``
-returns at once. All decisions are in :mod:`.core`.
+returns at once; a request in flight, even one still waiting for its response
+headers, is cut by shutting its socket down (:mod:`vibesdk._watch`). All
+decisions are in :mod:`.core`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 
 from vibesdk._settings import Settings
+from vibesdk._watch import Watch, current, sync_transport
 
 from . import fork
 from .core import DeliveryCore, make_cache
@@ -61,6 +64,7 @@ class FlagSource:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._watches: list[Watch] = []
         self._client: httpx.Client | None = None
         self._response: httpx.Response | None = None
         self._started = False
@@ -105,13 +109,15 @@ class FlagSource:
                 return
             self._closed = True
             self._stop.set()
+            for watch in self._watches:
+                watch.cut()
             self._interrupt_stream()
             threads, self._threads = self._threads, []
         current = threading.current_thread()
         for thread in threads:
             if thread is not current:
-                # Both threads wake at once from the stop event; a request in
-                # flight is cut by closing the client below.
+                # Both threads wake at once from the stop event, and a request in
+                # flight was cut above; the bound is for a thread busy elsewhere.
                 thread.join(timeout=0.5)
         client, self._client = self._client, None
         if client is not None:
@@ -199,14 +205,17 @@ class FlagSource:
         if self._core.flags_url is None:
             return
         self._stop = threading.Event()
-        self._client = httpx.Client(transport=self._transport, **self._core.http_options())
+        transport = self._transport if self._transport is not None else sync_transport()
+        self._client = httpx.Client(transport=transport, **self._core.http_options())
         if not loops:
             return
         targets: list[tuple[str, Callable[[], None]]] = [("vibesdk-flags-poll", self._poll_loop)]
         if self.settings.streaming:
             targets.append(("vibesdk-flags-stream", self._stream_loop))
         for name, target in targets:
-            thread = threading.Thread(target=target, name=name, daemon=True)
+            watch = Watch()
+            self._watches.append(watch)
+            thread = threading.Thread(target=_watched, args=(watch, target), name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
 
@@ -261,6 +270,7 @@ class FlagSource:
         self._client = None
         self._response = None
         self._threads = []
+        self._watches = []
         self._stop = threading.Event()
         if self._started and not self._closed:
             self._needs_restart = True
@@ -277,3 +287,9 @@ class FlagSource:
             self._needs_restart = False
             logger.info("vibesdk flags: restarting flag delivery in forked process")
             self._spawn()
+
+
+def _watched(watch: Watch, target: Callable[[], None]) -> None:
+    # The thread's requests can be cut by close(): see vibesdk._watch.
+    current.set(watch)
+    target()

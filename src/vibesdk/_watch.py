@@ -1,0 +1,256 @@
+"""Cutting an HTTP request in flight: when its owner closes, or when its deadline passes.
+
+httpx has no total deadline, and a thread blocked reading a socket wakes neither
+when its client is closed nor when a deadline passes: a server that accepts and
+then says nothing, or that trickles its header lines a byte at a time, holds the
+caller for up to a read timeout per byte.
+
+The transports made here give every connection (new or pooled) a network stream
+that, before each read, looks at the :class:`Watch` of the reading thread or
+asyncio task (a context variable): a cut watch fails the read at once, a passed
+deadline fails it as a read timeout (``httpx.ReadTimeout``), and otherwise the
+read waits no longer than the time left. :meth:`Watch.cut` also shuts down the
+socket being read, which wakes a thread blocked in ``recv``. A request without a
+watch pays one context-variable lookup per read.
+
+They are ``httpx.HTTPTransport`` / ``httpx.AsyncHTTPTransport`` whose connection
+pool gets a wrapped httpcore network backend; if a future httpx lays its pool
+out otherwise, the transport is returned unwrapped and works as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    import httpcore
+
+# httpcore is imported where it is needed: `import vibesdk` must not load it
+# (httpx itself imports it only when a transport is made).
+
+__all__ = ["Watch", "async_transport", "current", "sync_transport"]
+
+#: The watch over the requests of this thread / task, if any.
+current: ContextVar[Watch | None] = ContextVar("vibesdk_watch", default=None)
+
+_SocketOption = Iterable[Any]
+
+
+class Watch:
+    """What may cut the requests one thread or task makes: :meth:`cut`, or ``deadline``.
+
+    ``deadline`` is on ``clock`` (monotonic seconds). Set it as
+    ``token = current.set(watch)`` and undo with ``current.reset(token)``.
+    """
+
+    __slots__ = ("_cut", "clock", "deadline", "stream")
+
+    def __init__(
+        self, deadline: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.deadline = deadline
+        self.clock = clock
+        self.stream: Any = None
+        self._cut = False
+
+    def cut(self) -> None:
+        """Fail the watched request now and every later one. Callable from any thread."""
+        self._cut = True
+        stream = self.stream
+        if stream is not None:
+            _shutdown(stream)
+
+    def before_io(self, stream: Any, timeout: float | None) -> float | None:
+        """Note ``stream`` as the one in use; raise if cut or late; the timeout to use."""
+        # The stream is noted before the flag is read, and cut() sets the flag before
+        # it reads the stream: one of the two always sees the other.
+        self.stream = stream
+        if self._cut:
+            import httpcore
+
+            raise httpcore.ReadError("the request was cut: its client is closing")
+        if self.deadline is not None:
+            left = self.deadline - self.clock()
+            if left <= 0:
+                import httpcore
+
+                raise httpcore.ReadTimeout("the call's deadline passed")
+            if timeout is None or left < timeout:
+                return left
+        return timeout
+
+
+def _shutdown(stream: Any) -> None:
+    # Closing a socket does not wake a thread blocked reading it; shutting it down does.
+    with contextlib.suppress(Exception):
+        sock = stream.get_extra_info("socket")
+        if isinstance(sock, socket.socket):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Stream:
+    # Duck-typed httpcore.NetworkStream (subclassing would import httpcore at import time).
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        watch = current.get()
+        if watch is None:
+            return self._inner.read(max_bytes, timeout)
+        timeout = watch.before_io(self._inner, timeout)
+        try:
+            return self._inner.read(max_bytes, timeout)
+        finally:
+            watch.stream = None
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        return _Stream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _Backend:
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: _SocketOption | None = None,
+    ) -> Any:
+        watch = current.get()
+        if watch is not None:
+            timeout = _connect_timeout(watch, timeout)
+        return _Stream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: _SocketOption | None = None
+    ) -> Any:
+        return _Stream(self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _AsyncStream:
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        watch = current.get()
+        if watch is None:
+            return await self._inner.read(max_bytes, timeout)
+        timeout = watch.before_io(self._inner, timeout)
+        try:
+            return await self._inner.read(max_bytes, timeout)
+        finally:
+            watch.stream = None
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _AsyncBackend:
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: _SocketOption | None = None,
+    ) -> Any:
+        watch = current.get()
+        if watch is not None:
+            timeout = _connect_timeout(watch, timeout)
+        return _AsyncStream(
+            await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        )
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: _SocketOption | None = None
+    ) -> Any:
+        return _AsyncStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _connect_timeout(watch: Watch, timeout: float | None) -> float | None:
+    import httpcore
+
+    try:
+        return watch.before_io(None, timeout)
+    except httpcore.ReadError as exc:
+        raise httpcore.ConnectError(str(exc)) from exc
+    except httpcore.ReadTimeout as exc:
+        raise httpcore.ConnectTimeout(str(exc)) from exc
+
+
+def sync_transport(**options: Any) -> httpx.HTTPTransport:
+    """An ``httpx.HTTPTransport(**options)`` whose requests a :class:`Watch` can cut."""
+    import httpcore
+
+    transport = httpx.HTTPTransport(**options)
+    pool = getattr(transport, "_pool", None)
+    inner = getattr(pool, "_network_backend", None)
+    if isinstance(pool, httpcore.ConnectionPool) and isinstance(inner, httpcore.NetworkBackend):
+        pool._network_backend = _Backend(inner)  # type: ignore[assignment]  # duck-typed
+    return transport
+
+
+def async_transport(**options: Any) -> httpx.AsyncHTTPTransport:
+    """An ``httpx.AsyncHTTPTransport(**options)`` whose requests a :class:`Watch` can end."""
+    import httpcore
+
+    transport = httpx.AsyncHTTPTransport(**options)
+    pool = getattr(transport, "_pool", None)
+    inner = getattr(pool, "_network_backend", None)
+    if isinstance(pool, httpcore.AsyncConnectionPool) and isinstance(
+        inner, httpcore.AsyncNetworkBackend
+    ):
+        pool._network_backend = _AsyncBackend(inner)  # type: ignore[assignment]  # duck-typed
+    return transport
