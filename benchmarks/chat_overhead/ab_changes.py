@@ -13,6 +13,11 @@ git, so the difference to "current" is what that change saves:
   277d84c^ (attribute dicts built per record);
 * ``all old``: the three together.
 
+And three what-ifs for the steps still open (each changes behaviour, so none
+is in the client): ``what-if no attempt span`` (the ``vibesdk.attempt`` child
+span not opened), ``what-if checks without ast.parse`` (the python-syntax check
+skipped) and ``what-if no checks`` (``check_answer`` not run at all).
+
     benchmarks/.venv-bench/bin/python benchmarks/chat_overhead/ab_changes.py \\
         --out benchmarks/chat_overhead/results/DATE-MACHINE-ab.json
 """
@@ -53,7 +58,9 @@ import vibesdk
 import vibesdk._client.aio as aio_mod
 import vibesdk._client.core as core_mod
 import vibesdk._client.sync as sync_mod
+import vibesdk._quality.checks as checks_mod
 from server import ANSWER, COMPLETION
+from vibesdk._quality.checks import QualityReport
 from vibesdk._resilience import retry_strategy
 from vibesdk._telemetry import instruments
 from vibesdk.testing import InMemoryFlagSource, make_document, make_flag
@@ -144,12 +151,29 @@ def main() -> None:
             stack.enter_context(_patch(instruments.Metrics, name, getattr(old_instr.Metrics, name)))
         return stack
 
+    start_span = core_mod._start_span
+
+    def no_attempt_span() -> AbstractContextManager[Any]:
+        def start(name: str, context: Any) -> Any:
+            return trace.INVALID_SPAN if name == "vibesdk.attempt" else start_span(name, context)
+
+        return _patch(core_mod, "_start_span", start)
+
+    def no_syntax_check() -> AbstractContextManager[Any]:
+        return _patch(checks_mod, "_syntax_error", lambda source: None)
+
+    def no_checks() -> AbstractContextManager[Any]:
+        return _patch(core_mod, "check_answer", lambda *a, **kw: QualityReport())
+
     changes: dict[str, list[Callable[[], AbstractContextManager[Any]]]] = {
         "current": [],
         "old tenacity": [old_tenacity],
         "old checks": [old_checks_],
         "old metrics": [old_metrics],
         "all old": [old_tenacity, old_checks_, old_metrics],
+        "what-if no attempt span": [no_attempt_span],
+        "what-if checks without ast.parse": [no_syntax_check],
+        "what-if no checks": [no_checks],
     }
 
     tp = TracerProvider()
