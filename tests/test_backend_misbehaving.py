@@ -125,6 +125,19 @@ def trickle(clock: FakeClock) -> Script:
     return script
 
 
+def trickle_headers(clock: FakeClock) -> Script:
+    """Slowloris before the body: header lines a byte at a time, each one clock second later."""
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for byte in b"X-Slow: y\r\n" * 200:
+            clock.now += 1.0
+            conn.sendall(bytes([byte]))
+            threading.Event().wait(0.005)  # separate reads, not a timing assumption
+
+    return script
+
+
 @pytest.fixture(params=["sync", "async"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -249,3 +262,16 @@ def test_body_reader_refuses_past_its_limit_or_truncates_error_bodies() -> None:
     head = BodyReader(backend="b", limit=4, truncate=True)
     head.feed(b"123456")
     assert (head.full, head.body()) == (True, b"1234")
+
+
+@pytest.mark.parametrize(
+    ("stream", "reason"), [(False, "timeout_total"), (True, "timeout_first_token")]
+)
+def test_a_canary_trickling_its_headers_cannot_hold_the_call_past_its_deadline(
+    kind: str, stable: FakeBackend, stream: bool, reason: str
+) -> None:
+    """Header lines a byte per clock second: the deadline cuts the wait; stable answers in time."""
+    clock = FakeClock()
+    r = run(kind, stable, trickle_headers(clock), stream, clock=clock)
+    assert (r.text, r.fallback, r.fallback_reason) == ("stable answer", True, reason)
+    assert r.latency_s <= 10 + 2  # on the injected clock: the total deadline, not 2,200 s

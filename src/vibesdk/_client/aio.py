@@ -22,6 +22,7 @@ from vibesdk._flags.evaluation import Assignment
 from vibesdk._resilience import Step, retry_strategy
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
+from vibesdk._watch import Watch, async_transport, current
 
 from .core import Attempt, Call, ClientCore, Opened, map_http_error, validate_chat
 from .feedback import AsyncFeedbackSender
@@ -115,7 +116,9 @@ class AsyncClient:
         self._sleep = sleep or asyncio.sleep
         self._transport = transport
         self._server_transport = server_transport
-        self._http = httpx.AsyncClient(transport=transport, limits=_LIMITS, follow_redirects=False)
+        self._http = httpx.AsyncClient(
+            transport=_transport(transport), limits=_LIMITS, follow_redirects=False
+        )
         self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
         self._feedback = AsyncFeedbackSender.for_settings(settings, transport=server_transport)
         self._closed = False
@@ -260,8 +263,13 @@ class AsyncClient:
                 headers=headers,
                 timeout=core.timeout(call.policy, False),
             )
+            # httpx has no total deadline: the watch holds the wait for the headers to it.
+            watch = current.set(Watch(att.started + call.policy.total_timeout_s, self._clock))
             try:
-                response = await self._http.send(request, stream=True)
+                try:
+                    response = await self._http.send(request, stream=True)
+                finally:
+                    current.reset(watch)
                 try:
                     content = await _read_body(response, core, call, att)
                 finally:
@@ -377,8 +385,14 @@ class AsyncClient:
                 headers=headers,
                 timeout=core.timeout(call.policy, True),
             )
+            policy = call.policy
+            deadline = att.started + min(policy.first_token_timeout_s, policy.total_timeout_s)
+            watch = current.set(Watch(deadline, self._clock))
             try:
-                response = await self._http.send(request, stream=True)
+                try:
+                    response = await self._http.send(request, stream=True)
+                finally:
+                    current.reset(watch)
                 if response.status_code >= 300:
                     content = await _read_body(response, core, call, att)
                     raise error_for_status(response.status_code, content, backend=url)
@@ -431,7 +445,7 @@ class AsyncClient:
         # close, that would shut the parent's sockets) the pool and start afresh.
         # Also how a new event loop starts afresh (the old loop's pool is closed
         # by its guard task, or unusable if that loop was closed without ending it).
-        self._http = httpx.AsyncClient(transport=self._transport, limits=_LIMITS)
+        self._http = httpx.AsyncClient(transport=_transport(self._transport), limits=_LIMITS)
         self._feedback = AsyncFeedbackSender.for_settings(
             self._settings, transport=self._server_transport
         )
@@ -469,6 +483,11 @@ class AsyncClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _transport(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport:
+    # Real sockets by default, in a transport whose reads obey the call's Watch.
+    return transport if transport is not None else async_transport(limits=_LIMITS)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

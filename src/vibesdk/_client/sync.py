@@ -19,6 +19,7 @@ from vibesdk._flags.evaluation import Assignment
 from vibesdk._resilience import Step, retry_strategy
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
+from vibesdk._watch import Watch, current, sync_transport
 
 from .core import Attempt, Call, ClientCore, Opened, map_http_error, validate_chat
 from .feedback import FeedbackSender
@@ -104,7 +105,9 @@ class Client:
         self._clock = clock or time.monotonic
         self._sleep = sleep or time.sleep
         self._transport = transport
-        self._http = httpx.Client(transport=transport, limits=_LIMITS, follow_redirects=False)
+        self._http = httpx.Client(
+            transport=_transport(transport), limits=_LIMITS, follow_redirects=False
+        )
         self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
         self._feedback = FeedbackSender.for_settings(settings, transport=server_transport)
         self._closed = False
@@ -205,8 +208,13 @@ class Client:
                 headers=headers,
                 timeout=core.timeout(call.policy, False),
             )
+            # httpx has no total deadline: the watch holds the wait for the headers to it.
+            watch = current.set(Watch(att.started + call.policy.total_timeout_s, self._clock))
             try:
-                response = self._http.send(request, stream=True)
+                try:
+                    response = self._http.send(request, stream=True)
+                finally:
+                    current.reset(watch)
                 try:
                     content = _read_body(response, core, call, att)
                 finally:
@@ -320,8 +328,14 @@ class Client:
                 headers=headers,
                 timeout=core.timeout(call.policy, True),
             )
+            policy = call.policy
+            deadline = att.started + min(policy.first_token_timeout_s, policy.total_timeout_s)
+            watch = current.set(Watch(deadline, self._clock))
             try:
-                response = self._http.send(request, stream=True)
+                try:
+                    response = self._http.send(request, stream=True)
+                finally:
+                    current.reset(watch)
                 if response.status_code >= 300:
                     content = _read_body(response, core, call, att)
                     raise error_for_status(response.status_code, content, backend=url)
@@ -372,7 +386,7 @@ class Client:
     def _after_fork_in_child(self) -> None:
         # Connections of the parent must not be shared with a child: drop (do not
         # close, that would shut the parent's sockets) the pool and start afresh.
-        self._http = httpx.Client(transport=self._transport, limits=_LIMITS)
+        self._http = httpx.Client(transport=_transport(self._transport), limits=_LIMITS)
         self._feedback.after_fork_in_child()
 
     def close(self) -> None:
@@ -391,6 +405,11 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _transport(transport: httpx.BaseTransport | None) -> httpx.BaseTransport:
+    # Real sockets by default, in a transport whose reads obey the call's Watch.
+    return transport if transport is not None else sync_transport(limits=_LIMITS)
 
 
 def _read_body(response: httpx.Response, core: ClientCore, call: Call, att: Attempt) -> bytes:
