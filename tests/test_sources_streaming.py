@@ -129,6 +129,8 @@ def test_failed_connects_back_off_exponentially_with_full_jitter(
     d = _driver(drivers, kind, tmp_path, sleeps=Sleeps({STREAM: 5}))
     d.start()
     d.server.wait_for("/v1/stream", 6)
+    # The sixth delay is recorded just after the sixth request: wait for it, not the request.
+    d.sleeps.wait_calls(STREAM, 6)
     d.close()
     delays = d.sleeps.delays(STREAM)
     assert len(delays) >= 6
