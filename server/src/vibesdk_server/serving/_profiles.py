@@ -162,7 +162,10 @@ PROFILES: dict[str, ServerProfile] = {
             description="CI and laptops: a small model on a few CPU threads",
             parallel=2,
             ctx_per_slot=2048,
-            threads=2,
+            # One thread: llama.cpp's threads spin-wait, and on a 2-core machine shared with
+            # anything else two of them collapse decoding (4 SmolLM2 streams: 52 tokens/s with
+            # -t 1, 2.3 with -t 2, measured while the demo ran). Run more instances instead.
+            threads=1,
             threads_http=4,
             gpu_layers="0",
             sampling=SamplingDefaults(temperature=0.6, top_p=0.95, top_k=40, min_p=0.0),
