@@ -272,6 +272,24 @@ def test_breaker_opens_then_lets_one_probe_through_after_cooldown(make: Any) -> 
     assert len(backends.to("canary")) == 5
 
 
+def test_fallback_reason_is_the_root_cause_when_a_retry_meets_the_open_breaker(
+    make: Any,
+) -> None:
+    """A 503 that opens the breaker is the reason, not the circuit_open its retry then met."""
+    backends = Backends(canary=lambda request: httpx.Response(503), stable=ok)
+    doc = document(fallback={"retries": 1, "breaker_failures": 1, "breaker_cooldown_s": 30})
+    d = make(backends, doc, clock=FakeClock())
+    with SpanCapture() as cap:
+        first = d.chat("vibethinker", CANARY_USER, USER)
+        second = d.chat("vibethinker", CANARY_USER, USER)
+    assert (first.variant, first.fallback_reason) == ("stable", "http_503")
+    assert len(backends.to("canary")) == 1  # the retry was refused by the breaker
+    event = next(e for e in cap.find_all("chat")[0].events if e.name == "vibesdk.fallback")
+    assert event.attributes is not None
+    assert event.attributes["vibesdk.fallback.reason"] == "http_503"
+    assert second.fallback_reason == "circuit_open"  # nothing reached the canary this time
+
+
 def test_several_canary_urls_share_the_load(make: Any) -> None:
     """Sequential calls to a two-URL backend alternate between the URLs."""
     backends = Backends(c1=ok, c2=ok, stable=ok)

@@ -75,6 +75,7 @@ class Call:
         "policy",
         "span",
         "started",
+        "step_error",
         "steps",
         "stream",
         "trace_id",
@@ -100,6 +101,10 @@ class Call:
         self.started = started
         self.policy = _DEFAULT_POLICY if flag is None else flag.fallback
         self.fallback_reason: str | None = None
+        # The first failure of the step being tried that reached a backend: when a retry then
+        # meets an open breaker (opened meanwhile by other calls), the fallback reason is
+        # this root cause ("connect"), not "circuit_open".
+        self.step_error: BaseException | None = None
         self.span: Span = trace.INVALID_SPAN
         self.ctx: Any = None
         self.trace_id = ""
@@ -116,6 +121,7 @@ class Attempt:
     permit: int | None
     span: Span
     started: float
+    call: Call
     ended: bool = False
     got_token: bool = False
 
@@ -348,7 +354,7 @@ class ClientCore:
             if breaker is not None:
                 attrs[sc.VIBESDK_BREAKER_STATE] = breaker.state.value
             span.set_attributes(attrs)
-        return Attempt(url, pool, breaker, permit, span, self.clock())
+        return Attempt(url, pool, breaker, permit, span, self.clock(), call)
 
     @staticmethod
     def alive(attempt: Attempt) -> None:
@@ -371,6 +377,8 @@ class ClientCore:
                 breaker.failure(permit)
             else:  # cancelled or a bug of ours: no verdict on the backend
                 breaker.abandon(permit)
+        if isinstance(exc, BackendError) and attempt.call.step_error is None:
+            attempt.call.step_error = exc
         span = attempt.span
         if exc is not None and span.is_recording():
             span.set_attribute(sc.ERROR_TYPE, _error_type(exc))
@@ -380,8 +388,14 @@ class ClientCore:
     # -- outcomes ---------------------------------------------------------------
 
     def fall_back(self, call: Call, failed: Step, to: Step, exc: BaseException) -> None:
-        """Record that ``failed`` gave up with ``exc`` and ``to`` is tried next."""
-        reason = fallback_reason(exc)
+        """Record that ``failed`` gave up with ``exc`` and ``to`` is tried next.
+
+        The reason is the step's first failure that reached a backend when there
+        was one (see :attr:`Call.step_error`), else ``exc``'s.
+        """
+        cause = call.step_error if call.step_error is not None else exc
+        call.step_error = None
+        reason = fallback_reason(cause)
         call.fallback_reason = reason
         span = call.span
         if span.is_recording():
@@ -391,7 +405,7 @@ class ClientCore:
                     sc.VIBESDK_FALLBACK_REASON: reason,
                     sc.VIBESDK_FALLBACK_FROM: failed.variant,
                     sc.VIBESDK_FALLBACK_TO: to.variant,
-                    "exception.message": str(exc)[:500],
+                    "exception.message": str(cause)[:500],
                 },
             )
         self.metrics.record_fallback(
