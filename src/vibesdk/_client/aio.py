@@ -10,7 +10,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying
@@ -27,6 +27,8 @@ from vibesdk._watch import Watch, async_transport, current
 from .core import Attempt, Call, ClientCore, Opened, map_http_error, validate_chat
 from .feedback import AsyncFeedbackSender
 from .results import ChatChunk, ChatResult
+
+_T = TypeVar("_T")
 
 __all__ = ["AsyncClient"]
 
@@ -234,19 +236,23 @@ class AsyncClient:
     async def _run_step(self, call: Call, step: Step) -> tuple[Completion, str]:
         body = self._core.request_body(call, step)
         headers = self._core.headers(step)
+        return await self._attempts(call, lambda n: self._post(call, step, body, headers, n))
+
+    async def _attempts(self, call: Call, attempt: Callable[[int], Awaitable[_T]]) -> _T:
+        """Run ``attempt(number)`` within the call's retry policy; the last error if all fail."""
         # Attempt 1 runs before any AsyncRetrying is built (most calls need no other); a
         # failure enters AsyncRetrying as its attempt 1, so the strategy objects decide as
         # they always do.
         try:
-            return await self._post(call, step, body, headers, 1)
+            return await attempt(1)
         except BackendError as exc:
             first = exc
-        async for attempt in AsyncRetrying(sleep=self._sleep, **retry_strategy(call.policy)):
-            with attempt:
-                number = attempt.retry_state.attempt_number
+        async for retry in AsyncRetrying(sleep=self._sleep, **retry_strategy(call.policy)):
+            with retry:
+                number = retry.retry_state.attempt_number
                 if number == 1:
                     raise first
-                return await self._post(call, step, body, headers, number)
+                return await attempt(number)
         raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
 
     async def _post(
@@ -357,18 +363,7 @@ class AsyncClient:
     async def _open_step(
         self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str]
     ) -> _Open:
-        # As in _run_step: attempt 1 first, AsyncRetrying only after a failure.
-        try:
-            return await self._open_once(call, step, body, headers, 1)
-        except BackendError as exc:
-            first = exc
-        async for attempt in AsyncRetrying(sleep=self._sleep, **retry_strategy(call.policy)):
-            with attempt:
-                number = attempt.retry_state.attempt_number
-                if number == 1:
-                    raise first
-                return await self._open_once(call, step, body, headers, number)
-        raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
+        return await self._attempts(call, lambda n: self._open_once(call, step, body, headers, n))
 
     async def _open_once(
         self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int

@@ -7,7 +7,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import Retrying
@@ -24,6 +24,8 @@ from vibesdk._watch import Watch, current, sync_transport
 from .core import Attempt, Call, ClientCore, Opened, map_http_error, validate_chat
 from .feedback import FeedbackSender
 from .results import ChatChunk, ChatResult
+
+_T = TypeVar("_T")
 
 __all__ = ["Client"]
 
@@ -180,18 +182,22 @@ class Client:
     def _run_step(self, call: Call, step: Step) -> tuple[Completion, str]:
         body = self._core.request_body(call, step)
         headers = self._core.headers(step)
+        return self._attempts(call, lambda n: self._post(call, step, body, headers, n))
+
+    def _attempts(self, call: Call, attempt: Callable[[int], _T]) -> _T:
+        """Run ``attempt(number)`` within the call's retry policy; the last error if all fail."""
         # Attempt 1 runs before any Retrying is built (most calls need no other); a failure
         # enters Retrying as its attempt 1, so the strategy objects decide as they always do.
         try:
-            return self._post(call, step, body, headers, 1)
+            return attempt(1)
         except BackendError as exc:
             first = exc
-        for attempt in Retrying(sleep=self._sleep, **retry_strategy(call.policy)):
-            with attempt:
-                number = attempt.retry_state.attempt_number
+        for retry in Retrying(sleep=self._sleep, **retry_strategy(call.policy)):
+            with retry:
+                number = retry.retry_state.attempt_number
                 if number == 1:
                     raise first
-                return self._post(call, step, body, headers, number)
+                return attempt(number)
         raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
 
     def _post(
@@ -300,18 +306,7 @@ class Client:
     def _open_step(
         self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str]
     ) -> _Open:
-        # As in _run_step: attempt 1 first, Retrying only after a failure.
-        try:
-            return self._open_once(call, step, body, headers, 1)
-        except BackendError as exc:
-            first = exc
-        for attempt in Retrying(sleep=self._sleep, **retry_strategy(call.policy)):
-            with attempt:
-                number = attempt.retry_state.attempt_number
-                if number == 1:
-                    raise first
-                return self._open_once(call, step, body, headers, number)
-        raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
+        return self._attempts(call, lambda n: self._open_once(call, step, body, headers, n))
 
     def _open_once(
         self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int
