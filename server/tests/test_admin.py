@@ -467,6 +467,22 @@ def test_history_is_newest_first_filtered_by_flag_and_shows_good(server: FlagSer
     assert len(_history(server, limit=1)) == 1
 
 
+def test_history_of_a_flag_no_change_touched_is_404(server: FlagServer) -> None:
+    """history?flag=KEY for a flag never changed: 404 with a hint, not the env's mark_good rows."""
+    server.apply(_flag_json())
+    server.mark_good(1)
+    response = server.admin_request(
+        "GET",
+        f"/v1/admin/environments/{server.environment}/history",
+        params={"flag": "nosuch"},
+    )
+    assert response.status_code == 404
+    assert response.json()["detail"] == (
+        f"no change in environment {server.environment!r} ever touched flag 'nosuch';"
+        " vibe status lists its flags"
+    )
+
+
 def test_diff_between_two_versions_for_one_flag(server: FlagServer) -> None:
     """diff?from=&to=&flag= lists the changed paths of that flag."""
     server.apply(_flag_json())

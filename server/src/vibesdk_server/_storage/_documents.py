@@ -270,10 +270,12 @@ class DocumentStore(StoreBase):
                 " WHERE environment = ? ORDER BY id DESC",
                 (environment,),
             )
+            touched = flag is None
             for at, actor, action, reason, flags_json, version in rows:
                 flags = json.loads(flags_json)
                 if flag is not None and flag not in flags and action != "mark_good":
                     continue
+                touched = touched or action != "mark_good"
                 out.append(
                     {
                         "version": version,
@@ -287,6 +289,12 @@ class DocumentStore(StoreBase):
                 )
                 if len(out) >= limit:
                     break
+        if not touched and len(out) < limit:
+            # Only mark_good rows (which concern every flag) matched: no change ever named it.
+            raise NotFoundError(
+                f"no change in environment {environment!r} ever touched flag {flag!r};"
+                " vibe status lists its flags"
+            )
         return out
 
     def audit(self, *, environment: str | None, limit: int) -> list[dict[str, Any]]:
