@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import statistics
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -80,51 +81,40 @@ def _usage_tokens(line: bytes) -> int | None:
     return int(value) if value is not None else None
 
 
-async def _aiohttp_stream(session: Any, url: str, body: dict[str, Any]) -> tuple[float | None, int]:
+async def _read_stream(lines: AsyncIterator[bytes], t0: float) -> tuple[float | None, int]:
+    """Time to first content chunk and tokens (usage if sent, else chunks) of an SSE body."""
     ttft = None
     chunks = 0
     usage = None
+    async for line in lines:
+        if not line.startswith(b"data: "):
+            continue
+        if line.startswith(b"data: [DONE]"):
+            break
+        u = _usage_tokens(line)
+        if u is not None:
+            usage = u
+        if b'"content"' in line or b'"text"' in line:
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            chunks += 1
+    return ttft, usage if usage is not None else chunks
+
+
+async def _aiohttp_stream(session: Any, url: str, body: dict[str, Any]) -> tuple[float | None, int]:
     t0 = time.perf_counter()
     async with session.post(url, json=body) as resp:
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {(await resp.text())[:200]}")
-        async for line in resp.content:
-            if not line.startswith(b"data: "):
-                continue
-            if line.startswith(b"data: [DONE]"):
-                break
-            u = _usage_tokens(line)
-            if u is not None:
-                usage = u
-            if b'"content"' in line or b'"text"' in line:
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
-                chunks += 1
-    return ttft, usage if usage is not None else chunks
+        return await _read_stream(resp.content, t0)
 
 
 async def _httpx_stream(client: Any, url: str, body: dict[str, Any]) -> tuple[float | None, int]:
-    ttft = None
-    chunks = 0
-    usage = None
     t0 = time.perf_counter()
     async with client.stream("POST", url, json=body) as resp:
         if resp.status_code != 200:
             raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}")
-        async for text in resp.aiter_lines():
-            line = text.encode()
-            if not line.startswith(b"data: "):
-                continue
-            if line.startswith(b"data: [DONE]"):
-                break
-            u = _usage_tokens(line)
-            if u is not None:
-                usage = u
-            if b'"content"' in line or b'"text"' in line:
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
-                chunks += 1
-    return ttft, usage if usage is not None else chunks
+        return await _read_stream((text.encode() async for text in resp.aiter_lines()), t0)
 
 
 async def _sdk_stream(client: Any, s: int, body: dict[str, Any]) -> tuple[float | None, int]:
