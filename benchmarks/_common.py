@@ -8,16 +8,20 @@ the exact command next to the numbers.
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import importlib.metadata
 import json
 import os
 import platform
+import random
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 def machine() -> dict[str, Any]:
@@ -100,6 +104,33 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
         "min": s[0],
         "samples": len(s),
     }
+
+
+def interleave(
+    run: Callable[[str, int, int], list[_T]],
+    names: list[str],
+    *,
+    rounds: int,
+    calls: int,
+    seed: int,
+    first_user: int = 0,
+) -> dict[str, list[_T]]:
+    """Samples of each row, measured in rounds so that machine noise hits all rows alike.
+
+    Each round runs ``run(name, first_user_id, calls)`` for every row in a fresh
+    random order (``names`` is shuffled in place), numbering users on so no call
+    repeats one, and collects garbage between rounds.
+    """
+    samples: dict[str, list[_T]] = {n: [] for n in names}
+    rng = random.Random(seed)
+    user = first_user
+    for _ in range(rounds):
+        rng.shuffle(names)
+        for name in names:
+            samples[name] += run(name, user, calls)
+            user += calls
+        gc.collect()
+    return samples
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

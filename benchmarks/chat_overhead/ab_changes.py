@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib.util
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -228,17 +226,11 @@ def main() -> None:
     names = list(variants)
     for name in names:
         run(name, 0, 200)
-    samples: dict[str, list[int]] = {n: [] for n in names}
-    rng = random.Random(3)
     started = _common.now_utc()
     load_before = os.getloadavg()
-    user = 1000
-    for _ in range(args.rounds):
-        rng.shuffle(names)
-        for name in names:
-            samples[name] += run(name, user, args.calls)
-            user += args.calls
-        gc.collect()
+    samples = _common.interleave(
+        run, names, rounds=args.rounds, calls=args.calls, seed=3, first_user=1000
+    )
     stats = {n: _common.summarize([v / 1000 for v in s]) for n, s in samples.items()}
     rows = []
     for name, (kind, _) in variants.items():

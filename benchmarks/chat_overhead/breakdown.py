@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
-import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -222,17 +220,9 @@ def main() -> None:
     names = list(variants)
     for name in names:
         run(name, 0, 200)
-    samples: dict[str, list[int]] = {n: [] for n in names}
-    rng = random.Random(7)
     started = _common.now_utc()
     load_before = os.getloadavg()
-    user = 0
-    for _ in range(args.rounds):
-        rng.shuffle(names)
-        for name in names:
-            samples[name] += run(name, user, args.calls)
-            user += args.calls
-        gc.collect()
+    samples = _common.interleave(run, names, rounds=args.rounds, calls=args.calls, seed=7)
     stats = {n: _common.summarize([v / 1000 for v in s]) for n, s in samples.items()}
     rows = []
     for name, (kind, _, _) in variants.items():

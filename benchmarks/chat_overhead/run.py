@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -340,17 +338,11 @@ def main() -> None:
 
         for name in names:
             run_row(name, 0, args.warmup)
-        samples: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
         load_before = os.getloadavg()
-        rng = random.Random(args.seed)
         t_start = time.monotonic()
-        user = 0
-        for _ in range(args.rounds):
-            rng.shuffle(names)
-            for name in names:
-                samples[name] += run_row(name, user, args.calls)
-                user += args.calls
-            gc.collect()
+        samples = _common.interleave(
+            run_row, names, rounds=args.rounds, calls=args.calls, seed=args.seed
+        )
         elapsed = time.monotonic() - t_start
 
         load_after = os.getloadavg()
