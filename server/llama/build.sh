@@ -15,7 +15,11 @@
 # copies the libraries built here into its llama_cpp/lib, so `import llama_cpp`
 # and `python -m llama_cpp.server` work without LLAMA_CPP_LIB_PATH. A finished
 # build leaves a stamp; running the script again with the same inputs skips it.
+#
+# The patches in server/llama/patches/ are applied to the tree first (a tree
+# that already has them is left as it is); each says what it fixes and why.
 set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 cuda_arch=""
@@ -39,7 +43,10 @@ done
 
 flavour="cpu"; [[ -n "$cuda_arch" ]] && flavour="cuda${cuda_arch}"
 out="${out:-${XDG_CACHE_HOME:-$HOME/.cache}/vibesdk/llama.cpp/${LLAMA_CPP_PYTHON_VERSION}-${flavour}}"
-stamp="$out/.built-${LLAMA_CPP_PYTHON_VERSION}-${flavour}"
+patches=("$here"/patches/*.patch)
+[[ -e ${patches[0]} ]] || patches=()
+patches_id="$(cat /dev/null "${patches[@]}" | sha256sum | cut -c1-12)"
+stamp="$out/.built-${LLAMA_CPP_PYTHON_VERSION}-${flavour}-${patches_id}"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -49,6 +56,18 @@ fetch_sdist() {
     python3 -m pip download --quiet --no-deps --no-binary :all: \
       "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$work/dl"
     sdist="$(ls "$work"/dl/llama_cpp_python-*.tar.gz)"
+  fi
+}
+
+# apply_patch FILE [-R] [--check]: with patch(1), or git apply where patch is missing.
+apply_patch() {
+  local file="$1"; shift
+  if command -v patch >/dev/null; then
+    local opts=(-d "$src" -p1 -s -f)
+    for o in "$@"; do [[ $o == --check ]] && opts+=(--dry-run) || opts+=("$o"); done
+    patch "${opts[@]}" <"$file" >/dev/null 2>&1
+  else
+    git -C "$src" apply "$@" - <"$file" >/dev/null 2>&1
   fi
 }
 
@@ -62,6 +81,17 @@ build() {
       '*/vendor/llama.cpp'
     src="$(echo "$work"/llama_cpp_python-*/vendor/llama.cpp)"
   fi
+  local p
+  for p in "${patches[@]}"; do
+    if apply_patch "$p" -R --check; then
+      echo "patch $(basename "$p"): already applied"
+    elif apply_patch "$p"; then
+      echo "patch $(basename "$p"): applied"
+    else
+      echo "build.sh: $(basename "$p") does not apply to $src (is 'patch' or 'git' installed?)" >&2
+      exit 1
+    fi
+  done
 
   local args=(
     -DCMAKE_BUILD_TYPE=Release

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -136,6 +137,34 @@ def test_vibe_serve_command_writes_urls_and_stops_on_sigterm(tmp_path: Path) -> 
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.model
+@needs_llama
+def test_busy_slots_stay_packed_so_concurrent_streams_decode_together(tmp_path: Path) -> None:
+    """With a KV cache per slot, llama-server decodes only consecutive slot ids in one batch.
+
+    Our build (server/llama/patches) gives a new request the lowest idle slot; stock llama-server
+    gives it the least recently used one, which after the history below is slot 1 then slot 3 --
+    two batches per decode step instead of one.
+    """
+    profile = get_profile("cpu-small").with_overrides(parallel=4, kv_unified=False)
+    with serve("smollm2", profile, log_dir=tmp_path) as group:
+        base = group.urls[0].removesuffix("/v1")
+
+        def complete(prompt: str, n: int, slot: int = -1) -> int:
+            body = {"prompt": prompt, "n_predict": n, "id_slot": slot, "ignore_eos": True}
+            reply = httpx.post(base + "/completion", json=body, timeout=120).json()
+            return int(reply["id_slot"])
+
+        # Use the slots in the order 1, 3, 0, 2: the least recently used are now 1, then 3.
+        for slot in (1, 3, 0, 2):
+            assert complete(f"Warm-up {slot}: name a prime number.", 2, slot) == slot
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(complete, "Write a long story about a lighthouse keeper.", 96)
+            time.sleep(0.5)  # the first request is decoding when the second arrives
+            second = pool.submit(complete, "List some rivers of Europe, one per line.", 8)
+            assert {first.result(), second.result()} == {0, 1}
 
 
 def test_missing_model_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
