@@ -59,8 +59,15 @@ def _body(
         body["ignore_eos"] = True
         body["stream_options"] = {"include_usage": True}
     elif server == "plain":
-        # What vibesdk.AsyncClient sends for the same call (no ignore_eos: the SDK has none).
+        # What vibesdk.AsyncClient sends for the same call (no ignore_eos: the SDK has none),
+        # including the canary variant's reviewed system prompt (``--client sdk`` applies it).
+        # The runs of 2026-11-28 predate the system message: their direct requests had a prompt
+        # ~25 tokens shorter than the SDK's.
         body["stream_options"] = {"include_usage": True}
+        if endpoint == "chat":
+            from vibesdk.testing._documents import VIBETHINKER_SYSTEM_PROMPT
+
+            body["messages"].insert(0, {"role": "system", "content": VIBETHINKER_SYSTEM_PROMPT})
     else:
         body["logit_bias"] = {str(t): -100 for t in END_TOKEN_IDS}
     return body
@@ -144,8 +151,11 @@ async def _worker_async(
     if client_kind == "aiohttp":
         import aiohttp
 
+        # force_close: llama-server closes the connection after a streamed answer without saying
+        # so (no "Connection: close"), and aiohttp would send the stream's next request on it.
         session_cm: Any = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=3600)
+            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            timeout=aiohttp.ClientTimeout(total=3600),
         )
     elif client_kind == "sdk":
         import vibesdk

@@ -27,11 +27,12 @@ import loadgen
 from vibesdk_server.serving import PROFILES, ServerProfile, free_port, serve
 
 T0 = time.monotonic()
-Cell = tuple[int, int]  # (concurrency, n_predict)
+Cell = tuple[int, ...]  # (concurrency, n_predict[, requests per stream])
 FULL: list[Cell] = [(c, n) for n in (256, 1024) for c in (1, 4, 16, 32, 64)] + [(16, 512)]
 SWEEP: list[Cell] = [(1, 256), (16, 256), (64, 256)]
 
 TUNED = PROFILES["h100-vibethinker"]
+TUNED_MPS = PROFILES["h100-vibethinker-mps"]
 DEFAULT = PROFILES["default"]
 
 
@@ -68,7 +69,21 @@ def variants() -> dict[str, ServerProfile]:
         "tuned-40k-q8kv": replace(
             t, name="tuned-40k-q8kv", ctx_per_slot=40960, kv_cache_type="q8_0"
         ),
+        # session 2: the host-RAM prompt cache off, then several servers on the GPU (with and
+        # without the MPS daemon, which lets their kernels run at the same time)
+        "tuned-cache8g": replace(t, name="tuned-cache8g", cache_ram_mib=8192),
+        "tuned-ram0": replace(t, name="tuned-ram0", cache_ram_mib=0),
+        **{
+            f"ram0-{n}x{64 // n}": replace(
+                t, name=f"ram0-{n}x{64 // n}", cache_ram_mib=0, instances=n, parallel=64 // n
+            )
+            for n in (2, 4, 8, 16)
+        },
     }
+
+
+# Environment for a variant's servers (ggml's switches are environment variables).
+VARIANT_ENV: dict[str, dict[str, str]] = {"ram0-graph-opt": {"GGML_CUDA_GRAPH_OPT": "1"}}
 
 
 class Recorder:
@@ -105,9 +120,11 @@ def run_cells(
     meta: dict[str, Any],
     **load_kw: Any,
 ) -> None:
-    for c, n in cells:
+    for cell in cells:
+        c, n = cell[0], cell[1]
+        rps = cell[2] if len(cell) > 2 else 1
         # Skip a cell that would not finish in the time left (estimate from the last measurement).
-        expected = c * n / max(est_tps(c), 1.0) + 3
+        expected = rps * c * n / max(est_tps(c), 1.0) + 3
         if expected > rec.time_left() - 20:
             rec.write(
                 {
@@ -119,7 +136,8 @@ def run_cells(
                 }
             )
             continue
-        res = loadgen.run_load(urls, concurrency=c, n_predict=n, **load_kw)
+        res = loadgen.run_load(urls, concurrency=c, n_predict=n, requests_per_stream=rps, **load_kw)
+        res["requests_per_stream"] = rps
         raw = res.pop("raw")
         res["raw_e2e"] = sorted(round(r["e2e"], 4) for r in raw)
         rec.write({"config": config, **meta, **res})
@@ -152,8 +170,11 @@ def bench_llama_server(
         rec.write({"config": name, "concurrency": 0, "n_predict": 0, "note": "skipped: no time"})
         return
     t0 = time.monotonic()
+    env = VARIANT_ENV.get(name, {})
     try:
-        group = serve(model, profile, log_dir=out / name.replace("+", "_"), ready_timeout_s=240)
+        group = serve(
+            model, profile, log_dir=out / name.replace("+", "_"), ready_timeout_s=240, env=env
+        )
     except Exception as exc:
         rec.write(
             {
@@ -165,11 +186,17 @@ def bench_llama_server(
         )
         return
     with group:
+        if os.environ.get("BENCH_MPS") == "1":
+            # MPS clients show as type M+C in nvidia-smi: the record that MPS was in use
+            with (out / f"{name}-nvidia-smi.txt").open("w") as f:
+                subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False)
         meta = {
             "server": "llama-server",
             "startup_s": round(time.monotonic() - t0, 2),
             "command": group.servers[0].command[1:],
             "instances": len(group.servers),
+            "env": env,
+            "mps": os.environ.get("BENCH_MPS") == "1",
         }
         run_cells(
             rec, name, group.urls, cells, est_tps=estimator(name, 300, 1000), meta=meta, **load_kw
@@ -342,7 +369,13 @@ def bench_transformers(rec: Recorder, cells: list[Cell]) -> None:
 
 
 def bench_client_overhead(
-    rec: Recorder, model: Path, cells: list[Cell], out: Path, *, sdk_first: bool = False
+    rec: Recorder,
+    model: Path,
+    cells: list[Cell],
+    out: Path,
+    *,
+    sdk_first: bool = False,
+    profile: ServerProfile = TUNED,
 ) -> None:
     """The SDK's cost: the same chat requests to one tuned server, sent directly and through
     vibesdk.AsyncClient, cell by cell in turn (same server, same warm state)."""
@@ -356,7 +389,7 @@ def bench_client_overhead(
             }
         )
         return
-    group = serve(model, TUNED, log_dir=out / "client-overhead", ready_timeout_s=240)
+    group = serve(model, profile, log_dir=out / f"client-{profile.name}", ready_timeout_s=240)
     sampling = {"temperature": 0.6, "top_p": 0.95, "top_k": 64}
     clients = [("direct-aiohttp", "aiohttp"), ("direct-httpx", "httpx")]
     if sdk_available():
@@ -378,7 +411,8 @@ def bench_client_overhead(
             }
         )
     with group:
-        for c, n in cells:
+        for cell in cells:
+            c, n = cell[0], cell[1]
             for name, client in clients:
                 if c * n / 1500 + 5 > rec.time_left() - 20:
                     rec.write(
@@ -396,7 +430,7 @@ def bench_client_overhead(
                 )
                 raw = res.pop("raw")
                 res["raw_e2e"] = sorted(round(r["e2e"], 4) for r in raw)
-                rec.write({"config": name, "server": "llama-server (tuned)", **res})
+                rec.write({"config": name, "server": f"llama-server ({profile.name})", **res})
 
 
 def sdk_available() -> bool:
@@ -500,6 +534,70 @@ def main() -> None:
         for name, prof in diag.items():
             bench_llama_server(rec, name, prof, q8, [(16, 1024)], logs)
         bench_client_overhead(rec, q8, [(16, 512), (64, 256)], logs, sdk_first=True)
+    elif args.plan in ("final2", "final2-mps", "final2-tail"):
+        # Session 2's final run on the patched build: the two H100 profiles across the matrix,
+        # the SDK interleaved with direct on each, Q4_K_M, and llama-server's defaults.
+        q4 = args.models / "vt-q4_k_m.gguf"
+        if args.plan == "final2":
+            bench_llama_server(rec, "tuned", TUNED, q8, FULL, logs)
+            bench_client_overhead(rec, q8, [(16, 512), (64, 256)], logs, sdk_first=True)
+        elif args.plan == "final2-mps":
+            bench_llama_server(rec, "tuned-mps", TUNED_MPS, q8, FULL, logs)
+            bench_client_overhead(
+                rec, q8, [(16, 512), (64, 256)], logs, sdk_first=True, profile=TUNED_MPS
+            )
+            two = replace(TUNED_MPS, name="h100-vibethinker-mps-2x32", instances=2, parallel=32)
+            bench_llama_server(
+                rec, "tuned-mps-2x32", two, q8, [(1, 256), (16, 512), (64, 256)], logs
+            )
+            bench_llama_server(
+                rec, "tuned-mps-2x32-q4", two, q4, [(1, 256), (16, 512), (64, 256)], logs
+            )
+        if args.plan == "final2-tail":
+            bench_llama_server(rec, "tuned-q4", TUNED, q4, [(1, 256), (1, 1024)], logs)
+            bench_llama_server(rec, "default", DEFAULT, q8, [(1, 256), (16, 512), (64, 256)], logs)
+    elif args.plan in ("s2a", "s2b", "s2c", "s2d"):
+        # Session 2 (issue 5, second GPU session). s2a: does the host-RAM prompt cache explain the
+        # slowdown of a server that has served before (same cells on one server, twice, with and
+        # without it; the last cell sends 3 requests per stream, so requests arrive while others
+        # decode, as in production); then several servers time-sliced, Q4_K_M, GGML_CUDA_GRAPH_OPT.
+        # s2b (run_gpu.sh starts the MPS daemon first): several servers whose kernels overlap.
+        slow: list[Cell] = [(16, 512), (64, 256), (16, 512), (4, 1024), (16, 512, 3)]
+        multi: list[Cell] = [(1, 256), (16, 512), (64, 256), (16, 512, 3)]
+        q4 = args.models / "vt-q4_k_m.gguf"
+        plan: list[tuple[str, Path, list[Cell]]]
+        v["ram0-graph-opt"] = replace(v["tuned-ram0"], name="ram0-graph-opt")
+        steady: list[Cell] = [(16, 512), (64, 256), (16, 512), (16, 512, 3), (64, 256, 3)]
+        if args.plan == "s2c":
+            # the patched build (server/llama/patches: busy slots packed), one server
+            plan = [("tuned-ram0", q8, steady)]
+        elif args.plan == "s2d":
+            # the patched build, several servers under MPS
+            plan = [("ram0-4x16", q8, steady[1:]), ("ram0-2x32", q8, steady[1:])]
+        elif args.plan == "s2a":
+            plan = [
+                ("tuned-cache8g", q8, slow),
+                ("tuned-ram0", q8, slow),
+                ("ram0-4x16", q8, multi),
+                ("ram0-graph-opt", q8, [(1, 256), (16, 512)]),
+                ("ram0-q4", q4, multi),
+            ]
+        else:
+            plan = [
+                ("ram0-4x16", q8, multi),
+                ("ram0-8x8", q8, multi),
+                ("ram0-16x4", q8, multi),
+                ("ram0-2x32", q8, multi),
+                ("tuned-ram0", q8, multi),
+                ("ram0-q4-8x8", q4, multi),
+            ]
+        v["ram0-q4"] = replace(v["tuned-ram0"], name="ram0-q4")
+        v["ram0-q4-8x8"] = replace(v["ram0-8x8"], name="ram0-q4-8x8")
+        for name, model, cells in plan:
+            if only and name not in only:
+                continue
+            tag = name + ("-mps" if os.environ.get("BENCH_MPS") == "1" else "")
+            bench_llama_server(rec, tag, v[name], model, cells, logs)
     else:
         raise SystemExit(f"unknown plan {args.plan}")
 

@@ -12,6 +12,9 @@
 #   engine  llama-bench and llama-batched-bench: the engine's own decode rate, no server.
 #   sweep   llama-server flag variants at 1/16/64 streams (run_bench.py --plan sweep).
 #   matrix  the full matrix: default, tuned, llama-cpp-python, transformers, SDK-path client.
+#   mps-on  start the CUDA MPS control daemon (kernels of several processes then share the GPU
+#           at the same time instead of taking turns); mps-off stops it. Plans run in between
+#           record "mps": true.
 #   pack    put the built prefix into $OUT (split in 15 MiB parts) so a later call can carry it.
 #
 # Inputs (ignored by git, carried by the device tool): .gpu/llama-src.tar.xz (llama-cpp-python's
@@ -56,18 +59,24 @@ stage_setup() {
   if [[ ! -x "$prefix/bin/llama-server" ]] && ls .gpu/bin/cuda90.tar.xz.* >/dev/null 2>&1; then
     log "unpacking carried build"; cat .gpu/bin/cuda90.tar.xz.* | tar -xJf - -C "$work"
   fi
+  # The F16 model is written (CPU, ~40 s) while llama.cpp builds; quantizing needs the build.
+  local model_pid=""
+  if [[ ! -f "$models/vt-f16.gguf" ]]; then
+    python3 benchmarks/gpu_serving/make_model.py --vocab .gpu/ggml-vocab-qwen2.gguf --out "$models/vt-f16.gguf" >>"$out/run.log" 2>&1 &
+    model_pid=$!
+  fi
   if [[ ! -x "$prefix/bin/llama-server" ]]; then
     log "building llama.cpp (sm_90)"
     t0=$SECONDS
     server/llama/build.sh --src /tmp/lcp/vendor/llama.cpp --cuda 90 --jobs "$(nproc)" --out "$prefix" \
       >"$logs/build.log" 2>&1 || { tail -40 "$logs/build.log"; log "BUILD FAILED"; exit 1; }
-    log "built in $((SECONDS - t0)) s"; du -sh "$prefix"/lib/* | sort -h | tail -3
+    log "built in $((SECONDS - t0)) s"; grep "^patch" "$logs/build.log" | tee -a "$out/run.log"; du -sh "$prefix"/lib/* | sort -h | tail -3
   fi
+  [[ -n $model_pid ]] && { wait "$model_pid" || { log "make_model.py failed"; exit 1; }; }
   if [[ ! -f "$models/vt-q8_0.gguf" ]]; then
     t0=$SECONDS
-    python3 benchmarks/gpu_serving/make_model.py --vocab .gpu/ggml-vocab-qwen2.gguf --out "$models/vt-f16.gguf" 2>&1 | tee -a "$out/run.log"
     "$prefix/bin/llama-quantize" "$models/vt-f16.gguf" "$models/vt-q8_0.gguf" Q8_0 "$(nproc)" >"$logs/quantize.log" 2>&1
-    log "model written and quantized in $((SECONDS - t0)) s"; ls -la "$models"
+    log "model quantized in $((SECONDS - t0)) s"; ls -la "$models"
   fi
 }
 
@@ -94,6 +103,21 @@ stage_pack() {
   ls -la "$out"
 }
 
+stage_mps_on() {
+  if nvidia-cuda-mps-control -d; then
+    sleep 1; export BENCH_MPS=1; log "MPS control daemon started"
+  else
+    log "MPS control daemon did not start"
+  fi
+}
+
+stage_mps_off() {
+  if [[ ${BENCH_MPS:-} == 1 ]]; then
+    echo quit | nvidia-cuda-mps-control; unset BENCH_MPS; log "MPS control daemon stopped"
+    cp -r /var/log/nvidia-mps "$logs/mps" 2>/dev/null || true
+  fi
+}
+
 setup_python
 for s in "${stages[@]}"; do
   case "$s" in
@@ -101,6 +125,8 @@ for s in "${stages[@]}"; do
     q4) stage_q4 ;;
     engine) stage_engine ;;
     pack) stage_pack ;;
+    mps-on) stage_mps_on ;;
+    mps-off) stage_mps_off ;;
     *) log "bench plan $s"
        python3 benchmarks/gpu_serving/run_bench.py --plan "$s" --models "$models" --out "$out" --logs "$logs" \
          --deadline-s "$(( ${GPU_BUDGET_S:-570} - SECONDS ))" ${BENCH_ARGS:-} ;;

@@ -19,9 +19,14 @@ RUNS = {
     "h100-run1-sweep.jsonl": "run1",
     "h100-run2-matrix.jsonl": "run2",
     "h100-run3-final.jsonl": "run3",
+    # second GPU session: the slowdown's cause (run4, stock build), the fix (run5), final (run6)
+    "h100-run4-diagnosis.jsonl": "run4",
+    "h100-run5-patched.jsonl": "run5",
+    "h100-run6-final.jsonl": "run6",
 }
 COLUMNS = [
-    "run", "config", "server", "client", "endpoint", "concurrency", "n_predict", "requests",
+    "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
+    "requests_per_stream", "instances", "mps", "requests",
     "errors", "tokens", "wall_s", "total_tps", "per_stream_tps_p50", "ttft_p50_s", "ttft_p95_s",
     "e2e_p50_s", "e2e_p95_s", "note",
 ]  # fmt: skip
@@ -71,9 +76,9 @@ def chart(data: list[dict[str, Any]]) -> None:
 
     series = [
         ("default llama-server", "run2", "default"),
-        ("tuned profile (h100-vibethinker)", "run2", "tuned"),
-        ("tuned, fresh server per flag set", "run1", "tuned-no-kvu"),
-        ("tuned, fresh server (16 x 1024)", "run3", "diag-np64"),
+        ("session 1 profile, stock build (slots scatter)", "run2", "tuned"),
+        ("h100-vibethinker: 1 server x 64 slots", "run6", "tuned"),
+        ("h100-vibethinker-mps: 4 servers x 16, MPS", "run6", "tuned-mps"),
         ("llama-cpp-python server", "run2", "llama-cpp-python"),
         ("transformers generate()", "run3", "transformers"),
     ]
@@ -81,9 +86,7 @@ def chart(data: list[dict[str, Any]]) -> None:
     eng = engine()
     for ax, n in ((axes[0], 256), (axes[1], 1024)):
         xs = sorted(eng)
-        ax.plot(
-            xs, [eng[x] for x in xs], "k--", lw=1, label="engine ceiling: decode only, no sampling"
-        )
+        ax.plot(xs, [eng[x] for x in xs], "k--", lw=1, label="engine alone: decode, no sampling")
         for label, run, config in series:
             pts = sorted(
                 (r["concurrency"], r["total_tps"])
@@ -93,7 +96,7 @@ def chart(data: list[dict[str, Any]]) -> None:
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=label)
         ax.axhline(8000, color="red", lw=0.8, ls=":")
-        ax.text(1, 8200, "target 8,000 at 64 streams", color="red", fontsize=8)
+        ax.text(5, 8200, "target 8,000 at 64 streams", color="red", fontsize=8)
         ax.set_xscale("log", base=2)
         ax.set_xticks([1, 4, 16, 32, 64, 128], ["1", "4", "16", "32", "64", "128"])
         ax.set_xlabel("concurrent streams")
@@ -102,33 +105,36 @@ def chart(data: list[dict[str, Any]]) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="upper left")
 
+    # P95 end-to-end latency, 16 streams x 512 tokens; "steady" = 3 requests per stream, so new
+    # requests arrive while others decode, on a server that has served a 64-stream load before.
     ax = axes[2]
-    flags = [
-        ("default (4 auto slots)", "run1", "default"),
-        ("+ --backend-sampling", "run1", "default+bs"),
-        ("64 slots, unified KV pool", "run1", "tuned"),
-        ("64 slots, CPU sampling", "run1", "tuned-cpu-sampling"),
-        ("64 slots, top_k 0 (16 streams)", "run1", "tuned-topk0"),
-        ("64 slots, own KV, GPU sampling", "run1", "tuned-no-kvu"),
+    bars = [
+        ("default llama-server", "run6", "default", 1, 0),
+        ("stock build, 1 x 64: fresh server", "run4", "tuned-ram0", 1, 0),
+        ("stock build, 1 x 64: steady", "run4", "tuned-ram0", 3, 0),
+        ("patched, 1 x 64: steady", "run5", "tuned-ram0", 3, 0),
+        ("patched, 1 x 64", "run6", "tuned", 1, 0),
+        ("patched, 4 x 16 + MPS: steady", "run5", "ram0-4x16-mps", 3, 0),
+        ("patched, 4 x 16 + MPS", "run6", "tuned-mps", 1, 0),
+        ("patched, 2 x 32 + MPS", "run6", "tuned-mps-2x32", 1, 0),
     ]
     names, values = [], []
-    for label, run, config in flags:
-        best = [
-            r["total_tps"]
+    for label, run, config, rps, nth in bars:
+        found = [
+            r["e2e_p95_s"]
             for r in data
-            if r["run"] == run and r["config"] == config and r["n_predict"] == 256
-            and r["concurrency"] == (16 if "top_k 0" in label else 64)
+            if r["run"] == run and r["config"] == config and r["concurrency"] == 16
+            and r["n_predict"] == 512 and r.get("requests_per_stream", 1) == rps
         ]  # fmt: skip
-        if best:
+        if len(found) > nth:
             names.append(label)
-            values.append(best[0])
-    names.append("engine, no sampling (batched-bench)")
-    values.append(eng.get(64, 0.0))
-    ax.barh(names, values, color=["#999"] * (len(values) - 1) + ["k"])
+            values.append(found[nth])
+    ax.barh(names, values, color=["#c44" if v > 3 else "#4a4" for v in values])
     for i, v in enumerate(values):
-        ax.text(v + 50, i, f"{v:,.0f}", va="center", fontsize=8)
-    ax.set_xlabel("tokens/s at 64 streams x 256 tokens")
-    ax.set_title("llama-server flags (fresh server each)")
+        ax.text(v + 0.2, i, f"{v:.2f} s", va="center", fontsize=8)
+    ax.axvline(3, color="red", lw=0.8, ls=":")
+    ax.set_xlabel("P95 end-to-end latency, 16 streams x 512 tokens (target 3 s)")
+    ax.set_title("latency under steady load")
     ax.invert_yaxis()
     fig.suptitle(
         "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0) on one NVIDIA H100 80GB HBM3, "

@@ -238,9 +238,50 @@ def test_h100_profile_turns_into_the_measured_flags() -> None:
         "--top-k 64",
         "--min-p 0",
         "--samplers top_k;temperature;top_p",
+        "--cache-ram 0",
     ):
         assert expected in joined
     assert args[:2] == ["--model", "/m.gguf"]
+
+
+def test_mps_profile_is_four_servers_of_sixteen_slots_with_the_same_flags() -> None:
+    """h100-vibethinker-mps: 4 instances x 16 slots, each slot as long, everything else the same."""
+    single, mps = get_profile("h100-vibethinker"), get_profile("h100-vibethinker-mps")
+    assert (mps.instances, mps.parallel, mps.needs_mps) == (4, 16, True)
+    args = mps.args(Path("/m.gguf"), host="127.0.0.1", port=8080)
+    assert "--parallel 16 --ctx-size 262144" in " ".join(args)  # 16 slots x 16,384 tokens
+    strip = {"--parallel", "16", "64", "--ctx-size", "262144", "1048576"}
+    assert [a for a in args if a not in strip] == [
+        a for a in single.args(Path("/m.gguf"), host="127.0.0.1", port=8080) if a not in strip
+    ]
+
+
+@pytest.mark.parametrize("daemon_running", [False, True])
+def test_mps_profile_warns_when_no_mps_daemon_is_listening(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    daemon_running: bool,
+) -> None:
+    """An MPS profile's instances without the daemon would take turns: say how to start it."""
+    pipe_dir = tmp_path / "mps"
+    pipe_dir.mkdir()
+    if daemon_running:
+        (pipe_dir / "control").touch()
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipe_dir))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    fake = _script(tmp_path / "llama-server", "exit 3")
+    capture = caplog.at_level("WARNING", logger="vibesdk_server.serving")
+    with capture, pytest.raises(ServerStartError):
+        serve(model, "h100-vibethinker-mps", binary=fake, log_dir=tmp_path / "logs")
+    warned = [r.getMessage() for r in caplog.records if r.name == "vibesdk_server.serving"]
+    if daemon_running:
+        assert warned == []
+    else:
+        (message,) = warned
+        assert "nvidia-cuda-mps-control -d" in message
+        assert "4 llama-server processes" in message
 
 
 def test_unified_profile_sizes_a_shared_pool_with_a_per_slot_limit() -> None:

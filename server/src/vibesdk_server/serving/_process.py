@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -28,6 +29,8 @@ from vibesdk import ConfigError, VibeError
 from . import models
 from ._profiles import ServerProfile, get_profile
 from ._settings import ServingSettings, load_serving_settings
+
+logger = logging.getLogger("vibesdk_server.serving")
 
 __all__ = [
     "LlamaServer",
@@ -234,6 +237,12 @@ class ServerGroup:
         return iter(self.servers)
 
 
+def mps_running() -> bool:
+    """Whether a CUDA MPS control daemon is listening (its pipe in ``CUDA_MPS_PIPE_DIRECTORY``)."""
+    pipe_dir = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps")  # noqa: S108
+    return (pipe_dir / "control").exists()
+
+
 def serve(
     model: str | Path,
     profile: str | ServerProfile = "cpu-small",
@@ -264,6 +273,14 @@ def serve(
         raise ConfigError("instances must be at least 1")
     if ports is not None and len(ports) != count:
         raise ConfigError(f"{count} instances need {count} ports, got {len(ports)}")
+    if prof.needs_mps and count > 1 and not mps_running():
+        logger.warning(
+            "profile %s runs %d llama-server processes on one GPU, which take turns on it unless "
+            "the CUDA MPS control daemon is running (start it with `nvidia-cuda-mps-control -d`); "
+            "without it they are slower than one server",
+            prof.name,
+            count,
+        )
     logs = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vibe-serve-"))
     logs.mkdir(parents=True, exist_ok=True)
 
