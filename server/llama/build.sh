@@ -67,7 +67,8 @@ apply_patch() {
     for o in "$@"; do [[ $o == --check ]] && opts+=(--dry-run) || opts+=("$o"); done
     patch "${opts[@]}" <"$file" >/dev/null 2>&1
   else
-    git -C "$src" apply "$@" - <"$file" >/dev/null 2>&1
+    # The ceiling keeps git from taking a repository around the tree for the patch's root.
+    GIT_CEILING_DIRECTORIES="$(dirname "$src")" git -C "$src" apply "$@" - <"$file" >/dev/null 2>&1
   fi
 }
 
