@@ -556,6 +556,10 @@ def main() -> None:
         if args.plan == "final2-tail":
             bench_llama_server(rec, "tuned-q4", TUNED, q4, [(1, 256), (1, 1024)], logs)
             bench_llama_server(rec, "default", DEFAULT, q8, [(1, 256), (16, 512), (64, 256)], logs)
+    elif args.plan == "s2e":
+        # VibeThinker's longest answers (40,960 tokens) in every one of 64 slots, KV cache in q8_0
+        long = v["tuned-40k-q8kv"]
+        bench_llama_server(rec, "tuned-40k-q8kv", long, q8, [(16, 512), (64, 256), (1, 256)], logs)
     elif args.plan in ("s2a", "s2b", "s2c", "s2d"):
         # Session 2 (issue 5, second GPU session). s2a: does the host-RAM prompt cache explain the
         # slowdown of a server that has served before (same cells on one server, twice, with and

@@ -15,6 +15,8 @@
 #   mps-on  start the CUDA MPS control daemon (kernels of several processes then share the GPU
 #           at the same time instead of taking turns); mps-off stops it. Plans run in between
 #           record "mps": true.
+#   cli     the user's path: `vibe-serve --profile h100-vibethinker-mps` writes the canary URLs,
+#           vibesdk.Client answers 8 users through them, SIGTERM stops every server.
 #   pack    put the built prefix into $OUT (split in 15 MiB parts) so a later call can carry it.
 #
 # Inputs (ignored by git, carried by the device tool): .gpu/llama-src.tar.xz (llama-cpp-python's
@@ -118,6 +120,31 @@ stage_mps_off() {
   fi
 }
 
+stage_cli() {
+  log "vibe-serve --profile h100-vibethinker-mps, then vibesdk.Client through its URLs"
+  local urls="$out/canary-urls.json"
+  python3 -m vibesdk_server.serving._cli --profile h100-vibethinker-mps \
+    --model "$models/vt-q8_0.gguf" --write-urls "$urls" --log-dir "$logs/cli" >"$logs/cli.out" 2>&1 &
+  local pid=$!
+  for _ in $(seq 120); do grep -q '^wrote' "$logs/cli.out" || ! kill -0 "$pid" 2>/dev/null && break; sleep 1; done
+  tee -a "$out/run.log" <"$logs/cli.out"
+  python3 - "$urls" <<'PY' 2>&1 | tee -a "$out/run.log"
+import json, sys
+
+import vibesdk
+from vibesdk.testing import InMemoryFlagSource, make_document, make_flag
+
+urls = json.load(open(sys.argv[1]))["backend"]["urls"]
+flag = make_flag("vibethinker", canary_url=urls, rollout_bps=10_000)
+with vibesdk.Client(flag_source=InMemoryFlagSource(make_document(flag))) as client:
+    for u in range(8):
+        r = client.chat("vibethinker", f"user-{u}", [{"role": "user", "content": "2+2?"}], max_tokens=64)
+        print(f"user-{u}: {r.variant} via {r.backend}, fallback={r.fallback}, "
+              f"{r.usage.output_tokens} tokens in {r.latency_s:.2f} s")
+PY
+  kill -TERM "$pid"; wait "$pid"; log "vibe-serve exited with code $? after SIGTERM"
+}
+
 setup_python
 for s in "${stages[@]}"; do
   case "$s" in
@@ -127,6 +154,7 @@ for s in "${stages[@]}"; do
     pack) stage_pack ;;
     mps-on) stage_mps_on ;;
     mps-off) stage_mps_off ;;
+    cli) stage_cli ;;
     *) log "bench plan $s"
        python3 benchmarks/gpu_serving/run_bench.py --plan "$s" --models "$models" --out "$out" --logs "$logs" \
          --deadline-s "$(( ${GPU_BUDGET_S:-570} - SECONDS ))" ${BENCH_ARGS:-} ;;

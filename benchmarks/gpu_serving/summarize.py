@@ -23,6 +23,7 @@ RUNS = {
     "h100-run4-diagnosis.jsonl": "run4",
     "h100-run5-patched.jsonl": "run5",
     "h100-run6-final.jsonl": "run6",
+    "h100-run7-long-slots.jsonl": "run7",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
