@@ -79,6 +79,31 @@ def command_line() -> str:
     return shlex.join([exe, *sys.argv])
 
 
+def result_header(
+    benchmark: str,
+    *,
+    started: str,
+    load_before: tuple[float, float, float],
+    distributions: Iterable[str],
+    parameters: dict[str, Any],
+    load_after: tuple[float, float, float] | None = None,
+) -> dict[str, Any]:
+    """The fields every result file starts with: what ran, when, from which commit, on what.
+
+    ``load_after`` defaults to the load average now, at the end of the measurement.
+    """
+    return {
+        "benchmark": benchmark,
+        "date": started,
+        "command": command_line(),
+        "source": source(),
+        "machine": machine()
+        | {"loadavg_before": load_before, "loadavg_after": load_after or os.getloadavg()},
+        "versions": versions(distributions),
+        "parameters": parameters,
+    }
+
+
 def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 

@@ -709,15 +709,14 @@ def main() -> None:
         with contextlib.suppress(Exception):  # shutting SDKs down must not lose the numbers
             close()
     doc = {
-        "benchmark": "assign",
-        "date": started,
-        "command": _common.command_line(),
-        "source": _common.source(),
-        "machine": _common.machine()
-        | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-        "versions": _common.versions(DISTRIBUTIONS),
-        "parameters": vars(args)
-        | {"flag": FLAG, "rollout_percent": ROLLOUT_PERCENT, "regions": REGIONS},
+        **_common.result_header(
+            "assign",
+            started=started,
+            load_before=load_before,
+            distributions=DISTRIBUTIONS,
+            parameters=vars(args)
+            | {"flag": FLAG, "rollout_percent": ROLLOUT_PERCENT, "regions": REGIONS},
+        ),
         "scenarios": results,
     }
     for r in results:

@@ -247,16 +247,13 @@ def main() -> None:
     _common.write_json(
         args.out,
         {
-            "benchmark": "chat_overhead/ab_changes",
-            "date": started,
-            "command": _common.command_line(),
-            "source": _common.source(),
-            "machine": _common.machine()
-            | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-            "versions": _common.versions(
-                ["vibesdk", "httpx", "opentelemetry-sdk", "tenacity", "pydantic"]
+            **_common.result_header(
+                "chat_overhead/ab_changes",
+                started=started,
+                load_before=load_before,
+                distributions=["vibesdk", "httpx", "opentelemetry-sdk", "tenacity", "pydantic"],
+                parameters=vars(args),
             ),
-            "parameters": vars(args),
             "cpu_us_per_call": stats,
         },
     )

@@ -371,13 +371,14 @@ def main() -> None:
         server.stop()
 
     doc = {
-        "benchmark": "chat_overhead",
-        "date": started,
-        "command": _common.command_line(),
-        "source": _common.source(),
-        "machine": _common.machine() | {"loadavg_before": load_before, "loadavg_after": load_after},
-        "versions": _common.versions(DISTRIBUTIONS),
-        "parameters": vars(args),
+        **_common.result_header(
+            "chat_overhead",
+            started=started,
+            load_before=load_before,
+            load_after=load_after,
+            distributions=DISTRIBUTIONS,
+            parameters=vars(args),
+        ),
         "how_each_row_is_called": how,
         "skipped": skipped,
         "timed_seconds": round(elapsed, 1),
