@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from vibesdk_server.serving import PROFILES, ServerProfile, free_port, serve
+from vibesdk_server.serving import PROFILES, ServerProfile, free_port, mps_running, serve
 
 T0 = time.monotonic()
 Cell = tuple[int, ...]  # (concurrency, n_predict[, requests per stream])
@@ -79,7 +79,17 @@ def variants() -> dict[str, ServerProfile]:
             )
             for n in (2, 4, 8, 16)
         },
+        # the same servers on the Q4_K_M model (the plans pass the model file)
+        "ram0-q4": replace(t, name="ram0-q4", cache_ram_mib=0),
+        "ram0-q4-8x8": replace(t, name="ram0-q4-8x8", cache_ram_mib=0, instances=8, parallel=8),
+        # with VARIANT_ENV's GGML_CUDA_GRAPH_OPT=1
+        "ram0-graph-opt": replace(t, name="ram0-graph-opt", cache_ram_mib=0),
     }
+
+
+def unpack(cell: Cell) -> tuple[int, int, int]:
+    """(concurrency, n_predict, requests per stream) of a cell; one request unless it says."""
+    return cell[0], cell[1], cell[2] if len(cell) > 2 else 1
 
 
 # Environment for a variant's servers (ggml's switches are environment variables).
@@ -121,8 +131,7 @@ def run_cells(
     **load_kw: Any,
 ) -> None:
     for cell in cells:
-        c, n = cell[0], cell[1]
-        rps = cell[2] if len(cell) > 2 else 1
+        c, n, rps = unpack(cell)
         # Skip a cell that would not finish in the time left (estimate from the last measurement).
         expected = rps * c * n / max(est_tps(c), 1.0) + 3
         if expected > rec.time_left() - 20:
@@ -185,8 +194,9 @@ def bench_llama_server(
             }
         )
         return
+    mps = mps_running()
     with group:
-        if os.environ.get("BENCH_MPS") == "1":
+        if mps:
             # MPS clients show as type M+C in nvidia-smi: the record that MPS was in use
             with (out / f"{name}-nvidia-smi.txt").open("w") as f:
                 subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False)
@@ -196,7 +206,7 @@ def bench_llama_server(
             "command": group.servers[0].command[1:],
             "instances": len(group.servers),
             "env": env,
-            "mps": os.environ.get("BENCH_MPS") == "1",
+            "mps": mps,
         }
         run_cells(
             rec, name, group.urls, cells, est_tps=estimator(name, 300, 1000), meta=meta, **load_kw
@@ -412,7 +422,7 @@ def bench_client_overhead(
         )
     with group:
         for cell in cells:
-            c, n = cell[0], cell[1]
+            c, n, _ = unpack(cell)
             for name, client in clients:
                 if c * n / 1500 + 5 > rec.time_left() - 20:
                     rec.write(
@@ -570,7 +580,6 @@ def main() -> None:
         multi: list[Cell] = [(1, 256), (16, 512), (64, 256), (16, 512, 3)]
         q4 = args.models / "vt-q4_k_m.gguf"
         plan: list[tuple[str, Path, list[Cell]]]
-        v["ram0-graph-opt"] = replace(v["tuned-ram0"], name="ram0-graph-opt")
         steady: list[Cell] = [(16, 512), (64, 256), (16, 512), (16, 512, 3), (64, 256, 3)]
         if args.plan == "s2c":
             # the patched build (server/llama/patches: busy slots packed), one server
@@ -595,12 +604,10 @@ def main() -> None:
                 ("tuned-ram0", q8, multi),
                 ("ram0-q4-8x8", q4, multi),
             ]
-        v["ram0-q4"] = replace(v["tuned-ram0"], name="ram0-q4")
-        v["ram0-q4-8x8"] = replace(v["ram0-8x8"], name="ram0-q4-8x8")
         for name, model, cells in plan:
             if only and name not in only:
                 continue
-            tag = name + ("-mps" if os.environ.get("BENCH_MPS") == "1" else "")
+            tag = name + ("-mps" if mps_running() else "")
             bench_llama_server(rec, tag, v[name], model, cells, logs)
     else:
         raise SystemExit(f"unknown plan {args.plan}")

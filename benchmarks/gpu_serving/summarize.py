@@ -110,26 +110,26 @@ def chart(data: list[dict[str, Any]]) -> None:
     # requests arrive while others decode, on a server that has served a 64-stream load before.
     ax = axes[2]
     bars = [
-        ("default llama-server", "run6", "default", 1, 0),
-        ("stock build, 1 x 64: fresh server", "run4", "tuned-ram0", 1, 0),
-        ("stock build, 1 x 64: steady", "run4", "tuned-ram0", 3, 0),
-        ("patched, 1 x 64: steady", "run5", "tuned-ram0", 3, 0),
-        ("patched, 1 x 64", "run6", "tuned", 1, 0),
-        ("patched, 4 x 16 + MPS: steady", "run5", "ram0-4x16-mps", 3, 0),
-        ("patched, 4 x 16 + MPS", "run6", "tuned-mps", 1, 0),
-        ("patched, 2 x 32 + MPS", "run6", "tuned-mps-2x32", 1, 0),
+        ("default llama-server", "run6", "default", 1),
+        ("stock build, 1 x 64: fresh server", "run4", "tuned-ram0", 1),
+        ("stock build, 1 x 64: steady", "run4", "tuned-ram0", 3),
+        ("patched, 1 x 64: steady", "run5", "tuned-ram0", 3),
+        ("patched, 1 x 64", "run6", "tuned", 1),
+        ("patched, 4 x 16 + MPS: steady", "run5", "ram0-4x16-mps", 3),
+        ("patched, 4 x 16 + MPS", "run6", "tuned-mps", 1),
+        ("patched, 2 x 32 + MPS", "run6", "tuned-mps-2x32", 1),
     ]
     names, values = [], []
-    for label, run, config, rps, nth in bars:
+    for label, run, config, rps in bars:
         found = [
             r["e2e_p95_s"]
             for r in data
             if r["run"] == run and r["config"] == config and r["concurrency"] == 16
             and r["n_predict"] == 512 and r.get("requests_per_stream", 1) == rps
         ]  # fmt: skip
-        if len(found) > nth:
+        if found:
             names.append(label)
-            values.append(found[nth])
+            values.append(found[0])
     ax.barh(names, values, color=["#c44" if v > 3 else "#4a4" for v in values])
     for i, v in enumerate(values):
         ax.text(v + 0.2, i, f"{v:.2f} s", va="center", fontsize=8)

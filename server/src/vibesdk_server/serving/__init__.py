@@ -19,6 +19,7 @@ from ._process import (
     ServerStartError,
     find_llama_server,
     free_port,
+    mps_running,
     serve,
 )
 from ._profiles import PROFILES, SamplingDefaults, ServerProfile, get_profile
@@ -37,5 +38,6 @@ __all__ = [
     "get_profile",
     "load_serving_settings",
     "models",
+    "mps_running",
     "serve",
 ]
