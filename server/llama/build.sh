@@ -8,8 +8,10 @@
 #                         [--jobs N] [--install-python PYTHON]
 #
 # The result is a prefix with bin/ and lib/ (with --cuda also llama-bench and
-# llama-batched-bench). --src builds an already unpacked llama.cpp tree (the
-# GPU machine has no package index: carry a trimmed tree there).
+# llama-batched-bench), and bin/vibe-sample-rows-check, built from tools/: it
+# checks the batched sampling of patches/0002 against llama.cpp's own samplers
+# on every device. --src builds an already unpacked llama.cpp tree (the GPU
+# machine has no package index: carry a trimmed tree there).
 # --install-python PYTHON installs llama-cpp-python from the same sdist into
 # PYTHON's environment with -DLLAMA_BUILD=OFF (nothing is compiled twice) and
 # copies the libraries built here into its llama_cpp/lib, so `import llama_cpp`
@@ -36,7 +38,7 @@ while [[ $# -gt 0 ]]; do
     --install-python) install_python="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -45,7 +47,9 @@ flavour="cpu"; [[ -n "$cuda_arch" ]] && flavour="cuda${cuda_arch}"
 out="${out:-${XDG_CACHE_HOME:-$HOME/.cache}/vibesdk/llama.cpp/${LLAMA_CPP_PYTHON_VERSION}-${flavour}}"
 patches=("$here"/patches/*.patch)
 [[ -e ${patches[0]} ]] || patches=()
-patches_id="$(cat /dev/null "${patches[@]}" | sha256sum | cut -c1-12)"
+tools=("$here"/tools/*.cpp)
+[[ -e ${tools[0]} ]] || tools=()
+patches_id="$(cat /dev/null "${patches[@]}" "${tools[@]}" | sha256sum | cut -c1-12)"
 stamp="$out/.built-${LLAMA_CPP_PYTHON_VERSION}-${flavour}-${patches_id}"
 
 work="$(mktemp -d)"
@@ -117,6 +121,13 @@ build() {
   rm -rf "$out"; mkdir -p "$out/bin" "$out/lib"
   for t in "${targets[@]}"; do cp "$work/build/bin/$t" "$out/bin/"; done
   find "$work/build" -name 'lib*.so*' -exec cp -P {} "$out/lib/" \;
+  # Our own checks against this build (tools/*.cpp, one program each, named vibe-<name>).
+  local tool name
+  for tool in "${tools[@]}"; do
+    name="vibe-$(basename "$tool" .cpp | tr _ -)"
+    "${CXX:-c++}" -std=c++17 -O2 -I"$src/include" -I"$src/ggml/include" "$tool" -o "$out/bin/$name" \
+      -L"$out/lib" -lllama -lggml -lggml-base -Wl,-rpath,'$ORIGIN/../lib'
+  done
   touch "$stamp"
   echo "llama.cpp ${LLAMA_CPP_PYTHON_VERSION} (${flavour}) built in $out"
 }
