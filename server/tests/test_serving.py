@@ -6,6 +6,7 @@ tiny shell scripts in place of llama-server so they can exit or hang on demand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,7 +14,9 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from vibesdk_server.serving import (
     find_llama_server,
     get_profile,
     models,
+    mps_running,
     serve,
 )
 from vibesdk_server.serving._cli import main as vibe_serve
@@ -256,27 +260,84 @@ def test_mps_profile_is_four_servers_of_sixteen_slots_with_the_same_flags() -> N
     ]
 
 
-@pytest.mark.parametrize("daemon_running", [False, True])
-def test_mps_profile_warns_when_no_mps_daemon_is_listening(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    daemon_running: bool,
-) -> None:
-    """An MPS profile's instances without the daemon would take turns: say how to start it."""
+@contextlib.contextmanager
+def _reader(fifo: Path) -> Iterator[None]:
+    """Hold ``fifo`` open for reading, as the MPS control daemon holds its control pipe."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def mps_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty CUDA_MPS_PIPE_DIRECTORY, so no test looks at this machine's real daemon."""
     pipe_dir = tmp_path / "mps"
     pipe_dir.mkdir()
-    if daemon_running:
-        (pipe_dir / "control").touch()
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipe_dir))
+    return pipe_dir
+
+
+def test_mps_is_not_running_without_a_control_file(mps_dir: Path) -> None:
+    """No control file in the pipe directory: no daemon."""
+    assert mps_running() is False
+
+
+def test_mps_is_not_running_when_nobody_reads_the_control_pipe(mps_dir: Path) -> None:
+    """A control pipe that no process holds open for reading is what a quit daemon leaves."""
+    os.mkfifo(mps_dir / "control")
+    assert mps_running() is False
+
+
+def test_mps_is_running_while_a_reader_holds_the_control_pipe(mps_dir: Path) -> None:
+    """A reader on the control pipe is a daemon; once it closes (quit) the answer is False again."""
+    os.mkfifo(mps_dir / "control")
+    with _reader(mps_dir / "control"):
+        assert mps_running() is True
+        assert mps_running() is True  # asking twice leaves the pipe as it was
+    assert mps_running() is False
+
+
+def test_mps_is_not_running_when_control_is_a_plain_file(mps_dir: Path) -> None:
+    """A regular file named control is not a daemon's pipe."""
+    (mps_dir / "control").touch()
+    assert mps_running() is False
+
+
+def test_mps_is_running_while_a_process_listens_on_a_control_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A control socket counts while something listens on it, not once the listener has gone."""
+    # UNIX socket paths are limited to ~108 bytes, which pytest's tmp_path can exceed.
+    with tempfile.TemporaryDirectory(prefix="mps-") as pipe_dir:
+        monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", pipe_dir)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as daemon:
+            daemon.bind(str(Path(pipe_dir) / "control"))
+            daemon.listen()
+            assert mps_running() is True
+        assert (Path(pipe_dir) / "control").exists()
+        assert mps_running() is False
+
+
+@pytest.mark.parametrize("state", ["no pipe", "pipe without reader", "pipe with reader"])
+def test_mps_profile_warns_unless_a_daemon_reads_the_control_pipe(
+    tmp_path: Path, mps_dir: Path, caplog: pytest.LogCaptureFixture, state: str
+) -> None:
+    """An MPS profile's instances without the daemon would take turns: say how to start it."""
+    if state != "no pipe":
+        os.mkfifo(mps_dir / "control")
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     fake = _script(tmp_path / "llama-server", "exit 3")
     capture = caplog.at_level("WARNING", logger="vibesdk_server.serving")
-    with capture, pytest.raises(ServerStartError):
+    daemon = (
+        _reader(mps_dir / "control") if state == "pipe with reader" else contextlib.nullcontext()
+    )
+    with daemon, capture, pytest.raises(ServerStartError):
         serve(model, "h100-vibethinker-mps", binary=fake, log_dir=tmp_path / "logs")
     warned = [r.getMessage() for r in caplog.records if r.name == "vibesdk_server.serving"]
-    if daemon_running:
+    if state == "pipe with reader":
         assert warned == []
     else:
         (message,) = warned

@@ -13,13 +13,13 @@ server/llama/build.sh; models from :mod:`vibesdk_server.serving.models`.
 from __future__ import annotations
 
 from . import models
+from ._gpu import mps_running
 from ._process import (
     LlamaServer,
     ServerGroup,
     ServerStartError,
     find_llama_server,
     free_port,
-    mps_running,
     serve,
 )
 from ._profiles import PROFILES, SamplingDefaults, ServerProfile, get_profile

@@ -27,6 +27,7 @@ import httpx
 from vibesdk import ConfigError, VibeError
 
 from . import models
+from ._gpu import mps_running
 from ._profiles import ServerProfile, get_profile
 from ._settings import ServingSettings, load_serving_settings
 
@@ -235,12 +236,6 @@ class ServerGroup:
 
     def __iter__(self) -> Iterator[LlamaServer]:
         return iter(self.servers)
-
-
-def mps_running() -> bool:
-    """Whether a CUDA MPS control daemon is listening (its pipe in ``CUDA_MPS_PIPE_DIRECTORY``)."""
-    pipe_dir = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps")  # noqa: S108
-    return (pipe_dir / "control").exists()
 
 
 def serve(
