@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,8 @@ import pytest
 import yaml
 from vibesdk_server.serving import (
     PROFILES,
+    VIBETHINKER_SAMPLING,
+    VIBETHINKER_TOPK_SAMPLING,
     ServerStartError,
     ServingSettings,
     find_llama_server,
@@ -226,7 +229,7 @@ def test_wait_ready_gives_up_at_the_deadline_of_the_injected_clock(tmp_path: Pat
 
 
 def test_h100_profile_turns_into_the_measured_flags() -> None:
-    """h100-vibethinker: all layers on the GPU, 64 slots, own KV, FA, GPU + VibeThinker sampling."""
+    """h100-vibethinker: all layers on the GPU, 64 slots, own KV, FA, GPU + model-card sampling."""
     args = get_profile("h100-vibethinker").args(Path("/m.gguf"), host="127.0.0.1", port=8080)
     joined = " ".join(args)
     for expected in (
@@ -239,7 +242,7 @@ def test_h100_profile_turns_into_the_measured_flags() -> None:
         "--metrics",
         "--temp 0.6",
         "--top-p 0.95",
-        "--top-k 64",
+        "--top-k 0",
         "--min-p 0",
         "--samplers top_k;temperature;top_p",
         "--cache-ram 0",
@@ -258,6 +261,65 @@ def test_mps_profile_is_four_servers_of_sixteen_slots_with_the_same_flags() -> N
     assert [a for a in args if a not in strip] == [
         a for a in single.args(Path("/m.gguf"), host="127.0.0.1", port=8080) if a not in strip
     ]
+
+
+VIBETHINKER_PROFILES = [
+    f"{gpu}-vibethinker{mps}{topk}"
+    for gpu in ("h100", "h200")
+    for mps in ("", "-mps")
+    for topk in ("", "-topk")
+]
+
+
+@pytest.mark.parametrize("name", VIBETHINKER_PROFILES)
+def test_each_vibethinker_profile_samples_on_the_gpu_in_the_mode_its_name_and_description_say(
+    name: str,
+) -> None:
+    """-topk profiles cut to 64 tokens, the others sample as the model card says; all on the GPU."""
+    profile = get_profile(name)
+    topk = name.endswith("-topk")
+    assert profile.sampling == (VIBETHINKER_TOPK_SAMPLING if topk else VIBETHINKER_SAMPLING)
+    assert profile.backend_sampling is True
+    assert ("top-k 64 before temperature" in profile.description) is topk
+    assert ("model-card sampling" in profile.description) is not topk
+    assert ("on one H200" if name.startswith("h200") else "on one H100") in profile.description
+    if name.startswith("h200"):
+        assert "141 GB" in profile.description
+    assert (profile.instances, profile.parallel, profile.needs_mps) == (
+        (4, 16, True) if "-mps" in name else (1, 64, False)
+    )
+
+
+def test_vibethinker_sampling_is_the_model_card_and_the_topk_mode_differs_only_in_top_k() -> None:
+    """Temperature 0.6 before top_p 0.95, no top-k cut (0) or a cut of 64; min_p off."""
+    assert VIBETHINKER_SAMPLING.args() == [
+        "--temp", "0.6", "--top-p", "0.95", "--top-k", "0", "--min-p", "0",
+        "--samplers", "top_k;temperature;top_p",
+    ]  # fmt: skip
+    assert replace(VIBETHINKER_SAMPLING, top_k=64) == VIBETHINKER_TOPK_SAMPLING
+
+
+def test_request_params_write_top_k_zero_out() -> None:
+    """A variant's params say top_k 0, so a server whose own default cuts (40) does not."""
+    assert get_profile("h100-vibethinker").sampling.request_params() == {
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "top_k": 0,
+    }
+    assert get_profile("h100-vibethinker-topk").sampling.request_params()["top_k"] == 64
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_topk_twin_and_h200_profiles_change_nothing_but_sampling_and_name(gpu: str) -> None:
+    """-topk differs from its profile in --top-k alone; the H200 ones start as the H100 ones."""
+    for base in (f"{gpu}-vibethinker", f"{gpu}-vibethinker-mps"):
+        plain = get_profile(base).args(Path("/m.gguf"), host="127.0.0.1", port=1)
+        topk = get_profile(base + "-topk").args(Path("/m.gguf"), host="127.0.0.1", port=1)
+        i = plain.index("--top-k")
+        assert (plain[i + 1], topk[i + 1]) == ("0", "64")
+        assert plain[:i] + plain[i + 2 :] == topk[:i] + topk[i + 2 :]
+        h100 = base.replace(gpu, "h100")
+        assert plain == get_profile(h100).args(Path("/m.gguf"), host="127.0.0.1", port=1)
 
 
 @contextlib.contextmanager

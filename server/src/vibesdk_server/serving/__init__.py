@@ -22,11 +22,20 @@ from ._process import (
     free_port,
     serve,
 )
-from ._profiles import PROFILES, SamplingDefaults, ServerProfile, get_profile
+from ._profiles import (
+    PROFILES,
+    VIBETHINKER_SAMPLING,
+    VIBETHINKER_TOPK_SAMPLING,
+    SamplingDefaults,
+    ServerProfile,
+    get_profile,
+)
 from ._settings import ServingSettings, load_serving_settings
 
 __all__ = [
     "PROFILES",
+    "VIBETHINKER_SAMPLING",
+    "VIBETHINKER_TOPK_SAMPLING",
     "LlamaServer",
     "SamplingDefaults",
     "ServerGroup",

@@ -76,8 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_in)
 
     if args.list:
+        width = max(map(len, PROFILES))
         for name in sorted(PROFILES):
-            print(f"{name:18} {PROFILES[name].description}")
+            print(f"{name:{width}} {PROFILES[name].description}")
         return 0
     try:
         profile = get_profile(args.profile)
