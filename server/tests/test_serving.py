@@ -32,11 +32,14 @@ from vibesdk_server.serving import (
     ServingSettings,
     find_llama_server,
     get_profile,
+    gpu_name,
     models,
     mps_running,
+    profile_for_gpu,
     serve,
 )
 from vibesdk_server.serving._cli import main as vibe_serve
+from vibesdk_server.serving._gpu import resolve_profile
 from vibesdk_server.serving._process import LlamaServer
 
 from vibesdk import ConfigError
@@ -322,6 +325,142 @@ def test_topk_twin_and_h200_profiles_change_nothing_but_sampling_and_name(gpu: s
         assert plain == get_profile(h100).args(Path("/m.gguf"), host="127.0.0.1", port=1)
 
 
+@pytest.mark.parametrize(
+    ("gpu", "expected"),
+    [
+        ("NVIDIA H100 80GB HBM3", "h100-vibethinker"),
+        ("NVIDIA H100 PCIe", "h100-vibethinker"),
+        ("NVIDIA H100 NVL", "h100-vibethinker"),
+        ("NVIDIA H200", "h200-vibethinker"),
+        ("NVIDIA H200 NVL", "h200-vibethinker"),
+    ],
+)
+def test_profile_for_gpu_picks_by_the_name_nvidia_smi_prints(gpu: str, expected: str) -> None:
+    """H100s get h100-vibethinker, H200s h200-vibethinker; topk=True their -topk twins."""
+    assert profile_for_gpu(gpu).name == expected
+    assert profile_for_gpu(gpu, topk=True).name == expected + "-topk"
+
+
+@pytest.mark.parametrize("gpu", ["NVIDIA A100-SXM4-80GB", "NVIDIA GH200 480GB", "Tesla T4", ""])
+def test_profile_for_gpu_refuses_other_gpus_naming_them_and_the_profiles(gpu: str) -> None:
+    """Any other GPU is a ConfigError of one line that names it and lists the known profiles."""
+    with pytest.raises(ConfigError) as info:
+        profile_for_gpu(gpu)
+    message = str(info.value)
+    assert "\n" not in message
+    assert repr(gpu) in message
+    assert all(name in message for name in PROFILES)
+
+
+def _nvidia_smi(directory: Path, body: str) -> Path:
+    """A fake nvidia-smi in ``directory`` that prints the GPU names its body echoes."""
+    directory.mkdir(exist_ok=True)
+    return _script(directory / "nvidia-smi", body)
+
+
+def test_gpu_name_is_the_first_line_of_nvidia_smis_name_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpu_name() asks for the names as CSV without a header and keeps the first GPU's."""
+    _nvidia_smi(
+        tmp_path / "bin",
+        f'echo "$@" > {tmp_path}/argv; printf "NVIDIA H200\\nNVIDIA H100 80GB HBM3\\n"',
+    )
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert gpu_name() == "NVIDIA H200"
+    assert (tmp_path / "argv").read_text().split() == [
+        "--query-gpu=name",
+        "--format=csv,noheader",
+    ]
+
+
+def test_auto_without_nvidia_smi_is_a_config_error_listing_the_profiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No nvidia-smi on PATH: --profile auto says so in one line and lists what to name instead."""
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="nvidia-smi is not on PATH") as info:
+        resolve_profile("auto")
+    assert "\n" not in str(info.value)
+    assert all(name in str(info.value) for name in PROFILES)
+
+
+def test_auto_with_a_failing_nvidia_smi_is_a_config_error_quoting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nvidia-smi without a driver exits non-zero: the error quotes its first line."""
+    _nvidia_smi(tmp_path / "bin", 'echo "NVIDIA-SMI has failed: no driver"; exit 9')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(ConfigError, match=r"code 9 and said: NVIDIA-SMI has failed: no driver;"):
+        resolve_profile("auto-topk")
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected", "top_k"),
+    [("auto", "h200-vibethinker", 0), ("auto-topk", "h200-vibethinker-topk", 64)],
+)
+def test_serve_auto_picks_the_profile_for_the_gpu_and_logs_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    choice: str,
+    expected: str,
+    top_k: int,
+) -> None:
+    """serve(model, "auto") starts the GPU's profile and logs which GPU chose which profile."""
+    _nvidia_smi(tmp_path / "bin", 'echo "NVIDIA H200"')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    fake = _script(tmp_path / "llama-server", 'echo "$@"; exit 3')
+    with (
+        caplog.at_level("INFO", logger="vibesdk_server.serving"),
+        pytest.raises(
+            ServerStartError,
+            match=rf"--parallel 64 .* --top-k {top_k} ",
+        ),
+    ):
+        serve(model, choice, binary=fake, log_dir=tmp_path / "logs")
+    assert f"profile {choice}: GPU 'NVIDIA H200' -> {expected}" in caplog.messages
+
+
+def test_serve_auto_on_an_unknown_gpu_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An A100 is a ConfigError before any llama-server starts."""
+    _nvidia_smi(tmp_path / "bin", 'echo "NVIDIA A100-SXM4-80GB"')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    fake = _script(tmp_path / "llama-server", f"touch {tmp_path}/started; exit 3")
+    with pytest.raises(ConfigError, match="'NVIDIA A100-SXM4-80GB'"):
+        serve(tmp_path / "m.gguf", "auto", binary=fake, log_dir=tmp_path / "logs")
+    assert not (tmp_path / "started").exists()
+
+
+def test_vibe_serve_profile_auto_says_what_it_picked_or_why_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vibe-serve --profile auto` names the picked profile; on an unknown GPU it exits 1."""
+    gpu = _nvidia_smi(tmp_path / "bin", 'echo "NVIDIA H100 80GB HBM3"')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    fake = _script(tmp_path / "llama-server", "exit 0")
+    argv = ["--print-args", "--model", str(model), "--binary", str(fake), "--profile"]
+    assert vibe_serve([*argv, "auto-topk"]) == 0
+    out, err = capsys.readouterr()
+    assert "picked h100-vibethinker-topk" in err
+    (line,) = out.splitlines()
+    assert "--parallel 64" in line
+    assert "--top-k 64" in line
+    _script(gpu, 'echo "NVIDIA A100-SXM4-80GB"')
+    assert vibe_serve([*argv, "auto"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vibe-serve: no launch profile for GPU 'NVIDIA A100-SXM4-80GB'")
+    assert err.count("\n") == 1
+    assert "h200-vibethinker-mps-topk" in err
+
+
 @contextlib.contextmanager
 def _reader(fifo: Path) -> Iterator[None]:
     """Hold ``fifo`` open for reading, as the MPS control daemon holds its control pipe."""
@@ -460,10 +599,11 @@ def test_packaged_models_resolve_to_gguf_files(tmp_path: Path) -> None:
 def test_vibe_serve_lists_profiles_and_prints_command_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`vibe-serve --list` names every profile; --print-args shows one command line per instance."""
+    """`vibe-serve --list` names every profile and auto; --print-args shows each command line."""
     assert vibe_serve(["--list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in PROFILES)
+    assert {line.split()[0] for line in listing.splitlines()} >= {"auto", "auto-topk"}
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     fake = _script(tmp_path / "llama-server", "exit 0")

@@ -1,17 +1,33 @@
-"""Ask this machine about its GPU: whether the CUDA MPS control daemon is running.
+"""Ask this machine about its GPU: its name, which profile suits it, whether MPS is running.
 
-Nothing here starts, stops or sends anything to a GPU process; the answers are read from the
-file system.
+Nothing here changes the GPU's state or sends anything to a GPU process: the name comes from an
+``nvidia-smi`` query, the MPS answer from the daemon's control file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import socket
 import stat
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import Final
 
-__all__ = ["mps_running"]
+from vibesdk import ConfigError
+
+from ._profiles import PROFILES, ServerProfile, get_profile, profile_for_gpu
+
+logger = logging.getLogger("vibesdk_server.serving")
+
+__all__ = ["AUTO_PROFILES", "gpu_name", "mps_running", "resolve_profile"]
+
+# Profile names that stand for "the VibeThinker profile for this machine's GPU", each with whether
+# it means the -topk twin.
+AUTO_PROFILES: Final[Mapping[str, bool]] = MappingProxyType({"auto": False, "auto-topk": True})
 
 _MPS_PIPE_DIRECTORY = "/tmp/nvidia-mps"  # noqa: S108 -- CUDA's own default, not a temp file of ours
 
@@ -66,3 +82,55 @@ def _socket_has_listener(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def gpu_name(*, timeout_s: float = 10.0) -> str:
+    """The first GPU's name as ``nvidia-smi --query-gpu=name --format=csv,noheader`` prints it.
+
+    Raises :class:`vibesdk.ConfigError` saying why there is none: no ``nvidia-smi`` on ``PATH``,
+    or one that fails, hangs past ``timeout_s`` or lists no GPU.
+    """
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        raise ConfigError("no GPU name found: nvidia-smi is not on PATH")
+    try:
+        done = subprocess.run(  # noqa: S603 -- nvidia-smi from PATH, argv list, no shell
+            [exe, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"no GPU name found: nvidia-smi did not answer ({exc})") from exc
+    names = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not names:
+        said = (done.stderr.strip() or done.stdout.strip() or "nothing").splitlines()[0]
+        raise ConfigError(
+            f"no GPU name found: nvidia-smi exited with code {done.returncode} and said: {said}"
+        )
+    return names[0]
+
+
+def resolve_profile(profile: str | ServerProfile) -> ServerProfile:
+    """A profile object, its name, or ``auto`` / ``auto-topk`` turned into a :class:`ServerProfile`.
+
+    ``auto`` reads the GPU's name (:func:`gpu_name`) and picks by :func:`profile_for_gpu`
+    (``auto-topk`` its ``-topk`` twin), logging the choice; without a name or with a GPU no profile
+    is for, :class:`vibesdk.ConfigError` says which GPU was found and lists the known profiles. An
+    unknown name raises ``KeyError`` naming the known ones, as :func:`get_profile` does.
+    """
+    if isinstance(profile, ServerProfile):
+        return profile
+    if profile not in AUTO_PROFILES:
+        return get_profile(profile)
+    try:
+        name = gpu_name()
+    except ConfigError as exc:
+        known = ", ".join(sorted(PROFILES))
+        raise ConfigError(
+            f"profile {profile!r} picks by GPU, but {exc}; name one of: {known}"
+        ) from exc
+    chosen = profile_for_gpu(name, topk=AUTO_PROFILES[profile])
+    logger.info("profile %s: GPU %r -> %s", profile, name, chosen.name)
+    return chosen

@@ -6,13 +6,17 @@ profile is what it is: docs/deployment/gpu-serving.md and benchmarks/gpu_serving
 hold the measurements.
 
 The VibeThinker profiles come in two sampling modes: the model card's (no top-k cut), and the
-``-topk`` twin of each that cuts to the 64 likeliest tokens first.
+``-topk`` twin of each that cuts to the 64 likeliest tokens first. :func:`profile_for_gpu` picks
+one by the GPU's name, for ``--profile auto``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from vibesdk import ConfigError
 
 __all__ = [
     "PROFILES",
@@ -21,6 +25,7 @@ __all__ = [
     "SamplingDefaults",
     "ServerProfile",
     "get_profile",
+    "profile_for_gpu",
 ]
 
 
@@ -283,3 +288,24 @@ def get_profile(name: str) -> ServerProfile:
         return PROFILES[name]
     except KeyError:
         raise KeyError(f"unknown profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None
+
+
+# A GPU model as a word of nvidia-smi's name: "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe",
+# "NVIDIA H200 NVL". A whole word, so a GH200 (Grace Hopper, other memory sizes) is not an H200.
+_GPU_PROFILES = (("H200", "h200-vibethinker"), ("H100", "h100-vibethinker"))
+
+
+def profile_for_gpu(gpu_name: str, *, topk: bool = False) -> ServerProfile:
+    """The VibeThinker profile for a GPU called ``gpu_name`` (as ``nvidia-smi`` prints it).
+
+    An H200 gets ``h200-vibethinker``, an H100 ``h100-vibethinker`` (one server; the ``-mps``
+    profiles need a daemon, so they are never picked for you); ``topk`` picks the ``-topk`` twin.
+    Any other GPU raises :class:`vibesdk.ConfigError` naming it and the known profiles.
+    """
+    for model, name in _GPU_PROFILES:
+        if re.search(rf"\b{model}\b", gpu_name, re.IGNORECASE):
+            return PROFILES[name + "-topk" if topk else name]
+    raise ConfigError(
+        f"no launch profile for GPU {gpu_name!r} (auto knows H100 and H200); "
+        f"name one of: {', '.join(sorted(PROFILES))}"
+    )
