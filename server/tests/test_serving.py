@@ -506,14 +506,18 @@ def test_mps_is_not_running_when_control_is_a_plain_file(mps_dir: Path) -> None:
     assert mps_running() is False
 
 
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_SEQPACKET])
 def test_mps_is_running_while_a_process_listens_on_a_control_socket(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, kind: socket.SocketKind
 ) -> None:
-    """A control socket counts while something listens on it, not once the listener has gone."""
+    """A control socket of either type counts while it is bound, not once its listener has gone.
+
+    CUDA 13's daemon listens on a non-stream socket and leaves the file behind when it quits.
+    """
     # UNIX socket paths are limited to ~108 bytes, which pytest's tmp_path can exceed.
     with tempfile.TemporaryDirectory(prefix="mps-") as pipe_dir:
         monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", pipe_dir)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as daemon:
+        with socket.socket(socket.AF_UNIX, kind) as daemon:
             daemon.bind(str(Path(pipe_dir) / "control"))
             daemon.listen()
             assert mps_running() is True

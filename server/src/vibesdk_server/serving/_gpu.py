@@ -6,6 +6,7 @@ Nothing here changes the GPU's state or sends anything to a GPU process: the nam
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -40,7 +41,9 @@ def mps_running(pipe_directory: str | Path | None = None) -> bool:
 
     - ``control`` a named pipe: it is opened for writing without blocking, which succeeds only
       while a process holds it open for reading, and closed at once; nothing is written.
-    - ``control`` a UNIX socket: a connection is opened and closed at once; nothing is sent.
+    - ``control`` a UNIX socket (what CUDA 13's daemon makes): a stream connection is tried and
+      closed at once; nothing is sent. The daemon's socket is of another type, so the kernel
+      refuses with EPROTOTYPE while it is bound and with ECONNREFUSED once the daemon has quit.
 
     A missing file, any other kind of file, no reader, a refused connection or a file this user
     may not open all answer ``False``: CUDA clients of this user would not reach a daemon either.
@@ -71,16 +74,18 @@ def _fifo_has_reader(path: Path) -> bool:
 
 
 def _socket_has_listener(path: Path) -> bool:
-    # As with the pipe, the socket file stays after the daemon quits; a refused connection is the
-    # sign that nobody listens on it any more.
+    # As with the pipe, the socket file stays after the daemon quits (seen with CUDA 13's daemon),
+    # and connecting is then refused. A live daemon's socket is not a stream socket: the kernel
+    # answers a stream connect with EPROTOTYPE before the daemon hears of it, and only a socket
+    # some process still has bound can answer that, so it counts as running too.
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(2.0)
         try:
             sock.connect(str(path))
         except TimeoutError:
             return True  # a listener whose backlog is full is still a listener
-        except OSError:
-            return False
+        except OSError as exc:
+            return exc.errno == errno.EPROTOTYPE
     return True
 
 
