@@ -31,8 +31,8 @@ Cell = tuple[int, ...]  # (concurrency, n_predict[, requests per stream])
 FULL: list[Cell] = [(c, n) for n in (256, 1024) for c in (1, 4, 16, 32, 64)] + [(16, 512)]
 SWEEP: list[Cell] = [(1, 256), (16, 256), (64, 256)]
 
-TUNED = PROFILES["h100-vibethinker"]
-TUNED_MPS = PROFILES["h100-vibethinker-mps"]
+TUNED = PROFILES["h100-vibethinker-topk"]
+TUNED_MPS = PROFILES["h100-vibethinker-mps-topk"]
 DEFAULT = PROFILES["default"]
 
 

@@ -15,8 +15,8 @@
 #   mps-on  start the CUDA MPS control daemon (kernels of several processes then share the GPU
 #           at the same time instead of taking turns); mps-off stops it. Plans run in between
 #           record "mps": true.
-#   cli     the user's path: `vibe-serve --profile h100-vibethinker-mps` writes the canary URLs,
-#           vibesdk.Client answers 8 users through them, SIGTERM stops every server.
+#   cli     the user's path: `vibe-serve --profile h100-vibethinker-mps-topk` writes the canary
+#           URLs, vibesdk.Client answers 8 users through them, SIGTERM stops every server.
 #   pack    put the built prefix into $OUT (split in 15 MiB parts) so a later call can carry it.
 #
 # Inputs (ignored by git, carried by the device tool): .gpu/llama-src.tar.xz (llama-cpp-python's
@@ -121,9 +121,9 @@ stage_mps_off() {
 }
 
 stage_cli() {
-  log "vibe-serve --profile h100-vibethinker-mps, then vibesdk.Client through its URLs"
+  log "vibe-serve --profile h100-vibethinker-mps-topk, then vibesdk.Client through its URLs"
   local urls="$out/canary-urls.json"
-  python3 -m vibesdk_server.serving._cli --profile h100-vibethinker-mps \
+  python3 -m vibesdk_server.serving._cli --profile h100-vibethinker-mps-topk \
     --model "$models/vt-q8_0.gguf" --write-urls "$urls" --log-dir "$logs/cli" >"$logs/cli.out" 2>&1 &
   local pid=$!
   for _ in $(seq 120); do grep -q '^wrote' "$logs/cli.out" || ! kill -0 "$pid" 2>/dev/null && break; sleep 1; done

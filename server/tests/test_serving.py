@@ -6,6 +6,7 @@ tiny shell scripts in place of llama-server so they can exit or hang on demand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,8 +14,11 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -22,14 +26,20 @@ import pytest
 import yaml
 from vibesdk_server.serving import (
     PROFILES,
+    VIBETHINKER_SAMPLING,
+    VIBETHINKER_TOPK_SAMPLING,
     ServerStartError,
     ServingSettings,
     find_llama_server,
     get_profile,
+    gpu_name,
     models,
+    mps_running,
+    profile_for_gpu,
     serve,
 )
 from vibesdk_server.serving._cli import main as vibe_serve
+from vibesdk_server.serving._gpu import resolve_profile
 from vibesdk_server.serving._process import LlamaServer
 
 from vibesdk import ConfigError
@@ -222,7 +232,7 @@ def test_wait_ready_gives_up_at_the_deadline_of_the_injected_clock(tmp_path: Pat
 
 
 def test_h100_profile_turns_into_the_measured_flags() -> None:
-    """h100-vibethinker: all layers on the GPU, 64 slots, own KV, FA, GPU + VibeThinker sampling."""
+    """h100-vibethinker: all layers on the GPU, 64 slots, own KV, FA, GPU + model-card sampling."""
     args = get_profile("h100-vibethinker").args(Path("/m.gguf"), host="127.0.0.1", port=8080)
     joined = " ".join(args)
     for expected in (
@@ -235,7 +245,7 @@ def test_h100_profile_turns_into_the_measured_flags() -> None:
         "--metrics",
         "--temp 0.6",
         "--top-p 0.95",
-        "--top-k 64",
+        "--top-k 0",
         "--min-p 0",
         "--samplers top_k;temperature;top_p",
         "--cache-ram 0",
@@ -256,27 +266,283 @@ def test_mps_profile_is_four_servers_of_sixteen_slots_with_the_same_flags() -> N
     ]
 
 
-@pytest.mark.parametrize("daemon_running", [False, True])
-def test_mps_profile_warns_when_no_mps_daemon_is_listening(
+VIBETHINKER_PROFILES = [
+    f"{gpu}-vibethinker{mps}{topk}"
+    for gpu in ("h100", "h200")
+    for mps in ("", "-mps")
+    for topk in ("", "-topk")
+]
+
+
+@pytest.mark.parametrize("name", VIBETHINKER_PROFILES)
+def test_each_vibethinker_profile_samples_on_the_gpu_in_the_mode_its_name_and_description_say(
+    name: str,
+) -> None:
+    """-topk profiles cut to 64 tokens, the others sample as the model card says; all on the GPU."""
+    profile = get_profile(name)
+    topk = name.endswith("-topk")
+    assert profile.sampling == (VIBETHINKER_TOPK_SAMPLING if topk else VIBETHINKER_SAMPLING)
+    assert profile.backend_sampling is True
+    assert ("top-k 64 before temperature" in profile.description) is topk
+    assert ("model-card sampling" in profile.description) is not topk
+    assert ("on one H200" if name.startswith("h200") else "on one H100") in profile.description
+    if name.startswith("h200"):
+        assert "141 GB" in profile.description
+    assert (profile.instances, profile.parallel, profile.needs_mps) == (
+        (4, 16, True) if "-mps" in name else (1, 64, False)
+    )
+
+
+def test_vibethinker_sampling_is_the_model_card_and_the_topk_mode_differs_only_in_top_k() -> None:
+    """Temperature 0.6 before top_p 0.95, no top-k cut (0) or a cut of 64; min_p off."""
+    assert VIBETHINKER_SAMPLING.args() == [
+        "--temp", "0.6", "--top-p", "0.95", "--top-k", "0", "--min-p", "0",
+        "--samplers", "top_k;temperature;top_p",
+    ]  # fmt: skip
+    assert replace(VIBETHINKER_SAMPLING, top_k=64) == VIBETHINKER_TOPK_SAMPLING
+
+
+def test_request_params_write_top_k_zero_out() -> None:
+    """A variant's params say top_k 0, so a server whose own default cuts (40) does not."""
+    assert get_profile("h100-vibethinker").sampling.request_params() == {
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "top_k": 0,
+    }
+    assert get_profile("h100-vibethinker-topk").sampling.request_params()["top_k"] == 64
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_topk_twin_and_h200_profiles_change_nothing_but_sampling_and_name(gpu: str) -> None:
+    """-topk differs from its profile in --top-k alone; the H200 ones start as the H100 ones."""
+    for base in (f"{gpu}-vibethinker", f"{gpu}-vibethinker-mps"):
+        plain = get_profile(base).args(Path("/m.gguf"), host="127.0.0.1", port=1)
+        topk = get_profile(base + "-topk").args(Path("/m.gguf"), host="127.0.0.1", port=1)
+        i = plain.index("--top-k")
+        assert (plain[i + 1], topk[i + 1]) == ("0", "64")
+        assert plain[:i] + plain[i + 2 :] == topk[:i] + topk[i + 2 :]
+        h100 = base.replace(gpu, "h100")
+        assert plain == get_profile(h100).args(Path("/m.gguf"), host="127.0.0.1", port=1)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "expected"),
+    [
+        ("NVIDIA H100 80GB HBM3", "h100-vibethinker"),
+        ("NVIDIA H100 PCIe", "h100-vibethinker"),
+        ("NVIDIA H100 NVL", "h100-vibethinker"),
+        ("NVIDIA H200", "h200-vibethinker"),
+        ("NVIDIA H200 NVL", "h200-vibethinker"),
+    ],
+)
+def test_profile_for_gpu_picks_by_the_name_nvidia_smi_prints(gpu: str, expected: str) -> None:
+    """H100s get h100-vibethinker, H200s h200-vibethinker; topk=True their -topk twins."""
+    assert profile_for_gpu(gpu).name == expected
+    assert profile_for_gpu(gpu, topk=True).name == expected + "-topk"
+
+
+@pytest.mark.parametrize("gpu", ["NVIDIA A100-SXM4-80GB", "NVIDIA GH200 480GB", "Tesla T4", ""])
+def test_profile_for_gpu_refuses_other_gpus_naming_them_and_the_profiles(gpu: str) -> None:
+    """Any other GPU is a ConfigError of one line that names it and lists the known profiles."""
+    with pytest.raises(ConfigError) as info:
+        profile_for_gpu(gpu)
+    message = str(info.value)
+    assert "\n" not in message
+    assert repr(gpu) in message
+    assert all(name in message for name in PROFILES)
+
+
+def _nvidia_smi(directory: Path, body: str) -> Path:
+    """A fake nvidia-smi in ``directory`` that prints the GPU names its body echoes."""
+    directory.mkdir(exist_ok=True)
+    return _script(directory / "nvidia-smi", body)
+
+
+def test_gpu_name_is_the_first_line_of_nvidia_smis_name_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpu_name() asks for the names as CSV without a header and keeps the first GPU's."""
+    _nvidia_smi(
+        tmp_path / "bin",
+        f'echo "$@" > {tmp_path}/argv; printf "NVIDIA H200\\nNVIDIA H100 80GB HBM3\\n"',
+    )
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert gpu_name() == "NVIDIA H200"
+    assert (tmp_path / "argv").read_text().split() == [
+        "--query-gpu=name",
+        "--format=csv,noheader",
+    ]
+
+
+def test_auto_without_nvidia_smi_is_a_config_error_listing_the_profiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No nvidia-smi on PATH: --profile auto says so in one line and lists what to name instead."""
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="nvidia-smi is not on PATH") as info:
+        resolve_profile("auto")
+    assert "\n" not in str(info.value)
+    assert all(name in str(info.value) for name in PROFILES)
+
+
+def test_auto_with_a_failing_nvidia_smi_is_a_config_error_quoting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nvidia-smi without a driver exits non-zero: the error quotes its first line."""
+    _nvidia_smi(tmp_path / "bin", 'echo "NVIDIA-SMI has failed: no driver"; exit 9')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(ConfigError, match=r"code 9 and said: NVIDIA-SMI has failed: no driver;"):
+        resolve_profile("auto-topk")
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected", "top_k"),
+    [("auto", "h200-vibethinker", 0), ("auto-topk", "h200-vibethinker-topk", 64)],
+)
+def test_serve_auto_picks_the_profile_for_the_gpu_and_logs_it(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-    daemon_running: bool,
+    choice: str,
+    expected: str,
+    top_k: int,
 ) -> None:
-    """An MPS profile's instances without the daemon would take turns: say how to start it."""
+    """serve(model, "auto") starts the GPU's profile and logs which GPU chose which profile."""
+    _nvidia_smi(tmp_path / "bin", 'echo "NVIDIA H200"')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    fake = _script(tmp_path / "llama-server", 'echo "$@"; exit 3')
+    with (
+        caplog.at_level("INFO", logger="vibesdk_server.serving"),
+        pytest.raises(
+            ServerStartError,
+            match=rf"--parallel 64 .* --top-k {top_k} ",
+        ),
+    ):
+        serve(model, choice, binary=fake, log_dir=tmp_path / "logs")
+    assert f"profile {choice}: GPU 'NVIDIA H200' -> {expected}" in caplog.messages
+
+
+def test_serve_auto_on_an_unknown_gpu_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An A100 is a ConfigError before any llama-server starts."""
+    _nvidia_smi(tmp_path / "bin", 'echo "NVIDIA A100-SXM4-80GB"')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    fake = _script(tmp_path / "llama-server", f"touch {tmp_path}/started; exit 3")
+    with pytest.raises(ConfigError, match="'NVIDIA A100-SXM4-80GB'"):
+        serve(tmp_path / "m.gguf", "auto", binary=fake, log_dir=tmp_path / "logs")
+    assert not (tmp_path / "started").exists()
+
+
+def test_vibe_serve_profile_auto_says_what_it_picked_or_why_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vibe-serve --profile auto` names the picked profile; on an unknown GPU it exits 1."""
+    gpu = _nvidia_smi(tmp_path / "bin", 'echo "NVIDIA H100 80GB HBM3"')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    fake = _script(tmp_path / "llama-server", "exit 0")
+    argv = ["--print-args", "--model", str(model), "--binary", str(fake), "--profile"]
+    assert vibe_serve([*argv, "auto-topk"]) == 0
+    out, err = capsys.readouterr()
+    assert "picked h100-vibethinker-topk" in err
+    (line,) = out.splitlines()
+    assert "--parallel 64" in line
+    assert "--top-k 64" in line
+    _script(gpu, 'echo "NVIDIA A100-SXM4-80GB"')
+    assert vibe_serve([*argv, "auto"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vibe-serve: no launch profile for GPU 'NVIDIA A100-SXM4-80GB'")
+    assert err.count("\n") == 1
+    assert "h200-vibethinker-mps-topk" in err
+
+
+@contextlib.contextmanager
+def _reader(fifo: Path) -> Iterator[None]:
+    """Hold ``fifo`` open for reading, as the MPS control daemon holds its control pipe."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def mps_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty CUDA_MPS_PIPE_DIRECTORY, so no test looks at this machine's real daemon."""
     pipe_dir = tmp_path / "mps"
     pipe_dir.mkdir()
-    if daemon_running:
-        (pipe_dir / "control").touch()
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipe_dir))
+    return pipe_dir
+
+
+def test_mps_is_not_running_without_a_control_file(mps_dir: Path) -> None:
+    """No control file in the pipe directory: no daemon."""
+    assert mps_running() is False
+
+
+def test_mps_is_not_running_when_nobody_reads_the_control_pipe(mps_dir: Path) -> None:
+    """A control pipe that no process holds open for reading is what a quit daemon leaves."""
+    os.mkfifo(mps_dir / "control")
+    assert mps_running() is False
+
+
+def test_mps_is_running_while_a_reader_holds_the_control_pipe(mps_dir: Path) -> None:
+    """A reader on the control pipe is a daemon; once it closes (quit) the answer is False again."""
+    os.mkfifo(mps_dir / "control")
+    with _reader(mps_dir / "control"):
+        assert mps_running() is True
+        assert mps_running() is True  # asking twice leaves the pipe as it was
+    assert mps_running() is False
+
+
+def test_mps_is_not_running_when_control_is_a_plain_file(mps_dir: Path) -> None:
+    """A regular file named control is not a daemon's pipe."""
+    (mps_dir / "control").touch()
+    assert mps_running() is False
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_SEQPACKET])
+def test_mps_is_running_while_a_process_listens_on_a_control_socket(
+    monkeypatch: pytest.MonkeyPatch, kind: socket.SocketKind
+) -> None:
+    """A control socket of either type counts while it is bound, not once its listener has gone.
+
+    CUDA 13's daemon listens on a non-stream socket and leaves the file behind when it quits.
+    """
+    # UNIX socket paths are limited to ~108 bytes, which pytest's tmp_path can exceed.
+    with tempfile.TemporaryDirectory(prefix="mps-") as pipe_dir:
+        monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", pipe_dir)
+        with socket.socket(socket.AF_UNIX, kind) as daemon:
+            daemon.bind(str(Path(pipe_dir) / "control"))
+            daemon.listen()
+            assert mps_running() is True
+        assert (Path(pipe_dir) / "control").exists()
+        assert mps_running() is False
+
+
+@pytest.mark.parametrize("state", ["no pipe", "pipe without reader", "pipe with reader"])
+def test_mps_profile_warns_unless_a_daemon_reads_the_control_pipe(
+    tmp_path: Path, mps_dir: Path, caplog: pytest.LogCaptureFixture, state: str
+) -> None:
+    """An MPS profile's instances without the daemon would take turns: say how to start it."""
+    if state != "no pipe":
+        os.mkfifo(mps_dir / "control")
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     fake = _script(tmp_path / "llama-server", "exit 3")
     capture = caplog.at_level("WARNING", logger="vibesdk_server.serving")
-    with capture, pytest.raises(ServerStartError):
+    daemon = (
+        _reader(mps_dir / "control") if state == "pipe with reader" else contextlib.nullcontext()
+    )
+    with daemon, capture, pytest.raises(ServerStartError):
         serve(model, "h100-vibethinker-mps", binary=fake, log_dir=tmp_path / "logs")
     warned = [r.getMessage() for r in caplog.records if r.name == "vibesdk_server.serving"]
-    if daemon_running:
+    if state == "pipe with reader":
         assert warned == []
     else:
         (message,) = warned
@@ -337,10 +603,11 @@ def test_packaged_models_resolve_to_gguf_files(tmp_path: Path) -> None:
 def test_vibe_serve_lists_profiles_and_prints_command_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`vibe-serve --list` names every profile; --print-args shows one command line per instance."""
+    """`vibe-serve --list` names every profile and auto; --print-args shows each command line."""
     assert vibe_serve(["--list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in PROFILES)
+    assert {line.split()[0] for line in listing.splitlines()} >= {"auto", "auto-topk"}
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     fake = _script(tmp_path / "llama-server", "exit 0")

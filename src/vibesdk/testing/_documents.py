@@ -48,9 +48,9 @@ def make_flag(
                     "user_template": "{input}",
                     "model": canary_model,
                 },
-                # VibeThinker's sampling with a top-k cut of 64 instead of none: the same
-                # distribution whenever the 0.95 nucleus is under 64 tokens, without the
-                # full-vocabulary sort (docs/deployment/gpu-serving.md).
+                # The params of the -topk launch profiles: VibeThinker's sampling with a top-k
+                # cut of 64 instead of none, the same distribution whenever the 0.95 nucleus
+                # holds at most 64 tokens (docs/deployment/gpu-serving.md).
                 "params": {"temperature": 0.6, "top_p": 0.95, "top_k": 64, "max_tokens": 64},
                 "notice": notice,
             },

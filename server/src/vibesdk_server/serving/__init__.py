@@ -6,27 +6,38 @@
         print(group.urls)              # ['http://127.0.0.1:PORT/v1'] -> a variant's backend.urls
 
 ``vibe-serve --profile h100-vibethinker --model vibethinker --write-urls canary.json`` does the
-same from a shell and keeps the servers running until interrupted. The binary comes from
+same from a shell and keeps the servers running until interrupted; ``--profile auto`` picks the
+VibeThinker profile for this machine's GPU. The binary comes from
 server/llama/build.sh; models from :mod:`vibesdk_server.serving.models`.
 """
 
 from __future__ import annotations
 
 from . import models
+from ._gpu import gpu_name, mps_running
 from ._process import (
     LlamaServer,
     ServerGroup,
     ServerStartError,
     find_llama_server,
     free_port,
-    mps_running,
     serve,
 )
-from ._profiles import PROFILES, SamplingDefaults, ServerProfile, get_profile
+from ._profiles import (
+    PROFILES,
+    VIBETHINKER_SAMPLING,
+    VIBETHINKER_TOPK_SAMPLING,
+    SamplingDefaults,
+    ServerProfile,
+    get_profile,
+    profile_for_gpu,
+)
 from ._settings import ServingSettings, load_serving_settings
 
 __all__ = [
     "PROFILES",
+    "VIBETHINKER_SAMPLING",
+    "VIBETHINKER_TOPK_SAMPLING",
     "LlamaServer",
     "SamplingDefaults",
     "ServerGroup",
@@ -36,8 +47,10 @@ __all__ = [
     "find_llama_server",
     "free_port",
     "get_profile",
+    "gpu_name",
     "load_serving_settings",
     "models",
     "mps_running",
+    "profile_for_gpu",
     "serve",
 ]

@@ -3,6 +3,7 @@
     vibe-serve --profile cpu-small --model smollm2
     vibe-serve --profile h100-vibethinker --model vibethinker --write-urls canary.yaml
     vibe-serve --profile h100-vibethinker --model ./vt-q8_0.gguf --instances 2 -- --seed 1
+    vibe-serve --profile auto --model vibethinker       # h100-/h200-vibethinker by the GPU's name
     vibe-serve --list
 
 Prints one line per instance once all are healthy, writes the variant's backend fragment
@@ -23,8 +24,9 @@ from types import FrameType
 
 from vibesdk import VibeError
 
+from ._gpu import AUTO_PROFILES, resolve_profile
 from ._process import find_llama_server, serve
-from ._profiles import PROFILES, get_profile
+from ._profiles import PROFILES, ServerProfile
 from ._settings import load_serving_settings
 
 __all__ = ["main"]
@@ -32,7 +34,12 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibe-serve", description=__doc__.split("\n")[0])
-    p.add_argument("--profile", default="cpu-small", help="launch profile (see --list)")
+    p.add_argument(
+        "--profile",
+        default="cpu-small",
+        help="launch profile (see --list), or auto / auto-topk: the VibeThinker profile for this "
+        "machine's GPU, read with nvidia-smi",
+    )
     p.add_argument(
         "--model",
         default="smollm2",
@@ -76,14 +83,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_in)
 
     if args.list:
+        width = max(map(len, PROFILES))
         for name in sorted(PROFILES):
-            print(f"{name:18} {PROFILES[name].description}")
+            print(f"{name:{width}} {PROFILES[name].description}")
+        print(f"{'auto':{width}} h200-vibethinker on an H200, h100-vibethinker on an H100")
+        print(f"{'auto-topk':{width}} the same, their -topk twins")
         return 0
     try:
-        profile = get_profile(args.profile)
+        profile = resolve_profile(args.profile)
     except KeyError as exc:
         print(f"vibe-serve: {exc.args[0]}", file=sys.stderr)
         return 2
+    except VibeError as exc:
+        print(f"vibe-serve: {exc}", file=sys.stderr)
+        return 1
+    if args.profile in AUTO_PROFILES:
+        print(f"vibe-serve: --profile {args.profile} picked {profile.name}", file=sys.stderr)
+    return _run(args, profile, extra)
+
+
+def _run(args: argparse.Namespace, profile: ServerProfile, extra: list[str]) -> int:
+    """Print the command lines, or start the instances and keep them until a signal."""
     try:
         if args.print_args:
             from . import models

@@ -27,7 +27,8 @@ import httpx
 from vibesdk import ConfigError, VibeError
 
 from . import models
-from ._profiles import ServerProfile, get_profile
+from ._gpu import mps_running, resolve_profile
+from ._profiles import ServerProfile
 from ._settings import ServingSettings, load_serving_settings
 
 logger = logging.getLogger("vibesdk_server.serving")
@@ -237,12 +238,6 @@ class ServerGroup:
         return iter(self.servers)
 
 
-def mps_running() -> bool:
-    """Whether a CUDA MPS control daemon is listening (its pipe in ``CUDA_MPS_PIPE_DIRECTORY``)."""
-    pipe_dir = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps")  # noqa: S108
-    return (pipe_dir / "control").exists()
-
-
 def serve(
     model: str | Path,
     profile: str | ServerProfile = "cpu-small",
@@ -259,13 +254,15 @@ def serve(
 ) -> ServerGroup:
     """Start ``instances`` llama-server processes of ``profile`` for ``model`` and wait for them.
 
-    ``model`` is a path or a name from :mod:`vibesdk_server.serving.models`. Ports are free ones
+    ``model`` is a path or a name from :mod:`vibesdk_server.serving.models`. ``profile`` is a
+    :class:`ServerProfile`, a name from ``PROFILES``, or ``"auto"`` / ``"auto-topk"``: the
+    VibeThinker profile for this machine's GPU (see :func:`resolve_profile`). Ports are free ones
     unless ``ports`` names them. All instances load in parallel; if one fails, every one is
     stopped and :class:`ServerStartError` carries the failing log. A missing binary or model file
     raises :class:`vibesdk.ConfigError` before anything starts.
     """
     settings = settings or load_serving_settings()
-    prof = get_profile(profile) if isinstance(profile, str) else profile
+    prof = resolve_profile(profile)
     exe = find_llama_server(binary, settings)
     model_path = models.resolve(model, settings)
     count = instances if instances is not None else prof.instances

@@ -4,14 +4,29 @@ A profile is data. :meth:`ServerProfile.args` turns it into one ``llama-server``
 the launcher starts ``instances`` of them on consecutive free ports. Why each value of the GPU
 profile is what it is: docs/deployment/gpu-serving.md and benchmarks/gpu_serving/README.md, which
 hold the measurements.
+
+The VibeThinker profiles come in two sampling modes: the model card's (no top-k cut), and the
+``-topk`` twin of each that cuts to the 64 likeliest tokens first. :func:`profile_for_gpu` picks
+one by the GPU's name, for ``--profile auto``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["PROFILES", "SamplingDefaults", "ServerProfile", "get_profile"]
+from vibesdk import ConfigError
+
+__all__ = [
+    "PROFILES",
+    "VIBETHINKER_SAMPLING",
+    "VIBETHINKER_TOPK_SAMPLING",
+    "SamplingDefaults",
+    "ServerProfile",
+    "get_profile",
+    "profile_for_gpu",
+]
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,13 @@ class SamplingDefaults:
         return out
 
     def request_params(self) -> dict[str, float | int]:
-        """The same values as request parameters (for a flag document variant's ``params``)."""
+        """The same values as request parameters (for a flag document variant's ``params``).
+
+        ``temperature``, ``top_p`` and ``top_k`` when set; ``top_k`` 0 ("no cut") is written out
+        like any other value. A request's own ``top_k`` wins over the server's, and a variant
+        whose ``params`` left it out would sample with whatever default the server behind it has
+        (llama-server's own is 40), so the variant states the cut, or its absence, itself.
+        """
         out: dict[str, float | int] = {}
         if self.temperature is not None:
             out["temperature"] = self.temperature
@@ -150,20 +171,52 @@ class ServerProfile:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-# VibeThinker's model card: temperature 0.6, top_p 0.95, no top-k cut. A top-k cut of 64 before
-# temperature and top-p gives the same distribution whenever the 0.95 nucleus holds at most 64
-# tokens, and keeps sampling off the slow path of sorting all 151,936 logits per token.
+# VibeThinker's model card: temperature 0.6, top_p 0.95, no top-k cut (top_k 0 turns the cut off).
+# The chain applies temperature before top-p, as the card means.
 VIBETHINKER_SAMPLING = SamplingDefaults(
-    temperature=0.6, top_p=0.95, top_k=64, min_p=0.0, samplers="top_k;temperature;top_p"
+    temperature=0.6, top_p=0.95, top_k=0, min_p=0.0, samplers="top_k;temperature;top_p"
+)
+# The same with the 64 likeliest tokens kept first. It gives the card's distribution whenever the
+# 0.95 nucleus at temperature 0.6 holds at most 64 tokens, and it was the only fast option on stock
+# llama.cpp, which sorts the whole 151,936-token vocabulary per slot and step for top-p without it.
+VIBETHINKER_TOPK_SAMPLING = replace(VIBETHINKER_SAMPLING, top_k=64)
+
+_MODEL_CARD = "model-card sampling (temperature 0.6, top_p 0.95, no top-k cut)"
+_TOPK = (
+    "top-k 64 before temperature 0.6 and top_p 0.95 (the model card's distribution whenever the "
+    "0.95 nucleus holds at most 64 tokens)"
 )
 
-# Every value measured on an H100 (benchmarks/gpu_serving). The host-RAM prompt cache is off: with
-# it llama-server copies every idle slot's KV cache to RAM whenever a request arrives, which stalls
-# decoding (time to first token at 64 streams 0.76 s with it, 0.30 s without).
+
+def _topk(profile: ServerProfile) -> ServerProfile:
+    """``profile``'s ``-topk`` twin: the same launch with :data:`VIBETHINKER_TOPK_SAMPLING`."""
+    return replace(
+        profile,
+        name=profile.name + "-topk",
+        description=profile.description.replace(_MODEL_CARD, _TOPK),
+        sampling=VIBETHINKER_TOPK_SAMPLING,
+    )
+
+
+def _mps(profile: ServerProfile, description: str) -> ServerProfile:
+    """``profile`` as 4 servers of 16 slots each, for a GPU shared through the MPS daemon."""
+    return replace(
+        profile,
+        name=profile.name + "-mps",
+        description=description,
+        instances=4,
+        parallel=16,
+        needs_mps=True,
+    )
+
+
+# Every value measured on an H100 (benchmarks/gpu_serving), with top-k 64. The host-RAM prompt
+# cache is off: with it llama-server copies every idle slot's KV cache to RAM whenever a request
+# arrives, which stalls decoding (time to first token at 64 streams 0.76 s with it, 0.30 s without).
 H100_VIBETHINKER = ServerProfile(
     name="h100-vibethinker",
     description="VibeThinker-1.5B (Q8_0) on one H100: 64 slots with their own KV cache, "
-    "sampling on the GPU, flash attention",
+    f"sampling on the GPU, flash attention; {_MODEL_CARD}",
     parallel=64,
     ctx_per_slot=16384,
     kv_unified=False,
@@ -174,6 +227,25 @@ H100_VIBETHINKER = ServerProfile(
     threads_http=64,
     cache_ram_mib=0,
     sampling=VIBETHINKER_SAMPLING,
+)
+H100_VIBETHINKER_MPS = _mps(
+    H100_VIBETHINKER,
+    "VibeThinker-1.5B (Q8_0) on one H100 with the CUDA MPS daemon running: 4 servers of 16 slots "
+    "whose kernels overlap (1.7x one server's tokens/s at 64 streams, measured with top-k 64); "
+    + _MODEL_CARD,
+)
+
+# The H200 (141 GB) starts from the H100's values; none of them is measured on an H200 yet.
+H200_VIBETHINKER = replace(
+    H100_VIBETHINKER,
+    name="h200-vibethinker",
+    description="VibeThinker-1.5B (Q8_0) on one H200 (141 GB), with the H100 profile's settings "
+    f"until measured there: 64 slots with their own KV cache, sampling on the GPU; {_MODEL_CARD}",
+)
+H200_VIBETHINKER_MPS = _mps(
+    H200_VIBETHINKER,
+    "VibeThinker-1.5B (Q8_0) on one H200 (141 GB) with the CUDA MPS daemon running: 4 servers of "
+    f"16 slots, the H100 MPS profile's settings until measured there; {_MODEL_CARD}",
 )
 
 PROFILES: dict[str, ServerProfile] = {
@@ -196,15 +268,15 @@ PROFILES: dict[str, ServerProfile] = {
             gpu_layers="0",
             sampling=SamplingDefaults(temperature=0.6, top_p=0.95, top_k=40, min_p=0.0),
         ),
-        H100_VIBETHINKER,
-        replace(
-            H100_VIBETHINKER,
-            name="h100-vibethinker-mps",
-            description="VibeThinker-1.5B (Q8_0) on one H100 with the CUDA MPS daemon running: "
-            "4 servers of 16 slots whose kernels overlap (1.7x the tokens/s at 64 streams)",
-            instances=4,
-            parallel=16,
-            needs_mps=True,
+        *(
+            variant
+            for profile in (
+                H100_VIBETHINKER,
+                H100_VIBETHINKER_MPS,
+                H200_VIBETHINKER,
+                H200_VIBETHINKER_MPS,
+            )
+            for variant in (profile, _topk(profile))
         ),
     )
 }
@@ -216,3 +288,24 @@ def get_profile(name: str) -> ServerProfile:
         return PROFILES[name]
     except KeyError:
         raise KeyError(f"unknown profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None
+
+
+# A GPU model as a word of nvidia-smi's name: "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe",
+# "NVIDIA H200 NVL". A whole word, so a GH200 (Grace Hopper, other memory sizes) is not an H200.
+_GPU_PROFILES = (("H200", "h200-vibethinker"), ("H100", "h100-vibethinker"))
+
+
+def profile_for_gpu(gpu_name: str, *, topk: bool = False) -> ServerProfile:
+    """The VibeThinker profile for a GPU called ``gpu_name`` (as ``nvidia-smi`` prints it).
+
+    An H200 gets ``h200-vibethinker``, an H100 ``h100-vibethinker`` (one server; the ``-mps``
+    profiles need a daemon, so they are never picked for you); ``topk`` picks the ``-topk`` twin.
+    Any other GPU raises :class:`vibesdk.ConfigError` naming it and the known profiles.
+    """
+    for model, name in _GPU_PROFILES:
+        if re.search(rf"\b{model}\b", gpu_name, re.IGNORECASE):
+            return PROFILES[name + "-topk" if topk else name]
+    raise ConfigError(
+        f"no launch profile for GPU {gpu_name!r} (auto knows H100 and H200); "
+        f"name one of: {', '.join(sorted(PROFILES))}"
+    )
