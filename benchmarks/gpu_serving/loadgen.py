@@ -128,7 +128,10 @@ async def _sdk_stream(client: Any, s: int, body: dict[str, Any]) -> tuple[float 
     ttft = None
     tokens = 0
     t0 = time.perf_counter()
-    params = {k: body[k] for k in ("max_tokens", "temperature", "top_p", "top_k") if k in body}
+    # Every sampling parameter the direct request carries, and None for those it leaves out: the
+    # flag's canary params (make_flag's say top_k 64) must not add what the direct side lacks.
+    params = {k: body.get(k) for k in ("temperature", "top_p", "top_k")}
+    params["max_tokens"] = body["max_tokens"]
     user_msg = [m for m in body["messages"] if m["role"] == "user"]
     async for chunk in client.stream_chat("vibethinker", f"user-{s}", user_msg, **params):
         if chunk.text and ttft is None:

@@ -4,10 +4,14 @@
 #   .gpu/llama-src.tar.xz        llama-cpp-python's sdist minus docs/tests/models/other GPU back ends (~7 MB)
 #   .gpu/py.tar.xz               its llama_cpp package and gguf-py alone (for calls that carry a build)
 #   .gpu/ggml-vocab-qwen2.gguf   the real Qwen2 tokenizer, from the same sdist
-#   .gpu/whl/                    wheels the image lacks (pydantic, fastapi, llama-cpp-python[server]
-#                                deps, vibesdk's deps), for CPython 3.12 manylinux x86_64
+#   .gpu/whl/                    the wheels of requirements-gpu.txt (every one pinned), for CPython
+#                                3.12 manylinux x86_64; check_wheels.py then fails on any wheel that
+#                                needs something the list does not pin
+#   .gpu/commit                  this checkout's commit (-dirty with changes): result rows record
+#                                it, since the GPU machine's copy of the tree has no .git. Write it
+#                                again after committing: git describe --always --dirty --abbrev=40 >.gpu/commit
 # After a call that ran the `pack` stage, copy its cuda90.tar.xz.* into .gpu/bin/ to skip the
-# ~5-minute build next time.
+# ~5-minute build next time (README: "Carrying a build between calls").
 #
 #   benchmarks/gpu_serving/prepare.sh [SDIST]
 set -euo pipefail
@@ -31,9 +35,10 @@ v=vendor/llama.cpp
   --exclude="$v/ggml/src/ggml-metal" "$v" llama_cpp | xz -T0 -6) >.gpu/llama-src.tar.xz
 (cd "$root" && tar -cJf - llama_cpp "$v/gguf-py") >.gpu/py.tar.xz
 cp "$root/$v/models/ggml-vocab-qwen2.gguf" .gpu/
+rm -f .gpu/whl/*.whl   # two versions of one package would stop the install there
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .gpu/whl fastapi starlette pydantic pydantic_core pydantic-settings python-dotenv \
-  typing-inspection annotated-types uvicorn sse-starlette "starlette-context<0.4" diskcache mmh3 \
-  tenacity opentelemetry-api opentelemetry-sdk opentelemetry-semantic-conventions importlib-metadata
+  -d .gpu/whl -r benchmarks/gpu_serving/requirements-gpu.txt
+python3 benchmarks/gpu_serving/check_wheels.py .gpu/whl pyproject.toml "$root/pyproject.toml"
+git describe --always --dirty --abbrev=40 >.gpu/commit || echo unknown >.gpu/commit
 du -sh .gpu/*

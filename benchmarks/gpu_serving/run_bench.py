@@ -1,111 +1,143 @@
 """Run a benchmark plan: start each server configuration, drive the load cells, append results.
 
 Every finished cell is appended at once to ``OUT/results.jsonl`` (so a run cut off by a time limit
-keeps what it measured) and printed as one table row. Servers are started through
-``vibesdk_server.serving`` (the same launcher ops use), llama-cpp-python's server as a subprocess,
-transformers in-process.
+keeps what it measured) and printed as one table row; a cell that would not finish before the
+deadline is recorded as skipped. Every row carries the GPU, the llama.cpp build (its
+``.built-*`` stamp), the git commit, and for llama-server whether MPS ran, the sampling and
+``LLAMA_BATCHED_SAMPLING`` of its servers and their command line. Servers are started through
+``vibesdk_server.serving`` (the same launcher ops use), llama-cpp-python's server as a
+subprocess, transformers in-process. The plans are in plans.py, the configuration names in
+configs.py.
 
-    python run_bench.py --plan sweep --models DIR --out DIR [--deadline-s 540]
+    python run_bench.py --plan headline --list                  # what would run, no GPU needed
+    python run_bench.py --plan headline --models DIR --out DIR [--deadline-s 540]
+        [--only h100-vibethinker,h100-vibethinker+stock-sampling] [--cells 64x256,16x512]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from vibesdk_server.serving import PROFILES, ServerProfile, free_port, mps_running, serve
+import plans
+from configs import Config, UnknownConfigError
+from plans import Cell, Step, unpack
+from vibesdk_server.serving import ServerProfile, find_llama_server, free_port, mps_running, serve
 
 T0 = time.monotonic()
-Cell = tuple[int, ...]  # (concurrency, n_predict[, requests per stream])
-FULL: list[Cell] = [(c, n) for n in (256, 1024) for c in (1, 4, 16, 32, 64)] + [(16, 512)]
-SWEEP: list[Cell] = [(1, 256), (16, 256), (64, 256)]
-
-TUNED = PROFILES["h100-vibethinker-topk"]
-TUNED_MPS = PROFILES["h100-vibethinker-mps-topk"]
-DEFAULT = PROFILES["default"]
+REPO = Path(__file__).resolve().parents[2]
 
 
-def variants() -> dict[str, ServerProfile]:
-    """Flag variants measured by the sweep, each a profile derived from the tuned one."""
-    t = TUNED
-    return {
-        "default": DEFAULT,
-        "tuned": t,
-        "tuned-cpu-sampling": replace(t, name="tuned-cpu-sampling", backend_sampling=False),
-        "tuned-no-kvu": replace(
-            t, name="tuned-no-kvu", kv_unified=False, ctx_per_slot=4096, kv_pool_tokens=None
-        ),
-        "tuned-topk0": replace(t, name="tuned-topk0", sampling=replace(t.sampling, top_k=0)),
-        "default+bs": replace(DEFAULT, name="default+bs", backend_sampling=True),
-        "tuned-topk40-default-order": replace(
-            t,
-            name="tuned-topk40-default-order",
-            sampling=replace(t.sampling, top_k=40, samplers=None),
-        ),
-        "tuned-np32x2": replace(
-            t, name="tuned-np32x2", instances=2, parallel=32, kv_pool_tokens=131072
-        ),
-        "tuned-np128": replace(t, name="tuned-np128", parallel=128, kv_pool_tokens=262144),
-        # second round, around the no-kvu winner of the first
-        "tuned-kvu": replace(
-            t, name="tuned-kvu", kv_unified=True, ctx_per_slot=40960, kv_pool_tokens=262144
-        ),
-        "tuned-greedy": replace(
-            t, name="tuned-greedy", sampling=replace(t.sampling, temperature=0.0)
-        ),
-        "tuned-2x32": replace(t, name="tuned-2x32", instances=2, parallel=32),
-        "tuned-4x16": replace(t, name="tuned-4x16", instances=4, parallel=16),
-        "tuned-40k-q8kv": replace(
-            t, name="tuned-40k-q8kv", ctx_per_slot=40960, kv_cache_type="q8_0"
-        ),
-        # session 2: the host-RAM prompt cache off, then several servers on the GPU (with and
-        # without the MPS daemon, which lets their kernels run at the same time)
-        "tuned-cache8g": replace(t, name="tuned-cache8g", cache_ram_mib=8192),
-        "tuned-ram0": replace(t, name="tuned-ram0", cache_ram_mib=0),
-        **{
-            f"ram0-{n}x{64 // n}": replace(
-                t, name=f"ram0-{n}x{64 // n}", cache_ram_mib=0, instances=n, parallel=64 // n
-            )
-            for n in (2, 4, 8, 16)
-        },
-        # the same servers on the Q4_K_M model (the plans pass the model file)
-        "ram0-q4": replace(t, name="ram0-q4", cache_ram_mib=0),
-        "ram0-q4-8x8": replace(t, name="ram0-q4-8x8", cache_ram_mib=0, instances=8, parallel=8),
-        # with VARIANT_ENV's GGML_CUDA_GRAPH_OPT=1
-        "ram0-graph-opt": replace(t, name="ram0-graph-opt", cache_ram_mib=0),
-    }
+# ---- what every row records -------------------------------------------------------------------
 
 
-def unpack(cell: Cell) -> tuple[int, int, int]:
-    """(concurrency, n_predict, requests per stream) of a cell; one request unless it says."""
-    return cell[0], cell[1], cell[2] if len(cell) > 2 else 1
+def gpu_name() -> str | None:
+    """The first GPU's name from nvidia-smi, None without one."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
 
 
-# Environment for a variant's servers (ggml's switches are environment variables).
-VARIANT_ENV: dict[str, dict[str, str]] = {"ram0-graph-opt": {"GGML_CUDA_GRAPH_OPT": "1"}}
+def git_commit() -> str:
+    """This checkout's commit (``-dirty`` with uncommitted changes); on a copy without .git, the
+    one written to .gpu/commit before the call (README: "Carrying inputs")."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except OSError:
+        pass
+    carried = REPO / ".gpu" / "commit"
+    if carried.is_file():
+        return carried.read_text().strip() + " (from .gpu/commit)"
+    return "unknown"
+
+
+def llama_build() -> dict[str, Any]:
+    """The build's stamp (``.built-VERSION-FLAVOUR-PATCHESID`` under its prefix, from
+    server/llama/build.sh) and, when PATCHESID is that of server/llama/patches here, their names."""
+    try:
+        binary = Path(os.environ.get("VIBESDK_LLAMA_SERVER") or find_llama_server())
+    except Exception:  # no build here: --list, or a CPU machine without one
+        return {"llama_build": "unknown (no llama-server found)", "llama_patches": None}
+    stamps = sorted(binary.resolve().parent.parent.glob(".built-*"))
+    if not stamps:
+        return {
+            "llama_build": f"unknown (no .built-* stamp beside {binary})",
+            "llama_patches": None,
+        }
+    stamp = stamps[-1].name
+    patches = sorted((REPO / "server" / "llama" / "patches").glob("*.patch"))
+    tree_id = hashlib.sha256(b"".join(p.read_bytes() for p in patches)).hexdigest()[:12]
+    known_patches = [p.name for p in patches] if stamp.endswith(f"-{tree_id}") else None
+    return {"llama_build": stamp, "llama_patches": known_patches}
+
+
+def sampling_path(batched_env: str | None, patches: list[str] | None) -> str:
+    """How the servers sample: "stock" under LLAMA_BATCHED_SAMPLING=0 or on a build whose known
+    patches hold none about sampling, else "batched" (or "unknown" when the build's patches are
+    not the tree's)."""
+    if batched_env == "0":
+        return "stock"
+    if patches is None:
+        return "unknown (the build's patches are not this tree's)"
+    if not any("sampl" in p for p in patches):
+        return "stock (the build has no batched-sampling patch)"
+    return "batched"
 
 
 class Recorder:
-    def __init__(self, out: Path, deadline_s: float) -> None:
+    def __init__(self, out: Path, deadline_s: float, facts: dict[str, Any]) -> None:
         self.path = out / "results.jsonl"
         self.deadline_s = deadline_s
+        self.facts = facts
+        # config name -> (concurrency, tokens/s in total) of its last measured cell
+        self.measured: dict[str, tuple[int, float]] = {}
 
     def time_left(self) -> float:
         return self.deadline_s - (time.monotonic() - T0)
 
+    def expected_s(self, name: str, prof: ServerProfile | None, cell: Cell) -> float:
+        """A cell's seconds: the prior of plans.py, scaled by what this config measured so far."""
+        seen = self.measured.get(name)
+        if prof is None or seen is None:
+            return plans.cell_seconds(prof, cell)
+        tps = plans.prior_tps(prof, cell[0]) * seen[1] / plans.prior_tps(prof, seen[0])
+        return plans.cell_seconds(prof, cell, tps)
+
+    def fits(self, expected_s: float) -> bool:
+        return expected_s <= self.time_left() - 20
+
+    def skip(self, config: str, cell: Cell | None, note: str, **meta: Any) -> None:
+        c, n, _ = unpack(cell) if cell else (0, 0, 1)
+        self.write({"config": config, "concurrency": c, "n_predict": n, **meta, "note": note})
+
     def write(self, row: dict[str, Any]) -> None:
-        row = {**row, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        row = {**row, **self.facts, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -120,100 +152,162 @@ class Recorder:
         )
 
 
+class Mps:
+    """The CUDA MPS control daemon, started for the steps that want it and stopped after them.
+
+    A daemon this run did not start (run_gpu.sh's mps-on stage) is left running.
+    """
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started = False
+
+    def want(self, on: bool | None) -> bool:
+        """Start or stop the daemon as the step asks; whether it runs now."""
+        if on and not mps_running():
+            try:
+                subprocess.run(["nvidia-cuda-mps-control", "-d"], check=False, timeout=30)
+                self.started = self._wait(running=True)
+                print(f"MPS control daemon {'started' if self.started else 'did not start'}")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                print(f"MPS control daemon did not start: {exc}", flush=True)
+        elif on is False and self.started:
+            self.stop()
+        return mps_running()
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, check=False)
+        self._wait(running=False)
+        self.started = False
+        print("MPS control daemon stopped", flush=True)
+        if Path("/var/log/nvidia-mps").is_dir():
+            shutil.copytree("/var/log/nvidia-mps", self.logs / "mps", dirs_exist_ok=True)
+
+    @staticmethod
+    def _wait(*, running: bool) -> bool:
+        for _ in range(50):
+            if mps_running() == running:
+                break
+            time.sleep(0.2)
+        return mps_running()
+
+
+# ---- running steps ----------------------------------------------------------------------------
+
+
 def run_cells(
     rec: Recorder,
-    config: str,
+    name: str,
+    prof: ServerProfile,
     urls: list[str],
-    cells: list[Cell],
-    *,
-    est_tps: Callable[[int], float],
+    cells: tuple[Cell, ...],
     meta: dict[str, Any],
     **load_kw: Any,
 ) -> None:
     for cell in cells:
         c, n, rps = unpack(cell)
-        # Skip a cell that would not finish in the time left (estimate from the last measurement).
-        expected = rps * c * n / max(est_tps(c), 1.0) + 3
-        if expected > rec.time_left() - 20:
-            rec.write(
-                {
-                    "config": config,
-                    "concurrency": c,
-                    "n_predict": n,
-                    "note": f"skipped: ~{expected:.0f} s left {rec.time_left():.0f} s",
-                    **meta,
-                }
+        expected = rec.expected_s(name, prof, cell)
+        if not rec.fits(expected):
+            rec.skip(
+                name, cell, f"skipped: ~{expected:.0f} s, {rec.time_left():.0f} s left", **meta
             )
             continue
         res = loadgen.run_load(urls, concurrency=c, n_predict=n, requests_per_stream=rps, **load_kw)
         res["requests_per_stream"] = rps
         raw = res.pop("raw")
         res["raw_e2e"] = sorted(round(r["e2e"], 4) for r in raw)
-        rec.write({"config": config, **meta, **res})
-        last[config] = res
+        rec.write({"config": name, **meta, **res})
+        if res.get("total_tps"):
+            rec.measured[name] = (c, res["total_tps"])
 
 
-last: dict[str, dict[str, Any]] = {}
+def run_clients(rec: Recorder, step: Step, urls: list[str], meta: dict[str, Any]) -> None:
+    """The same chat requests sent by each client in turn, ``step.rounds`` times per cell."""
+    assert step.config is not None
+    prof = step.config.profile
+    clients = list(step.clients)
+    if any(kind == "sdk" for _, kind in clients) and not sdk_available():
+        rec.skip("vibesdk-AsyncClient", None, "vibesdk.AsyncClient not importable")
+        clients = [(name, kind) for name, kind in clients if kind != "sdk"]
+    # the sampling the servers apply by default, sent explicitly by both sides
+    sampling = prof.sampling.request_params()
+    for cell in step.client_cells:
+        c, n, _ = unpack(cell)
+        for r in range(1, step.rounds + 1):
+            for name, kind in clients:
+                expected = rec.expected_s(step.name, prof, cell)
+                if not rec.fits(expected):
+                    rec.skip(name, cell, "skipped: time", round=r, **meta)
+                    continue
+                res = loadgen.run_load(
+                    urls,
+                    concurrency=c,
+                    n_predict=n,
+                    client=kind,
+                    endpoint="chat",
+                    server="plain",
+                    sampling=sampling,
+                )
+                raw = res.pop("raw")
+                res["raw_e2e"] = sorted(round(x["e2e"], 4) for x in raw)
+                rec.write({"config": name, **meta, "group": step.name, "round": r, **res})
 
 
-def estimator(config: str, single: float, total: float) -> Callable[[int], float]:
-    def est(c: int) -> float:
-        prev = last.get(config)
-        if prev and prev.get("total_tps"):
-            return max(prev["total_tps"], single if c == 1 else prev["total_tps"])
-        return single if c == 1 else total
-
-    return est
-
-
-def bench_llama_server(
-    rec: Recorder,
-    name: str,
-    profile: ServerProfile,
-    model: Path,
-    cells: list[Cell],
-    out: Path,
-    **load_kw: Any,
-) -> None:
+def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps: Mps) -> None:
+    assert step.config is not None
+    config: Config = step.config
     if rec.time_left() < 40:
-        rec.write({"config": name, "concurrency": 0, "n_predict": 0, "note": "skipped: no time"})
+        rec.skip(step.name, None, "skipped: no time")
         return
+    running = mps.want(step.mps)
+    if step.mps and not running:
+        rec.skip(step.name, None, "skipped: needs the CUDA MPS daemon, which did not start")
+        return
+    if step.mps is False and running:
+        print(f"{step.name}: an MPS daemon started outside this run is running", flush=True)
+    name = step.name + ("-mps" if step.mps_tag and running else "")
+    env = dict(config.env)
+    model = models / f"vt-{step.model}.gguf"
     t0 = time.monotonic()
-    env = VARIANT_ENV.get(name, {})
     try:
         group = serve(
-            model, profile, log_dir=out / name.replace("+", "_"), ready_timeout_s=240, env=env
+            model,
+            config.profile,
+            log_dir=logs / name.replace("+", "_"),
+            ready_timeout_s=240,
+            env=env,
         )
     except Exception as exc:
-        rec.write(
-            {
-                "config": name,
-                "concurrency": 0,
-                "n_predict": 0,
-                "note": f"start failed: {exc!s:.500}",
-            }
-        )
+        rec.skip(name, None, f"start failed: {exc!s:.500}")
         return
-    mps = mps_running()
     with group:
-        if mps:
+        if running:
             # MPS clients show as type M+C in nvidia-smi: the record that MPS was in use
-            with (out / f"{name}-nvidia-smi.txt").open("w") as f:
+            with (logs / f"{name}-nvidia-smi.txt").open("w") as f:
                 subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False)
+        batched_env = env.get("LLAMA_BATCHED_SAMPLING", os.environ.get("LLAMA_BATCHED_SAMPLING"))
+        sampling = config.profile.sampling
         meta = {
             "server": "llama-server",
+            "profile": config.profile.name,
+            "model": model.name,
             "startup_s": round(time.monotonic() - t0, 2),
             "command": group.servers[0].command[1:],
             "instances": len(group.servers),
             "env": env,
-            "mps": mps,
+            "mps": running,
+            "sampling": {**sampling.request_params(), "samplers": sampling.samplers},
+            "LLAMA_BATCHED_SAMPLING": batched_env,
+            "sampling_path": sampling_path(batched_env, rec.facts["llama_patches"]),
         }
-        run_cells(
-            rec, name, group.urls, cells, est_tps=estimator(name, 300, 1000), meta=meta, **load_kw
-        )
+        run_cells(rec, name, config.profile, group.urls, step.cells, meta, **step.load)
+        if step.clients:
+            run_clients(rec, step, group.urls, meta)
 
 
-def bench_llama_cpp_python(rec: Recorder, model: Path, cells: list[Cell], out: Path) -> None:
+def bench_llama_cpp_python(rec: Recorder, model: Path, cells: tuple[Cell, ...], out: Path) -> None:
     port = free_port()
     log = out / "llama-cpp-python.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -283,7 +377,7 @@ def bench_llama_cpp_python(rec: Recorder, model: Path, cells: list[Cell], out: P
             proc.kill()
 
 
-def bench_transformers(rec: Recorder, cells: list[Cell]) -> None:
+def bench_transformers(rec: Recorder, cells: tuple[Cell, ...]) -> None:
     """transformers generate() on a random Qwen2 of VibeThinker's shape (bf16, SDPA)."""
     try:
         import torch
@@ -378,71 +472,6 @@ def bench_transformers(rec: Recorder, cells: list[Cell]) -> None:
     torch.cuda.empty_cache()
 
 
-def bench_client_overhead(
-    rec: Recorder,
-    model: Path,
-    cells: list[Cell],
-    out: Path,
-    *,
-    sdk_first: bool = False,
-    profile: ServerProfile = TUNED,
-) -> None:
-    """The SDK's cost: the same chat requests to one tuned server, sent directly and through
-    vibesdk.AsyncClient, cell by cell in turn (same server, same warm state)."""
-    if rec.time_left() < 60:
-        rec.write(
-            {
-                "config": "client-overhead",
-                "concurrency": 0,
-                "n_predict": 0,
-                "note": "skipped: no time",
-            }
-        )
-        return
-    group = serve(model, profile, log_dir=out / f"client-{profile.name}", ready_timeout_s=240)
-    sampling = {"temperature": 0.6, "top_p": 0.95, "top_k": 64}
-    clients = [("direct-aiohttp", "aiohttp"), ("direct-httpx", "httpx")]
-    if sdk_available():
-        clients.append(("vibesdk-AsyncClient", "sdk"))
-        if sdk_first:
-            # the order matters on a server whose slots fill up: measure both ways round
-            clients = [
-                ("vibesdk-AsyncClient", "sdk"),
-                ("direct-aiohttp", "aiohttp"),
-                ("vibesdk-AsyncClient-2", "sdk"),
-            ]
-    else:
-        rec.write(
-            {
-                "config": "vibesdk-AsyncClient",
-                "concurrency": 0,
-                "n_predict": 0,
-                "note": "vibesdk.AsyncClient not importable",
-            }
-        )
-    with group:
-        for cell in cells:
-            c, n, _ = unpack(cell)
-            for name, client in clients:
-                if c * n / 1500 + 5 > rec.time_left() - 20:
-                    rec.write(
-                        {"config": name, "concurrency": c, "n_predict": n, "note": "skipped: time"}
-                    )
-                    continue
-                res = loadgen.run_load(
-                    group.urls,
-                    concurrency=c,
-                    n_predict=n,
-                    client=client,
-                    endpoint="chat",
-                    server="plain",
-                    sampling=sampling,
-                )
-                raw = res.pop("raw")
-                res["raw_e2e"] = sorted(round(r["e2e"], 4) for r in raw)
-                rec.write({"config": name, "server": f"llama-server ({profile.name})", **res})
-
-
 def sdk_available() -> bool:
     try:
         import vibesdk
@@ -452,165 +481,86 @@ def sdk_available() -> bool:
         return False
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--plan", required=True)
-    ap.add_argument("--models", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+def run_step(rec: Recorder, step: Step, models: Path, logs: Path, mps: Mps) -> None:
+    if step.kind == "llama-server":
+        bench_llama_server(rec, step, models, logs, mps)
+        return
+    mps.want(step.mps)
+    if step.kind == "llama-cpp-python":
+        bench_llama_cpp_python(rec, models / f"vt-{step.model}.gguf", step.cells, logs)
+    elif step.kind == "transformers":
+        bench_transformers(rec, step.cells)
+
+
+def print_plan(plan: str, steps: list[Step], family: str, gpu: str | None, deadline: float) -> None:
+    total = sum(plans.step_seconds(s) for s in steps)
+    print(
+        f"plan {plan}: {len(steps)} configs, ~{total:.0f} s of cells and server starts "
+        f"(estimated from the H100 runs), deadline {deadline:.0f} s after start; "
+        f"profiles {family}-* (GPU: {gpu or 'none found'})"
+    )
+    for i, step in enumerate(steps, 1):
+        print(f"{i:2}  {plans.describe(step)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Config names: profiles of vibesdk_server.serving.PROFILES (h100-vibethinker, ...) "
+        "or variants of runs 1-7 (tuned, ram0-4x16, ...); NAME+stock-sampling runs NAME's "
+        "servers with LLAMA_BATCHED_SAMPLING=0.",
+    )
+    ap.add_argument("--plan", required=True, choices=list(plans.PLANS))
+    ap.add_argument("--list", action="store_true", help="print the plan's steps and cells, exit")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated config names: a profile (h100-vibethinker-mps), NAME+stock-sampling, "
+        "or a variant of runs 1-7 (tuned); see plans.py for how each plan uses them",
+    )
+    ap.add_argument(
+        "--cells",
+        default="",
+        help="replace every step's cells: 64x256,16x512 (x3: requests/stream)",
+    )
+    ap.add_argument(
+        "--gpu",
+        choices=["auto", "h100", "h200"],
+        default="auto",
+        help="which profiles headline uses (auto: h200-* when nvidia-smi names an H200)",
+    )
+    ap.add_argument("--models", type=Path, help="the directory with vt-q8_0.gguf (and q4_k_m)")
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--logs", type=Path, help="server logs (default: OUT/logs)")
     ap.add_argument(
         "--deadline-s", type=float, default=float(os.environ.get("BENCH_DEADLINE_S", "540"))
     )
-    ap.add_argument(
-        "--only", default="", help="comma-separated config names to run (default: the plan's)"
-    )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    gpu = gpu_name()
+    family = plans.gpu_family(gpu) if args.gpu == "auto" else args.gpu
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    try:
+        cells = plans.parse_cells(args.cells)
+        steps = plans.build(args.plan, family, only, cells)
+    except (UnknownConfigError, ValueError) as exc:
+        print(f"run_bench.py --plan {args.plan}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print_plan(args.plan, steps, family, gpu, args.deadline_s)
+    if args.list:
+        return
+    if args.models is None or args.out is None:
+        ap.error("--models and --out are needed to run a plan (--list needs neither)")
     args.out.mkdir(parents=True, exist_ok=True)
-    rec = Recorder(args.out, args.deadline_s)
     logs = args.logs or args.out / "logs"
-    q8 = args.models / "vt-q8_0.gguf"
-    only = [s for s in args.only.split(",") if s]
-    v = variants()
-
-    if args.plan == "quick":
-        for name in only or ["default", "tuned"]:
-            bench_llama_server(rec, name, v[name], q8, SWEEP, logs)
-    elif args.plan == "sweep":
-        for name in only or list(v):
-            bench_llama_server(rec, name, v[name], q8, SWEEP, logs)
-    elif args.plan == "q4":
-        q4 = args.models / "vt-q4_k_m.gguf"
-        bench_llama_server(
-            rec, "tuned-q4_k_m", replace(TUNED, name="tuned-q4_k_m"), q4, SWEEP, logs
-        )
-    elif args.plan == "matrix":
-        names = only or ["tuned", "default", "client", "llama-cpp-python", "transformers"]
-        for name in names:
-            if name == "llama-cpp-python":
-                bench_llama_cpp_python(rec, q8, [(1, 256), (4, 256), (16, 256), (1, 1024)], logs)
-            elif name == "transformers":
-                bench_transformers(
-                    rec, [(1, 256), (4, 256), (16, 256), (32, 256), (64, 256), (64, 1024)]
-                )
-            elif name == "client":
-                # The SDK's path: chat completions through httpx (vibesdk.AsyncClient if present),
-                # against the direct aiohttp client on the same server, same cells.
-                cells = [(1, 256), (16, 256), (64, 256), (16, 512)]
-                bench_llama_server(
-                    rec,
-                    "tuned-chat-aiohttp",
-                    TUNED,
-                    q8,
-                    cells,
-                    logs,
-                    client="aiohttp",
-                    endpoint="chat",
-                )
-                bench_llama_server(
-                    rec, "tuned-chat-httpx", TUNED, q8, cells, logs, client="httpx", endpoint="chat"
-                )
-            else:
-                bench_llama_server(rec, name, v[name], q8, FULL, logs)
-    elif args.plan == "all2":
-        bench_llama_server(rec, "tuned", v["tuned"], q8, FULL, logs)
-        bench_client_overhead(rec, q8, [(1, 256), (16, 256), (64, 256), (16, 512)], logs)
-        bench_llama_server(
-            rec,
-            "default",
-            v["default"],
-            q8,
-            [(c, 256) for c in (1, 4, 16, 32, 64)] + [(16, 512), (1, 1024), (16, 1024)],
-            logs,
-        )
-        bench_llama_cpp_python(rec, q8, [(1, 256), (4, 256), (16, 256), (1, 1024)], logs)
-        bench_transformers(rec, [(1, 256), (4, 256), (16, 256), (32, 256), (64, 256), (16, 512)])
-        for name in only or ["tuned-greedy", "tuned-2x32", "tuned-40k-q8kv", "tuned-4x16"]:
-            bench_llama_server(rec, name, v[name], q8, SWEEP, logs)
-    elif args.plan == "final":
-        # Why do long answers slow every stream down? Same load (16 streams x 1024 tokens) on fresh
-        # servers that differ in one flag each.
-        t = TUNED
-        diag = {
-            "diag-np64": t,
-            "diag-np16": replace(t, name="diag-np16", parallel=16),
-            "diag-np64-kvu": replace(
-                t, name="diag-np64-kvu", kv_unified=True, kv_pool_tokens=262144
-            ),
-            "diag-np64-cpu-sampling": replace(
-                t, name="diag-np64-cpu-sampling", backend_sampling=False
-            ),
-        }
-        bench_transformers(rec, [(1, 256), (16, 256), (64, 256), (16, 512)])
-        for name, prof in diag.items():
-            bench_llama_server(rec, name, prof, q8, [(16, 1024)], logs)
-        bench_client_overhead(rec, q8, [(16, 512), (64, 256)], logs, sdk_first=True)
-    elif args.plan in ("final2", "final2-mps", "final2-tail"):
-        # Session 2's final run on the patched build: the two H100 profiles across the matrix,
-        # the SDK interleaved with direct on each, Q4_K_M, and llama-server's defaults.
-        q4 = args.models / "vt-q4_k_m.gguf"
-        if args.plan == "final2":
-            bench_llama_server(rec, "tuned", TUNED, q8, FULL, logs)
-            bench_client_overhead(rec, q8, [(16, 512), (64, 256)], logs, sdk_first=True)
-        elif args.plan == "final2-mps":
-            bench_llama_server(rec, "tuned-mps", TUNED_MPS, q8, FULL, logs)
-            bench_client_overhead(
-                rec, q8, [(16, 512), (64, 256)], logs, sdk_first=True, profile=TUNED_MPS
-            )
-            two = replace(TUNED_MPS, name="h100-vibethinker-mps-2x32", instances=2, parallel=32)
-            bench_llama_server(
-                rec, "tuned-mps-2x32", two, q8, [(1, 256), (16, 512), (64, 256)], logs
-            )
-            bench_llama_server(
-                rec, "tuned-mps-2x32-q4", two, q4, [(1, 256), (16, 512), (64, 256)], logs
-            )
-        if args.plan == "final2-tail":
-            bench_llama_server(rec, "tuned-q4", TUNED, q4, [(1, 256), (1, 1024)], logs)
-            bench_llama_server(rec, "default", DEFAULT, q8, [(1, 256), (16, 512), (64, 256)], logs)
-    elif args.plan == "s2e":
-        # VibeThinker's longest answers (40,960 tokens) in every one of 64 slots, KV cache in q8_0
-        long = v["tuned-40k-q8kv"]
-        bench_llama_server(rec, "tuned-40k-q8kv", long, q8, [(16, 512), (64, 256), (1, 256)], logs)
-    elif args.plan in ("s2a", "s2b", "s2c", "s2d"):
-        # Session 2 (issue 5, second GPU session). s2a: does the host-RAM prompt cache explain the
-        # slowdown of a server that has served before (same cells on one server, twice, with and
-        # without it; the last cell sends 3 requests per stream, so requests arrive while others
-        # decode, as in production); then several servers time-sliced, Q4_K_M, GGML_CUDA_GRAPH_OPT.
-        # s2b (run_gpu.sh starts the MPS daemon first): several servers whose kernels overlap.
-        slow: list[Cell] = [(16, 512), (64, 256), (16, 512), (4, 1024), (16, 512, 3)]
-        multi: list[Cell] = [(1, 256), (16, 512), (64, 256), (16, 512, 3)]
-        q4 = args.models / "vt-q4_k_m.gguf"
-        plan: list[tuple[str, Path, list[Cell]]]
-        steady: list[Cell] = [(16, 512), (64, 256), (16, 512), (16, 512, 3), (64, 256, 3)]
-        if args.plan == "s2c":
-            # the patched build (server/llama/patches: busy slots packed), one server
-            plan = [("tuned-ram0", q8, steady)]
-        elif args.plan == "s2d":
-            # the patched build, several servers under MPS
-            plan = [("ram0-4x16", q8, steady[1:]), ("ram0-2x32", q8, steady[1:])]
-        elif args.plan == "s2a":
-            plan = [
-                ("tuned-cache8g", q8, slow),
-                ("tuned-ram0", q8, slow),
-                ("ram0-4x16", q8, multi),
-                ("ram0-graph-opt", q8, [(1, 256), (16, 512)]),
-                ("ram0-q4", q4, multi),
-            ]
-        else:
-            plan = [
-                ("ram0-4x16", q8, multi),
-                ("ram0-8x8", q8, multi),
-                ("ram0-16x4", q8, multi),
-                ("ram0-2x32", q8, multi),
-                ("tuned-ram0", q8, multi),
-                ("ram0-q4-8x8", q4, multi),
-            ]
-        for name, model, cells in plan:
-            if only and name not in only:
-                continue
-            tag = name + ("-mps" if mps_running() else "")
-            bench_llama_server(rec, tag, v[name], model, cells, logs)
-    else:
-        raise SystemExit(f"unknown plan {args.plan}")
+    facts = {"gpu": gpu, "git_commit": git_commit(), **llama_build()}
+    print(json.dumps(facts), flush=True)
+    rec = Recorder(args.out, args.deadline_s, facts)
+    mps = Mps(logs)
+    try:
+        for step in steps:
+            run_step(rec, step, args.models, logs, mps)
+    finally:
+        mps.stop()
 
 
 if __name__ == "__main__":

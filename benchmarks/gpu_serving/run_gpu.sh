@@ -1,28 +1,40 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one command, on a machine with an NVIDIA GPU, nvcc, cmake and python3
-# (no package index needed). Run from the repository root:
+# The GPU benchmark on a machine with an NVIDIA GPU, nvcc, cmake and python3 (no package index
+# needed), inputs from prepare.sh under .gpu/. Run from the repository root:
 #
 #   benchmarks/gpu_serving/run_gpu.sh [STAGE...]      (default: setup engine sweep matrix)
+#   benchmarks/gpu_serving/run_gpu.sh headline        the answer table's cells, build included
 #
 # Stages:
-#   setup   install carried wheels if modules are missing; build llama.cpp for sm_90 with
-#           server/llama/build.sh (skipped when a build is already there or carried as
-#           .gpu/cuda90.tar.xz.*); write the VibeThinker-shaped model (F16) and quantize it (Q8_0).
-#   q4      also quantize Q4_K_M.
-#   engine  llama-bench and llama-batched-bench: the engine's own decode rate, no server.
-#   sweep   llama-server flag variants at 1/16/64 streams (run_bench.py --plan sweep).
-#   matrix  the full matrix: default, tuned, llama-cpp-python, transformers, SDK-path client.
-#   mps-on  start the CUDA MPS control daemon (kernels of several processes then share the GPU
-#           at the same time instead of taking turns); mps-off stops it. Plans run in between
-#           record "mps": true.
-#   cli     the user's path: `vibe-serve --profile h100-vibethinker-mps-topk` writes the canary
-#           URLs, vibesdk.Client answers 8 users through them, SIGTERM stops every server.
-#   pack    put the built prefix into $OUT (split in 15 MiB parts) so a later call can carry it.
+#   setup     install carried wheels if modules are missing; build llama.cpp for sm_90 with
+#             server/llama/build.sh (skipped when a build of the tree's patches is already there
+#             or carried as .gpu/bin/cuda90.tar.xz.*); write the VibeThinker-shaped model (F16)
+#             and quantize it (Q8_0).
+#   headline  setup (unless it ran), then plan headline: the best profiles of the GPU found
+#             (h200-* on an H200, else h100-*), each with stock sampling too, the MPS profile
+#             under the MPS daemon (the plan starts and stops it), SDK vs direct. ~4 min after
+#             setup; run_bench.py --plan headline --list shows it.
+#   q4        also quantize Q4_K_M.
+#   engine    llama-bench and llama-batched-bench: the engine's own decode rate, no server.
+#   mps-on    start the CUDA MPS control daemon (kernels of several processes then share the GPU
+#             at the same time instead of taking turns); mps-off stops it.
+#   cli       the user's path: `vibe-serve --profile h100-vibethinker-mps-topk` writes the canary URLs,
+#             vibesdk.Client answers 8 users through them, SIGTERM stops every server.
+#   pack      put the built prefix into $OUT (split in 15 MiB parts) so a later call can carry it.
+#   PLAN      any other word is a plan of run_bench.py (sweep, matrix, final2, s2a, ...).
+#
+# Environment: GPU_BUDGET_S (default 570) seconds from the start to the deadline the plans keep
+# (cells that would end later are recorded as skipped); BENCH_ONLY=NAME,... configurations to run
+# (profile names such as h100-vibethinker-mps, NAME+stock-sampling, or variants of runs 1-7);
+# BENCH_CELLS=64x256,16x512 instead of the plans' cells; BENCH_GPU=h100|h200 overrides which
+# profiles headline picks; BENCH_ARGS more run_bench.py arguments. Every plan is checked
+# (run_bench.py --list) before the first stage runs, so a wrong name costs no build.
 #
 # Inputs (ignored by git, carried by the device tool): .gpu/llama-src.tar.xz (llama-cpp-python's
 # sdist minus docs/tests/models) or, with a carried build (.gpu/bin/cuda90.tar.xz.*, from `pack`),
-# .gpu/py.tar.xz (its llama_cpp package and gguf-py alone); .gpu/ggml-vocab-qwen2.gguf; .gpu/whl/*.whl.
-# Outputs: $OUT (or benchmarks/gpu_serving/out) gets run.log, engine.md, results.jsonl, logs.tgz.
+# .gpu/py.tar.xz (its llama_cpp package and gguf-py alone); .gpu/ggml-vocab-qwen2.gguf; .gpu/whl/*.whl;
+# .gpu/commit. Outputs: $OUT (or benchmarks/gpu_serving/out) gets run.log, engine.md, results.jsonl,
+# logs.tgz.
 set -uo pipefail
 
 root="$(pwd)"
@@ -61,6 +73,18 @@ stage_setup() {
   if [[ ! -x "$prefix/bin/llama-server" ]] && ls .gpu/bin/cuda90.tar.xz.* >/dev/null 2>&1; then
     log "unpacking carried build"; cat .gpu/bin/cuda90.tar.xz.* | tar -xJf - -C "$work"
   fi
+  # build.sh's stamp names the patches a build has; the tree's are server/llama/patches.
+  local patches_id stamp
+  patches_id="$(cat /dev/null server/llama/patches/*.patch | sha256sum | cut -c1-12)"
+  stamp="$(cd "$prefix" 2>/dev/null && ls -d .built-* 2>/dev/null | tail -1)"
+  if [[ -x "$prefix/bin/llama-server" && $stamp != *-"$patches_id" ]]; then
+    if [[ -f .gpu/llama-src.tar.xz ]]; then
+      log "build $stamp lacks this tree's patches ($patches_id): building again"
+      rm -rf "$prefix"
+    else
+      log "WARNING: build $stamp lacks this tree's patches ($patches_id) and no source was carried to rebuild"
+    fi
+  fi
   # The F16 model is written (CPU, ~40 s) while llama.cpp builds; quantizing needs the build.
   local model_pid=""
   if [[ ! -f "$models/vt-f16.gguf" ]]; then
@@ -74,6 +98,7 @@ stage_setup() {
       >"$logs/build.log" 2>&1 || { tail -40 "$logs/build.log"; log "BUILD FAILED"; exit 1; }
     log "built in $((SECONDS - t0)) s"; grep "^patch" "$logs/build.log" | tee -a "$out/run.log"; du -sh "$prefix"/lib/* | sort -h | tail -3
   fi
+  log "llama.cpp build: $(cd "$prefix" && ls -d .built-* 2>/dev/null | tail -1)"
   [[ -n $model_pid ]] && { wait "$model_pid" || { log "make_model.py failed"; exit 1; }; }
   if [[ ! -f "$models/vt-q8_0.gguf" ]]; then
     t0=$SECONDS
@@ -145,19 +170,38 @@ PY
   kill -TERM "$pid"; wait "$pid"; log "vibe-serve exited with code $? after SIGTERM"
 }
 
+plan_args=(--gpu "${BENCH_GPU:-auto}" --only "${BENCH_ONLY:-}" --cells "${BENCH_CELLS:-}")
+# shellcheck disable=SC2206  # BENCH_ARGS is words on purpose
+plan_args+=(${BENCH_ARGS:-})
+plan_of() {  # the run_bench.py plan a stage runs, if any (headline: the plan of that name)
+  case "$1" in setup|q4|engine|pack|mps-on|mps-off|cli) ;; *) echo "$1" ;; esac
+}
+
+run_plan() {
+  log "bench plan $1"
+  python3 benchmarks/gpu_serving/run_bench.py --plan "$1" --models "$models" --out "$out" --logs "$logs" \
+    --deadline-s "$(( ${GPU_BUDGET_S:-570} - SECONDS ))" "${plan_args[@]}"
+}
+
 setup_python
+for s in "${stages[@]}"; do  # a wrong plan or name fails here, before the build
+  p="$(plan_of "$s")"
+  [[ -z $p ]] && continue
+  python3 benchmarks/gpu_serving/run_bench.py --plan "$p" --list "${plan_args[@]}" 2>&1 | tee -a "$out/run.log"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || { log "stopped: plan $p cannot run as asked"; exit 2; }
+done
+did_setup=""
 for s in "${stages[@]}"; do
   case "$s" in
-    setup) stage_setup ;;
+    setup) stage_setup; did_setup=1 ;;
+    headline) [[ -n $did_setup ]] || { stage_setup; did_setup=1; }; run_plan headline ;;
     q4) stage_q4 ;;
     engine) stage_engine ;;
     pack) stage_pack ;;
     mps-on) stage_mps_on ;;
     mps-off) stage_mps_off ;;
     cli) stage_cli ;;
-    *) log "bench plan $s"
-       python3 benchmarks/gpu_serving/run_bench.py --plan "$s" --models "$models" --out "$out" --logs "$logs" \
-         --deadline-s "$(( ${GPU_BUDGET_S:-570} - SECONDS ))" ${BENCH_ARGS:-} ;;
+    *) run_plan "$s" ;;
   esac
 done
 tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null
