@@ -24,7 +24,9 @@ from configs import (
     resolve,
     variants,
 )
-from vibesdk_server.serving import ServerProfile
+from vibesdk_server.serving import ServerProfile, profile_for_gpu
+
+from vibesdk import ConfigError
 
 Cell = tuple[int, ...]  # (concurrency, n_predict[, requests per stream])
 FULL: Sequence[Cell] = [(c, n) for n in (256, 1024) for c in (1, 4, 16, 32, 64)] + [(16, 512)]
@@ -105,8 +107,14 @@ def parse_cells(text: str) -> list[Cell]:
 
 
 def gpu_family(gpu_name: str | None) -> str:
-    """h200 when the GPU's name says H200, else h100 (the profiles' name prefixes)."""
-    return "h200" if gpu_name and "H200" in gpu_name.upper() else "h100"
+    """The profiles' name prefix for the GPU, as ``vibe-serve --profile auto`` picks it (h200 for
+    an H200); h100 without a GPU name or for one no profile is for."""
+    if gpu_name is None:
+        return "h100"
+    try:
+        return profile_for_gpu(gpu_name).name.split("-", 1)[0]
+    except ConfigError:
+        return "h100"
 
 
 # ---- the plans -------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ import plans
 from configs import Config, UnknownConfigError
 from plans import Cell, Step, unpack
 from vibesdk_server.serving import ServerProfile, find_llama_server, free_port, mps_running, serve
+from vibesdk_server.serving import gpu_name as serving_gpu_name
+
+from vibesdk import ConfigError
 
 T0 = time.monotonic()
 REPO = Path(__file__).resolve().parents[2]
@@ -43,18 +46,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def gpu_name() -> str | None:
-    """The first GPU's name from nvidia-smi, None without one."""
+    """The first GPU's name (the launcher's ``gpu_name``), None without one."""
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        return serving_gpu_name()
+    except ConfigError:
         return None
-    return out.strip().splitlines()[0] if out.strip() else None
 
 
 def git_commit() -> str:
