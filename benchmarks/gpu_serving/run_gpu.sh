@@ -75,8 +75,7 @@ stage_setup() {
   fi
   # build.sh's stamp names the patches a build has; the tree's are server/llama/patches.
   local patches_id stamp
-  # the same inputs as server/llama/build.sh's stamp: the patches, then our tools
-  patches_id="$(cat /dev/null server/llama/patches/*.patch server/llama/tools/*.cpp | sha256sum | cut -c1-12)"
+  patches_id="$(server/llama/build.sh --print-id)"
   stamp="$(cd "$prefix" 2>/dev/null && ls -d .built-* 2>/dev/null | tail -1)"
   if [[ -x "$prefix/bin/llama-server" && $stamp != *-"$patches_id" ]]; then
     if [[ -f .gpu/llama-src.tar.xz ]]; then

@@ -5,7 +5,7 @@
 # downloads, no curl/openssl.
 #
 #   server/llama/build.sh [--cuda ARCH] [--sdist FILE | --src DIR] [--out DIR]
-#                         [--jobs N] [--install-python PYTHON]
+#                         [--jobs N] [--install-python PYTHON] [--print-id]
 #
 # The result is a prefix with bin/ and lib/ (with --cuda also llama-bench and
 # llama-batched-bench), and bin/vibe-sample-rows-check, built from tools/: it
@@ -17,6 +17,7 @@
 # copies the libraries built here into its llama_cpp/lib, so `import llama_cpp`
 # and `python -m llama_cpp.server` work without LLAMA_CPP_LIB_PATH. A finished
 # build leaves a stamp; running the script again with the same inputs skips it.
+# --print-id prints the id of the patches and tools the stamp names, and exits.
 #
 # The patches in server/llama/patches/ are applied to the tree first (a tree
 # that already has them is left as it is); each says what it fixes and why.
@@ -30,6 +31,7 @@ src=""
 install_python=""
 out=""
 jobs="$(nproc)"
+print_id=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cuda) cuda_arch="$2"; shift 2 ;;
@@ -38,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     --install-python) install_python="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
+    --print-id) print_id=1; shift ;;
     -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -50,6 +53,7 @@ patches=("$here"/patches/*.patch)
 tools=("$here"/tools/*.cpp)
 [[ -e ${tools[0]} ]] || tools=()
 patches_id="$(cat /dev/null "${patches[@]}" "${tools[@]}" | sha256sum | cut -c1-12)"
+[[ -n "$print_id" ]] && { echo "$patches_id"; exit 0; }
 stamp="$out/.built-${LLAMA_CPP_PYTHON_VERSION}-${flavour}-${patches_id}"
 
 work="$(mktemp -d)"
