@@ -179,8 +179,10 @@ class AsyncClient:
     async def wait_until_ready(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a flag document; ``True`` once one is served.
 
-        Never raises: until a document arrives every assignment is the stable
-        default, with ``error_code="PROVIDER_NOT_READY"``.
+        Never raises. Until a document arrives every assignment is the stable
+        default, with ``error_code="PROVIDER_NOT_READY"``, and :meth:`chat`
+        raises :class:`~vibesdk.FlagsNotReadyError`: pass ``bootstrap=`` (a
+        flag document shipped with the app) to answer from the first request.
         """
         if self._loop is not asyncio.get_running_loop():
             await self._enter_loop()
@@ -211,7 +213,11 @@ class AsyncClient:
         applied (``overrides`` may set any :class:`~vibesdk.GenerationParams`
         field for this call). A failing variant is retried within its budget,
         then stable answers instead (``result.fallback``). Raises
-        :class:`~vibesdk.AllBackendsFailedError` only when stable fails too.
+        :class:`~vibesdk.AllBackendsFailedError` only when stable fails too,
+        and at once, without calling a backend,
+        :class:`~vibesdk.FlagsNotReadyError` before the first flag document
+        (see ``bootstrap``) or :class:`~vibesdk.FlagNotFoundError` for a flag
+        the document does not have.
         """
         self._check_open()
         validate_chat(messages, overrides)

@@ -29,12 +29,14 @@ from vibesdk._errors import (
     BackendError,
     BackendTimeoutError,
     CircuitOpenError,
+    FlagNotFoundError,
+    FlagsNotReadyError,
     InvalidArgumentError,
     StreamInterruptedError,
     VibeError,
 )
 from vibesdk._flags.document import FallbackPolicy, Flag, GenerationParams
-from vibesdk._flags.evaluation import Assignment
+from vibesdk._flags.evaluation import Assignment, ErrorCode
 from vibesdk._quality.checks import QualityReport, check_answer
 from vibesdk._resilience import CircuitBreaker, Step, fallback_reason, plan
 from vibesdk._settings import Settings
@@ -176,7 +178,11 @@ class ClientCore:
         *,
         stream: bool,
     ) -> Call:
-        """Assign, plan and open the call's span; raise if there is nothing to call."""
+        """Assign, plan and open the call's span.
+
+        Raises :class:`~vibesdk.FlagsNotReadyError` before any flag document,
+        and :class:`~vibesdk.FlagNotFoundError` for a flag not in it.
+        """
         assignment = self.store.evaluate(flag_key, user_id, attributes)
         flag = self.store.flag(flag_key) if assignment.config is not None else None
         steps = plan(assignment, flag)
@@ -200,16 +206,14 @@ class ClientCore:
         if span.is_recording():
             self._start_attributes(call, span)
         if not steps:
-            code = assignment.error_code or "FLAG_NOT_FOUND"
-            cause = VibeError(
-                f"flag {flag_key!r} has no variant to call ({code}): "
-                + (
-                    "no flag document is loaded yet"
-                    if code == "PROVIDER_NOT_READY"
-                    else "it is not in the flag document"
-                )
+            # No variant, so no backend to call: say why instead of trying.
+            error: VibeError = (
+                FlagsNotReadyError(flag_key)
+                if assignment.error_code == ErrorCode.PROVIDER_NOT_READY
+                else FlagNotFoundError(flag_key, assignment.flag_version)
             )
-            raise self.fail(call, cause, None)
+            self.abort(call, error)
+            raise error
         return call
 
     def _start_attributes(self, call: Call, span: Span) -> None:
