@@ -151,6 +151,11 @@ class Driver:
 
         return chunks, self._run(consume())
 
+    def in_flight(self) -> dict[str, int]:
+        """Requests in flight per backend URL, as the client counts them."""
+        pools = self.client._core._pools.values()
+        return {url: n for pool in pools for url, n in pool.outstanding().items()}
+
     def feedback(self, *args: Any, **kwargs: Any) -> None:
         if self._loop is None:
             self.client.feedback(*args, **kwargs)

@@ -127,6 +127,11 @@ class Attempt:
     ended: bool = False
     got_token: bool = False
 
+    @property
+    def phase(self) -> str:
+        """The deadline a read waits under: a stream's ``first_token``, then ``total``."""
+        return "first_token" if self.call.stream and not self.got_token else "total"
+
 
 _Lines = TypeVar("_Lines")
 
@@ -603,11 +608,11 @@ class ClientCore:
             result=result,
         )
 
-    def check_deadlines(self, call: Call, attempt: Attempt, got_token: bool) -> None:
-        """Raise the timeout a stream has passed: first token, then the total deadline."""
+    def check_deadlines(self, call: Call, attempt: Attempt) -> None:
+        """Raise the timeout an attempt has passed: a stream's first token, then the total."""
         elapsed = self.clock() - attempt.started
         policy = call.policy
-        if not got_token and elapsed > policy.first_token_timeout_s:
+        if attempt.phase == "first_token" and elapsed > policy.first_token_timeout_s:
             raise BackendTimeoutError(
                 f"{attempt.url}: no first token within {policy.first_token_timeout_s}s",
                 backend=attempt.url,
@@ -626,16 +631,6 @@ class ClientCore:
         attempt.got_token = True
         self.alive(attempt)
         return ttft
-
-    @staticmethod
-    def broken(exc: BackendError | httpx.HTTPError, attempt: Attempt) -> StreamInterruptedError:
-        """The error for a stream that failed with ``exc`` after its first token."""
-        err = (
-            map_http_error(exc, attempt.url, phase="total", stream=True)
-            if isinstance(exc, httpx.HTTPError)
-            else exc
-        )
-        return ClientCore.interrupted(err, attempt.url)
 
     @staticmethod
     def interrupted(exc: BaseException, url: str) -> StreamInterruptedError:
