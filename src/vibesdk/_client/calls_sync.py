@@ -25,7 +25,7 @@ from vibesdk._backends import Completion, StreamParser, error_for_status, parse_
 from vibesdk._backends.reading import MAX_BODY_BYTES, MAX_ERROR_BYTES, BodyReader, LineSplitter
 from vibesdk._errors import BackendError
 from vibesdk._resilience import Step, retry_strategy
-from vibesdk._watch import Watch, current
+from vibesdk._watch import watching
 
 from .core import Attempt, Call, ClientCore, Opened, map_http_error
 from .results import ChatChunk, ChatResult
@@ -218,18 +218,12 @@ class Calls:
             headers=headers,
             timeout=core.timeout(call.policy, call.stream),
         )
-        policy = call.policy
-        deadline = policy.total_timeout_s
-        if call.stream:
-            deadline = min(deadline, policy.first_token_timeout_s)
-        # httpx has no total deadline: the watch holds the wait for the headers to it.
-        watch = current.set(Watch(att.started + deadline, core.clock))
         try:
-            return self.http.send(request, stream=True)
+            # httpx has no total deadline: the attempt's watch holds connect and headers to it.
+            with watching(att.watch):
+                return self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise map_http_error(exc, att.url, phase=att.phase, stream=call.stream) from exc
-        finally:
-            current.reset(watch)
 
     def _read_body(self, response: httpx.Response, call: Call, att: Attempt) -> bytes:
         """The whole body within its size cap; of an error answer, only its head."""
@@ -256,19 +250,22 @@ class Calls:
 
 
 def _read(chunks: Iterator[_C], core: ClientCore, call: Call, att: Attempt) -> Iterator[_C]:
-    """A body's chunks, with httpx failures as BackendErrors and the deadlines checked after each.
+    """A body's chunks, each read under the attempt's deadline; httpx failures as BackendErrors.
 
-    Checking after every chunk, not every line, means a backend that trickles
-    bytes without ever ending a line still times out.
+    The watch is held for one read at a time, so a silent backend is cut when
+    the deadline passes, not one httpx read timeout after it, and nothing is
+    left set while the caller holds a chunk. The deadline is also checked after
+    every chunk, not every line: a backend that trickles bytes times out too.
     """
     while True:
         try:
-            chunk = next(chunks)
+            with watching(att.watch):
+                chunk = next(chunks)
         except StopIteration:
             return
         except httpx.HTTPError as exc:
             raise map_http_error(exc, att.url, phase=att.phase, stream=call.stream) from exc
-        core.check_deadlines(call, att)
+        core.check_deadlines(att)
         yield chunk
 
 

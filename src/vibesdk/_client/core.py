@@ -42,6 +42,7 @@ from vibesdk._resilience import CircuitBreaker, Step, fallback_reason, plan
 from vibesdk._settings import Settings
 from vibesdk._telemetry import semconv as sc
 from vibesdk._telemetry.instruments import Metrics, emit_feedback, flag_attributes, tracer
+from vibesdk._watch import Watch
 
 from .results import ChatChunk, ChatResult, Usage
 
@@ -124,13 +125,27 @@ class Attempt:
     span: Span
     started: float
     call: Call
+    #: What cuts the attempt's reads at its deadline (see :attr:`phase`).
+    watch: Watch
     ended: bool = False
     got_token: bool = False
 
     @property
     def phase(self) -> str:
-        """The deadline a read waits under: a stream's ``first_token``, then ``total``."""
-        return "first_token" if self.call.stream and not self.got_token else "total"
+        """The deadline the attempt is under now: ``first_token`` or ``total``.
+
+        A stream is under its first-token deadline until the first token came,
+        unless the total deadline is the earlier one; everything else is under
+        the total deadline, from sending the request to the last byte.
+        """
+        policy = self.call.policy
+        if (
+            self.call.stream
+            and not self.got_token
+            and policy.first_token_timeout_s < policy.total_timeout_s
+        ):
+            return "first_token"
+        return "total"
 
 
 _Lines = TypeVar("_Lines")
@@ -363,7 +378,18 @@ class ClientCore:
             if breaker is not None:
                 attrs[sc.VIBESDK_BREAKER_STATE] = breaker.state.value
             span.set_attributes(attrs)
-        return Attempt(url, pool, breaker, permit, span, self.clock(), call)
+        started = self.clock()
+        att = Attempt(url, pool, breaker, permit, span, started, call, Watch(None, self.clock))
+        att.watch.deadline = started + self._deadline(att)
+        return att
+
+    @staticmethod
+    def _deadline(attempt: Attempt) -> float:
+        """Seconds from the attempt's start to the deadline of its :attr:`~Attempt.phase`."""
+        policy = attempt.call.policy
+        if attempt.phase == "first_token":
+            return policy.first_token_timeout_s
+        return policy.total_timeout_s
 
     @staticmethod
     def alive(attempt: Attempt) -> None:
@@ -608,27 +634,26 @@ class ClientCore:
             result=result,
         )
 
-    def check_deadlines(self, call: Call, attempt: Attempt) -> None:
-        """Raise the timeout an attempt has passed: a stream's first token, then the total."""
-        elapsed = self.clock() - attempt.started
-        policy = call.policy
-        if attempt.phase == "first_token" and elapsed > policy.first_token_timeout_s:
-            raise BackendTimeoutError(
-                f"{attempt.url}: no first token within {policy.first_token_timeout_s}s",
-                backend=attempt.url,
-                phase="first_token",
-            )
-        if elapsed > policy.total_timeout_s:
-            raise BackendTimeoutError(
-                f"{attempt.url}: answer not complete within {policy.total_timeout_s}s",
-                backend=attempt.url,
-                phase="total",
-            )
+    def check_deadlines(self, attempt: Attempt) -> None:
+        """Raise the timeout of the deadline the attempt has passed, if any.
+
+        The attempt's watch cuts reads at the deadline on the default
+        transport; this check, after every chunk, also holds a transport of
+        the app's own to it, and a backend that trickles bytes.
+        """
+        deadline = attempt.watch.deadline
+        if deadline is None or self.clock() <= deadline:
+            return
+        url, phase = attempt.url, attempt.phase
+        seconds = self._deadline(attempt)
+        what = "no first token" if phase == "first_token" else "answer not complete"
+        raise BackendTimeoutError(f"{url}: {what} within {seconds}s", backend=url, phase=phase)
 
     def first_token(self, attempt: Attempt) -> float:
-        """The attempt's first token arrived: close its breaker; the time it took."""
+        """The first token arrived: close the breaker, move to the total deadline; time taken."""
         ttft = self.clock() - attempt.started
         attempt.got_token = True
+        attempt.watch.deadline = attempt.started + self._deadline(attempt)
         self.alive(attempt)
         return ttft
 
