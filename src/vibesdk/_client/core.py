@@ -1,9 +1,11 @@
 """Everything :class:`~vibesdk.Client` and :class:`~vibesdk.AsyncClient` share.
 
-The two clients differ only in how they wait (threads vs ``await``); the
-decisions live here: which variants to try, the request for each, which URL
-and breaker an attempt uses, how a failure maps to a fallback, and what goes
-on the span, the metrics and the result. Nothing here does network I/O.
+The two clients differ only in how they wait (threads vs ``await``). The
+order of the I/O is written once, in ``calls_aio.py`` (``calls_sync.py`` is
+generated from it); the decisions live here: which variants to try, the
+request for each, which URL, breaker and deadline an attempt has, how a failure
+maps to a fallback, and what goes on the span, the metrics and the result.
+Nothing here does network I/O.
 """
 
 from __future__ import annotations
