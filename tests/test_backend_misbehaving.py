@@ -8,77 +8,21 @@ from the injected clock, which the trickling server advances with each byte.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.client_harness import Driver, FakeClock, flag_source
+from tests.client_harness import Driver, FakeClock, RawServer, Script, flag_source
 from vibesdk._backends.reading import MAX_LINE_CHARS, BodyReader, LineSplitter
 from vibesdk.testing import FakeBackend, make_document, make_flag
 
 USER = [{"role": "user", "content": "2+2?"}]
-Script = Callable[[socket.socket], None]
-
-
-class RawServer:
-    """Accepts connections, reads one request head, then runs ``script`` on the socket."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.threads: list[threading.Thread] = []
-        self.accepted = 0
-        self.hung_up = 0
-        self._thread = threading.Thread(target=self._serve, name="raw-server", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            t = threading.Thread(target=self._handle, args=(conn,), daemon=True)
-            self.threads.append(t)
-            t.start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                head += data
-            with contextlib.suppress(OSError):  # the client hung up (a timeout or a size cap)
-                self.script(conn)
-            # The client must close the connection: read until it does (EOF or reset).
-            conn.settimeout(10)
-            try:
-                while conn.recv(65536):
-                    pass
-            except TimeoutError:
-                return  # still open: a leaked connection
-            except OSError:
-                pass
-            self.hung_up += 1
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
-        self.sock.close()
-        self._thread.join(5)
-        for t in self.threads:
-            t.join(5)
 
 
 def close_mid_headers(conn: socket.socket) -> None:

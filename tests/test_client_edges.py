@@ -172,13 +172,82 @@ def test_stable_user_with_stable_down_gets_all_backends_failed_without_fallback(
     assert info.value.fallback is None
 
 
-def test_unknown_flag_assigns_stable_and_chat_raises_all_backends_failed(make: Any) -> None:
-    """assign() never raises; chat() on a flag that is not there has nothing to call."""
-    d = make(Backends())
+def refused_url() -> str:
+    """A loopback URL where nothing listens: connections are refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def call(d: Driver, stream: bool, flag: str) -> Any:
+    return d.stream(flag, "u1", USER) if stream else d.chat(flag, "u1", USER)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_flag_not_in_the_document_raises_flag_not_found_without_calling_a_backend(
+    make: Any, stream: bool
+) -> None:
+    """assign() answers stable; chat()/stream_chat() raise FlagNotFoundError, naming the flag."""
+    backends = Backends()
+    d = make(backends)
     a = d.assign("nope", "u1")
     assert (a.variant, a.reason, a.error_code) == ("stable", "ERROR", "FLAG_NOT_FOUND")
-    with pytest.raises(AllBackendsFailedError, match="FLAG_NOT_FOUND"):
-        d.chat("nope", "u1", USER)
+    with pytest.raises(vibesdk.FlagNotFoundError) as info:
+        call(d, stream, "nope")
+    message = str(info.value)
+    assert "'nope' is not in the flag document (version 1)" in message
+    assert "\n" not in message
+    assert isinstance(info.value, vibesdk.VibeError)
+    assert not isinstance(info.value, AllBackendsFailedError)
+    assert backends.requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_before_any_document_chat_raises_flags_not_ready_at_once(kind: str, stream: bool) -> None:
+    """No document yet (flag server unreachable): FlagsNotReadyError at once, nothing sent."""
+    import time
+
+    refused = refused_url()
+    backends = Backends()
+    d = Driver(kind, server_url=refused, sdk_key="k", cache_dir="", transport=backends.transport())
+    try:
+        assert d.assign("vibethinker", "u1").error_code == "PROVIDER_NOT_READY"
+        started = time.monotonic()
+        with pytest.raises(vibesdk.FlagsNotReadyError) as info:
+            call(d, stream, "vibethinker")
+        assert time.monotonic() - started < 1.0  # nothing was waited for
+    finally:
+        d.dispose()
+    message = str(info.value)
+    assert "no flag document yet" in message
+    assert "bootstrap=" in message
+    assert "wait_until_ready()" in message
+    assert "\n" not in message
+    assert not isinstance(info.value, AllBackendsFailedError)
+    assert backends.requests == []
+
+
+def test_a_bootstrap_document_serves_chat_from_the_first_call(kind: str, tmp_path: Any) -> None:
+    """With bootstrap= and an unreachable flag server, the very first chat() is answered."""
+    refused = refused_url()
+    path = tmp_path / "flags.json"
+    path.write_text(document(rollout_bps=0).model_dump_json())
+    backends = Backends(stable=ok)
+    d = Driver(
+        kind,
+        server_url=refused,
+        sdk_key="k",
+        bootstrap=str(path),
+        cache_dir="",
+        transport=backends.transport(),
+    )
+    try:
+        r = d.chat("vibethinker", CANARY_USER, USER)
+    finally:
+        d.dispose()
+    assert (r.text, r.variant, r.fallback) == ("fine answer", "stable", False)
 
 
 def test_api_key_is_sent_and_a_missing_one_falls_back(make: Any) -> None:

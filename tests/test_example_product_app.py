@@ -67,6 +67,39 @@ def test_flags_endpoint_reports_the_served_version(app: httpx.Client) -> None:
     assert body["rollout_bps"] == 1000
 
 
+def test_the_shipped_bootstrap_puts_everyone_on_stable_until_the_server_answers() -> None:
+    """bootstrap.json is a valid document at version 0 (any server document wins), all stable."""
+    doc = vibesdk.parse_document(app_module.BOOTSTRAP.read_text(encoding="utf-8"))
+    assert doc.version == 0
+    flag = doc.flags["vibethinker"]
+    assert (flag.rollout_bps, flag.rules, list(flag.variants)) == (0, [], ["stable"])
+
+
+def test_first_request_is_answered_while_the_flag_server_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flag server unreachable from the start: the bootstrap document answers the first ask."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("VIBESDK_SERVER_URL", refused)
+    monkeypatch.setenv("VIBESDK_SDK_KEY", "sdk-key")
+    monkeypatch.setenv("VIBESDK_CACHE_DIR", "")
+    with FakeBackend(default=Reply(text="17 * 23 = 391.")).serve() as stable_url:
+        shipped = app_module.BOOTSTRAP.read_text(encoding="utf-8")
+        bootstrap = tmp_path / "bootstrap.json"
+        bootstrap.write_text(shipped.replace("http://127.0.0.1:8081/v1", stable_url))
+        app = app_module.create_app(ready_timeout_s=0, bootstrap=bootstrap)
+        with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            r = http.post("/api/ask", json={"user_id": "u1", "question": "What is 17 * 23?"})
+            flags = http.get("/api/flags").json()
+    assert r.status_code == 200, r.text
+    assert (r.json()["answer"], r.json()["variant"]) == ("17 * 23 = 391.", "stable")
+    assert (flags["version"], flags["state"]) == (0, "STALE")
+
+
 def test_page_and_bad_input(app: httpx.Client) -> None:
     """The page renders with the feedback control; malformed questions and scores are 422."""
     page = app.get("/")

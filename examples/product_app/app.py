@@ -7,6 +7,11 @@ names the flag and the user. Run it with a flag server around:
     VIBESDK_SERVER_URL=http://127.0.0.1:8700 VIBESDK_SDK_KEY=... \\
         python examples/product_app/app.py --port 8000
 
+It answers from its first request even while the flag server is down or slow: it
+ships ``bootstrap.json``, a flag document that puts everyone on stable, at version 0
+so that any document from the flag server replaces it (``--bootstrap FILE`` names
+another one).
+
 Optional: ``--traces FILE`` writes OpenTelemetry spans and metrics as JSON lines
 (vibesdk.configure_telemetry(exporter="file")).
 
@@ -30,6 +35,7 @@ from pydantic import BaseModel, Field
 import vibesdk
 
 FLAG = "vibethinker"
+BOOTSTRAP = Path(__file__).with_name("bootstrap.json")
 
 
 class Question(BaseModel):
@@ -43,14 +49,19 @@ class Feedback(BaseModel):
     comment: str | None = Field(default=None, max_length=2000)
 
 
-def create_app(client: vibesdk.Client | None = None, *, ready_timeout_s: float = 10.0) -> FastAPI:
-    """The app; without ``client`` it builds ``vibesdk.Client()`` from VIBESDK_* variables."""
+def create_app(
+    client: vibesdk.Client | None = None,
+    *,
+    ready_timeout_s: float = 10.0,
+    bootstrap: str | Path | None = BOOTSTRAP,
+) -> FastAPI:
+    """The app; without ``client`` it builds ``vibesdk.Client(bootstrap=bootstrap)``."""
     owned = client is None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        c = client if client is not None else vibesdk.Client()
-        # Not ready in time is fine: assign() answers stable until the flags arrive.
+        c = client if client is not None else vibesdk.Client(bootstrap=bootstrap)
+        # Not ready in time is fine: the bootstrap document answers until the flags arrive.
         c.wait_until_ready(timeout=ready_timeout_s)
         app.state.client = c
         try:
@@ -87,7 +98,8 @@ def create_app(client: vibesdk.Client | None = None, *, ready_timeout_s: float =
             r = the_client().chat(
                 FLAG, user_id=q.user_id, messages=[{"role": "user", "content": q.question}]
             )
-        except vibesdk.AllBackendsFailedError as exc:
+        except (vibesdk.AllBackendsFailedError, vibesdk.FlagsNotReadyError) as exc:
+            # FlagsNotReadyError: started without a bootstrap document, before the flags came.
             raise HTTPException(503, "the assistant is unavailable, please retry") from exc
         return {
             "answer": r.text,
@@ -122,6 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--traces", help="write spans and metrics as JSON lines to this file")
+    parser.add_argument(
+        "--bootstrap",
+        type=Path,
+        default=BOOTSTRAP,
+        help="the flag document served until the flag server's arrives (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     handle = None
     if args.traces:
@@ -129,7 +147,12 @@ def main(argv: list[str] | None = None) -> None:
             exporter="file", path=args.traces, service_name="product-app"
         )
     try:
-        uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(
+            create_app(bootstrap=args.bootstrap),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+        )
     finally:
         if handle is not None:
             handle.shutdown()

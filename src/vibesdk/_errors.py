@@ -7,6 +7,8 @@ original stays on ``__cause__``::
     VibeError
     ├── ConfigError              bad local settings; raised at construction only
     ├── FlagDocumentError        a flag document failed validation (never raised by assign())
+    ├── FlagsNotReadyError       chat() before any flag document was loaded
+    ├── FlagNotFoundError        chat() for a flag the served document does not have
     ├── ClientClosedError        the client was used after close()
     ├── InvalidArgumentError     a bad argument to a public call (also a ``ValueError``)
     └── BackendError             one model backend failed one attempt
@@ -20,7 +22,9 @@ original stays on ``__cause__``::
                                     ``primary`` and ``fallback`` hold both causes
 
 Flag evaluation (``assign``) never raises: it returns the stable variant with a
-reason and an error code as data.
+reason and an error code as data. ``chat()`` and ``stream_chat()`` need a
+variant's backend to call, so without one they raise :class:`FlagsNotReadyError`
+or :class:`FlagNotFoundError` before sending anything.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ __all__ = [
     "ClientClosedError",
     "ConfigError",
     "FlagDocumentError",
+    "FlagNotFoundError",
+    "FlagsNotReadyError",
     "InvalidArgumentError",
     "MalformedResponseError",
     "StreamInterruptedError",
@@ -52,6 +58,40 @@ class ConfigError(VibeError):
 
 class FlagDocumentError(VibeError):
     """A flag document failed validation; the last good document keeps serving."""
+
+
+class FlagsNotReadyError(VibeError):
+    """``chat()`` / ``stream_chat()`` was called before any flag document was loaded.
+
+    Raised at once, without contacting a backend: with no document there is no
+    variant, and so no backend URL, to call. Ship a bootstrap document
+    (``bootstrap=``) to serve answers from the first request, or wait for the
+    flag server with ``wait_until_ready()``.
+    """
+
+    def __init__(self, flag_key: str) -> None:
+        super().__init__(
+            f"no flag document yet, so flag {flag_key!r} has no backend to call: pass "
+            "bootstrap=... (a flag document file) to answer from the first request, "
+            "or call wait_until_ready() first"
+        )
+        self.flag_key = flag_key
+
+
+class FlagNotFoundError(VibeError):
+    """``chat()`` / ``stream_chat()`` named a flag that the served document does not have.
+
+    Raised at once, without contacting a backend. ``flag_key`` is the name
+    asked for and ``version`` the served document's version.
+    """
+
+    def __init__(self, flag_key: str, version: int | None) -> None:
+        super().__init__(
+            f"flag {flag_key!r} is not in the flag document (version {version}): "
+            "check the flag key, or add the flag to the document"
+        )
+        self.flag_key = flag_key
+        self.version = version
 
 
 class ClientClosedError(VibeError):

@@ -13,6 +13,12 @@ read waits no longer than the time left. :meth:`Watch.cut` also shuts down the
 socket being read, which wakes a thread blocked in ``recv``. A request without a
 watch pays one context-variable lookup per read.
 
+A chat call holds its attempt's watch (:func:`watching`) while it sends the
+request and while it reads each chunk of the body, not across the chunks it
+hands to its caller: so the deadline bounds the answer to its last byte,
+including a backend that sends its headers and then goes silent, and a stream
+left suspended between chunks never leaks its watch into the caller's context.
+
 They are ``httpx.HTTPTransport`` / ``httpx.AsyncHTTPTransport`` whose connection
 pool gets a wrapped httpcore network backend; if a future httpx lays its pool
 out otherwise, the transport is returned unwrapped and works as before.
@@ -24,7 +30,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
 # httpcore is imported where it is needed: `import vibesdk` must not load it
 # (httpx itself imports it only when a transport is made).
 
-__all__ = ["Watch", "async_transport", "current", "sync_transport"]
+__all__ = ["Watch", "async_transport", "current", "sync_transport", "watching"]
 
 #: The watch over the requests of this thread / task, if any.
 current: ContextVar[Watch | None] = ContextVar("vibesdk_watch", default=None)
@@ -86,6 +92,16 @@ class Watch:
             if timeout is None or left < timeout:
                 return left
         return timeout
+
+
+@contextlib.contextmanager
+def watching(watch: Watch) -> Iterator[None]:
+    """Make ``watch`` the current one for the block: one request, or one read of its body."""
+    token = current.set(watch)
+    try:
+        yield
+    finally:
+        current.reset(token)
 
 
 def _shutdown(stream: Any) -> None:

@@ -1,9 +1,10 @@
 """Reading a backend's body within bounds, sans I/O: size caps and SSE line splitting.
 
 A backend may send anything: a body of gigabytes, one endless line, or a byte
-every few seconds. The clients read bodies in chunks through these helpers and
-check the call's deadlines after every chunk, so no backend can exhaust the
-app's memory or hold a call past its deadline by trickling.
+every few seconds. The clients read bodies in chunks through these helpers,
+each read waiting no longer than the attempt's deadline, and check the deadline
+again after every chunk, so no backend can exhaust the app's memory or hold a
+call past its deadline by trickling or by going silent.
 """
 
 from __future__ import annotations

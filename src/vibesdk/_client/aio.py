@@ -10,25 +10,20 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying
 
-from vibesdk._backends import Completion, StreamParser, error_for_status, parse_completion
-from vibesdk._backends.reading import MAX_BODY_BYTES, MAX_ERROR_BYTES, BodyReader, LineSplitter
-from vibesdk._errors import BackendError, ClientClosedError
+from vibesdk._errors import ClientClosedError
 from vibesdk._flags.evaluation import Assignment
-from vibesdk._resilience import Step, retry_strategy
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
-from vibesdk._watch import Watch, async_transport, current
+from vibesdk._watch import async_transport
 
-from .core import Attempt, Call, ClientCore, Opened, map_http_error, validate_chat
+from .calls_aio import AsyncCalls
+from .core import ClientCore, validate_chat
 from .feedback import AsyncFeedbackSender
 from .results import ChatChunk, ChatResult
-
-_T = TypeVar("_T")
 
 __all__ = ["AsyncClient"]
 
@@ -43,9 +38,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-_Open = Opened[AsyncIterator[str]]
 
 
 class AsyncClient:
@@ -118,10 +110,11 @@ class AsyncClient:
         self._sleep = sleep or asyncio.sleep
         self._transport = transport
         self._server_transport = server_transport
-        self._http = httpx.AsyncClient(
+        http = httpx.AsyncClient(
             transport=_transport(transport), limits=_LIMITS, follow_redirects=False
         )
         self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
+        self._calls = AsyncCalls(self._core, http, sleep=self._sleep, prepare=self._bind)
         self._feedback = AsyncFeedbackSender.for_settings(settings, transport=server_transport)
         self._closed = False
         _clients.add(self)
@@ -141,6 +134,15 @@ class AsyncClient:
         if not self._started:
             self._started = True
             await self._source.start()
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        return self._calls.http
+
+    async def _bind(self) -> None:
+        """Before each call: bind the client to the running event loop, if it is a new one."""
+        if self._loop is not asyncio.get_running_loop():
+            await self._enter_loop()
 
     async def _enter_loop(self) -> None:
         """First use in the running event loop: bind the connection pool to it."""
@@ -179,11 +181,12 @@ class AsyncClient:
     async def wait_until_ready(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a flag document; ``True`` once one is served.
 
-        Never raises: until a document arrives every assignment is the stable
-        default, with ``error_code="PROVIDER_NOT_READY"``.
+        Never raises. Until a document arrives every assignment is the stable
+        default, with ``error_code="PROVIDER_NOT_READY"``, and :meth:`chat`
+        raises :class:`~vibesdk.FlagsNotReadyError`: pass ``bootstrap=`` (a
+        flag document shipped with the app) to answer from the first request.
         """
-        if self._loop is not asyncio.get_running_loop():
-            await self._enter_loop()
+        await self._bind()
         ready = self._source.wait_until_ready(timeout)
         if inspect.isawaitable(ready):
             ready = await ready
@@ -211,85 +214,15 @@ class AsyncClient:
         applied (``overrides`` may set any :class:`~vibesdk.GenerationParams`
         field for this call). A failing variant is retried within its budget,
         then stable answers instead (``result.fallback``). Raises
-        :class:`~vibesdk.AllBackendsFailedError` only when stable fails too.
+        :class:`~vibesdk.AllBackendsFailedError` only when stable fails too,
+        and at once, without calling a backend,
+        :class:`~vibesdk.FlagsNotReadyError` before the first flag document
+        (see ``bootstrap``) or :class:`~vibesdk.FlagNotFoundError` for a flag
+        the document does not have.
         """
         self._check_open()
         validate_chat(messages, overrides)
-        if self._loop is not asyncio.get_running_loop():
-            await self._enter_loop()
-        core = self._core
-        call = core.begin(flag, user_id, messages, attributes, overrides, stream=False)
-        try:
-            primary: BaseException | None = None
-            for i, step in enumerate(call.steps):
-                try:
-                    completion, url = await self._run_step(call, step)
-                except BackendError as exc:
-                    primary = core.step_failed(call, i, exc, primary)
-                    continue
-                return core.finish(call, step, completion, url, None)
-            raise AssertionError("a call always has a step")  # pragma: no cover
-        except BaseException as exc:
-            core.abort(call, exc)
-            raise
-
-    async def _run_step(self, call: Call, step: Step) -> tuple[Completion, str]:
-        body = self._core.request_body(call, step)
-        headers = self._core.headers(step)
-        return await self._attempts(call, lambda n: self._post(call, step, body, headers, n))
-
-    async def _attempts(self, call: Call, attempt: Callable[[int], Awaitable[_T]]) -> _T:
-        """Run ``attempt(number)`` within the call's retry policy; the last error if all fail."""
-        # Attempt 1 runs before any AsyncRetrying is built (most calls need no other); a
-        # failure enters AsyncRetrying as its attempt 1, so the strategy objects decide as
-        # they always do.
-        try:
-            return await attempt(1)
-        except BackendError as exc:
-            first = exc
-        async for retry in AsyncRetrying(sleep=self._sleep, **retry_strategy(call.policy)):
-            with retry:
-                number = retry.retry_state.attempt_number
-                if number == 1:
-                    raise first
-                return await attempt(number)
-        raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
-
-    async def _post(
-        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int
-    ) -> tuple[Completion, str]:
-        core = self._core
-        att = core.start_attempt(call, step, number)
-        url = att.url
-        try:
-            request = self._http.build_request(
-                "POST",
-                core.endpoint(url),
-                json=body,
-                headers=headers,
-                timeout=core.timeout(call.policy, False),
-            )
-            # httpx has no total deadline: the watch holds the wait for the headers to it.
-            watch = current.set(Watch(att.started + call.policy.total_timeout_s, self._clock))
-            try:
-                try:
-                    response = await self._http.send(request, stream=True)
-                finally:
-                    current.reset(watch)
-                try:
-                    content = await _read_body(response, core, call, att)
-                finally:
-                    await response.aclose()
-            except httpx.HTTPError as exc:
-                raise map_http_error(exc, url, phase="total") from exc
-            if response.status_code >= 300:
-                raise error_for_status(response.status_code, content, backend=url)
-            completion = parse_completion(content, backend=url)
-        except BaseException as exc:
-            core.end_attempt(att, exc)
-            raise
-        core.end_attempt(att, None)
-        return completion, url
+        return await self._calls.chat(flag, user_id, messages, attributes, overrides)
 
     def stream_chat(
         self,
@@ -309,107 +242,7 @@ class AsyncClient:
         """
         self._check_open()
         validate_chat(messages, overrides)
-        return self._stream(flag, user_id, messages, attributes, overrides)
-
-    async def _stream(
-        self,
-        flag: str,
-        user_id: str,
-        messages: Sequence[Mapping[str, Any]],
-        attributes: Mapping[str, Any] | None,
-        overrides: Mapping[str, Any],
-    ) -> AsyncIterator[ChatChunk]:
-        if self._loop is not asyncio.get_running_loop():
-            await self._enter_loop()
-        core = self._core
-        call = core.begin(flag, user_id, messages, attributes, overrides, stream=True)
-        opened: _Open | None = None
-        try:
-            opened = await self._open_stream(call)
-            step, att, parser = opened.step, opened.attempt, opened.parser
-            yield core.chunk(call, step, *opened.first)
-            try:
-                async for line in opened.lines:
-                    delta = parser.feed_line(line)
-                    core.check_deadlines(call, att, True)
-                    if delta is not None:
-                        yield core.chunk(call, step, delta.text, delta.reasoning)
-                completion = parser.finish()
-            except (BackendError, httpx.HTTPError) as exc:
-                raise core.broken(exc, att) from exc
-            await opened.response.aclose()
-            core.end_attempt(att, None)
-            result = core.finish(call, step, completion, att.url, opened.ttft)
-            yield core.last_chunk(call, step, result)
-        except BaseException as exc:
-            if opened is not None:
-                await _close_quietly(opened.response)
-                core.end_attempt(opened.attempt, exc)
-            core.abort(call, exc)
-            raise
-
-    async def _open_stream(self, call: Call) -> _Open:
-        core = self._core
-        primary: BaseException | None = None
-        for i, step in enumerate(call.steps):
-            try:
-                body = core.request_body(call, step)
-                headers = core.headers(step)
-                return await self._open_step(call, step, body, headers)
-            except BackendError as exc:
-                primary = core.step_failed(call, i, exc, primary)
-        raise AssertionError("a call always has a step")  # pragma: no cover
-
-    async def _open_step(
-        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str]
-    ) -> _Open:
-        return await self._attempts(call, lambda n: self._open_once(call, step, body, headers, n))
-
-    async def _open_once(
-        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int
-    ) -> _Open:
-        core = self._core
-        att = core.start_attempt(call, step, number)
-        url = att.url
-        response: httpx.Response | None = None
-        try:
-            request = self._http.build_request(
-                "POST",
-                core.endpoint(url),
-                json=body,
-                headers=headers,
-                timeout=core.timeout(call.policy, True),
-            )
-            policy = call.policy
-            deadline = att.started + min(policy.first_token_timeout_s, policy.total_timeout_s)
-            watch = current.set(Watch(deadline, self._clock))
-            try:
-                try:
-                    response = await self._http.send(request, stream=True)
-                finally:
-                    current.reset(watch)
-                if response.status_code >= 300:
-                    content = await _read_body(response, core, call, att)
-                    raise error_for_status(response.status_code, content, backend=url)
-                parser = StreamParser(backend=url)
-                lines = _lines(response, core, call, att)
-                async for line in lines:
-                    delta = parser.feed_line(line)
-                    if delta is not None:
-                        first = (delta.text, delta.reasoning)
-                        return _Open(
-                            step, att, response, lines, parser, first, core.first_token(att)
-                        )
-                    core.check_deadlines(call, att, False)
-            except httpx.HTTPError as exc:
-                raise map_http_error(exc, url, phase="first_token", stream=True) from exc
-            parser.finish()  # raises: the stream ended before any token
-            raise AssertionError("finish() raises on a stream without tokens")  # pragma: no cover
-        except BaseException as exc:
-            if response is not None:
-                await _close_quietly(response)
-            core.end_attempt(att, exc)
-            raise
+        return self._calls.stream(flag, user_id, messages, attributes, overrides)
 
     # -- feedback -------------------------------------------------------------
 
@@ -440,7 +273,7 @@ class AsyncClient:
         # close, that would shut the parent's sockets) the pool and start afresh.
         # Also how a new event loop starts afresh (the old loop's pool is closed
         # by its guard task, or unusable if that loop was closed without ending it).
-        self._http = httpx.AsyncClient(transport=_transport(self._transport), limits=_LIMITS)
+        self._calls.http = httpx.AsyncClient(transport=_transport(self._transport), limits=_LIMITS)
         self._feedback = AsyncFeedbackSender.for_settings(
             self._settings, transport=self._server_transport
         )
@@ -472,8 +305,7 @@ class AsyncClient:
             await self._http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
-        if self._loop is not asyncio.get_running_loop():
-            await self._enter_loop()
+        await self._bind()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -490,41 +322,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-async def _close_quietly(response: httpx.Response) -> None:
-    # Closing a response whose connection already broke can raise; the original
-    # error is the one that matters.
-    with contextlib.suppress(Exception):
-        await response.aclose()
-
-
-async def _read_body(response: httpx.Response, core: ClientCore, call: Call, att: Attempt) -> bytes:
-    # In chunks, so that neither a huge body nor a trickle of bytes outlives the
-    # caps and the call's total deadline. An error body is only quoted: its head is enough.
-    error = response.status_code >= 300
-    reader = BodyReader(
-        backend=att.url,
-        limit=MAX_ERROR_BYTES if error else MAX_BODY_BYTES,
-        truncate=error,
-    )
-    async for chunk in response.aiter_bytes():
-        reader.feed(chunk)
-        if reader.full:
-            break
-        core.check_deadlines(call, att, True)
-    return reader.body()
-
-
-async def _lines(
-    response: httpx.Response, core: ClientCore, call: Call, att: Attempt
-) -> AsyncIterator[str]:
-    # The stream's lines, checking the deadlines after every chunk (a backend that
-    # trickles bytes without ending a line must still time out) and capping sizes.
-    splitter = LineSplitter(backend=att.url)
-    async for text in response.aiter_text():
-        core.check_deadlines(call, att, att.got_token)
-        for line in splitter.feed(text):
-            yield line
-    for line in splitter.flush():
-        yield line

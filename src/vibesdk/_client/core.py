@@ -1,9 +1,11 @@
 """Everything :class:`~vibesdk.Client` and :class:`~vibesdk.AsyncClient` share.
 
-The two clients differ only in how they wait (threads vs ``await``); the
-decisions live here: which variants to try, the request for each, which URL
-and breaker an attempt uses, how a failure maps to a fallback, and what goes
-on the span, the metrics and the result. Nothing here does network I/O.
+The two clients differ only in how they wait (threads vs ``await``). The
+order of the I/O is written once, in ``calls_aio.py`` (``calls_sync.py`` is
+generated from it); the decisions live here: which variants to try, the
+request for each, which URL, breaker and deadline an attempt has, how a failure
+maps to a fallback, and what goes on the span, the metrics and the result.
+Nothing here does network I/O.
 """
 
 from __future__ import annotations
@@ -29,17 +31,20 @@ from vibesdk._errors import (
     BackendError,
     BackendTimeoutError,
     CircuitOpenError,
+    FlagNotFoundError,
+    FlagsNotReadyError,
     InvalidArgumentError,
     StreamInterruptedError,
     VibeError,
 )
 from vibesdk._flags.document import FallbackPolicy, Flag, GenerationParams
-from vibesdk._flags.evaluation import Assignment
+from vibesdk._flags.evaluation import Assignment, ErrorCode
 from vibesdk._quality.checks import QualityReport, check_answer
 from vibesdk._resilience import CircuitBreaker, Step, fallback_reason, plan
 from vibesdk._settings import Settings
 from vibesdk._telemetry import semconv as sc
 from vibesdk._telemetry.instruments import Metrics, emit_feedback, flag_attributes, tracer
+from vibesdk._watch import Watch
 
 from .results import ChatChunk, ChatResult, Usage
 
@@ -122,8 +127,27 @@ class Attempt:
     span: Span
     started: float
     call: Call
+    #: What cuts the attempt's reads at its deadline (see :attr:`phase`).
+    watch: Watch
     ended: bool = False
     got_token: bool = False
+
+    @property
+    def phase(self) -> str:
+        """The deadline the attempt is under now: ``first_token`` or ``total``.
+
+        A stream is under its first-token deadline until the first token came,
+        unless the total deadline is the earlier one; everything else is under
+        the total deadline, from sending the request to the last byte.
+        """
+        policy = self.call.policy
+        if (
+            self.call.stream
+            and not self.got_token
+            and policy.first_token_timeout_s < policy.total_timeout_s
+        ):
+            return "first_token"
+        return "total"
 
 
 _Lines = TypeVar("_Lines")
@@ -176,7 +200,11 @@ class ClientCore:
         *,
         stream: bool,
     ) -> Call:
-        """Assign, plan and open the call's span; raise if there is nothing to call."""
+        """Assign, plan and open the call's span.
+
+        Raises :class:`~vibesdk.FlagsNotReadyError` before any flag document,
+        and :class:`~vibesdk.FlagNotFoundError` for a flag not in it.
+        """
         assignment = self.store.evaluate(flag_key, user_id, attributes)
         flag = self.store.flag(flag_key) if assignment.config is not None else None
         steps = plan(assignment, flag)
@@ -200,16 +228,14 @@ class ClientCore:
         if span.is_recording():
             self._start_attributes(call, span)
         if not steps:
-            code = assignment.error_code or "FLAG_NOT_FOUND"
-            cause = VibeError(
-                f"flag {flag_key!r} has no variant to call ({code}): "
-                + (
-                    "no flag document is loaded yet"
-                    if code == "PROVIDER_NOT_READY"
-                    else "it is not in the flag document"
-                )
+            # No variant, so no backend to call: say why instead of trying.
+            error: VibeError = (
+                FlagsNotReadyError(flag_key)
+                if assignment.error_code == ErrorCode.PROVIDER_NOT_READY
+                else FlagNotFoundError(flag_key, assignment.flag_version)
             )
-            raise self.fail(call, cause, None)
+            self.abort(call, error)
+            raise error
         return call
 
     def _start_attributes(self, call: Call, span: Span) -> None:
@@ -354,7 +380,18 @@ class ClientCore:
             if breaker is not None:
                 attrs[sc.VIBESDK_BREAKER_STATE] = breaker.state.value
             span.set_attributes(attrs)
-        return Attempt(url, pool, breaker, permit, span, self.clock(), call)
+        started = self.clock()
+        att = Attempt(url, pool, breaker, permit, span, started, call, Watch(None, self.clock))
+        att.watch.deadline = started + self._deadline(att)
+        return att
+
+    @staticmethod
+    def _deadline(attempt: Attempt) -> float:
+        """Seconds from the attempt's start to the deadline of its :attr:`~Attempt.phase`."""
+        policy = attempt.call.policy
+        if attempt.phase == "first_token":
+            return policy.first_token_timeout_s
+        return policy.total_timeout_s
 
     @staticmethod
     def alive(attempt: Attempt) -> None:
@@ -599,39 +636,28 @@ class ClientCore:
             result=result,
         )
 
-    def check_deadlines(self, call: Call, attempt: Attempt, got_token: bool) -> None:
-        """Raise the timeout a stream has passed: first token, then the total deadline."""
-        elapsed = self.clock() - attempt.started
-        policy = call.policy
-        if not got_token and elapsed > policy.first_token_timeout_s:
-            raise BackendTimeoutError(
-                f"{attempt.url}: no first token within {policy.first_token_timeout_s}s",
-                backend=attempt.url,
-                phase="first_token",
-            )
-        if elapsed > policy.total_timeout_s:
-            raise BackendTimeoutError(
-                f"{attempt.url}: answer not complete within {policy.total_timeout_s}s",
-                backend=attempt.url,
-                phase="total",
-            )
+    def check_deadlines(self, attempt: Attempt) -> None:
+        """Raise the timeout of the deadline the attempt has passed, if any.
+
+        The attempt's watch cuts reads at the deadline on the default
+        transport; this check, after every chunk, also holds a transport of
+        the app's own to it, and a backend that trickles bytes.
+        """
+        deadline = attempt.watch.deadline
+        if deadline is None or self.clock() <= deadline:
+            return
+        url, phase = attempt.url, attempt.phase
+        seconds = self._deadline(attempt)
+        what = "no first token" if phase == "first_token" else "answer not complete"
+        raise BackendTimeoutError(f"{url}: {what} within {seconds}s", backend=url, phase=phase)
 
     def first_token(self, attempt: Attempt) -> float:
-        """The attempt's first token arrived: close its breaker; the time it took."""
+        """The first token arrived: close the breaker, move to the total deadline; time taken."""
         ttft = self.clock() - attempt.started
         attempt.got_token = True
+        attempt.watch.deadline = attempt.started + self._deadline(attempt)
         self.alive(attempt)
         return ttft
-
-    @staticmethod
-    def broken(exc: BackendError | httpx.HTTPError, attempt: Attempt) -> StreamInterruptedError:
-        """The error for a stream that failed with ``exc`` after its first token."""
-        err = (
-            map_http_error(exc, attempt.url, phase="total", stream=True)
-            if isinstance(exc, httpx.HTTPError)
-            else exc
-        )
-        return ClientCore.interrupted(err, attempt.url)
 
     @staticmethod
     def interrupted(exc: BaseException, url: str) -> StreamInterruptedError:

@@ -7,25 +7,20 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from tenacity import Retrying
 
-from vibesdk._backends import Completion, StreamParser, error_for_status, parse_completion
-from vibesdk._backends.reading import MAX_BODY_BYTES, MAX_ERROR_BYTES, BodyReader, LineSplitter
-from vibesdk._errors import BackendError, ClientClosedError
+from vibesdk._errors import ClientClosedError
 from vibesdk._flags.evaluation import Assignment
-from vibesdk._resilience import Step, retry_strategy
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
-from vibesdk._watch import Watch, current, sync_transport
+from vibesdk._watch import sync_transport
 
-from .core import Attempt, Call, ClientCore, Opened, map_http_error, validate_chat
+from .calls_sync import Calls
+from .core import ClientCore, validate_chat
 from .feedback import FeedbackSender
 from .results import ChatChunk, ChatResult
-
-_T = TypeVar("_T")
 
 __all__ = ["Client"]
 
@@ -40,9 +35,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-_Open = Opened[Iterator[str]]
 
 
 class Client:
@@ -107,10 +99,9 @@ class Client:
         self._clock = clock or time.monotonic
         self._sleep = sleep or time.sleep
         self._transport = transport
-        self._http = httpx.Client(
-            transport=_transport(transport), limits=_LIMITS, follow_redirects=False
-        )
+        http = httpx.Client(transport=_transport(transport), limits=_LIMITS, follow_redirects=False)
         self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
+        self._calls = Calls(self._core, http, sleep=self._sleep)
         self._feedback = FeedbackSender.for_settings(settings, transport=server_transport)
         self._closed = False
         _clients.add(self)
@@ -132,8 +123,10 @@ class Client:
     def wait_until_ready(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a flag document; ``True`` once one is served.
 
-        Never raises: until a document arrives every assignment is the stable
-        default, with ``error_code="PROVIDER_NOT_READY"``.
+        Never raises. Until a document arrives every assignment is the stable
+        default, with ``error_code="PROVIDER_NOT_READY"``, and :meth:`chat`
+        raises :class:`~vibesdk.FlagsNotReadyError`: pass ``bootstrap=`` (a
+        flag document shipped with the app) to answer from the first request.
         """
         return bool(self._source.wait_until_ready(timeout))
 
@@ -159,82 +152,15 @@ class Client:
         applied (``overrides`` may set any :class:`~vibesdk.GenerationParams`
         field for this call). A failing variant is retried within its budget,
         then stable answers instead (``result.fallback``). Raises
-        :class:`~vibesdk.AllBackendsFailedError` only when stable fails too.
+        :class:`~vibesdk.AllBackendsFailedError` only when stable fails too,
+        and at once, without calling a backend,
+        :class:`~vibesdk.FlagsNotReadyError` before the first flag document
+        (see ``bootstrap``) or :class:`~vibesdk.FlagNotFoundError` for a flag
+        the document does not have.
         """
         self._check_open()
         validate_chat(messages, overrides)
-        core = self._core
-        call = core.begin(flag, user_id, messages, attributes, overrides, stream=False)
-        try:
-            primary: BaseException | None = None
-            for i, step in enumerate(call.steps):
-                try:
-                    completion, url = self._run_step(call, step)
-                except BackendError as exc:
-                    primary = core.step_failed(call, i, exc, primary)
-                    continue
-                return core.finish(call, step, completion, url, None)
-            raise AssertionError("a call always has a step")  # pragma: no cover
-        except BaseException as exc:
-            core.abort(call, exc)
-            raise
-
-    def _run_step(self, call: Call, step: Step) -> tuple[Completion, str]:
-        body = self._core.request_body(call, step)
-        headers = self._core.headers(step)
-        return self._attempts(call, lambda n: self._post(call, step, body, headers, n))
-
-    def _attempts(self, call: Call, attempt: Callable[[int], _T]) -> _T:
-        """Run ``attempt(number)`` within the call's retry policy; the last error if all fail."""
-        # Attempt 1 runs before any Retrying is built (most calls need no other); a failure
-        # enters Retrying as its attempt 1, so the strategy objects decide as they always do.
-        try:
-            return attempt(1)
-        except BackendError as exc:
-            first = exc
-        for retry in Retrying(sleep=self._sleep, **retry_strategy(call.policy)):
-            with retry:
-                number = retry.retry_state.attempt_number
-                if number == 1:
-                    raise first
-                return attempt(number)
-        raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
-
-    def _post(
-        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int
-    ) -> tuple[Completion, str]:
-        core = self._core
-        att = core.start_attempt(call, step, number)
-        url = att.url
-        try:
-            request = self._http.build_request(
-                "POST",
-                core.endpoint(url),
-                json=body,
-                headers=headers,
-                timeout=core.timeout(call.policy, False),
-            )
-            # httpx has no total deadline: the watch holds the wait for the headers to it.
-            watch = current.set(Watch(att.started + call.policy.total_timeout_s, self._clock))
-            try:
-                try:
-                    response = self._http.send(request, stream=True)
-                finally:
-                    current.reset(watch)
-                try:
-                    content = _read_body(response, core, call, att)
-                finally:
-                    response.close()
-            except httpx.HTTPError as exc:
-                raise map_http_error(exc, url, phase="total") from exc
-            if response.status_code >= 300:
-                raise error_for_status(response.status_code, content, backend=url)
-            completion = parse_completion(content, backend=url)
-        except BaseException as exc:
-            core.end_attempt(att, exc)
-            raise
-        core.end_attempt(att, None)
-        return completion, url
+        return self._calls.chat(flag, user_id, messages, attributes, overrides)
 
     def stream_chat(
         self,
@@ -254,105 +180,7 @@ class Client:
         """
         self._check_open()
         validate_chat(messages, overrides)
-        return self._stream(flag, user_id, messages, attributes, overrides)
-
-    def _stream(
-        self,
-        flag: str,
-        user_id: str,
-        messages: Sequence[Mapping[str, Any]],
-        attributes: Mapping[str, Any] | None,
-        overrides: Mapping[str, Any],
-    ) -> Iterator[ChatChunk]:
-        core = self._core
-        call = core.begin(flag, user_id, messages, attributes, overrides, stream=True)
-        opened: _Open | None = None
-        try:
-            opened = self._open_stream(call)
-            step, att, parser = opened.step, opened.attempt, opened.parser
-            yield core.chunk(call, step, *opened.first)
-            try:
-                for line in opened.lines:
-                    delta = parser.feed_line(line)
-                    core.check_deadlines(call, att, True)
-                    if delta is not None:
-                        yield core.chunk(call, step, delta.text, delta.reasoning)
-                completion = parser.finish()
-            except (BackendError, httpx.HTTPError) as exc:
-                raise core.broken(exc, att) from exc
-            opened.response.close()
-            core.end_attempt(att, None)
-            result = core.finish(call, step, completion, att.url, opened.ttft)
-            yield core.last_chunk(call, step, result)
-        except BaseException as exc:
-            if opened is not None:
-                opened.response.close()
-                core.end_attempt(opened.attempt, exc)
-            core.abort(call, exc)
-            raise
-
-    def _open_stream(self, call: Call) -> _Open:
-        core = self._core
-        primary: BaseException | None = None
-        for i, step in enumerate(call.steps):
-            try:
-                body = core.request_body(call, step)
-                headers = core.headers(step)
-                return self._open_step(call, step, body, headers)
-            except BackendError as exc:
-                primary = core.step_failed(call, i, exc, primary)
-        raise AssertionError("a call always has a step")  # pragma: no cover
-
-    def _open_step(
-        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str]
-    ) -> _Open:
-        return self._attempts(call, lambda n: self._open_once(call, step, body, headers, n))
-
-    def _open_once(
-        self, call: Call, step: Step, body: dict[str, Any], headers: dict[str, str], number: int
-    ) -> _Open:
-        core = self._core
-        att = core.start_attempt(call, step, number)
-        url = att.url
-        response: httpx.Response | None = None
-        try:
-            request = self._http.build_request(
-                "POST",
-                core.endpoint(url),
-                json=body,
-                headers=headers,
-                timeout=core.timeout(call.policy, True),
-            )
-            policy = call.policy
-            deadline = att.started + min(policy.first_token_timeout_s, policy.total_timeout_s)
-            watch = current.set(Watch(deadline, self._clock))
-            try:
-                try:
-                    response = self._http.send(request, stream=True)
-                finally:
-                    current.reset(watch)
-                if response.status_code >= 300:
-                    content = _read_body(response, core, call, att)
-                    raise error_for_status(response.status_code, content, backend=url)
-                parser = StreamParser(backend=url)
-                lines = _lines(response, core, call, att)
-                for line in lines:
-                    delta = parser.feed_line(line)
-                    if delta is not None:
-                        first = (delta.text, delta.reasoning)
-                        return _Open(
-                            step, att, response, lines, parser, first, core.first_token(att)
-                        )
-                    core.check_deadlines(call, att, False)
-            except httpx.HTTPError as exc:
-                raise map_http_error(exc, url, phase="first_token", stream=True) from exc
-            parser.finish()  # raises: the stream ended before any token
-            raise AssertionError("finish() raises on a stream without tokens")  # pragma: no cover
-        except BaseException as exc:
-            if response is not None:
-                response.close()
-            core.end_attempt(att, exc)
-            raise
+        return self._calls.stream(flag, user_id, messages, attributes, overrides)
 
     # -- feedback -------------------------------------------------------------
 
@@ -381,7 +209,7 @@ class Client:
     def _after_fork_in_child(self) -> None:
         # Connections of the parent must not be shared with a child: drop (do not
         # close, that would shut the parent's sockets) the pool and start afresh.
-        self._http = httpx.Client(transport=_transport(self._transport), limits=_LIMITS)
+        self._calls.http = httpx.Client(transport=_transport(self._transport), limits=_LIMITS)
         self._feedback.after_fork_in_child()
 
     def close(self) -> None:
@@ -395,6 +223,10 @@ class Client:
             self._source.close()
         self._http.close()
 
+    @property
+    def _http(self) -> httpx.Client:
+        return self._calls.http
+
     def __enter__(self) -> Client:
         return self
 
@@ -405,30 +237,3 @@ class Client:
 def _transport(transport: httpx.BaseTransport | None) -> httpx.BaseTransport:
     # Real sockets by default, in a transport whose reads obey the call's Watch.
     return transport if transport is not None else sync_transport(limits=_LIMITS)
-
-
-def _read_body(response: httpx.Response, core: ClientCore, call: Call, att: Attempt) -> bytes:
-    # In chunks, so that neither a huge body nor a trickle of bytes outlives the
-    # caps and the call's total deadline. An error body is only quoted: its head is enough.
-    error = response.status_code >= 300
-    reader = BodyReader(
-        backend=att.url,
-        limit=MAX_ERROR_BYTES if error else MAX_BODY_BYTES,
-        truncate=error,
-    )
-    for chunk in response.iter_bytes():
-        reader.feed(chunk)
-        if reader.full:
-            break
-        core.check_deadlines(call, att, True)
-    return reader.body()
-
-
-def _lines(response: httpx.Response, core: ClientCore, call: Call, att: Attempt) -> Iterator[str]:
-    # The stream's lines, checking the deadlines after every chunk (a backend that
-    # trickles bytes without ending a line must still time out) and capping sizes.
-    splitter = LineSplitter(backend=att.url)
-    for text in response.iter_text():
-        core.check_deadlines(call, att, att.got_token)
-        yield from splitter.feed(text)
-    yield from splitter.flush()
