@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
-from vibesdk._telemetry import instruments
+from vibesdk._telemetry import guard
 from vibesdk._telemetry import semconv as sc
 from vibesdk._telemetry.instruments import Metrics, emit_feedback, flag_attributes, tracer
 from vibesdk.testing import SpanCapture
@@ -139,7 +139,7 @@ class _Exploding:
 def test_record_methods_never_raise_and_warn_once(caplog: pytest.LogCaptureFixture) -> None:
     """A broken meter is logged once per method and never reaches the caller."""
     metrics = Metrics(meter_provider=_Exploding())  # type: ignore[arg-type]
-    instruments._warned.clear()
+    guard._warned.clear()
     with caplog.at_level(logging.DEBUG, logger="vibesdk.telemetry"):
         for _ in range(3):
             metrics.record_call(

@@ -5,9 +5,11 @@ Nothing here configures OpenTelemetry. Until the host application (or
 measurement goes to the API's no-op implementation at almost no cost; once a
 provider is installed, the same tracer and instruments start recording.
 
-Telemetry must never break a model call, so every method of :class:`Metrics`
-and :func:`emit_feedback` swallows its own errors (logged once per kind on the
-``vibesdk.telemetry`` logger) and returns normally.
+Telemetry must never break a model call: the tracer hands out
+:class:`~vibesdk._telemetry.guard.SafeSpan` objects and never raises, and every
+method of :class:`Metrics` and :func:`emit_feedback` swallows its own errors;
+each failure is logged once per kind on the ``vibesdk.telemetry`` logger (see
+:mod:`vibesdk._telemetry.guard`).
 
 :func:`vibesdk.testing.SpanCapture` points vibesdk's telemetry at its own
 in-memory providers for the length of a test, without touching the global
@@ -19,7 +21,6 @@ when the binding changes instead of caching it forever.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,9 +30,10 @@ from typing import Any
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.util._decorator import _agnosticcontextmanager
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.util.types import Attributes, AttributeValue
 
 from . import semconv as sc
+from .guard import SafeSpan, swallow
 
 __all__ = [
     "Metrics",
@@ -41,7 +43,6 @@ __all__ = [
     "tracer",
 ]
 
-_logger = logging.getLogger("vibesdk.telemetry")
 _SCOPE = "vibesdk"
 
 
@@ -85,28 +86,15 @@ def _bind(
         return old
 
 
-_warned: set[str] = set()
-
-
-def _swallow(what: str, exc: BaseException) -> None:
-    """Log a telemetry failure: a warning the first time per kind, debug afterwards."""
-    if what in _warned:
-        _logger.debug("vibesdk telemetry: %s failed: %r", what, exc)
-        return
-    _warned.add(what)
-    _logger.warning(
-        "vibesdk telemetry: %s failed (%r); the call goes on, telemetry may be incomplete",
-        what,
-        exc,
-        exc_info=exc,
-    )
-
-
 # --- tracing ----------------------------------------------------------------
 
 
 class _VibeTracer(trace.Tracer):
-    """A tracer that always forwards to vibesdk's current target (global provider or a test's)."""
+    """A tracer that always forwards to vibesdk's current target (global provider or a test's).
+
+    It never raises, and its spans are :class:`~vibesdk._telemetry.guard.SafeSpan`
+    objects whose methods never raise either.
+    """
 
     def __init__(self) -> None:
         self._generation = -1
@@ -126,13 +114,47 @@ class _VibeTracer(trace.Tracer):
             self._generation = generation
         return self._tracer
 
-    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
-        return self._current().start_span(*args, **kwargs)
+    def start_span(  # noqa: PLR0917 -- opentelemetry's Tracer.start_span signature
+        self,
+        name: str,
+        context: Any = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        try:
+            span = self._current().start_span(name, context, kind, attributes, links, start_time)
+        except Exception as exc:
+            # A processor's on_start, or a broken provider: the span is lost, the
+            # invalid span (which records nothing) stands in.
+            swallow("span start", exc)
+            return trace.INVALID_SPAN
+        return SafeSpan(span)
 
     @_agnosticcontextmanager
-    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Iterator[trace.Span]:
-        with self._current().start_as_current_span(*args, **kwargs) as span:
-            yield span
+    def start_as_current_span(  # noqa: PLR0917 -- opentelemetry's Tracer signature
+        self,
+        name: str,
+        context: Any = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
 
 
 _tracer = _VibeTracer()
@@ -354,7 +376,7 @@ class Metrics:
             )
             self._get().duration.record(max(0.0, float(duration_s)), attrs)
         except Exception as exc:  # telemetry never breaks the call
-            _swallow("record_call", exc)
+            swallow("record_call", exc)
 
     def record_tokens(
         self,
@@ -381,7 +403,7 @@ class Metrics:
                 attrs = _token_attributes(flag_key, variant, model, provider, kind)
                 histogram.record(max(0, int(count)), attrs)
         except Exception as exc:
-            _swallow("record_tokens", exc)
+            swallow("record_tokens", exc)
 
     def record_ttft(
         self,
@@ -408,7 +430,7 @@ class Metrics:
             if server_seconds is not None:
                 instruments.server_ttft.record(max(0.0, float(server_seconds)), attrs)
         except Exception as exc:
-            _swallow("record_ttft", exc)
+            swallow("record_ttft", exc)
 
     def record_fallback(
         self,
@@ -425,7 +447,7 @@ class Metrics:
             attrs[sc.VIBESDK_FALLBACK_REASON] = reason
             self._get().fallbacks.add(1, attrs)
         except Exception as exc:
-            _swallow("record_fallback", exc)
+            swallow("record_fallback", exc)
 
     def record_quality_failures(
         self,
@@ -449,7 +471,7 @@ class Metrics:
                 attrs[sc.VIBESDK_QUALITY_CHECK] = str(name)
                 counter.add(1, attrs)
         except Exception as exc:
-            _swallow("record_quality_failures", exc)
+            swallow("record_quality_failures", exc)
 
     def record_feedback(
         self,
@@ -470,7 +492,7 @@ class Metrics:
                 attrs[sc.GEN_AI_REQUEST_MODEL] = model
             self._get().feedback.record(float(score), attrs)
         except Exception as exc:
-            _swallow("record_feedback", exc)
+            swallow("record_feedback", exc)
 
     def record_flag_rejected(self, *, origin: str) -> None:
         """Count one flag document that failed validation (``vibesdk.flags.rejected``).
@@ -480,7 +502,7 @@ class Metrics:
         try:
             self._get().flags_rejected.add(1, {sc.VIBESDK_FLAGS_ORIGIN: origin})
         except Exception as exc:
-            _swallow("record_flag_rejected", exc)
+            swallow("record_flag_rejected", exc)
 
 
 _metrics: Metrics | None = None
@@ -564,4 +586,4 @@ def emit_feedback(
         finally:
             span.end()
     except Exception as exc:
-        _swallow("emit_feedback", exc)
+        swallow("emit_feedback", exc)
