@@ -26,16 +26,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.types import Attributes
 
-import vibesdk
 from tests.client_harness import Driver
+from tests.telemetry_harness import ASK, USER, canary_document, loopback_backends
 from vibesdk import AllBackendsFailedError
 from vibesdk._telemetry import guard
 from vibesdk._telemetry import semconv as sc
 from vibesdk._telemetry.instruments import _bind
-from vibesdk.testing import FakeBackend, InMemoryFlagSource, Reply, make_document, make_flag
-
-ASK = [{"role": "user", "content": "What is 17 * 23?"}]
-USER = "u42"  # rollout 10000: every user is in the canary
+from vibesdk.testing import InMemoryFlagSource
 
 
 class Boom(RuntimeError):
@@ -146,31 +143,15 @@ FAULTS: dict[str, Callable[[], Pipeline]] = {
 
 @pytest.fixture(scope="module")
 def backends() -> Iterator[dict[str, str]]:
-    """Base URLs of a backend that answers and one that always fails with 503."""
-    with (
-        FakeBackend(default="391") as good,
-        FakeBackend(default=Reply(status=503)) as bad,
-        good.serve() as good_url,
-        bad.serve() as bad_url,
-    ):
-        yield {"good": good_url, "bad": bad_url}
+    with loopback_backends() as urls:
+        yield urls
 
 
-def _document(backends: dict[str, str]) -> vibesdk.FlagDocument:
-    def flag(key: str, stable: str, canary: str) -> vibesdk.Flag:
-        return make_flag(
-            key,
-            stable_url=backends[stable],
-            canary_url=backends[canary],
-            rollout_bps=10_000,
-            fallback={"retries": 0, "breaker_failures": 1000},
-        )
-
-    return make_document(
-        flag("answers", "good", "good"),
-        flag("falls-back", "good", "bad"),
-        flag("all-fail", "bad", "bad"),
-    )
+FLAGS = {
+    "answers": ("good", "good"),
+    "falls-back": ("good", "bad"),
+    "all-fail": ("bad", "bad"),
+}
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -180,7 +161,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def driver(kind: str, backends: dict[str, str]) -> Iterator[Driver]:
-    d = Driver(kind, flag_source=InMemoryFlagSource(_document(backends)), cache_dir="")
+    d = Driver(kind, flag_source=InMemoryFlagSource(canary_document(backends, FLAGS)), cache_dir="")
     try:
         yield d
     finally:

@@ -25,7 +25,9 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
@@ -40,6 +42,7 @@ __all__ = [
     "emit_feedback",
     "flag_attributes",
     "metrics",
+    "server_attributes",
     "tracer",
 ]
 
@@ -204,6 +207,32 @@ def flag_attributes(
     return attrs
 
 
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+@functools.lru_cache(maxsize=1024)
+def server_attributes(url: str) -> Mapping[str, AttributeValue]:
+    """``server.address`` and ``server.port`` of a backend's base URL (read-only).
+
+    The port is the URL's own, else its scheme's default: the conventions want
+    ``server.port`` whenever ``server.address`` is set. A URL without a host
+    gives no attributes.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        return MappingProxyType({})
+    if not host:
+        return MappingProxyType({})
+    attrs: dict[str, AttributeValue] = {sc.SERVER_ADDRESS: host}
+    if port is None:
+        port = _DEFAULT_PORTS.get(parts.scheme.lower())
+    if port is not None:
+        attrs[sc.SERVER_PORT] = port
+    return MappingProxyType(attrs)
+
+
 # --- metrics ----------------------------------------------------------------
 
 
@@ -270,17 +299,23 @@ def _create_instruments(meter: otel_metrics.Meter) -> _Instruments:
 
 
 def _base(
-    flag_key: str, variant: str, model: str | None, provider: str | None
+    flag_key: str | None,
+    variant: str | None,
+    model: str | None,
+    provider: str | None,
+    backend: str | None = None,
 ) -> dict[str, AttributeValue]:
-    attrs: dict[str, AttributeValue] = {
-        sc.FEATURE_FLAG_KEY: flag_key,
-        sc.FEATURE_FLAG_RESULT_VARIANT: variant,
-        sc.GEN_AI_OPERATION_NAME: sc.GEN_AI_OPERATION_CHAT,
-    }
+    attrs: dict[str, AttributeValue] = {sc.GEN_AI_OPERATION_NAME: sc.GEN_AI_OPERATION_CHAT}
+    if flag_key is not None:
+        attrs[sc.FEATURE_FLAG_KEY] = flag_key
+    if variant is not None:
+        attrs[sc.FEATURE_FLAG_RESULT_VARIANT] = variant
     if model is not None:
         attrs[sc.GEN_AI_REQUEST_MODEL] = model
     if provider is not None:
         attrs[sc.GEN_AI_PROVIDER_NAME] = provider
+    if backend is not None:
+        attrs.update(server_attributes(backend))
     return attrs
 
 
@@ -296,8 +331,9 @@ def _call_attributes(  # noqa: PLR0917 -- positional: lru_cache keys keyword cal
     fallback: bool,
     error_type: str | None,
     response_model: str | None,
+    backend: str | None,
 ) -> Mapping[str, AttributeValue]:
-    attrs = _base(flag_key, variant, model, provider)
+    attrs = _base(flag_key, variant, model, provider, backend)
     attrs[sc.VIBESDK_FALLBACK] = fallback
     if error_type is not None:
         attrs[sc.ERROR_TYPE] = error_type
@@ -307,10 +343,15 @@ def _call_attributes(  # noqa: PLR0917 -- positional: lru_cache keys keyword cal
 
 
 @functools.lru_cache(maxsize=1024)
-def _token_attributes(
-    flag_key: str, variant: str, model: str | None, provider: str | None, kind: str
+def _token_attributes(  # noqa: PLR0917 -- positional: lru_cache keys keyword calls slower
+    flag_key: str,
+    variant: str,
+    model: str | None,
+    provider: str | None,
+    kind: str,
+    backend: str | None,
 ) -> Mapping[str, AttributeValue]:
-    attrs = _base(flag_key, variant, model, provider)
+    attrs = _base(flag_key, variant, model, provider, backend)
     attrs[sc.GEN_AI_TOKEN_TYPE] = kind
     return attrs
 
@@ -321,11 +362,13 @@ _base_attributes = functools.lru_cache(maxsize=1024)(_base)
 class Metrics:
     """vibesdk's metric instruments. Every ``record_*`` method never raises.
 
-    Every measurement carries ``feature_flag.key`` and
+    Every measurement of a call carries ``feature_flag.key`` and
     ``feature_flag.result.variant`` (so every metric splits per cohort),
     ``gen_ai.operation.name`` and, when known, ``gen_ai.request.model`` and
-    ``gen_ai.provider.name``. ``variant`` is the variant the unit was
-    *assigned*; whether stable answered instead is ``vibesdk.fallback``.
+    ``gen_ai.provider.name``; the ``gen_ai.*`` metrics also carry
+    ``server.address`` and ``server.port`` of ``backend``, the base URL of the
+    backend that answered (or was tried last). ``variant`` is the variant the
+    unit was *assigned*; whether stable answered instead is ``vibesdk.fallback``.
 
     ``meter_provider`` pins the instruments to one provider (benchmarks, tests);
     by default they follow the global provider, or a
@@ -364,6 +407,7 @@ class Metrics:
         error_type: str | None = None,
         fallback: bool = False,
         response_model: str | None = None,
+        backend: str | None = None,
     ) -> None:
         """Record one call (all attempts, any fallback) in ``gen_ai.client.operation.duration``.
 
@@ -372,7 +416,14 @@ class Metrics:
         """
         try:
             attrs = _call_attributes(
-                flag_key, variant, model, provider, bool(fallback), error_type, response_model
+                flag_key,
+                variant,
+                model,
+                provider,
+                bool(fallback),
+                error_type,
+                response_model,
+                backend,
             )
             self._get().duration.record(max(0.0, float(duration_s)), attrs)
         except Exception as exc:  # telemetry never breaks the call
@@ -387,6 +438,7 @@ class Metrics:
         input_tokens: int | None,
         output_tokens: int | None,
         provider: str | None = None,
+        backend: str | None = None,
     ) -> None:
         """Record token counts in ``gen_ai.client.token.usage`` (``gen_ai.token.type`` in/out).
 
@@ -400,7 +452,7 @@ class Metrics:
             ):
                 if count is None:
                     continue
-                attrs = _token_attributes(flag_key, variant, model, provider, kind)
+                attrs = _token_attributes(flag_key, variant, model, provider, kind, backend)
                 histogram.record(max(0, int(count)), attrs)
         except Exception as exc:
             swallow("record_tokens", exc)
@@ -414,6 +466,7 @@ class Metrics:
         seconds: float | None,
         provider: str | None = None,
         server_seconds: float | None = None,
+        backend: str | None = None,
     ) -> None:
         """Record time to first token.
 
@@ -424,7 +477,7 @@ class Metrics:
         """
         try:
             instruments = self._get()
-            attrs = _base_attributes(flag_key, variant, model, provider)
+            attrs = _base_attributes(flag_key, variant, model, provider, backend)
             if seconds is not None:
                 instruments.ttfc.record(max(0.0, float(seconds)), attrs)
             if server_seconds is not None:
@@ -439,11 +492,13 @@ class Metrics:
         variant: str,
         reason: str,
         model: str | None = None,
+        provider: str | None = None,
     ) -> None:
-        """Count one fallback in ``vibesdk.fallbacks``; ``variant`` is the one that failed,
-        ``reason`` its ``BackendError.kind`` (``vibesdk.fallback.reason``)."""
+        """Count one fallback in ``vibesdk.fallbacks``; ``variant`` is the one that failed
+        (``model`` and ``provider`` are its), ``reason`` its ``BackendError.kind``
+        (``vibesdk.fallback.reason``)."""
         try:
-            attrs = _base(flag_key, variant, model, None)
+            attrs = _base(flag_key, variant, model, provider)
             attrs[sc.VIBESDK_FALLBACK_REASON] = reason
             self._get().fallbacks.add(1, attrs)
         except Exception as exc:
@@ -456,6 +511,7 @@ class Metrics:
         variant: str,
         failures: Sequence[str],
         model: str | None = None,
+        provider: str | None = None,
     ) -> None:
         """Count each failed check in ``vibesdk.quality.failures`` (``vibesdk.quality.check``).
 
@@ -467,7 +523,7 @@ class Metrics:
                 return
             counter = self._get().quality_failures
             for name in failures:
-                attrs = _base(flag_key, variant, model, None)
+                attrs = _base(flag_key, variant, model, provider)
                 attrs[sc.VIBESDK_QUALITY_CHECK] = str(name)
                 counter.add(1, attrs)
         except Exception as exc:
@@ -480,16 +536,15 @@ class Metrics:
         variant: str | None,
         score: float,
         model: str | None = None,
+        provider: str | None = None,
     ) -> None:
-        """Record a user's 1..5 score in ``vibesdk.feedback.score`` (per flag/variant if known)."""
+        """Record a user's 1..5 score in ``vibesdk.feedback.score``.
+
+        Carries ``gen_ai.operation.name`` always, and the flag, variant, model
+        and provider of the answer when they are known (``None`` leaves one out).
+        """
         try:
-            attrs: dict[str, AttributeValue] = {}
-            if flag_key is not None:
-                attrs[sc.FEATURE_FLAG_KEY] = flag_key
-            if variant is not None:
-                attrs[sc.FEATURE_FLAG_RESULT_VARIANT] = variant
-            if model is not None:
-                attrs[sc.GEN_AI_REQUEST_MODEL] = model
+            attrs = _base(flag_key, variant, model, provider)
             self._get().feedback.record(float(score), attrs)
         except Exception as exc:
             swallow("record_feedback", exc)
