@@ -1,8 +1,8 @@
 """What a real call puts on its spans and metrics beyond the basics, for Client and AsyncClient.
 
 ``server.address`` / ``server.port`` of the URL actually called (attempt spans, the call span,
-the ``gen_ai.*`` metrics), ``gen_ai.provider.name`` on every per-call metric, and the GenAI
-attributes on the feedback metric.
+the ``gen_ai.*`` metrics), ``gen_ai.provider.name`` on every per-call metric, the GenAI
+attributes on the feedback metric, and the opt-in ``feature_flag.evaluation`` span event.
 Backends are real HTTP servers on loopback; telemetry goes to the real SDK via SpanCapture.
 """
 
@@ -176,3 +176,62 @@ def test_the_feedback_metric_carries_operation_model_and_provider(make: Any) -> 
         if sc.FEATURE_FLAG_KEY not in (p.attributes or {})
     ]
     assert [p.attributes for p in unknown] == [{sc.GEN_AI_OPERATION_NAME: "chat"}]
+
+
+# -- the feature_flag.evaluation span event ------------------------------------------------------
+
+
+def _evaluations(span: Any) -> list[dict[str, Any]]:
+    return [dict(e.attributes) for e in span.events if e.name == sc.EVENT_FEATURE_FLAG_EVALUATION]
+
+
+def test_no_flag_evaluation_event_by_default(make: Any) -> None:
+    """By default the call span carries the evaluation as attributes only, without the event."""
+    d = make()
+    with SpanCapture() as capture:
+        d.chat("falls-back", USER, ASK)
+    assert _evaluations(capture.find("chat")) == []
+
+
+def test_the_flag_evaluation_event_when_asked_for(make: Any) -> None:
+    """flag_evaluation_events=True adds one feature_flag.evaluation event, semconv names only."""
+    d = make(flag_evaluation_events=True)
+    with SpanCapture() as capture:
+        d.chat("falls-back", USER, ASK)
+        d.stream("falls-back", USER, ASK)
+    calls = capture.find_all("chat")
+    assert len(calls) == 2
+    for call in calls:
+        assert _evaluations(call) == [
+            {
+                sc.FEATURE_FLAG_KEY: "falls-back",
+                sc.FEATURE_FLAG_RESULT_VARIANT: "canary",
+                sc.FEATURE_FLAG_PROVIDER_NAME: "vibesdk",
+                sc.FEATURE_FLAG_RESULT_REASON: "split",
+                sc.FEATURE_FLAG_CONTEXT_ID: USER,
+                sc.FEATURE_FLAG_VERSION: "1",
+            }
+        ]
+
+
+def test_the_flag_evaluation_event_of_an_unknown_flag_names_the_error(make: Any) -> None:
+    """An evaluation that failed carries error.type with the OpenFeature code, lower-cased."""
+    d = make(flag_evaluation_events=True)
+    with SpanCapture() as capture, pytest.raises(vibesdk.VibeError):
+        d.chat("no-such-flag", USER, ASK)
+    (event,) = _evaluations(capture.find("chat"))
+    assert event[sc.FEATURE_FLAG_KEY] == "no-such-flag"
+    assert event[sc.FEATURE_FLAG_RESULT_REASON] == "error"
+    assert event[sc.ERROR_TYPE] == "flag_not_found"
+
+
+def test_the_flag_evaluation_event_setting_reads_the_environment(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VIBESDK_FLAG_EVALUATION_EVENTS=true turns the event on like the keyword does."""
+    monkeypatch.setenv("VIBESDK_FLAG_EVALUATION_EVENTS", "true")
+    d = make()
+    assert d.client.settings.flag_evaluation_events is True
+    with SpanCapture() as capture:
+        d.chat("falls-back", USER, ASK)
+    assert len(_evaluations(capture.find("chat"))) == 1

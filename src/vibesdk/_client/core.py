@@ -43,6 +43,7 @@ from vibesdk._telemetry.instruments import (
     Metrics,
     emit_feedback,
     flag_attributes,
+    flag_evaluation_event,
     server_attributes,
     tracer,
 )
@@ -265,6 +266,8 @@ class ClientCore:
                 if value is not None:
                     attrs[name] = value
         span.set_attributes(attrs)
+        if self.settings.flag_evaluation_events:
+            span.add_event(sc.EVENT_FEATURE_FLAG_EVALUATION, flag_evaluation_event(a))
 
     # -- requests ------------------------------------------------------------
 

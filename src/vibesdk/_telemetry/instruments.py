@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from opentelemetry import metrics as otel_metrics
@@ -37,10 +37,14 @@ from opentelemetry.util.types import Attributes, AttributeValue
 from . import semconv as sc
 from .guard import SafeSpan, swallow
 
+if TYPE_CHECKING:
+    from vibesdk._flags.evaluation import Assignment
+
 __all__ = [
     "Metrics",
     "emit_feedback",
     "flag_attributes",
+    "flag_evaluation_event",
     "metrics",
     "server_attributes",
     "tracer",
@@ -205,6 +209,25 @@ def flag_attributes(
     if error_code is not None:
         attrs[sc.ERROR_TYPE] = error_code.lower()
     return attrs
+
+
+def flag_evaluation_event(assignment: Assignment) -> dict[str, AttributeValue]:
+    """The attributes of the ``feature_flag.evaluation`` event for ``assignment``.
+
+    Only the feature-flag conventions' own attributes (``feature_flag.key``,
+    ``.result.variant``, ``.provider.name``, ``.result.reason``,
+    ``.context.id``, ``.version``, and ``error.type`` when evaluation failed):
+    :func:`flag_attributes` without vibesdk's extras.
+    """
+    a = assignment
+    return flag_attributes(
+        flag_key=a.flag_key,
+        variant=a.variant,
+        reason=a.reason,
+        user_id=a.user_id,
+        flag_version=a.flag_version,
+        error_code=a.error_code,
+    )
 
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
