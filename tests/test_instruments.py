@@ -10,9 +10,15 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
-from vibesdk._telemetry import instruments
+from vibesdk._telemetry import guard
 from vibesdk._telemetry import semconv as sc
-from vibesdk._telemetry.instruments import Metrics, emit_feedback, flag_attributes, tracer
+from vibesdk._telemetry.instruments import (
+    Metrics,
+    emit_feedback,
+    flag_attributes,
+    server_attributes,
+    tracer,
+)
 from vibesdk.testing import SpanCapture
 
 VARIANT = {sc.FEATURE_FLAG_KEY: "vibethinker", sc.FEATURE_FLAG_RESULT_VARIANT: "canary"}
@@ -139,7 +145,7 @@ class _Exploding:
 def test_record_methods_never_raise_and_warn_once(caplog: pytest.LogCaptureFixture) -> None:
     """A broken meter is logged once per method and never reaches the caller."""
     metrics = Metrics(meter_provider=_Exploding())  # type: ignore[arg-type]
-    instruments._warned.clear()
+    guard._warned.clear()
     with caplog.at_level(logging.DEBUG, logger="vibesdk.telemetry"):
         for _ in range(3):
             metrics.record_call(
@@ -223,3 +229,65 @@ def test_feedback_joins_the_answer_trace_as_an_evaluation_event() -> None:
     assert second.context.trace_id == context.trace_id
     assert third.context is not None
     assert third.context.trace_id != context.trace_id
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8080/v1", {"server.address": "127.0.0.1", "server.port": 8080}),
+        ("https://api.openai.com/v1", {"server.address": "api.openai.com", "server.port": 443}),
+        ("http://Stable.Internal/v1", {"server.address": "stable.internal", "server.port": 80}),
+        ("http://[::1]:9/v1", {"server.address": "::1", "server.port": 9}),
+        ("http:///v1", {}),
+        ("http://host:port/v1", {}),
+    ],
+)
+def test_server_attributes_come_from_the_base_url(url: str, expected: dict[str, Any]) -> None:
+    """server.address is the URL's host; server.port its port, else the scheme's default."""
+    assert dict(server_attributes(url)) == expected
+
+
+def test_metrics_carry_server_provider_and_operation_where_given() -> None:
+    """backend= adds server.* to the gen_ai metrics; provider/model reach vibesdk's own metrics."""
+    metrics = Metrics()
+    backend = "http://10.0.0.7:8081/v1"
+    server = {sc.SERVER_ADDRESS: "10.0.0.7", sc.SERVER_PORT: 8081}
+    with SpanCapture() as capture:
+        metrics.record_call(
+            flag_key="f", variant="canary", model="m", provider="p", duration_s=1.0,
+            backend=backend,
+        )  # fmt: skip
+        metrics.record_tokens(
+            flag_key="f", variant="canary", model="m", input_tokens=3, output_tokens=4,
+            provider="p", backend=backend,
+        )  # fmt: skip
+        metrics.record_ttft(
+            flag_key="f", variant="canary", model="m", seconds=0.1, server_seconds=0.05,
+            provider="p", backend=backend,
+        )  # fmt: skip
+        metrics.record_fallback(
+            flag_key="f", variant="canary", reason="http_503", model="m", provider="p"
+        )
+        metrics.record_quality_failures(
+            flag_key="f", variant="canary", failures=["empty"], model="m", provider="p"
+        )
+        metrics.record_feedback(flag_key="f", variant="canary", score=3, model="m", provider="p")
+        metrics.record_feedback(flag_key=None, variant=None, score=1)
+    for name in (
+        sc.METRIC_OPERATION_DURATION,
+        sc.METRIC_TOKEN_USAGE,
+        sc.METRIC_TIME_TO_FIRST_CHUNK,
+        sc.METRIC_SERVER_TIME_TO_FIRST_TOKEN,
+    ):
+        assert capture.metric_points(name)
+        for point in capture.metric_points(name):
+            assert dict(point.attributes or {}).items() >= server.items(), name
+    call = {sc.GEN_AI_OPERATION_NAME: "chat", sc.GEN_AI_REQUEST_MODEL: "m"}
+    for name in (sc.METRIC_FALLBACKS, sc.METRIC_QUALITY_FAILURES, sc.METRIC_FEEDBACK_SCORE):
+        assert capture.metric_count(name, {**call, sc.GEN_AI_PROVIDER_NAME: "p"}) == 1, name
+    anonymous = [
+        p.attributes
+        for p in capture.metric_points(sc.METRIC_FEEDBACK_SCORE)
+        if sc.FEATURE_FLAG_KEY not in (p.attributes or {})
+    ]
+    assert anonymous == [{sc.GEN_AI_OPERATION_NAME: "chat"}]

@@ -119,6 +119,20 @@ def _patch(obj: Any, name: str, value: Any) -> Iterator[None]:
         setattr(obj, name, saved)
 
 
+def _without_backend(method: Callable[..., None]) -> Callable[..., None]:
+    """An old ``record_*`` method called the way the client calls it today.
+
+    The old methods predate ``backend=`` (server.address/port); it is dropped, so the
+    comparison is of everything else.
+    """
+
+    def record(self: Any, **kwargs: Any) -> None:
+        kwargs.pop("backend", None)
+        method(self, **kwargs)
+
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,7 +160,8 @@ def main() -> None:
     def old_metrics() -> AbstractContextManager[Any]:
         stack = ExitStack()
         for name in ("record_call", "record_tokens", "record_ttft"):
-            stack.enter_context(_patch(instruments.Metrics, name, getattr(old_instr.Metrics, name)))
+            old = _without_backend(getattr(old_instr.Metrics, name))
+            stack.enter_context(_patch(instruments.Metrics, name, old))
         return stack
 
     start_span = core_mod._start_span

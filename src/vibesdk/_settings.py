@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     feedback_queue_size: int = Field(
         default=1000, ge=1, le=1_000_000, description="Feedback waiting to be sent; more is dropped"
     )
+    flag_evaluation_events: bool = Field(
+        default=False,
+        description="Add a feature_flag.evaluation event to each call span "
+        "(the span's attributes carry the same data already)",
+    )
 
     @field_validator("server_url")
     @classmethod

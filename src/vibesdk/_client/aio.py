@@ -80,6 +80,7 @@ class AsyncClient:
         fetch_timeout_s: float | None = None,
         api_keys: Mapping[str, str] | None = None,
         feedback_queue_size: int | None = None,
+        flag_evaluation_events: bool | None = None,
         flag_source: Any = None,
         transport: httpx.AsyncBaseTransport | None = None,
         server_transport: httpx.AsyncBaseTransport | None = None,
@@ -97,6 +98,7 @@ class AsyncClient:
             fetch_timeout_s=fetch_timeout_s,
             api_keys=api_keys,
             feedback_queue_size=feedback_queue_size,
+            flag_evaluation_events=flag_evaluation_events,
         )
         self._settings = settings
         self._owns_source = flag_source is None

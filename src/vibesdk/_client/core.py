@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import httpx
 from opentelemetry import trace
@@ -43,7 +43,14 @@ from vibesdk._quality.checks import QualityReport, check_answer
 from vibesdk._resilience import CircuitBreaker, Step, fallback_reason, plan
 from vibesdk._settings import Settings
 from vibesdk._telemetry import semconv as sc
-from vibesdk._telemetry.instruments import Metrics, emit_feedback, flag_attributes, tracer
+from vibesdk._telemetry.instruments import (
+    Metrics,
+    emit_feedback,
+    flag_attributes,
+    flag_evaluation_event,
+    server_attributes,
+    tracer,
+)
 from vibesdk._watch import Watch
 
 from .results import ChatChunk, ChatResult, Usage
@@ -71,6 +78,7 @@ class Call:
 
     __slots__ = (
         "assignment",
+        "backend",
         "ctx",
         "ended",
         "fallback_reason",
@@ -111,9 +119,24 @@ class Call:
         # this root cause ("connect"), not "circuit_open".
         self.step_error: BaseException | None = None
         self.span: Span = trace.INVALID_SPAN
+        self.backend: str | None = None  # the base URL of the latest attempt
         self.ctx: Any = None
         self.trace_id = ""
         self.ended = False
+
+
+class Recalled(NamedTuple):
+    """What the client remembers of a recent answer, for feedback on it."""
+
+    flag_key: str | None
+    variant: str | None  # the variant that answered
+    user_id: str | None
+    span_id: str | None  # the call span's, hex
+    model: str | None
+    provider: str | None
+
+
+_UNKNOWN_ANSWER = Recalled(None, None, None, None, None, None)
 
 
 @dataclass(slots=True)
@@ -186,7 +209,7 @@ class ClientCore:
         self._breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
         self._timeouts: dict[tuple[FallbackPolicy, bool], httpx.Timeout] = {}
         self._endpoints: dict[str, httpx.URL] = {}
-        self._recent: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
+        self._recent: OrderedDict[str, Recalled] = OrderedDict()
 
     # -- begin ---------------------------------------------------------------
 
@@ -269,6 +292,8 @@ class ClientCore:
                 if value is not None:
                     attrs[name] = value
         span.set_attributes(attrs)
+        if self.settings.flag_evaluation_events:
+            span.add_event(sc.EVENT_FEATURE_FLAG_EVALUATION, flag_evaluation_event(a))
 
     # -- requests ------------------------------------------------------------
 
@@ -370,12 +395,14 @@ class ClientCore:
             breaker = self.breaker(url, policy)
         else:
             url = pool.acquire()[0]  # type: ignore[index]  # no admit: always a URL
+        call.backend = url
         span = _start_span(sc.SPAN_ATTEMPT, call.ctx)
         if span.is_recording():
             attrs: dict[str, Any] = {
                 sc.VIBESDK_ATTEMPT: number,
                 sc.VIBESDK_BACKEND_URL: url,
                 sc.FEATURE_FLAG_RESULT_VARIANT: step.variant,
+                **server_attributes(url),
             }
             if breaker is not None:
                 attrs[sc.VIBESDK_BREAKER_STATE] = breaker.state.value
@@ -450,6 +477,7 @@ class ClientCore:
             variant=failed.variant,
             reason=reason,
             model=failed.config.model,
+            provider=failed.config.backend.provider,
         )
 
     def step_failed(
@@ -508,6 +536,7 @@ class ClientCore:
             attrs: dict[str, Any] = {
                 sc.VIBESDK_FALLBACK: step.is_fallback,
                 sc.VIBESDK_QUALITY_PASSED: quality.passed,
+                **server_attributes(backend),
             }
             if step.is_fallback:
                 attrs[sc.VIBESDK_FALLBACK_REASON] = result.fallback_reason or ""
@@ -538,6 +567,7 @@ class ClientCore:
             duration_s=latency,
             fallback=step.is_fallback,
             response_model=completion.model,
+            backend=backend,
         )
         m.record_tokens(
             flag_key=flag_key,
@@ -546,6 +576,7 @@ class ClientCore:
             input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
             provider=config.backend.provider,
+            backend=backend,
         )
         if ttft is not None or server_ttft is not None:
             m.record_ttft(
@@ -555,6 +586,7 @@ class ClientCore:
                 seconds=ttft,
                 provider=config.backend.provider,
                 server_seconds=server_ttft,
+                backend=backend,
             )
         if quality.failures:
             m.record_quality_failures(
@@ -562,8 +594,9 @@ class ClientCore:
                 variant=step.variant,
                 failures=quality.failures,
                 model=config.model,
+                provider=config.backend.provider,
             )
-        self._remember(call, step.variant)
+        self._remember(call, step)
         return result
 
     def fail(
@@ -584,6 +617,8 @@ class ClientCore:
             span.set_attribute(sc.ERROR_TYPE, error_type)
             if call.fallback_reason is not None:
                 span.set_attribute(sc.VIBESDK_FALLBACK_REASON, call.fallback_reason)
+            if call.backend is not None:
+                span.set_attributes(server_attributes(call.backend))
             if error_type != "cancelled":
                 span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
@@ -597,6 +632,7 @@ class ClientCore:
             duration_s=self.clock() - call.started,
             error_type=error_type,
             fallback=call.fallback_reason is not None,
+            backend=call.backend,
         )
 
     @staticmethod
@@ -673,18 +709,26 @@ class ClientCore:
 
     # -- feedback ------------------------------------------------------------------
 
-    def _remember(self, call: Call, variant: str) -> None:
+    def _remember(self, call: Call, step: Step) -> None:
         span_ctx = call.span.get_span_context()
         span_id = format(span_ctx.span_id, "016x") if span_ctx.is_valid else None
-        entry = (call.assignment.flag_key, variant, call.assignment.user_id, span_id)
+        config = step.config
+        entry = Recalled(
+            call.assignment.flag_key,
+            step.variant,
+            call.assignment.user_id,
+            span_id,
+            config.model,
+            config.backend.provider,
+        )
         with self._lock:
             recent = self._recent
             recent[call.trace_id] = entry
             if len(recent) > _RECENT_TRACES:
                 recent.popitem(last=False)
 
-    def recall(self, trace_id: str) -> tuple[str, str, str, str | None] | None:
-        """(flag key, answering variant, user id, span id) of a recent answer, if remembered."""
+    def recall(self, trace_id: str) -> Recalled | None:
+        """What feedback needs to know of a recent answer, if remembered."""
         with self._lock:
             return self._recent.get(trace_id)
 
@@ -695,8 +739,8 @@ class ClientCore:
         recording anything.
         """
         comment = validate_feedback(trace_id, score, comment)
-        recalled = self.recall(trace_id)
-        flag_key, variant, user_id, span_id = recalled or (None, None, None, None)
+        recalled = self.recall(trace_id) or _UNKNOWN_ANSWER
+        flag_key, variant, user_id, span_id, model, provider = recalled
         emit_feedback(
             trace_id=trace_id,
             score=score,
@@ -706,7 +750,13 @@ class ClientCore:
             user_id=user_id,
             span_id=span_id,
         )
-        self.metrics.record_feedback(flag_key=flag_key, variant=variant, score=score)
+        self.metrics.record_feedback(
+            flag_key=flag_key,
+            variant=variant,
+            score=score,
+            model=model,
+            provider=provider,
+        )
         return {
             "trace_id": trace_id,
             "score": score,
@@ -725,12 +775,9 @@ def _error_type(exc: BaseException) -> str:
 
 
 def _start_span(name: str, context: Any) -> Span:
-    # Telemetry must never break a call: a tracer that fails gives a no-op span.
-    try:
-        return tracer().start_span(name, context=context, kind=SpanKind.CLIENT)
-    except Exception:
-        logger.debug("vibesdk: could not start span %r", name, exc_info=True)
-        return trace.INVALID_SPAN
+    # Never raises, and neither does any method of the span it returns (a SafeSpan):
+    # whatever the host's OpenTelemetry pipeline does, it cannot change a call's outcome.
+    return tracer().start_span(name, context=context, kind=SpanKind.CLIENT)
 
 
 def validate_overrides(overrides: Mapping[str, Any]) -> None:

@@ -5,9 +5,11 @@ Nothing here configures OpenTelemetry. Until the host application (or
 measurement goes to the API's no-op implementation at almost no cost; once a
 provider is installed, the same tracer and instruments start recording.
 
-Telemetry must never break a model call, so every method of :class:`Metrics`
-and :func:`emit_feedback` swallows its own errors (logged once per kind on the
-``vibesdk.telemetry`` logger) and returns normally.
+Telemetry must never break a model call: the tracer hands out
+:class:`~vibesdk._telemetry.guard.SafeSpan` objects and never raises, and every
+method of :class:`Metrics` and :func:`emit_feedback` swallows its own errors;
+each failure is logged once per kind on the ``vibesdk.telemetry`` logger (see
+:mod:`vibesdk._telemetry.guard`).
 
 :func:`vibesdk.testing.SpanCapture` points vibesdk's telemetry at its own
 in-memory providers for the length of a test, without touching the global
@@ -19,29 +21,35 @@ when the binding changes instead of caching it forever.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.util._decorator import _agnosticcontextmanager
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.util.types import Attributes, AttributeValue
 
 from . import semconv as sc
+from .guard import SafeSpan, swallow
+
+if TYPE_CHECKING:
+    from vibesdk._flags.evaluation import Assignment
 
 __all__ = [
     "Metrics",
     "emit_feedback",
     "flag_attributes",
+    "flag_evaluation_event",
     "metrics",
+    "server_attributes",
     "tracer",
 ]
 
-_logger = logging.getLogger("vibesdk.telemetry")
 _SCOPE = "vibesdk"
 
 
@@ -85,28 +93,15 @@ def _bind(
         return old
 
 
-_warned: set[str] = set()
-
-
-def _swallow(what: str, exc: BaseException) -> None:
-    """Log a telemetry failure: a warning the first time per kind, debug afterwards."""
-    if what in _warned:
-        _logger.debug("vibesdk telemetry: %s failed: %r", what, exc)
-        return
-    _warned.add(what)
-    _logger.warning(
-        "vibesdk telemetry: %s failed (%r); the call goes on, telemetry may be incomplete",
-        what,
-        exc,
-        exc_info=exc,
-    )
-
-
 # --- tracing ----------------------------------------------------------------
 
 
 class _VibeTracer(trace.Tracer):
-    """A tracer that always forwards to vibesdk's current target (global provider or a test's)."""
+    """A tracer that always forwards to vibesdk's current target (global provider or a test's).
+
+    It never raises, and its spans are :class:`~vibesdk._telemetry.guard.SafeSpan`
+    objects whose methods never raise either.
+    """
 
     def __init__(self) -> None:
         self._generation = -1
@@ -126,13 +121,47 @@ class _VibeTracer(trace.Tracer):
             self._generation = generation
         return self._tracer
 
-    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
-        return self._current().start_span(*args, **kwargs)
+    def start_span(  # noqa: PLR0917 -- opentelemetry's Tracer.start_span signature
+        self,
+        name: str,
+        context: Any = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        try:
+            span = self._current().start_span(name, context, kind, attributes, links, start_time)
+        except Exception as exc:
+            # A processor's on_start, or a broken provider: the span is lost, the
+            # invalid span (which records nothing) stands in.
+            swallow("span start", exc)
+            return trace.INVALID_SPAN
+        return SafeSpan(span)
 
     @_agnosticcontextmanager
-    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Iterator[trace.Span]:
-        with self._current().start_as_current_span(*args, **kwargs) as span:
-            yield span
+    def start_as_current_span(  # noqa: PLR0917 -- opentelemetry's Tracer signature
+        self,
+        name: str,
+        context: Any = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
 
 
 _tracer = _VibeTracer()
@@ -180,6 +209,51 @@ def flag_attributes(
     if error_code is not None:
         attrs[sc.ERROR_TYPE] = error_code.lower()
     return attrs
+
+
+def flag_evaluation_event(assignment: Assignment) -> dict[str, AttributeValue]:
+    """The attributes of the ``feature_flag.evaluation`` event for ``assignment``.
+
+    Only the feature-flag conventions' own attributes (``feature_flag.key``,
+    ``.result.variant``, ``.provider.name``, ``.result.reason``,
+    ``.context.id``, ``.version``, and ``error.type`` when evaluation failed):
+    :func:`flag_attributes` without vibesdk's extras.
+    """
+    a = assignment
+    return flag_attributes(
+        flag_key=a.flag_key,
+        variant=a.variant,
+        reason=a.reason,
+        user_id=a.user_id,
+        flag_version=a.flag_version,
+        error_code=a.error_code,
+    )
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+@functools.lru_cache(maxsize=1024)
+def server_attributes(url: str) -> Mapping[str, AttributeValue]:
+    """``server.address`` and ``server.port`` of a backend's base URL (read-only).
+
+    The port is the URL's own, else its scheme's default: the conventions want
+    ``server.port`` whenever ``server.address`` is set. A URL without a host
+    gives no attributes.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        return MappingProxyType({})
+    if not host:
+        return MappingProxyType({})
+    attrs: dict[str, AttributeValue] = {sc.SERVER_ADDRESS: host}
+    if port is None:
+        port = _DEFAULT_PORTS.get(parts.scheme.lower())
+    if port is not None:
+        attrs[sc.SERVER_PORT] = port
+    return MappingProxyType(attrs)
 
 
 # --- metrics ----------------------------------------------------------------
@@ -248,17 +322,23 @@ def _create_instruments(meter: otel_metrics.Meter) -> _Instruments:
 
 
 def _base(
-    flag_key: str, variant: str, model: str | None, provider: str | None
+    flag_key: str | None,
+    variant: str | None,
+    model: str | None,
+    provider: str | None,
+    backend: str | None = None,
 ) -> dict[str, AttributeValue]:
-    attrs: dict[str, AttributeValue] = {
-        sc.FEATURE_FLAG_KEY: flag_key,
-        sc.FEATURE_FLAG_RESULT_VARIANT: variant,
-        sc.GEN_AI_OPERATION_NAME: sc.GEN_AI_OPERATION_CHAT,
-    }
+    attrs: dict[str, AttributeValue] = {sc.GEN_AI_OPERATION_NAME: sc.GEN_AI_OPERATION_CHAT}
+    if flag_key is not None:
+        attrs[sc.FEATURE_FLAG_KEY] = flag_key
+    if variant is not None:
+        attrs[sc.FEATURE_FLAG_RESULT_VARIANT] = variant
     if model is not None:
         attrs[sc.GEN_AI_REQUEST_MODEL] = model
     if provider is not None:
         attrs[sc.GEN_AI_PROVIDER_NAME] = provider
+    if backend is not None:
+        attrs.update(server_attributes(backend))
     return attrs
 
 
@@ -274,8 +354,9 @@ def _call_attributes(  # noqa: PLR0917 -- positional: lru_cache keys keyword cal
     fallback: bool,
     error_type: str | None,
     response_model: str | None,
+    backend: str | None,
 ) -> Mapping[str, AttributeValue]:
-    attrs = _base(flag_key, variant, model, provider)
+    attrs = _base(flag_key, variant, model, provider, backend)
     attrs[sc.VIBESDK_FALLBACK] = fallback
     if error_type is not None:
         attrs[sc.ERROR_TYPE] = error_type
@@ -285,10 +366,15 @@ def _call_attributes(  # noqa: PLR0917 -- positional: lru_cache keys keyword cal
 
 
 @functools.lru_cache(maxsize=1024)
-def _token_attributes(
-    flag_key: str, variant: str, model: str | None, provider: str | None, kind: str
+def _token_attributes(  # noqa: PLR0917 -- positional: lru_cache keys keyword calls slower
+    flag_key: str,
+    variant: str,
+    model: str | None,
+    provider: str | None,
+    kind: str,
+    backend: str | None,
 ) -> Mapping[str, AttributeValue]:
-    attrs = _base(flag_key, variant, model, provider)
+    attrs = _base(flag_key, variant, model, provider, backend)
     attrs[sc.GEN_AI_TOKEN_TYPE] = kind
     return attrs
 
@@ -299,11 +385,13 @@ _base_attributes = functools.lru_cache(maxsize=1024)(_base)
 class Metrics:
     """vibesdk's metric instruments. Every ``record_*`` method never raises.
 
-    Every measurement carries ``feature_flag.key`` and
+    Every measurement of a call carries ``feature_flag.key`` and
     ``feature_flag.result.variant`` (so every metric splits per cohort),
     ``gen_ai.operation.name`` and, when known, ``gen_ai.request.model`` and
-    ``gen_ai.provider.name``. ``variant`` is the variant the unit was
-    *assigned*; whether stable answered instead is ``vibesdk.fallback``.
+    ``gen_ai.provider.name``; the ``gen_ai.*`` metrics also carry
+    ``server.address`` and ``server.port`` of ``backend``, the base URL of the
+    backend that answered (or was tried last). ``variant`` is the variant the
+    unit was *assigned*; whether stable answered instead is ``vibesdk.fallback``.
 
     ``meter_provider`` pins the instruments to one provider (benchmarks, tests);
     by default they follow the global provider, or a
@@ -342,6 +430,7 @@ class Metrics:
         error_type: str | None = None,
         fallback: bool = False,
         response_model: str | None = None,
+        backend: str | None = None,
     ) -> None:
         """Record one call (all attempts, any fallback) in ``gen_ai.client.operation.duration``.
 
@@ -350,11 +439,18 @@ class Metrics:
         """
         try:
             attrs = _call_attributes(
-                flag_key, variant, model, provider, bool(fallback), error_type, response_model
+                flag_key,
+                variant,
+                model,
+                provider,
+                bool(fallback),
+                error_type,
+                response_model,
+                backend,
             )
             self._get().duration.record(max(0.0, float(duration_s)), attrs)
         except Exception as exc:  # telemetry never breaks the call
-            _swallow("record_call", exc)
+            swallow("record_call", exc)
 
     def record_tokens(
         self,
@@ -365,6 +461,7 @@ class Metrics:
         input_tokens: int | None,
         output_tokens: int | None,
         provider: str | None = None,
+        backend: str | None = None,
     ) -> None:
         """Record token counts in ``gen_ai.client.token.usage`` (``gen_ai.token.type`` in/out).
 
@@ -378,10 +475,10 @@ class Metrics:
             ):
                 if count is None:
                     continue
-                attrs = _token_attributes(flag_key, variant, model, provider, kind)
+                attrs = _token_attributes(flag_key, variant, model, provider, kind, backend)
                 histogram.record(max(0, int(count)), attrs)
         except Exception as exc:
-            _swallow("record_tokens", exc)
+            swallow("record_tokens", exc)
 
     def record_ttft(
         self,
@@ -392,6 +489,7 @@ class Metrics:
         seconds: float | None,
         provider: str | None = None,
         server_seconds: float | None = None,
+        backend: str | None = None,
     ) -> None:
         """Record time to first token.
 
@@ -402,13 +500,13 @@ class Metrics:
         """
         try:
             instruments = self._get()
-            attrs = _base_attributes(flag_key, variant, model, provider)
+            attrs = _base_attributes(flag_key, variant, model, provider, backend)
             if seconds is not None:
                 instruments.ttfc.record(max(0.0, float(seconds)), attrs)
             if server_seconds is not None:
                 instruments.server_ttft.record(max(0.0, float(server_seconds)), attrs)
         except Exception as exc:
-            _swallow("record_ttft", exc)
+            swallow("record_ttft", exc)
 
     def record_fallback(
         self,
@@ -417,15 +515,17 @@ class Metrics:
         variant: str,
         reason: str,
         model: str | None = None,
+        provider: str | None = None,
     ) -> None:
-        """Count one fallback in ``vibesdk.fallbacks``; ``variant`` is the one that failed,
-        ``reason`` its ``BackendError.kind`` (``vibesdk.fallback.reason``)."""
+        """Count one fallback in ``vibesdk.fallbacks``; ``variant`` is the one that failed
+        (``model`` and ``provider`` are its), ``reason`` its ``BackendError.kind``
+        (``vibesdk.fallback.reason``)."""
         try:
-            attrs = _base(flag_key, variant, model, None)
+            attrs = _base(flag_key, variant, model, provider)
             attrs[sc.VIBESDK_FALLBACK_REASON] = reason
             self._get().fallbacks.add(1, attrs)
         except Exception as exc:
-            _swallow("record_fallback", exc)
+            swallow("record_fallback", exc)
 
     def record_quality_failures(
         self,
@@ -434,6 +534,7 @@ class Metrics:
         variant: str,
         failures: Sequence[str],
         model: str | None = None,
+        provider: str | None = None,
     ) -> None:
         """Count each failed check in ``vibesdk.quality.failures`` (``vibesdk.quality.check``).
 
@@ -445,11 +546,11 @@ class Metrics:
                 return
             counter = self._get().quality_failures
             for name in failures:
-                attrs = _base(flag_key, variant, model, None)
+                attrs = _base(flag_key, variant, model, provider)
                 attrs[sc.VIBESDK_QUALITY_CHECK] = str(name)
                 counter.add(1, attrs)
         except Exception as exc:
-            _swallow("record_quality_failures", exc)
+            swallow("record_quality_failures", exc)
 
     def record_feedback(
         self,
@@ -458,19 +559,18 @@ class Metrics:
         variant: str | None,
         score: float,
         model: str | None = None,
+        provider: str | None = None,
     ) -> None:
-        """Record a user's 1..5 score in ``vibesdk.feedback.score`` (per flag/variant if known)."""
+        """Record a user's 1..5 score in ``vibesdk.feedback.score``.
+
+        Carries ``gen_ai.operation.name`` always, and the flag, variant, model
+        and provider of the answer when they are known (``None`` leaves one out).
+        """
         try:
-            attrs: dict[str, AttributeValue] = {}
-            if flag_key is not None:
-                attrs[sc.FEATURE_FLAG_KEY] = flag_key
-            if variant is not None:
-                attrs[sc.FEATURE_FLAG_RESULT_VARIANT] = variant
-            if model is not None:
-                attrs[sc.GEN_AI_REQUEST_MODEL] = model
+            attrs = _base(flag_key, variant, model, provider)
             self._get().feedback.record(float(score), attrs)
         except Exception as exc:
-            _swallow("record_feedback", exc)
+            swallow("record_feedback", exc)
 
     def record_flag_rejected(self, *, origin: str) -> None:
         """Count one flag document that failed validation (``vibesdk.flags.rejected``).
@@ -480,7 +580,7 @@ class Metrics:
         try:
             self._get().flags_rejected.add(1, {sc.VIBESDK_FLAGS_ORIGIN: origin})
         except Exception as exc:
-            _swallow("record_flag_rejected", exc)
+            swallow("record_flag_rejected", exc)
 
 
 _metrics: Metrics | None = None
@@ -564,4 +664,4 @@ def emit_feedback(
         finally:
             span.end()
     except Exception as exc:
-        _swallow("emit_feedback", exc)
+        swallow("emit_feedback", exc)
