@@ -41,7 +41,7 @@ Answer = Callable[[httpx.Request], httpx.Response]
 
 
 def flags_response(document: FlagDocument) -> httpx.Response:
-    """A 200 answer to ``GET /v1/flags`` as contract A describes it."""
+    """A 200 answer to ``GET /v1/flags`` as docs/reference/http-api.md describes it."""
     return httpx.Response(
         200,
         content=document.model_dump_json().encode(),
