@@ -8,6 +8,7 @@ tests/test_settings_doc.py runs the check, so the page never drifts from the cod
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -101,8 +102,10 @@ TABLE_HEAD = """\
 
 
 def _type_name(field: FieldInfo) -> str:
-    text = str(field.annotation).replace("typing.", "").replace("pydantic.types.", "")
-    text = text.replace("pathlib.", "").replace("<class '", "").replace("'>", "")
+    text = str(field.annotation).replace("<class '", "").replace("'>", "")
+    # Module paths differ between Python versions (pathlib.Path is pathlib._local.Path on
+    # 3.13): keep the bare names, so every supported version renders the same page.
+    text = re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])", "", text)
     return text.replace("|", "\\|")
 
 

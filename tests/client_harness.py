@@ -178,6 +178,9 @@ class Driver:
         """Close the client and the async driver's event loop."""
         self.close()
         if self._loop is not None:
+            # As asyncio.run() does: finalize the async generators still suspended (a stream
+            # left early) while the loop runs; Python 3.13 reports any left to the collector.
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
 
 

@@ -322,6 +322,8 @@ class Driver:
             self.source.close()
             return
         self._run(self.source.aclose())
+        # As asyncio.run() does before closing a loop (see client_harness.Driver.dispose).
+        self._run(self._loop.shutdown_asyncgens())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
