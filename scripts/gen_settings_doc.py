@@ -8,6 +8,7 @@ tests/test_settings_doc.py runs the check, so the page never drifts from the cod
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pydantic_settings import BaseSettings
 from vibesdk_server.serving import ServingSettings
 
 from vibesdk._cli.settings import CliSettings
-from vibesdk._settings import Settings
+from vibesdk._settings import OTHER_VARIABLES, Settings
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference" / "settings.md"
 
@@ -36,8 +37,10 @@ Every `VIBESDK_*` environment variable that vibesdk reads, by the part that read
 2. an environment variable `VIBESDK_<NAME>` (names are case-insensitive);
 3. the default below.
 
-Bad values raise `vibesdk.ConfigError` when the client is built, never later.
-Either `server_url` (with `sdk_key`) or `bootstrap` must be given.
+Bad values raise `vibesdk.ConfigError` when the client is built, never later, with one
+line that names the setting and says what to fix. Either `server_url` (with `sdk_key`) or
+`bootstrap` must be given. `server_url` is a base URL: `http://` or `https://`, a host name,
+a port from 1 to 65535 if any, no spaces, no `?query` or `#fragment`.
 
 """
 
@@ -57,6 +60,41 @@ model files. Arguments to `serve()` beat these variables.
 
 """
 
+UNKNOWN_HEADER = """
+## Unknown variables
+
+When a client is built, each `VIBESDK_*` environment variable that no part of vibesdk reads
+(a typo such as `VIBESDK_SERVR_URL`) is reported once per process as a warning on the
+`vibesdk.settings` logger, naming the closest known variable:
+
+```text
+vibesdk: environment variable VIBESDK_SERVR_URL is not a vibesdk setting and is ignored; \
+did you mean VIBESDK_SERVER_URL?
+```
+
+It is a `logging` warning rather than a Python `warnings` one, so it shows on stderr even in
+an app that configures no logging, and never turns into an exception in an app or test suite
+that runs with `-W error`. The variables of the CLI and the model launcher above are known
+and never reported, and so are these, which vibesdk's own test and CI scripts read:
+
+| Environment variable | Read by | Meaning |
+| --- | --- | --- |
+"""
+
+# What the test and CI scripts' VIBESDK_* variables mean (vibesdk._settings.OTHER_VARIABLES
+# less the CLI's and the launcher's settings); a name without a row here stops this script.
+SCRIPT_VARIABLES = {
+    "VIBESDK_TEST_POSTGRES_URL": (
+        "the test suite",
+        "PostgreSQL for the flag server's replica tests (`.ci/postgres.sh` prints one)",
+    ),
+    "VIBESDK_PG_DIR": (
+        "`.ci/postgres.sh`",
+        "where the throwaway test cluster lives (default `/tmp/vibesdk-pg`)",
+    ),
+    "VIBESDK_PG_DB": ("`.ci/postgres.sh`", "the test database's name (default `vibesdk_test`)"),
+}
+
 TABLE_HEAD = """\
 | Setting | Environment variable | Type | Default | Meaning |
 | --- | --- | --- | --- | --- |
@@ -64,8 +102,10 @@ TABLE_HEAD = """\
 
 
 def _type_name(field: FieldInfo) -> str:
-    text = str(field.annotation).replace("typing.", "").replace("pydantic.types.", "")
-    text = text.replace("pathlib.", "").replace("<class '", "").replace("'>", "")
+    text = str(field.annotation).replace("<class '", "").replace("'>", "")
+    # Module paths differ between Python versions (pathlib.Path is pathlib._local.Path on
+    # 3.13): keep the bare names, so every supported version renders the same page.
+    text = re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])", "", text)
     return text.replace("|", "\\|")
 
 
@@ -97,6 +137,19 @@ def _table(model: type[BaseSettings]) -> str:
     return TABLE_HEAD + "\n".join(rows) + "\n"
 
 
+def _script_variables() -> str:
+    models = {
+        f"VIBESDK_{n.upper()}" for m in (CliSettings, ServingSettings) for n in m.model_fields
+    }
+    names = sorted(OTHER_VARIABLES - models)
+    undocumented = [name for name in names if name not in SCRIPT_VARIABLES]
+    if undocumented:
+        raise SystemExit(f"gen_settings_doc.py: add {', '.join(undocumented)} to SCRIPT_VARIABLES")
+    return "".join(
+        f"| `{n}` | {SCRIPT_VARIABLES[n][0]} | {SCRIPT_VARIABLES[n][1]} |\n" for n in names
+    )
+
+
 def render() -> str:
     """The page's full text."""
     return (
@@ -106,6 +159,8 @@ def render() -> str:
         + _table(CliSettings)
         + SERVING_HEADER
         + _table(ServingSettings)
+        + UNKNOWN_HEADER
+        + _script_variables()
     )
 
 

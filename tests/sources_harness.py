@@ -41,7 +41,7 @@ Answer = Callable[[httpx.Request], httpx.Response]
 
 
 def flags_response(document: FlagDocument) -> httpx.Response:
-    """A 200 answer to ``GET /v1/flags`` as contract A describes it."""
+    """A 200 answer to ``GET /v1/flags`` as docs/reference/http-api.md describes it."""
     return httpx.Response(
         200,
         content=document.model_dump_json().encode(),
@@ -322,6 +322,8 @@ class Driver:
             self.source.close()
             return
         self._run(self.source.aclose())
+        # As asyncio.run() does before closing a loop (see client_harness.Driver.dispose).
+        self._run(self._loop.shutdown_asyncgens())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()

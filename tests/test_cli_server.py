@@ -285,7 +285,7 @@ def test_bad_input_is_one_line_a_meaningful_exit_code_and_no_write(
     code: int,
     words: str,
 ) -> None:
-    """Issue 3's bad input via `vibe`: exit 1/2/3/5, one line naming the fix, nothing written."""
+    """Bad input via `vibe`: exit 1/2/3/5, one line naming the fix, nothing written."""
     applied(capsys, flags_file)
     before = (vibe_json(capsys, "status"), vibe_json(capsys, "audit"))
     for name, text in files.items():

@@ -137,7 +137,7 @@ def test_reviewed_prompt_and_params_reach_the_backend(make: Any) -> None:
 def test_bad_arguments_raise_at_the_call(make: Any) -> None:
     """Unknown overrides, bad override values and bad messages are caller errors."""
     d = make(Backends(canary=ok, stable=ok))
-    with pytest.raises(TypeError, match="unknown chat"):
+    with pytest.raises(vibesdk.InvalidArgumentError, match="unknown chat"):
         d.chat("vibethinker", CANARY_USER, USER, temprature=1.0)
     with pytest.raises(ValueError, match="override"):
         d.chat("vibethinker", CANARY_USER, USER, temperature=9.0)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from vibesdk import FlagDocumentError, parse_document
+from vibesdk import FlagDocument, FlagDocumentError, parse_document
 from vibesdk.testing import make_document
 
 
@@ -60,11 +61,29 @@ def test_invalid_documents_name_the_problem(mutate, where) -> None:
         parse_document(data)
 
 
+def _parses_or_explains(data: bytes | str) -> None:
+    """``parse_document(data)`` is a document that survives JSON and back, or a
+    FlagDocumentError whose one line says where, with the pydantic error as its cause."""
+    error: FlagDocumentError | None = None
+    try:
+        doc = parse_document(data)
+    except FlagDocumentError as exc:
+        error = exc
+    if error is None:
+        assert isinstance(doc, FlagDocument)
+        assert parse_document(doc.model_dump_json()) == doc
+        return
+    message = str(error)
+    assert message.startswith("invalid flag document: ")
+    assert "\n" not in message
+    assert re.match(r"invalid flag document: \S+: \S", message), message  # "where: what"
+    assert isinstance(error.__cause__, ValidationError)
+
+
 @given(st.binary(max_size=300))
-def test_garbage_never_escapes_as_anything_but_flag_document_error(blob: bytes) -> None:
-    """Arbitrary bytes either parse or raise FlagDocumentError, never another exception."""
-    with contextlib.suppress(FlagDocumentError):
-        parse_document(blob)
+def test_garbage_is_a_document_or_a_flag_document_error_that_explains(blob: bytes) -> None:
+    """Arbitrary bytes parse, or raise FlagDocumentError with a one-line, located message."""
+    _parses_or_explains(blob)
 
 
 @given(
@@ -74,7 +93,6 @@ def test_garbage_never_escapes_as_anything_but_flag_document_error(blob: bytes) 
         max_leaves=20,
     )
 )
-def test_arbitrary_json_values_raise_only_flag_document_error(value) -> None:
-    """Any JSON value is either a valid document or a FlagDocumentError."""
-    with contextlib.suppress(FlagDocumentError):
-        parse_document(json.dumps(value))
+def test_arbitrary_json_values_are_a_document_or_an_explained_error(value) -> None:
+    """Any JSON value is a valid document or a FlagDocumentError naming what is wrong."""
+    _parses_or_explains(json.dumps(value))

@@ -2,7 +2,7 @@
 """check_answer() time per answer, on realistic answers of about 4 KB (and the short one
 the chat_overhead benchmark uses), with the share of it that ``ast.parse`` takes.
 
-Contract C asks for "< 1 ms for 4 KB". Each answer is checked in interleaved rounds (a
+The target is "< 1 ms for 4 KB". Each answer is checked in interleaved rounds (a
 fresh random order each round) so machine noise hits all rows alike; each round times a
 batch of calls per row with ``time.thread_time_ns`` (CPU time of this thread: steadier than
 wall time on a shared machine; wall time is kept in the JSON too); percentiles are over

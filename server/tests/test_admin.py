@@ -1,4 +1,4 @@
-"""The admin API (contract E) against the real server: versions, audit, prompts, rollback."""
+"""The admin API against the real server: versions, audit, prompts, rollback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SDK side of the wire protocol (contract A), against the real server process."""
+"""The SDK side of the wire protocol, against the real server process."""
 
 from __future__ import annotations
 

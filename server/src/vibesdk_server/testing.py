@@ -283,7 +283,7 @@ class FlagServer:
 
 
 class FlagServerProcess(FlagServer):
-    """The real ``vibe-server`` in a subprocess (contract D).
+    """The real ``vibe-server`` in a subprocess, started as an operator would start it.
 
     ``db``: a SQLite path or a ``postgresql://`` URL; default: ``vibesdk.db``
     in a new temporary directory. The admin token is named ``test-admin-*``, a

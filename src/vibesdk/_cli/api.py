@@ -1,4 +1,4 @@
-"""The flag server's admin API as the CLI calls it (contract E), errors mapped to exit codes.
+"""The flag server's admin API as the CLI calls it, errors mapped to exit codes.
 
 Every failure becomes a :class:`CliError` whose one-line message says what went
 wrong and what to do; the server's own ``detail`` is kept because it names the

@@ -781,23 +781,30 @@ def _start_span(name: str, context: Any) -> Span:
 
 
 def validate_overrides(overrides: Mapping[str, Any]) -> None:
-    """Per-call overrides must be GenerationParams fields with valid values."""
-    unknown = set(overrides) - _PARAM_NAMES
+    """Per-call overrides must be GenerationParams fields with valid values.
+
+    Raises :class:`~vibesdk.InvalidArgumentError` with one line that names each
+    bad override, its value and what it must be.
+    """
+    unknown = sorted(set(overrides) - _PARAM_NAMES)
     if unknown:
-        raise TypeError(
-            f"unknown chat() override(s) {sorted(unknown)}; "
-            f"allowed: {', '.join(sorted(_PARAM_NAMES))}"
+        raise InvalidArgumentError(
+            f"unknown chat() override(s) {', '.join(unknown)}; "
+            f"the overrides are: {', '.join(sorted(_PARAM_NAMES))}"
         )
     try:
         GenerationParams.model_validate(dict(overrides))
     except ValidationError as exc:
-        raise InvalidArgumentError(
-            f"invalid chat() override: {exc.errors(include_url=False)}"
-        ) from exc
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}={e['input']!r:.60}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise InvalidArgumentError(f"invalid chat() override {problems}") from exc
 
 
 def validate_chat(messages: Any, overrides: Mapping[str, Any]) -> None:
-    """Check a chat call's arguments; ``TypeError`` / ``InvalidArgumentError`` before any work."""
+    """Check a chat call's arguments before any work: ``TypeError`` for messages that
+    are not a list of mappings, :class:`~vibesdk.InvalidArgumentError` for overrides."""
     validate_messages(messages)
     if overrides:
         validate_overrides(overrides)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import queue
 import threading
-from typing import Any, Self
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,6 +28,9 @@ logger = logging.getLogger("vibesdk.feedback")
 _STOP = object()
 _POST_TIMEOUT_S = 5.0
 _CLOSE_WAIT_S = 1.0
+
+# typing.Self is Python 3.11+; a bound TypeVar says the same on 3.10.
+_Sender = TypeVar("_Sender", bound="_SenderCore")
 
 
 class _SenderCore:
@@ -50,7 +53,7 @@ class _SenderCore:
         self._closed = False
 
     @classmethod
-    def for_settings(cls, settings: Settings, *, transport: Any = None) -> Self:
+    def for_settings(cls: type[_Sender], settings: Settings, *, transport: Any = None) -> _Sender:
         """The sender a client built with ``settings`` uses."""
         key = settings.sdk_key
         return cls(

@@ -30,9 +30,16 @@ def bucket(salt: str, unit_id: str) -> int:
     ``salt`` is the flag's salt, which defaults to the flag key, so
     ``bucket("vibethinker", "u42")`` is the bucket of user ``u42`` for the flag
     ``vibethinker``. Pure and stable across processes, machines and languages.
-    Raises :class:`~vibesdk.InvalidArgumentError` (a ``ValueError``) for text
-    that has no UTF-8 form (a lone surrogate).
+    Raises :class:`~vibesdk.InvalidArgumentError` (a ``ValueError``) when
+    ``salt`` or ``unit_id`` is not a ``str`` (``5`` and ``"5"`` would silently
+    share a bucket) or is text that has no UTF-8 form (a lone surrogate).
     """
+    if not (isinstance(salt, str) and isinstance(unit_id, str)):
+        name, value = ("salt", salt) if not isinstance(salt, str) else ("unit_id", unit_id)
+        raise InvalidArgumentError(
+            f"bucket() takes text: {name} is {type(value).__name__} {value!r:.40}; "
+            f"pass str({name}) if that is what you mean"
+        )
     key = f"{salt}:{unit_id}"
     if not key.isascii():
         # mmh3 crashes the interpreter (SIGSEGV) on a str it cannot encode to UTF-8.

@@ -214,12 +214,20 @@ def parse_document(data: bytes | str | dict[str, Any]) -> FlagDocument:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, ``location: message``, for humans and HTTP 422 bodies."""
+    """One line per problem, ``location: message``, for humans and HTTP 422 bodies.
+
+    A key that holds a line break or another unprintable character is quoted
+    (``flags.'a\\nb'``), so a document cannot write extra lines into a log.
+    """
     lines = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(document)"
+        loc = ".".join(_printable(str(p)) for p in err["loc"]) or "(document)"
         lines.append(f"{loc}: {err['msg']}")
     return "invalid flag document: " + "; ".join(lines)
+
+
+def _printable(part: str) -> str:
+    return part if part.isprintable() else repr(part)
 
 
 def is_valid_key(key: str) -> bool:

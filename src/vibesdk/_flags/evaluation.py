@@ -31,7 +31,9 @@ class ErrorCode:
 
     PROVIDER_NOT_READY = "PROVIDER_NOT_READY"  # no flag document loaded yet
     FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
-    INVALID_CONTEXT = "INVALID_CONTEXT"  # user_id not text (or not valid Unicode), bad attributes
+    INVALID_CONTEXT = (
+        "INVALID_CONTEXT"  # user_id not text (or not valid Unicode), attributes not a mapping
+    )
     GENERAL = "GENERAL"
 
 
@@ -152,7 +154,7 @@ class CompiledDocument:
         self.version = document.version
         self.flags = {k: _CompiledFlag(f, document.version) for k, f in document.flags.items()}
 
-    def evaluate(
+    def evaluate(  # noqa: PLR0911 - flat on purpose: one return per outcome (see below)
         self, flag_key: str, user_id: str, attributes: Mapping[str, Any] | None = None
     ) -> Assignment:
         """Assign ``user_id`` to a variant of ``flag_key``. Never raises.
@@ -171,6 +173,15 @@ class CompiledDocument:
             f = self.flags[flag_key]
         except (KeyError, TypeError):  # TypeError: an unhashable flag key
             return not_ready(flag_key, user_id, ErrorCode.FLAG_NOT_FOUND, self.version)
+        # Identity checks only on the common path (a str; a dict or None); isinstance
+        # only for subclasses, other mappings and bad input.
+        if (
+            user_id.__class__ is not str
+            or (attributes is not None and attributes.__class__ is not dict)
+        ) and not (
+            isinstance(user_id, str) and (attributes is None or isinstance(attributes, Mapping))
+        ):
+            return _invalid_context(f, user_id)
         try:  # zero-cost unless it raises; the except is for bad caller input only
             if not f.enabled:
                 return _new(Assignment, (
@@ -206,10 +217,15 @@ class CompiledDocument:
                 (f.key, user_id, f.default, _SPLIT, b, f.version, None, None, f.default_config),
             )
         except Exception:
-            return _new(Assignment, (
-                f.key, user_id, f.default, _ERROR, None, f.version, None,
-                ErrorCode.INVALID_CONTEXT, f.default_config,
-            ))  # fmt: skip
+            return _invalid_context(f, user_id)
+
+
+def _invalid_context(f: _CompiledFlag, user_id: Any) -> Assignment:
+    """The flag's default variant, with ``INVALID_CONTEXT`` as the error code."""
+    return _new(Assignment, (
+        f.key, user_id, f.default, _ERROR, None, f.version, None,
+        ErrorCode.INVALID_CONTEXT, f.default_config,
+    ))  # fmt: skip
 
 
 def compile_document(document: FlagDocument) -> CompiledDocument:

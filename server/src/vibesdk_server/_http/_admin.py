@@ -1,4 +1,4 @@
-"""``/v1/admin/...``: the ops API (contract E). Admin token required (see _auth).
+"""``/v1/admin/...``: the ops API (docs/reference/http-api.md). Admin token required (see _auth).
 
 Endpoints are plain functions: FastAPI runs them in worker threads, where the
 synchronous store does its transaction; a new version is pushed to SSE

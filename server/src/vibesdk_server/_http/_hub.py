@@ -25,7 +25,7 @@ log = logging.getLogger("vibesdk_server")
 
 
 def sse_event(published: Published) -> bytes:
-    """The SSE frame of one version (contract A): id, event ``flags``, the document on one line."""
+    """The SSE frame of one version: id, event ``flags``, the document on one line."""
     return (f"id: {published.version}\nevent: flags\ndata: {published.document_json}\n\n").encode()
 
 

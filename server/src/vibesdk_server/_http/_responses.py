@@ -1,4 +1,4 @@
-"""Response shapes of the admin API, for /openapi.json (contract E).
+"""Response shapes of the admin API, for /openapi.json (docs/reference/http-api.md).
 
 Every model allows extra fields: the server may add fields, never remove them,
 and a route's extra information (``restored_from`` on a rollback, ...) passes

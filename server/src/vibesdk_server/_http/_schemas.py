@@ -1,4 +1,4 @@
-"""Request bodies of the HTTP API (contract A and E); unknown fields are refused with 422."""
+"""Request bodies of the HTTP API (SDK and admin routes); unknown fields are refused with 422."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The three SDK routes (contract A): the document with ETag/304, the SSE stream, feedback.
+"""The three SDK routes: the document with ETag/304, the SSE stream, feedback.
 
 These are ``async``: the hot path (a 304 for an unchanged document) touches no
 database and no thread. The SDK key alone selects the environment.
