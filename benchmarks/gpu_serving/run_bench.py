@@ -17,7 +17,6 @@ configs.py.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -88,7 +87,11 @@ def llama_build() -> dict[str, Any]:
         }
     stamp = stamps[-1].name
     patches = sorted((REPO / "server" / "llama" / "patches").glob("*.patch"))
-    tree_id = hashlib.sha256(b"".join(p.read_bytes() for p in patches)).hexdigest()[:12]
+    # the stamp's id covers the patches and tools/; build.sh is the one place that computes it
+    tree_id = subprocess.run(
+        ["bash", str(REPO / "server" / "llama" / "build.sh"), "--print-id"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()
     known_patches = [p.name for p in patches] if stamp.endswith(f"-{tree_id}") else None
     return {"llama_build": stamp, "llama_patches": known_patches}
 

@@ -24,6 +24,8 @@ RUNS = {
     "h100-run5-patched.jsonl": "run5",
     "h100-run6-final.jsonl": "run6",
     "h100-run7-long-slots.jsonl": "run7",
+    # session 4: the batched sampling op (patch 0002) against stock sampling, headline plan
+    "h100-s4-run1-headline.jsonl": "s4run1",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
@@ -80,6 +82,9 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("session 1 profile, stock build (slots scatter)", "run2", "tuned"),
         ("h100-vibethinker: 1 server x 64 slots", "run6", "tuned"),
         ("h100-vibethinker-mps: 4 servers x 16, MPS", "run6", "tuned-mps"),
+        ("model card, batched sampling: 1 x 64 (s4)", "s4run1", "h100-vibethinker"),
+        ("model card, stock sampling: 1 x 64 (s4)", "s4run1", "h100-vibethinker+stock-sampling"),
+        ("top-k 64, batched sampling: 1 x 64 (s4)", "s4run1", "h100-vibethinker-topk"),
         ("llama-cpp-python server", "run2", "llama-cpp-python"),
         ("transformers generate()", "run3", "transformers"),
     ]
@@ -118,6 +123,9 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("patched, 4 x 16 + MPS: steady", "run5", "ram0-4x16-mps", 3),
         ("patched, 4 x 16 + MPS", "run6", "tuned-mps", 1),
         ("patched, 2 x 32 + MPS", "run6", "tuned-mps-2x32", 1),
+        ("s4, model card, stock sampling, 1 x 64", "s4run1", "h100-vibethinker+stock-sampling", 1),
+        ("s4, model card, batched sampling, 1 x 64", "s4run1", "h100-vibethinker", 1),
+        ("s4, model card, batched, 4 x 16 + MPS", "s4run1", "h100-vibethinker-mps", 1),
     ]
     names, values = [], []
     for label, run, config, rps in bars:
@@ -139,7 +147,7 @@ def chart(data: list[dict[str, Any]]) -> None:
     ax.invert_yaxis()
     fig.suptitle(
         "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0) on one NVIDIA H100 80GB HBM3, "
-        "llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28"
+        "llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28 and (s4) 2026-12-05"
     )
     fig.tight_layout()
     fig.savefig(RESULTS / "gpu_serving.png", dpi=110)
