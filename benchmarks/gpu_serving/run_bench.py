@@ -90,7 +90,9 @@ def llama_build() -> dict[str, Any]:
     # the stamp's id covers the patches and tools/; build.sh is the one place that computes it
     tree_id = subprocess.run(
         ["bash", str(REPO / "server" / "llama" / "build.sh"), "--print-id"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     known_patches = [p.name for p in patches] if stamp.endswith(f"-{tree_id}") else None
     return {"llama_build": stamp, "llama_patches": known_patches}
