@@ -258,16 +258,24 @@ async def _read(
     left set while the caller holds a chunk. The deadline is also checked after
     every chunk, not every line: a backend that trickles bytes times out too.
     """
-    while True:
-        try:
-            with watching(att.watch):
-                chunk = await anext(chunks)
-        except StopAsyncIteration:
-            return
-        except httpx.HTTPError as exc:
-            raise map_http_error(exc, att.url, phase=att.phase, stream=call.stream) from exc
-        core.check_deadlines(att)
-        yield chunk
+    try:
+        while True:
+            try:
+                with watching(att.watch):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except httpx.HTTPError as exc:
+                raise map_http_error(exc, att.url, phase=att.phase, stream=call.stream) from exc
+            core.check_deadlines(att)
+            yield chunk
+    finally:
+        # httpx's own iterator is closed here, not left to the garbage collector, when the
+        # caller stops early: an unclosed async generator is reported at interpreter exit.
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
 
 
 async def _lines(

@@ -257,16 +257,24 @@ def _read(chunks: Iterator[_C], core: ClientCore, call: Call, att: Attempt) -> I
     left set while the caller holds a chunk. The deadline is also checked after
     every chunk, not every line: a backend that trickles bytes times out too.
     """
-    while True:
-        try:
-            with watching(att.watch):
-                chunk = next(chunks)
-        except StopIteration:
-            return
-        except httpx.HTTPError as exc:
-            raise map_http_error(exc, att.url, phase=att.phase, stream=call.stream) from exc
-        core.check_deadlines(att)
-        yield chunk
+    try:
+        while True:
+            try:
+                with watching(att.watch):
+                    chunk = next(chunks)
+            except StopIteration:
+                return
+            except httpx.HTTPError as exc:
+                raise map_http_error(exc, att.url, phase=att.phase, stream=call.stream) from exc
+            core.check_deadlines(att)
+            yield chunk
+    finally:
+        # httpx's own iterator is closed here, not left to the garbage collector, when the
+        # caller stops early: an unclosed async generator is reported at interpreter exit.
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
 
 
 def _lines(response: httpx.Response, core: ClientCore, call: Call, att: Attempt) -> Iterator[str]:
