@@ -46,7 +46,7 @@ def _require_gunicorn() -> None:
 class Gunicorn:
     """``gunicorn --preload -w 4 tests.fork_app:app`` on a loopback socket we bound first."""
 
-    def __init__(self, server: FlagServer, tmp_path: Path) -> None:
+    def __init__(self, server: FlagServer, tmp_path: Path, *extra_args: str) -> None:
         self.log = tmp_path / "gunicorn.log"
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
@@ -77,6 +77,7 @@ class Gunicorn:
             str(self.log),
             # gunicorn 27 otherwise opens a control socket under ~/.gunicorn, shared by every run.
             "--no-control-socket",
+            *extra_args,
             "tests.fork_app:app",
         ]
         self.process = subprocess.Popen(
@@ -99,9 +100,11 @@ class Gunicorn:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
+            # Serving, and every worker forked: none is forked after a flip the test makes.
+            booted = self.log_tail().count("Booting worker")
             with contextlib.suppress(httpx.HTTPError):
-                self.get(0)
-                return
+                if booted >= WORKERS and self.get(0):
+                    return
             time.sleep(0.1)
         pytest.fail(f"gunicorn did not answer within {timeout_s} s:\n{self.log_tail()}")
 
@@ -115,16 +118,22 @@ class Gunicorn:
                 self.process.wait()
 
 
-@pytest.fixture
-def gunicorn(flag_server: FlagServer, tmp_path: Path) -> Iterator[Gunicorn]:
+@contextlib.contextmanager
+def _gunicorn(flag_server: FlagServer, tmp_path: Path, *extra_args: str) -> Iterator[Gunicorn]:
     _require_gunicorn()
     flag_server.apply(make_flag(rollout_bps=0))
-    server = Gunicorn(flag_server, tmp_path)
+    server = Gunicorn(flag_server, tmp_path, *extra_args)
     try:
         server.wait_until_serving()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def gunicorn(flag_server: FlagServer, tmp_path: Path) -> Iterator[Gunicorn]:
+    with _gunicorn(flag_server, tmp_path) as server:
+        yield server
 
 
 def _every_worker(
@@ -174,3 +183,35 @@ def test_every_preforked_worker_receives_each_flag_flip(
         assert time.monotonic() - flipped < FLIP_DEADLINE_S + 5
         # The same 4 workers answered: none died and was replaced by a fresh fork.
         assert set(after) == set(before), gunicorn.log_tail()
+
+
+# The post_fork hook that docs/deployment/forking-servers.md recommends.
+POST_FORK_CONFIG = """
+def post_fork(server, worker):
+    from tests.fork_app import client
+
+    client.wait_until_ready(0)  # in a forked worker: restart flag delivery now
+"""
+
+
+def test_with_the_post_fork_hook_even_a_workers_first_answer_follows_the_last_flip(
+    flag_server: FlagServer, tmp_path: Path
+) -> None:
+    """post_fork calls wait_until_ready(0): workers idle since the fork answer the new rollout.
+
+    Without the hook a worker restarts its flag delivery on its first
+    ``assign``, which is answered from the document it inherited at fork.
+    """
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(POST_FORK_CONFIG)
+    with _gunicorn(flag_server, tmp_path, "--config", str(config)) as app:
+        version = int(flag_server.rollout("vibethinker", 10000)["version"])
+        # Room for the push to reach the workers' streams, opened at fork (it takes milliseconds).
+        time.sleep(3)
+        answers: list[dict[str, Any]] = []
+        with ThreadPoolExecutor(2 * WORKERS) as pool:
+            while len({a["pid"] for a in answers}) < WORKERS:
+                answers += pool.map(app.get, [0.2] * (2 * WORKERS))
+                assert len(answers) < 100, f"not all workers answered: {answers}"
+        stale = [a for a in answers if a["variant"] != "canary" or a["version"] < version]
+        assert not stale, f"answers from before the flip (version {version}): {stale}"
