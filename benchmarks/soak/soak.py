@@ -222,22 +222,25 @@ async def soak(args: argparse.Namespace, fakes: Fakes, server: FlagServerProcess
             load = Load(client, args.concurrency, started + args.duration)
             cpu_start = time.process_time()
 
+            def take_sample() -> dict[str, Any]:
+                row = {
+                    "t_s": round(time.monotonic() - started, 2),
+                    "rss_mb": round(rss_mb(), 2),
+                    "fakes_rss_mb": round(rss_mb(fakes.proc.pid), 2),
+                    "calls": load.calls,
+                    "errors": sum(load.errors.values()),
+                    "fallbacks": sum(load.fallbacks.values()),
+                    "flag_version": client.flag_source.store.version,
+                }
+                samples.append(row)
+                print(f"soak {row['t_s']:6.1f} s: rss {row['rss_mb']:.1f} MB, "
+                      f"{load.calls} calls, {row['errors']} errors, "
+                      f"{row['fallbacks']} fallbacks", file=sys.stderr)  # fmt: skip
+                return row
+
             async def sample() -> None:
                 while True:
-                    t = time.monotonic() - started
-                    row = {
-                        "t_s": round(t, 2),
-                        "rss_mb": round(rss_mb(), 2),
-                        "fakes_rss_mb": round(rss_mb(fakes.proc.pid), 2),
-                        "calls": load.calls,
-                        "errors": sum(load.errors.values()),
-                        "fallbacks": sum(load.fallbacks.values()),
-                        "flag_version": client.flag_source.store.version,
-                    }
-                    samples.append(row)
-                    print(f"soak {t:6.1f} s: rss {row['rss_mb']:.1f} MB, "
-                          f"{load.calls} calls, {row['errors']} errors, "
-                          f"{row['fallbacks']} fallbacks", file=sys.stderr)  # fmt: skip
+                    take_sample()
                     await asyncio.sleep(args.sample_every)
 
             async def flip() -> None:
@@ -255,17 +258,7 @@ async def soak(args: argparse.Namespace, fakes: Fakes, server: FlagServerProcess
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            samples.append(
-                {
-                    "t_s": round(elapsed, 2),
-                    "rss_mb": round(rss_mb(), 2),
-                    "fakes_rss_mb": round(rss_mb(fakes.proc.pid), 2),
-                    "calls": load.calls,
-                    "errors": sum(load.errors.values()),
-                    "fallbacks": sum(load.fallbacks.values()),
-                    "flag_version": client.flag_source.store.version,
-                }
-            )
+            take_sample()
             # Let a flip made in the last moments arrive before comparing versions.
             await asyncio.sleep(1.0)
             client_version = client.flag_source.store.version
