@@ -271,7 +271,7 @@ async def _read(
             yield chunk
     finally:
         # httpx's own iterator is closed here, not left to the garbage collector, when the
-        # caller stops early: an unclosed async generator is reported at interpreter exit.
+        # caller stops early: an unclosed generator of the event loop is reported at exit.
         close = getattr(chunks, "aclose", None)
         if close is not None:
             with contextlib.suppress(Exception):

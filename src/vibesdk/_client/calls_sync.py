@@ -270,7 +270,7 @@ def _read(chunks: Iterator[_C], core: ClientCore, call: Call, att: Attempt) -> I
             yield chunk
     finally:
         # httpx's own iterator is closed here, not left to the garbage collector, when the
-        # caller stops early: an unclosed async generator is reported at interpreter exit.
+        # caller stops early: an unclosed generator of the event loop is reported at exit.
         close = getattr(chunks, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
