@@ -38,11 +38,6 @@ DOC = make_document(
 )
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def _ok(request: httpx.Request) -> httpx.Response:
     if json.loads(request.content).get("stream"):
         return httpx.Response(200, content=sse_body("fine"))

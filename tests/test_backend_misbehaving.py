@@ -12,7 +12,6 @@ import gc
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -80,17 +79,6 @@ def trickle_headers(clock: FakeClock) -> Script:
             threading.Event().wait(0.005)  # separate reads, not a timing assumption
 
     return script
-
-
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def stable() -> Iterator[FakeBackend]:
-    with FakeBackend(default="stable answer") as backend:
-        yield backend
 
 
 def run(kind: str, stable: FakeBackend, script: Script, stream: bool, **kw: Any) -> Any:

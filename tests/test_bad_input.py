@@ -25,11 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 USER = [{"role": "user", "content": "2+2?"}]
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 # -- server_url ---------------------------------------------------------------------------------
 
 

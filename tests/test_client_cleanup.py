@@ -74,11 +74,6 @@ class Canary:
         return httpx.Response(200, headers={"Content-Type": kind}, stream=body)
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def canary() -> Canary:
     return Canary()

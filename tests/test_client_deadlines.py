@@ -13,7 +13,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -59,17 +58,6 @@ def tokens_then_silence(gap_s: float) -> Script:
         conn.sendall(event(" plus") + b"\n\n")
 
     return script
-
-
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def stable() -> Iterator[FakeBackend]:
-    with FakeBackend(default="stable answer") as backend:
-        yield backend
 
 
 def driver(kind: str, stable: FakeBackend, canary: RawServer, **policy: float) -> Driver:

@@ -49,11 +49,6 @@ def ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=answer("fine answer"))
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def make(kind: str) -> Iterator[Any]:
     drivers: list[Driver] = []

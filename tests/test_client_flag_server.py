@@ -30,11 +30,6 @@ def backends() -> Iterator[tuple[FakeBackend, FakeBackend]]:
         yield stable, canary
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def wait_for(predicate: Any, timeout: float = 15.0) -> None:
     # Propagation from the real server is asynchronous (an SSE push); bounded wait.
     deadline = time.monotonic() + timeout

@@ -69,11 +69,6 @@ def document(stable: LlamaServer, canary: LlamaServer, **fallback: Any) -> vibes
     )
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def make(kind: str) -> Iterator[Any]:
     drivers: list[Driver] = []

@@ -46,11 +46,6 @@ def _server(url: str) -> dict[str, Any]:
     return {sc.SERVER_ADDRESS: "127.0.0.1", sc.SERVER_PORT: _port(url)}
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def make(kind: str, urls: dict[str, str]) -> Iterator[Any]:
     drivers: list[Driver] = []

@@ -154,11 +154,6 @@ FLAGS = {
 }
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def driver(kind: str, backends: dict[str, str]) -> Iterator[Driver]:
     d = Driver(kind, flag_source=InMemoryFlagSource(canary_document(backends, FLAGS)), cache_dir="")
