@@ -31,6 +31,7 @@ SUBS = [
     (r"\bawait ", ""),
     (r"\bAsyncCalls\b", "Calls"),
     (r"\bAsyncClient\b", "Client"),
+    (r"\bAsyncGate\b", "Gate"),
     (r"\bAsyncRetrying\b", "Retrying"),
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAwaitable\[([^\[\]]*)\]", r"\1"),

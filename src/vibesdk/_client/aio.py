@@ -23,11 +23,11 @@ from vibesdk._watch import async_transport
 from .calls_aio import AsyncCalls
 from .core import ClientCore, validate_chat
 from .feedback import AsyncFeedbackSender
+from .gate import LIMITS as _LIMITS
 from .results import ChatChunk, ChatResult
 
 __all__ = ["AsyncClient"]
 
-_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
 _clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
 
 

@@ -22,11 +22,12 @@ from tenacity import AsyncRetrying
 
 from vibesdk._backends import Completion, StreamParser, error_for_status, parse_completion
 from vibesdk._backends.reading import MAX_BODY_BYTES, MAX_ERROR_BYTES, BodyReader, LineSplitter
-from vibesdk._errors import BackendError
+from vibesdk._errors import BackendError, BackendTimeoutError
 from vibesdk._resilience import Step, retry_strategy
 from vibesdk._watch import watching
 
 from .core import Attempt, Call, ClientCore, Opened, map_http_error
+from .gate import AsyncGate
 from .results import ChatChunk, ChatResult
 
 __all__ = ["AsyncCalls"]
@@ -43,7 +44,9 @@ class AsyncCalls:
 
     ``prepare`` (if given) is awaited first in every call; ``sleep`` waits
     between retries. ``http`` may be replaced between calls (after a fork, or
-    in a new event loop).
+    in a new event loop); its :class:`~vibesdk._client.gate.AsyncGate`, which
+    keeps the requests in flight within the pool's connections, is replaced
+    with it.
     """
 
     def __init__(
@@ -58,6 +61,16 @@ class AsyncCalls:
         self.http = http
         self._sleep = sleep
         self._prepare = prepare
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client the calls go through."""
+        return self._http
+
+    @http.setter
+    def http(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+        self.gate = AsyncGate()
 
     # -- calls ------------------------------------------------------------------
 
@@ -208,8 +221,24 @@ class AsyncCalls:
     async def _send(
         self, call: Call, att: Attempt, body: dict[str, Any], headers: dict[str, str]
     ) -> httpx.Response:
-        """POST the request; the response once its headers are in (the body still to read)."""
+        """POST the request; the response once its headers are in (the body still to read).
+
+        The request first waits for a free connection (see :mod:`~vibesdk._client.gate`),
+        under the attempt's deadline; the attempt gives its place back when it ends.
+        """
         core = self.core
+        gate = self.gate
+        if not await gate.enter(att.watch):
+            err = BackendTimeoutError(
+                f"{att.url}: no free connection before the {att.phase} deadline"
+                f" ({gate.limit} requests of this client in flight)",
+                backend=att.url,
+                phase="queue",
+            )
+            # The client is saturated, not the backend: trying again cannot help sooner.
+            setattr(err, "permanent", True)  # noqa: B010 -- read by is_retryable
+            raise err
+        att.leave = gate.leave
         request = self.http.build_request(
             "POST",
             core.endpoint(att.url),
@@ -241,11 +270,16 @@ class AsyncCalls:
     async def _end(
         self, att: Attempt, response: httpx.Response | None, exc: BaseException | None
     ) -> None:
-        """End the attempt, then close its response: a close that fails changes nothing."""
+        """End the attempt, close its response, free its place; a failed close changes nothing."""
         self.core.end_attempt(att, exc)
-        if response is not None:
-            with contextlib.suppress(Exception):
-                await response.aclose()
+        leave, att.leave = att.leave, None
+        try:
+            if response is not None:
+                with contextlib.suppress(Exception):
+                    await response.aclose()
+        finally:
+            if leave is not None:
+                leave()
 
 
 async def _read(

@@ -154,6 +154,8 @@ class Attempt:
     watch: Watch
     ended: bool = False
     got_token: bool = False
+    #: Gives back the attempt's place in its client's gate (see ``gate.py``) once it holds one.
+    leave: Callable[[], None] | None = None
 
     @property
     def phase(self) -> str:
@@ -437,9 +439,9 @@ class ClientCore:
         if breaker is not None and permit is not None:
             if exc is None:
                 breaker.success(permit)
-            elif isinstance(exc, BackendError):
+            elif isinstance(exc, BackendError) and not _saturated(exc):
                 breaker.failure(permit)
-            else:  # cancelled or a bug of ours: no verdict on the backend
+            else:  # cancelled, our own saturation or a bug of ours: no verdict on the backend
                 breaker.abandon(permit)
         if isinstance(exc, BackendError) and attempt.call.step_error is None:
             attempt.call.step_error = exc
@@ -848,6 +850,11 @@ def _check(completion: Completion, messages: Sequence[Mapping[str, Any]]) -> Qua
             user_input = content if isinstance(content, str) else None
             break
     return check_answer(completion.text, user_input=user_input, reasoning=completion.reasoning)
+
+
+def _saturated(exc: BackendError) -> bool:
+    """The attempt never reached its backend: it found no free connection in time."""
+    return isinstance(exc, BackendTimeoutError) and exc.phase == "queue"
 
 
 def map_http_error(

@@ -20,11 +20,11 @@ from vibesdk._watch import sync_transport
 from .calls_sync import Calls
 from .core import ClientCore, validate_chat
 from .feedback import FeedbackSender
+from .gate import LIMITS as _LIMITS
 from .results import ChatChunk, ChatResult
 
 __all__ = ["Client"]
 
-_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 

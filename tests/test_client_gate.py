@@ -1,0 +1,207 @@
+"""A client keeps its requests in flight within its pool; the rest wait, under their deadline.
+
+httpcore scans every queued request against every connection each time a request
+enters or leaves its pool, so a client with far more calls in flight than
+connections spends its CPU there and starves its own event loop (the soak
+benchmark's 1,000-in-flight run). The client's gate lets at most as many
+requests into the pool as it has connections. These tests shrink the gate to
+one or two places and watch, on a real loopback server, how many requests
+arrive at once, what a call that finds no place in time gets, and that the
+canary's breaker is not blamed for the client's own saturation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tests.client_harness import Driver, answer, flag_source
+from vibesdk._client.gate import AsyncGate, Gate
+from vibesdk._watch import Watch
+from vibesdk.testing import make_document, make_flag
+
+USER = [{"role": "user", "content": "2+2?"}]
+
+
+class CountingServer:
+    """A loopback chat backend that answers after ``delay_s`` and counts requests at once."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.now = 0
+        self.most = 0
+        self.served = 0
+        lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    server.now += 1
+                    server.most = max(server.most, server.now)
+                time.sleep(server.delay_s)
+                with lock:
+                    server.now -= 1
+                    server.served += 1
+                body = json.dumps(answer("four")).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+@pytest.fixture
+def slow() -> Iterator[CountingServer]:
+    server = CountingServer(delay_s=0.6)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def quick() -> Iterator[CountingServer]:
+    server = CountingServer(delay_s=0.0)
+    yield server
+    server.close()
+
+
+def _shrink_gate(driver: Driver, places: int) -> None:
+    calls = driver.client._calls
+    calls.gate = Gate(places) if driver.kind == "sync" else AsyncGate(places)
+
+
+def test_requests_beyond_the_gate_wait_for_a_place_and_all_are_answered(
+    kind: str, slow: CountingServer
+) -> None:
+    flag = make_flag("ask", stable_url=slow.url, canary_url=slow.url, rollout_bps=0)
+    driver = Driver(kind, flag_source=flag_source(make_document(flag)))
+    try:
+        _shrink_gate(driver, 2)
+        calls = [(("ask", f"user-{i}", USER), {}) for i in range(6)]
+        results = driver.chat_many(calls, concurrency=6)
+    finally:
+        driver.dispose()
+    assert [getattr(r, "text", r) for r in results] == ["four"] * 6
+    assert slow.served == 6
+    assert slow.most == 2  # never more than the gate's places at once
+
+
+def test_no_place_before_the_deadline_falls_back_as_a_queue_timeout_and_spares_the_breaker(
+    kind: str, slow: CountingServer, quick: CountingServer
+) -> None:
+    # "busy" holds the client's only place for 0.6 s. "ask" sends every user to the
+    # canary, with a 0.25 s deadline and a breaker that opens after one failure.
+    busy = make_flag("busy", stable_url=slow.url, canary_url=slow.url, rollout_bps=0)
+    policy = {"total_timeout_s": 0.25, "retries": 0, "breaker_failures": 1}
+    ask = make_flag(
+        "ask", stable_url=quick.url, canary_url=quick.url, rollout_bps=10000, fallback=policy
+    )
+    driver = Driver(kind, flag_source=flag_source(make_document(busy, ask)))
+    try:
+        _shrink_gate(driver, 1)
+        calls = [(("busy", "user-1", USER), {}), (("ask", "user-2", USER), {})]
+        if kind == "sync":
+            # Start "busy" first; "ask" arrives while it holds the place.
+            results: list[Any] = [None, None]
+
+            def run(i: int) -> None:
+                try:
+                    results[i] = driver.client.chat(*calls[i][0])
+                except Exception as exc:
+                    results[i] = exc
+
+            first = threading.Thread(target=run, args=(0,))
+            first.start()
+            time.sleep(0.15)
+            run(1)
+            first.join()
+        else:
+
+            async def both() -> list[Any]:
+                first = asyncio.ensure_future(driver.client.chat(*calls[0][0]))
+                await asyncio.sleep(0.15)
+                try:
+                    second: Any = await driver.client.chat(*calls[1][0])
+                except Exception as exc:
+                    second = exc
+                return [await first, second]
+
+            results = driver.run(both())
+        held, starved = results
+        assert held.text == "four"
+        # The canary's attempt found no place within 0.25 s; stable's, 0.25 s later, did.
+        assert starved.fallback is True, starved
+        assert starved.fallback_reason == "timeout_queue"
+        assert starved.assignment.variant == "canary"
+        assert quick.served == 1  # only stable's attempt reached a backend
+
+        # The canary's breaker was not blamed: with the place free, the canary answers.
+        again = driver.chat("ask", "user-2", USER)
+    finally:
+        driver.dispose()
+    assert again.text == "four"
+    assert again.fallback is False
+    assert again.assignment.variant == "canary"
+
+
+def test_a_place_handed_to_a_cancelled_waiter_goes_to_the_next() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        gate = AsyncGate(1)
+        watch = Watch(None)
+        assert await gate.enter(watch)
+        cancelled = asyncio.ensure_future(gate.enter(watch))
+        waiting = asyncio.ensure_future(gate.enter(watch))
+        await asyncio.sleep(0)
+        gate.leave()  # hands the place to ``cancelled`` ...
+        cancelled.cancel()  # ... which is cancelled before it runs again
+        await asyncio.sleep(0)
+        got = await asyncio.wait_for(waiting, 1.0)
+        # The place is held once, by ``waiting``: after it leaves, the gate is free.
+        gate.leave()
+        return got, await asyncio.wait_for(gate.enter(Watch(None)), 1.0)
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_waiter_whose_deadline_passes_gets_no_place_and_takes_none(kind: str) -> None:
+    late = Watch(time.monotonic() + 0.1)
+    if kind == "sync":
+        gate: Any = Gate(1)
+        assert gate.enter(Watch(None))
+        assert gate.enter(late) is False
+        gate.leave()
+        assert gate.enter(Watch(None))
+        return
+
+    async def scenario() -> tuple[bool, bool]:
+        gate = AsyncGate(1)
+        assert await gate.enter(Watch(None))
+        got_late = await gate.enter(late)
+        gate.leave()
+        return got_late, await asyncio.wait_for(gate.enter(Watch(None)), 1.0)
+
+    assert asyncio.run(scenario()) == (False, True)
