@@ -113,8 +113,8 @@ class Options:
 
 
 def _repo_root() -> Path:
-    # src/vibesdk/_cli/demo.py -> the checkout's root
-    return Path(__file__).resolve().parents[3]
+    # vibesdk/_cli/demo.py -> the checkout's root
+    return Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv: Sequence[str]) -> Options:
