@@ -55,7 +55,7 @@ def source() -> dict[str, Any]:
         except OSError:
             return ""
 
-    changed = git("status", "--porcelain", "--", "src")
+    changed = git("status", "--porcelain", "--", "vibesdk")
     return {
         "commit": git("rev-parse", "HEAD") or "unknown",
         "src_uncommitted_changes": changed.splitlines() if changed else [],

@@ -100,7 +100,7 @@ def vibe(*args: str) -> str:
     command = [
         sys.executable,
         "-c",
-        "import sys; from vibesdk._cli.main import main; sys.exit(main())",
+        "import sys; from vibesdk_server._vibe.main import main; sys.exit(main())",
     ]
     print("$ vibe " + " ".join(args), flush=True)
     done = subprocess.run([*command, *args], capture_output=True, text=True, check=False)  # noqa: S603

@@ -15,9 +15,9 @@ from pathlib import Path
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
+from vibesdk_server._vibe.settings import CliSettings
 from vibesdk_server.serving import ServingSettings
 
-from vibesdk._cli.settings import CliSettings
 from vibesdk._settings import OTHER_VARIABLES, Settings
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference" / "settings.md"

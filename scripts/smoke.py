@@ -2,9 +2,9 @@
 
 Run it with the interpreter of a venv that has ``pip install .`` and nothing else, from a
 directory outside the source tree. It imports vibesdk, checks that the installed copy (not
-``src/``) was imported, and runs a short offline chat, sync and async, against two fake model
-servers on loopback: the canary answers 503, so stable answers instead. Exit status 0 means
-it all worked; anything else prints what did not.
+the checkout's ``vibesdk/``) was imported, and runs a short offline chat, sync and async,
+against two fake model servers on loopback: the canary answers 503, so stable answers instead.
+Exit status 0 means it all worked; anything else prints what did not.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENT = ROOT / "src" / "vibesdk" / "_client"
+CLIENT = ROOT / "vibesdk" / "_client"
 
 #: (async source, generated sync file)
 FILES = [(CLIENT / "calls_aio.py", CLIENT / "calls_sync.py")]

@@ -394,5 +394,5 @@ def test_import_vibesdk_loads_only_its_dependencies_and_its_own_core() -> None:
     loaded = _modules_after("import vibesdk")
     extra = {m for m in loaded - deps if m != "vibesdk" and not m.startswith("vibesdk.")}
     assert extra <= {"queue", "_queue"}, sorted(extra)
-    lazy = ("vibesdk._cli", "vibesdk.testing", "opentelemetry.sdk", "opentelemetry.exporter")
+    lazy = ("vibesdk.testing", "opentelemetry.sdk", "opentelemetry.exporter")
     assert [m for m in loaded if m in lazy or m.startswith(tuple(p + "." for p in lazy))] == []

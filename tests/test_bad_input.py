@@ -143,9 +143,9 @@ def test_variables_of_the_cli_the_launcher_and_ci_are_not_warned_about(
 
 def test_the_known_other_variables_are_exactly_those_the_other_parts_read() -> None:
     """OTHER_VARIABLES = the CLI's and the launcher's settings + the VIBESDK_* names CI uses."""
+    from vibesdk_server._vibe.settings import CliSettings
     from vibesdk_server.serving import ServingSettings
 
-    from vibesdk._cli.settings import CliSettings
     from vibesdk._settings import OTHER_VARIABLES
 
     sdk = {f"VIBESDK_{n.upper()}" for n in vibesdk.Settings.model_fields}

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from vibesdk._cli.main import main
+from vibesdk_server._vibe.main import main
 
 
 @pytest.fixture
@@ -160,21 +159,22 @@ def test_timeout_exits_4_and_suggests_a_longer_timeout(capsys: pytest.CaptureFix
 def test_demo_is_loaded_lazily_and_missing_demo_is_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`vibe demo` imports vibesdk._cli.demo only when run; without it, one line and exit 2."""
+    """`vibe demo` imports its module (_vibe.demo) only when run; without it, one line, exit 2."""
     import importlib
 
     real = importlib.import_module
 
     def missing_demo(name: str, package: str | None = None) -> object:
-        if name == "vibesdk._cli.demo":
-            raise ModuleNotFoundError("No module named 'vibesdk._cli.demo'", name=name)
+        if name == "vibesdk_server._vibe.demo":
+            raise ModuleNotFoundError("No module named 'vibesdk_server._vibe.demo'", name=name)
         return real(name, package)
 
     monkeypatch.setattr(importlib, "import_module", missing_demo)
     code, _, err = run(capsys, "demo", "--quick")
     assert code == 2
     assert err == (
-        "vibe: vibe demo is not available in this installation (vibesdk._cli.demo is missing)\n"
+        "vibe: vibe demo is not available in this installation "
+        "(vibesdk_server._vibe.demo is missing)\n"
     )
 
 
@@ -196,7 +196,7 @@ def test_console_script_runs_and_reports_unreachable_server(refused_url: str) ->
 
 
 def test_demo_gets_its_own_arguments_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`vibe demo ARGS` passes ARGS (options too) to vibesdk._cli.demo.main and returns its code."""
+    """`vibe demo ARGS` passes ARGS (options too) to the demo's main and returns its code."""
     import importlib
     import types
 
@@ -206,7 +206,9 @@ def test_demo_gets_its_own_arguments_untouched(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(
         importlib,
         "import_module",
-        lambda name, package=None: fake if name == "vibesdk._cli.demo" else real(name, package),
+        lambda name, package=None: (
+            fake if name == "vibesdk_server._vibe.demo" else real(name, package)
+        ),
     )
     assert main(["demo", "--users", "50", "--help"]) == 7
     assert main(["--json", "demo"]) == 7

@@ -11,9 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from vibesdk_server._vibe.main import main
 from vibesdk_server.testing import FlagServer
-
-from vibesdk._cli.main import main
 
 FLAGS_YAML = """\
 flags:

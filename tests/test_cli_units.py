@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import builtins
 import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from vibesdk_server._vibe.errors import CliError, ExitCode
+from vibesdk_server._vibe.files import load_flag_file, parse_flag_text
+from vibesdk_server._vibe.main import build_parser
+from vibesdk_server._vibe.percent import format_bps, parse_percent
+from vibesdk_server._vibe.render import format_diff, format_value, table
+from vibesdk_server._vibe.settings import load_cli_settings
+from vibesdk_server._vibe.status import status_table
 
-from vibesdk._cli.errors import CliError, ExitCode
-from vibesdk._cli.files import load_flag_file, parse_flag_text
-from vibesdk._cli.main import build_parser
-from vibesdk._cli.percent import format_bps, parse_percent
-from vibesdk._cli.render import format_diff, format_value, table
-from vibesdk._cli.settings import load_cli_settings
-from vibesdk._cli.status import status_table
 from vibesdk.testing import make_flag
 
 
@@ -211,24 +207,6 @@ def test_missing_flag_file_is_a_usage_error(tmp_path: Path) -> None:
     assert info.value.message == f"cannot read {tmp_path / 'nope.yaml'}: no such file"
 
 
-def test_yaml_without_pyyaml_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without PyYAML, a YAML file fails with the pip command for the cli extra."""
-    real_import = builtins.__import__
-
-    def no_yaml(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "yaml":
-            raise ImportError("No module named 'yaml'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_yaml)
-    with pytest.raises(CliError) as info:
-        parse_flag_text("flags: []", name="f.yaml")
-    assert info.value.message == (
-        "f.yaml: reading YAML needs PyYAML: pip install 'vibesdk[cli]' (or give the file as JSON)"
-    )
-    assert parse_flag_text('{"flags": []}', name="f.json").flags == []
-
-
 def test_cli_settings_come_from_flags_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """--server/--token/--env beat VIBESDK_* variables, which beat the defaults."""
     monkeypatch.delenv("VIBESDK_SERVER_URL", raising=False)
@@ -247,15 +225,6 @@ def test_cli_settings_come_from_flags_then_environment(monkeypatch: pytest.Monke
     assert info.value.message == (
         "invalid --server / VIBESDK_SERVER_URL: must start with http:// or https://"
     )
-
-
-def test_importing_vibesdk_does_not_import_the_cli() -> None:
-    """`import vibesdk` loads no module of vibesdk._cli."""
-    code = "import json, sys, vibesdk; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    modules = json.loads(out.stdout)
-    loaded = [m for m in modules if m == "vibesdk._cli" or m.startswith("vibesdk._cli.")]
-    assert loaded == []
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: str = "vibe") -> list[str]:

@@ -16,7 +16,7 @@ from vibesdk._backends import (
     error_for_status,
     parse_completion,
 )
-from vibesdk._flags.document import GenerationParams, PromptTemplate
+from vibesdk.schema import GenerationParams, PromptTemplate
 
 URL = "http://127.0.0.1:9/v1"
 

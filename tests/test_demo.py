@@ -20,7 +20,7 @@ def test_quick_demo_tells_the_whole_canary_story(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from vibesdk._cli.main import main; sys.exit(main())",
+            "import sys; from vibesdk_server._vibe.main import main; sys.exit(main())",
             "demo",
             "--users",
             "20",

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from vibesdk._cli.demo import _is_base_gemma, parse_args
+from vibesdk_server._vibe.demo import _is_base_gemma, parse_args
 
 
 def test_defaults_and_quick() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vibesdk._cli.demo_report import Flip, Outcome, Phase, percentile, render, summarize
+from vibesdk_server._vibe.demo_report import Flip, Outcome, Phase, percentile, render, summarize
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from vibesdk import FlagDocument
-from vibesdk._flags.evaluation import ErrorCode
-from vibesdk._sources import FlagState
+from vibesdk import ErrorCode, FlagDocument, FlagState
 from vibesdk.testing import InMemoryFlagSource, make_document, make_flag
 
 

@@ -11,8 +11,7 @@ import pytest
 
 from tests import sources_harness
 from tests.sources_harness import Driver, Sleeps, fake_driver
-from vibesdk import FlagDocument
-from vibesdk._sources import FlagState
+from vibesdk import FlagDocument, FlagState
 from vibesdk.testing import make_document, make_flag
 
 # The shared fixtures: each test body runs on both drivers; drivers are closed after it.

@@ -7,9 +7,8 @@ import threading
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vibesdk import FlagDocument, Reason
-from vibesdk._flags.evaluation import ErrorCode
-from vibesdk._sources import FlagState, FlagStore
+from vibesdk import ErrorCode, FlagDocument, FlagState, Reason
+from vibesdk._sources import FlagStore
 from vibesdk.testing import make_document, make_flag
 
 

@@ -23,7 +23,7 @@ def test_the_sync_calls_module_is_what_unasync_makes_of_the_async_one() -> None:
 
 def test_the_generated_file_says_so_and_has_no_async_left() -> None:
     """The generated file names its source, and no await/async/asyncio name survived."""
-    text = (ROOT / "src" / "vibesdk" / "_client" / "calls_sync.py").read_text(encoding="utf-8")
+    text = (ROOT / "vibesdk" / "_client" / "calls_sync.py").read_text(encoding="utf-8")
     assert text.startswith("# Generated from calls_aio.py by scripts/unasync.py; do not edit.\n")
     code = text.split('"""', 2)[2]  # after the module docstring, shared with the source
     for word in ("await ", "async ", "AsyncIterator", "AsyncRetrying", "aiter_", "aclose"):

@@ -58,7 +58,7 @@ import vibesdk._client.core as core_mod
 import vibesdk._client.sync as sync_mod
 import vibesdk._quality.checks as checks_mod
 from server import ANSWER, COMPLETION
-from vibesdk._quality.checks import QualityReport
+from vibesdk import QualityReport
 from vibesdk._resilience import retry_strategy
 from vibesdk._telemetry import instruments
 from vibesdk.testing import InMemoryFlagSource, make_document, make_flag

@@ -2,7 +2,7 @@
 
 Everything runs on loopback on this machine: one real ``vibe-server`` (SQLite,
 started by ``vibesdk_server.testing.FlagServerProcess``), the ``vibe`` CLI
-called in this process through ``vibesdk._cli.main.main`` (argument parsing,
+called in this process through ``vibesdk_server._vibe.main.main`` (argument parsing,
 settings, one HTTP request: exactly what the console script does, minus
 interpreter start-up), and ``--clients`` SDK flag sources
 (``vibesdk._sources.AsyncFlagSource``) spread over ``--processes`` processes
@@ -40,9 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import command_line, machine, now_utc, percentile, versions, write_json
+from vibesdk_server._vibe.main import main as vibe
 from vibesdk_server.testing import FlagServerProcess
-
-from vibesdk._cli.main import main as vibe
 
 HERE = Path(__file__).resolve().parent
 

@@ -65,7 +65,7 @@ def _body(
         # ~25 tokens shorter than the SDK's.
         body["stream_options"] = {"include_usage": True}
         if endpoint == "chat":
-            from vibesdk.testing._documents import VIBETHINKER_SYSTEM_PROMPT
+            from vibesdk.testing import VIBETHINKER_SYSTEM_PROMPT
 
             body["messages"].insert(0, {"role": "system", "content": VIBETHINKER_SYSTEM_PROMPT})
     else:

@@ -57,7 +57,7 @@ setup_python() {
   # The whole trimmed tree when building; the Python parts alone (llama_cpp, gguf-py) otherwise.
   local src=.gpu/llama-src.tar.xz; [[ -f $src ]] || src=.gpu/py.tar.xz
   [[ -d /tmp/lcp ]] || { mkdir -p /tmp/lcp && tar -xJf "$src" -C /tmp/lcp; }
-  export PYTHONPATH="/tmp/site:$root/src:$root/server/src:/tmp/lcp/vendor/llama.cpp/gguf-py:/tmp/lcp${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="/tmp/site:$root:$root/server/src:/tmp/lcp/vendor/llama.cpp/gguf-py:/tmp/lcp${PYTHONPATH:+:$PYTHONPATH}"
   export LLAMA_CPP_LIB_PATH="$prefix/lib"
   export VIBESDK_LLAMA_SERVER="$prefix/bin/llama-server"
 }

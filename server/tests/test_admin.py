@@ -8,8 +8,7 @@ import httpx
 import pytest
 from vibesdk_server.testing import FlagServer
 
-from vibesdk.testing import make_flag
-from vibesdk.testing._documents import VIBETHINKER_SYSTEM_PROMPT
+from vibesdk.testing import VIBETHINKER_SYSTEM_PROMPT, make_flag
 
 MODEL = "vibethinker-1.5b"
 

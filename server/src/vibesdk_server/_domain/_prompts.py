@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vibesdk import Flag
-from vibesdk._flags.document import describe_validation_error
+from vibesdk.schema import describe_validation_error
 
 from ._errors import InvalidError, NotFoundError
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vibesdk._flags.document import KEY_PATTERN
+from vibesdk.schema import Key
 
 __all__ = [
     "MAX_VERSION",
@@ -24,7 +24,6 @@ __all__ = [
 # Versions stay within what JSON numbers carry exactly (and SQLite/PostgreSQL integers).
 MAX_VERSION = 2**53 - 1
 
-Key = Annotated[str, Field(pattern=KEY_PATTERN, description="lowercase letters, digits, _ . -")]
 Reason = Annotated[str | None, Field(default=None, max_length=2000, description="why (audited)")]
 Expected = Annotated[
     int | None,

@@ -110,7 +110,7 @@ def _run_demo(argv: list[str]) -> int:
         if exc.name != f"{__package__}.demo":
             raise
         raise CliError.usage(
-            "vibe demo is not available in this installation (vibesdk._cli.demo is missing)"
+            "vibe demo is not available in this installation (vibesdk_server._vibe.demo is missing)"
         ) from None
     return int(demo.main(argv))
 

@@ -10,7 +10,7 @@ A flag file is YAML or JSON::
 
 A whole flag document (``vibe status --json``'s ``document``) is accepted too:
 its ``schema_version``, ``version`` and ``updated_at`` are ignored. PyYAML is
-imported only for YAML; it is the optional extra ``vibesdk[cli]``.
+imported only for YAML.
 """
 
 from __future__ import annotations
@@ -84,13 +84,7 @@ def _parse_json(text: str, name: str) -> Any:
 
 
 def _parse_yaml(text: str, name: str) -> Any:
-    try:
-        import yaml
-    except ImportError:
-        raise CliError.usage(
-            f"{name}: reading YAML needs PyYAML: pip install 'vibesdk[cli]' "
-            "(or give the file as JSON)"
-        ) from None
+    import yaml
 
     class StrictLoader(yaml.SafeLoader):
         """SafeLoader that refuses a key given twice (PyYAML would keep the last silently)."""

@@ -10,6 +10,7 @@ VIBETHINKER_SYSTEM_PROMPT = (
     "You are a programming assistant specialized in solving competitive programming "
     "problems. Always think step by step and output clean code."
 )
+"""The reviewed system prompt of :func:`make_flag`'s canary variant."""
 
 
 def make_flag(

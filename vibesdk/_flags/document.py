@@ -34,10 +34,13 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Literal[1] = 1
+"""The document format's version; it changes only for incompatible changes."""
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+"""What a flag, variant, rule, template or environment key must match: 1 to 64 characters."""
 _KEY_RE = re.compile(KEY_PATTERN)
 
 Key = Annotated[str, Field(pattern=KEY_PATTERN, description="lowercase letters, digits, _ . -")]
+"""A key as a pydantic field type: a ``str`` that must match :data:`KEY_PATTERN`."""
 
 
 class _Model(BaseModel):

@@ -202,8 +202,8 @@ def _make_exporters(
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError as exc:
         raise ConfigError(
-            "exporter='otlp' needs the OTLP exporter: pip install 'vibesdk[otlp]' "
-            "(opentelemetry-exporter-otlp-proto-http)"
+            "exporter='otlp' needs opentelemetry-exporter-otlp-proto-http, a dependency of vibesdk "
+            "missing from this environment: pip install opentelemetry-exporter-otlp-proto-http"
         ) from exc
     base = _otlp_base(endpoint)
     # With no endpoint the exporters read OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]ENDPOINT
@@ -238,7 +238,8 @@ def configure_telemetry(
     * ``"otlp"`` -- OTLP over HTTP/protobuf to ``endpoint`` (the collector's
       base URL, e.g. ``http://127.0.0.1:4318``; ``/v1/traces`` and
       ``/v1/metrics`` are appended), or where ``OTEL_EXPORTER_OTLP_ENDPOINT``
-      says; needs ``pip install 'vibesdk[otlp]'``. Spans are batched.
+      says; the exporter (opentelemetry-exporter-otlp-proto-http) comes with
+      vibesdk and is imported only here. Spans are batched.
     * ``"memory"`` -- kept in memory for :meth:`TelemetryHandle.spans` /
       :meth:`TelemetryHandle.metrics`.
 

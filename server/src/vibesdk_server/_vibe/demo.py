@@ -22,9 +22,9 @@ Gemma 3 270M is a base model without a chat template, so the canary's
 llama-server gets a completion-style template ("system prompt, blank line,
 problem, ``Answer:``") instead; a real VibeThinker GGUF (``--canary-gguf
 PATH``, or ``VIBESDK_VIBETHINKER_GGUF`` with ``--canary-gguf vibethinker``) is
-served with its own template. Needs the repository checkout (for
-``examples/``), ``vibesdk-server`` and a llama.cpp build from
-``server/llama/build.sh``; ``./scripts/demo`` installs all of it.
+served with its own template. Needs a llama.cpp build from
+``server/llama/build.sh`` (``./scripts/demo`` makes one); the example files it
+reads ship with ``vibesdk-server`` (:func:`examples_dir`).
 """
 
 from __future__ import annotations
@@ -112,14 +112,23 @@ class Options:
     seed: int
 
 
-def _repo_root() -> Path:
-    # src/vibesdk/_cli/demo.py -> the checkout's root
-    return Path(__file__).resolve().parents[3]
+def examples_dir() -> Path:
+    """Where the demo's ``flags.yaml``, ``prompts/`` and ``product_app/`` are.
+
+    An installed wheel carries a copy of the repository's ``examples/`` as ``demo_data/``
+    next to this module (server/hatch_build.py); an editable install reads the checkout's.
+    """
+    here = Path(__file__).resolve().parent
+    shipped = here / "demo_data"
+    if (shipped / "flags.yaml").is_file():
+        return shipped
+    # server/src/vibesdk_server/_vibe -> the checkout's root
+    return here.parents[3] / "examples"
 
 
 def parse_args(argv: Sequence[str]) -> Options:
     """The demo's options (``vibe demo --help``)."""
-    root = _repo_root()
+    examples = examples_dir()
     parser = argparse.ArgumentParser(
         prog="vibe demo",
         description="Run the canary story end to end on loopback: flag server, two llama.cpp "
@@ -149,11 +158,13 @@ def parse_args(argv: Sequence[str]) -> Options:
         help="canary model: a GGUF path, gemma3-270m (default) or vibethinker "
         "(VIBESDK_VIBETHINKER_GGUF)",
     )
+    parser.add_argument("--flags", type=Path, default=examples / "flags.yaml", help="the flag file")
     parser.add_argument(
-        "--flags", type=Path, default=root / "examples" / "flags.yaml", help="the flag file"
-    )
-    parser.add_argument(
-        "--examples", type=Path, default=root / "examples", help="the examples directory"
+        "--examples",
+        type=Path,
+        default=examples,
+        help="the directory with prompts/ and product_app/ (default: the copy that ships "
+        "with vibesdk-server)",
     )
     parser.add_argument(
         "--workdir",
@@ -294,8 +305,8 @@ class _Demo:
         for path in (self.opts.flags_file, app):
             if not path.is_file():
                 raise DemoError(
-                    f"{path} is missing: vibe demo runs from a checkout of the vibesdk "
-                    "repository (./scripts/demo), or give --examples and --flags"
+                    f"{path} is missing: give --examples and --flags (the vibesdk "
+                    "repository's examples/), or reinstall vibesdk-server"
                 )
 
     def _start_flag_server(self, stack: contextlib.ExitStack) -> None:
@@ -457,7 +468,7 @@ class _Demo:
         command = [
             sys.executable,
             "-c",
-            "import sys; from vibesdk._cli.main import main; sys.exit(main())",
+            "import sys; from vibesdk_server._vibe.main import main; sys.exit(main())",
             *args,
         ]
         shown = "vibe " + " ".join(shlex.quote(a) for a in args)
