@@ -9,7 +9,6 @@ applies the flag it needs first, so the tests do not depend on their order.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -19,28 +18,21 @@ from typing import Any
 import pytest
 
 import vibesdk
-from vibesdk import ConfigError, Flag
+from vibesdk import Flag
 from vibesdk.testing import make_flag
 
-from .examples_harness import load_example, serve_app, users_in
+from .examples_harness import load_example, real_models_or_skip, serve_app, users_in
 
-CHROMIUM = os.environ.get("VIBESDK_TEST_CHROMIUM") or shutil.which("chromium")
+CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
     pytest.skip(
-        "needs Chromium: apt-get install -y chromium (scripts/install does it as root), "
-        "or set VIBESDK_TEST_CHROMIUM to a Chromium binary",
+        "needs Chromium on PATH: apt-get install -y chromium (scripts/install does it as root)",
         allow_module_level=True,
     )
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="needs playwright (requirements-dev.txt): bash scripts/install"
 )
-serving = pytest.importorskip("vibesdk_server.serving", reason="needs vibesdk-server")
-try:
-    serving.find_llama_server()
-    serving.models.resolve("smollm2")
-    serving.models.resolve("gemma3-270m")
-except ConfigError as exc:
-    pytest.skip(f"needs llama-server and the two small models: {exc}", allow_module_level=True)
+serving = real_models_or_skip()
 
 pytestmark = pytest.mark.model
 
