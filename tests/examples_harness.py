@@ -1,4 +1,5 @@
-"""Helpers for the tests that run examples/: load a script as a module, pick canary users."""
+"""Helpers for the tests that run examples/: load a script as a module, pick canary users,
+serve an app, and skip (saying why) when the real models are missing."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vibesdk import bucket
+import pytest
+
+from vibesdk import ConfigError, bucket
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -62,3 +65,19 @@ def serve_app(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def real_models_or_skip() -> ModuleType:
+    """``vibesdk_server.serving``, once llama-server and both small models are found.
+
+    Call it at module level: without them the module is skipped, saying what is missing (a
+    failure under ``CI=true``, see tests/conftest.py).
+    """
+    serving = pytest.importorskip("vibesdk_server.serving", reason="needs vibesdk-server")
+    try:
+        serving.find_llama_server()
+        serving.models.resolve("smollm2")
+        serving.models.resolve("gemma3-270m")
+    except ConfigError as exc:
+        pytest.skip(f"needs llama-server and the two small models: {exc}", allow_module_level=True)
+    return serving

@@ -12,7 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import vibesdk
 from vibesdk._quality.checks import CHECKS, QualityReport, check_answer, split_reasoning
+from vibesdk._telemetry import semconv as sc
+from vibesdk.testing import (
+    FakeBackend,
+    InMemoryFlagSource,
+    Reply,
+    SpanCapture,
+    make_document,
+    make_flag,
+)
 
 GOOD_EN = """To reverse a list in place, use two pointers that walk towards each other.
 
@@ -192,6 +202,58 @@ def test_too_long_counts_the_visible_answer() -> None:
     long_answer = " ".join(f"word{i}" for i in range(100))
     assert check_answer(long_answer, max_chars=200).failures == ("too_long",)
     assert check_answer("<think>" + "hmm, " * 100 + "</think>Fine.", max_chars=200).passed
+
+
+# What Gemma 3 270M (a base model) answered through llama-server's fallback ChatML template.
+LEAKED = (
+    "What is 20 * 15 + 17?<|im_end|>\n<|im_start|>user\nWhat is 15 * 22 + 17<|im_end|>\n"
+    "<|im_start|>user\nWhat is 10 * "
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        LEAKED,
+        "391<|eot_id|>",
+        "391<end_of_turn>\n<start_of_turn>user\nAnd 18 * 23?",
+        "391 [/INST] [INST] And 18 * 23?",
+        "<think>17 * 23 = 391</think>It is 391.<|endoftext|>",
+    ],
+)
+def test_chat_template_markers_in_the_answer_fail_template_tokens(text: str) -> None:
+    """ChatML, Llama 3, Gemma and [INST] turn markers written into the answer are flagged."""
+    report = check_answer(text)
+    assert "template_tokens" in report.failures
+    assert "chat-template marker" in report.details["template_tokens"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Use <s>strikethrough</s> or <b>bold</b> in HTML.",
+        "The pipe operator: `a | b`, and `<|` is not a marker.",
+        "In Python, `x[INSTANCE]` indexes a dict.",
+        GOOD_EN,
+    ],
+)
+def test_html_tags_and_pipes_are_not_template_markers(text: str) -> None:
+    """HTML tags, pipes and brackets that are not a template's turn markers pass."""
+    assert "template_tokens" not in check_answer(text).failures
+
+
+def test_template_tokens_are_counted_like_the_other_checks() -> None:
+    """A leaked marker fails the result's quality and counts in vibesdk.quality.failures."""
+    with FakeBackend(default=Reply(text=LEAKED)).serve() as url:
+        source = InMemoryFlagSource(make_document(make_flag(stable_url=url, rollout_bps=0)))
+        with SpanCapture() as capture, vibesdk.Client(flag_source=source, cache_dir="") as c:
+            result = c.chat("vibethinker", "u1", [{"role": "user", "content": "17 * 23?"}])
+            points = capture.metric_count(
+                sc.METRIC_QUALITY_FAILURES, {sc.VIBESDK_QUALITY_CHECK: "template_tokens"}
+            )
+    assert result.quality is not None
+    assert result.quality.failures == ("template_tokens",)
+    assert points == 1
 
 
 def test_failures_are_reported_in_check_order() -> None:

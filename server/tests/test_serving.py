@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import stat
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,9 +42,9 @@ from vibesdk_server.serving import (
 )
 from vibesdk_server.serving._cli import main as vibe_serve
 from vibesdk_server.serving._gpu import resolve_profile
-from vibesdk_server.serving._process import LlamaServer
+from vibesdk_server.serving._process import LlamaServer, launch_args
 
-from vibesdk import ConfigError
+from vibesdk import ConfigError, check_answer
 
 # Found the way vibe-serve finds them. Missing on a developer's machine: these tests skip,
 # saying why. Under CI=true (scripts/install built and installed both) they run and fail
@@ -645,3 +647,96 @@ def test_vibe_serve_unknown_profile_is_a_usage_error(capsys: pytest.CaptureFixtu
     """An unknown profile exits 2 and names the known ones."""
     assert vibe_serve(["--profile", "nope"]) == 2
     assert "known: cpu-small" in capsys.readouterr().err
+
+
+QUESTIONS = ("What is 17 * 23?", "Is 91 a prime number?", "Say hello.", "Solve 3x + 7 = 22.")
+SYSTEM = "You are a careful assistant. Answer the problem briefly."
+
+
+def _gemma_or_skip() -> None:
+    try:
+        models.resolve("gemma3-270m")
+    except ConfigError as exc:
+        if IN_CI:
+            raise
+        pytest.skip(str(exc))
+
+
+def _ask(url: str, question: str) -> dict[str, Any]:
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+    body = {"messages": messages, "max_tokens": 48, "temperature": 0.0, "seed": 1}
+    response = httpx.post(url + "/chat/completions", json=body, timeout=120)
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+@pytest.mark.model
+@needs_llama
+@pytest.mark.parametrize(
+    ("model", "alias"), [("gemma3-270m", "gemma-3-270m"), ("smollm2", "smollm2-135m-instruct")]
+)
+def test_bundled_models_answer_without_chat_template_markers(
+    tmp_path: Path, model: str, alias: str
+) -> None:
+    """Started the documented way, each bundled model answers as its alias with no turn markers.
+
+    Gemma 3 270M is a base model: without its completion template llama-server falls back to
+    ChatML, and the model writes ``<|im_end|>`` and whole invented turns into every answer.
+    """
+    if model == "gemma3-270m":
+        _gemma_or_skip()
+    with serve(model, "cpu-small", log_dir=tmp_path) as group:
+        assert group.backend_config()["model"] == alias
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda q: _ask(group.urls[0], q), QUESTIONS))
+    for answer in answers:
+        assert answer["model"] == alias
+        text = answer["choices"][0]["message"]["content"]
+        report = check_answer(text)
+        assert "template_tokens" not in report.failures, (text, report.details)
+        assert "<|im_" not in text
+
+
+def test_a_bundled_model_gets_its_alias_template_and_stops_unless_the_caller_sets_them() -> None:
+    """gemma3-270m: alias, completion template, stops; --alias and extra args win; a path: none."""
+    args, alias = launch_args("gemma3-270m")
+    assert alias == "gemma-3-270m"
+    assert args[:2] == ["--alias", "gemma-3-270m"]
+    assert args[args.index("--chat-template") + 1] == models.COMPLETION_TEMPLATE
+    stops = [args[i + 1] for i, a in enumerate(args) if a == "--reverse-prompt"]
+    assert "<|im_end|>" in stops
+    assert "\nAnswer:" in stops
+
+    renamed, alias = launch_args("gemma3-270m", "vibethinker-1.5b")
+    assert alias == "vibethinker-1.5b"
+    assert renamed.count("--alias") == 1
+    assert renamed[renamed.index("--alias") + 1] == "vibethinker-1.5b"
+
+    own = ["--alias", "mine", "--chat-template", "chatml"]
+    args, alias = launch_args("gemma3-270m", None, own)
+    assert alias == "mine"
+    assert "--alias" not in args
+    assert "--chat-template" not in args
+
+    smollm2, alias = launch_args("smollm2")
+    assert (alias, "--chat-template" in smollm2) == ("smollm2-135m-instruct", False)
+    assert launch_args("/models/any.gguf") == ([], None)
+
+
+def test_vibe_serve_prints_the_bundled_models_defaults_and_takes_alias(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--print-args shows smollm2's alias and stops, shell-quoted; --alias renames it."""
+    if MISSING is not None:
+        pytest.skip(f"needs SmolLM2: {MISSING}")
+    fake = _script(tmp_path / "llama-server", "exit 0")
+    argv = ["--print-args", "--model", "smollm2", "--binary", str(fake)]
+    assert vibe_serve(argv) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    words = shlex.split(line)
+    assert words[words.index("--alias") + 1] == "smollm2-135m-instruct"
+    assert words[words.index("--reverse-prompt") + 1] == "<|im_end|>"
+    assert vibe_serve([*argv, "--alias", "stable-model"]) == 0
+    words = shlex.split(capsys.readouterr().out)
+    assert words[words.index("--alias") + 1] == "stable-model"

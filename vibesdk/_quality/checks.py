@@ -20,6 +20,10 @@ can travel on the call result, the span and the metrics, split per variant:
     prose. Skipped when the user asked for code only.
 ``too_long``
     The visible answer is longer than ``max_chars``.
+``template_tokens``
+    The answer holds a chat template's turn markers (``<|im_end|>``,
+    ``<start_of_turn>``, ``[INST]``, ...): a model served with the wrong
+    template (or none) wrote them out and usually went on inventing turns.
 
 VibeThinker (and other reasoning models) write a ``<think>...</think>`` block
 before the answer. The checks look at the answer after it; an unclosed
@@ -50,6 +54,7 @@ REPETITION_LOOP = "repetition_loop"
 PYTHON_SYNTAX = "python_syntax"
 NO_EXPLANATION_BEFORE_CODE = "no_explanation_before_code"
 TOO_LONG = "too_long"
+TEMPLATE_TOKENS = "template_tokens"
 
 #: Every check's name, in the order failures are reported.
 CHECKS: tuple[str, ...] = (
@@ -58,6 +63,7 @@ CHECKS: tuple[str, ...] = (
     PYTHON_SYNTAX,
     NO_EXPLANATION_BEFORE_CODE,
     TOO_LONG,
+    TEMPLATE_TOKENS,
 )
 
 
@@ -377,6 +383,24 @@ def _code_checks(answer: str, user_input: str | None, details: dict[str, str]) -
         details[NO_EXPLANATION_BEFORE_CODE] = "the answer opens with a code block"
 
 
+# --- template tokens -------------------------------------------------------------
+
+# Turn markers of the common chat templates: ChatML and Llama 3 (<|im_end|>, <|eot_id|>, ...),
+# Gemma (<start_of_turn>), Llama 2 and Mistral ([INST]). Written out as text, they mean the model
+# ran through a template that is not its own. Plain HTML-like tags (</s>) are left alone: an
+# answer about HTML may hold them.
+_TEMPLATE_TOKEN = re.compile(r"<\|[a-z_]{2,40}\|>|<(?:start|end)_of_turn>|\[/?INST\]")
+
+
+def _template_token(text: str) -> str | None:
+    """Why ``text`` looks like it holds chat-template markers, or None."""
+    found = _TEMPLATE_TOKEN.findall(text)
+    if not found:
+        return None
+    kinds = sorted(set(found), key=found.index)
+    return f"{len(found)} chat-template marker(s) in the answer: {', '.join(kinds[:3])}"
+
+
 # --- the entry point -------------------------------------------------------------
 
 
@@ -424,6 +448,10 @@ def check_answer(
 
     if len(visible) > max_chars:
         details[TOO_LONG] = f"{len(visible)} characters > {max_chars}"
+
+    template = _template_token(answer)
+    if template is not None:
+        details[TEMPLATE_TOKENS] = template
 
     failures = tuple(name for name in CHECKS if name in details)
     return QualityReport(failures=failures, passed=not failures, details=details)

@@ -1,6 +1,7 @@
 """``vibe-serve``: start llama-server instances of a launch profile and keep them running.
 
     vibe-serve --profile cpu-small --model smollm2
+    vibe-serve --profile cpu-small --model gemma3-270m --port 8082
     vibe-serve --profile h100-vibethinker --model vibethinker --write-urls canary.yaml
     vibe-serve --profile h100-vibethinker --model ./vt-q8_0.gguf --instances 2 -- --seed 1
     vibe-serve --profile auto --model vibethinker       # h100-/h200-vibethinker by the GPU's name
@@ -9,12 +10,17 @@
 Prints one line per instance once all are healthy, writes the variant's backend fragment
 (``backend.urls`` etc.) when asked, and stops every instance on Ctrl-C / SIGTERM.
 Arguments after ``--`` go to every llama-server unchanged.
+
+A bundled model (smollm2, gemma3-270m, vibethinker) is served with its own defaults: the name
+it answers as (``--alias`` changes it), its chat template and its stop strings -- see
+:mod:`vibesdk_server.serving.models`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -25,7 +31,7 @@ from types import FrameType
 from vibesdk import VibeError
 
 from ._gpu import AUTO_PROFILES, resolve_profile
-from ._process import find_llama_server, serve
+from ._process import find_llama_server, launch_args, serve
 from ._profiles import PROFILES, ServerProfile
 from ._settings import load_serving_settings
 
@@ -44,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         default="smollm2",
         help="smollm2 | gemma3-270m | vibethinker (VIBESDK_VIBETHINKER_GGUF) | a .gguf path",
+    )
+    p.add_argument(
+        "--alias",
+        help="model name the servers answer as (default: the bundled model's, e.g. "
+        "smollm2-135m-instruct; none for a .gguf path)",
     )
     p.add_argument("--instances", type=int, help="llama-server processes (default: the profile's)")
     p.add_argument("--host", default="127.0.0.1")
@@ -111,9 +122,11 @@ def _run(args: argparse.Namespace, profile: ServerProfile, extra: list[str]) -> 
             settings = load_serving_settings()
             exe = find_llama_server(args.binary, settings)
             model = models.resolve(args.model, settings)
+            model_args, _ = launch_args(args.model, args.alias, extra)
             for i in range(args.instances or profile.instances):
                 port = args.ports[i] if args.ports else 0
-                print(" ".join([str(exe), *profile.args(model, host=args.host, port=port), *extra]))
+                line = [str(exe), *profile.args(model, host=args.host, port=port), *model_args]
+                print(shlex.join([*line, *extra]))
             return 0
 
         stop = threading.Event()
@@ -133,6 +146,7 @@ def _run(args: argparse.Namespace, profile: ServerProfile, extra: list[str]) -> 
             ready_timeout_s=args.ready_timeout,
             log_dir=args.log_dir,
             extra_args=extra,
+            alias=args.alias,
         )
     except VibeError as exc:
         print(f"vibe-serve: {exc}", file=sys.stderr)

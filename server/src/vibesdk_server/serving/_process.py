@@ -9,6 +9,7 @@ returns a :class:`ServerGroup` whose ``urls`` go straight into a flag document v
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -183,6 +184,7 @@ class ServerGroup:
     profile: ServerProfile
     model: Path
     servers: list[LlamaServer] = field(default_factory=list)
+    alias: str | None = None
 
     @property
     def urls(self) -> list[str]:
@@ -194,11 +196,12 @@ class ServerGroup:
         return [s.base_url + "/metrics" for s in self.servers]
 
     def backend_config(self, *, model_name: str | None = None) -> dict[str, Any]:
-        """A flag document variant fragment: ``backend`` (urls, provider), ``model`` and
-        ``params`` (the profile's sampling defaults)."""
+        """A flag document variant fragment: ``backend`` (urls, provider), ``model`` (the name
+        the servers answer as, else the file's stem) and ``params`` (the profile's sampling
+        defaults)."""
         return {
             "backend": {"urls": self.urls, "provider": "llama.cpp"},
-            "model": model_name or self.model.stem,
+            "model": model_name or self.alias or self.model.stem,
             "params": self.profile.sampling.request_params(),
         }
 
@@ -251,6 +254,7 @@ def serve(
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     settings: ServingSettings | None = None,
+    alias: str | None = None,
 ) -> ServerGroup:
     """Start ``instances`` llama-server processes of ``profile`` for ``model`` and wait for them.
 
@@ -260,11 +264,17 @@ def serve(
     unless ``ports`` names them. All instances load in parallel; if one fails, every one is
     stopped and :class:`ServerStartError` carries the failing log. A missing binary or model file
     raises :class:`vibesdk.ConfigError` before anything starts.
+
+    A model named in :data:`~vibesdk_server.serving.models.MODEL_NAMES` is served with its
+    :class:`~vibesdk_server.serving.models.ModelDefaults` (the name it answers as, its chat
+    template, its stop strings); ``alias`` renames it, and an ``--alias`` or ``--chat-template``
+    in ``extra_args`` wins over the default.
     """
     settings = settings or load_serving_settings()
     prof = resolve_profile(profile)
     exe = find_llama_server(binary, settings)
     model_path = models.resolve(model, settings)
+    model_args, alias = launch_args(model, alias, extra_args)
     count = instances if instances is not None else prof.instances
     if count < 1:
         raise ConfigError("instances must be at least 1")
@@ -281,11 +291,16 @@ def serve(
     logs = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vibe-serve-"))
     logs.mkdir(parents=True, exist_ok=True)
 
-    group = ServerGroup(profile=prof, model=model_path)
+    group = ServerGroup(profile=prof, model=model_path, alias=alias)
     try:
         for i in range(count):
             port = ports[i] if ports is not None else free_port(host)
-            command = [str(exe), *prof.args(model_path, host=host, port=port), *extra_args]
+            command = [
+                str(exe),
+                *prof.args(model_path, host=host, port=port),
+                *model_args,
+                *extra_args,
+            ]
             log_path = logs / f"llama-server-{port}.log"
             with log_path.open("wb") as log:
                 process = subprocess.Popen(  # noqa: S603 -- our binary, argv list, no shell
@@ -302,3 +317,22 @@ def serve(
         group.stop()
         raise
     return group
+
+
+def launch_args(
+    model: str | Path, alias: str | None = None, extra_args: Sequence[str] = ()
+) -> tuple[list[str], str | None]:
+    """The ``llama-server`` arguments a model needs beyond the profile's, and the name it answers
+    as: its :class:`~vibesdk_server.serving.models.ModelDefaults` (none for a file path), with
+    ``alias`` in place of the default one. What ``extra_args`` sets is left out."""
+    defaults = models.defaults_for(model)
+    given_alias = next(
+        (v for k, v in itertools.pairwise(extra_args) if k in ("--alias", "-a")),
+        None,
+    )
+    args: list[str] = []
+    if alias is not None and given_alias is None:
+        args += ["--alias", alias]
+    if defaults is not None:
+        args += defaults.args([*extra_args, *args])
+    return args, given_alias or alias or (defaults.alias if defaults else None)

