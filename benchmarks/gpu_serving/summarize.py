@@ -26,6 +26,8 @@ RUNS = {
     "h100-run7-long-slots.jsonl": "run7",
     # session 4: the batched sampling op (patch 0002) against stock sampling, headline plan
     "h100-s4-run1-headline.jsonl": "s4run1",
+    # session 5: the same headline plan on another H100 (no H200 was lent)
+    "h100-s5-run1-headline.jsonl": "s5run1",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
@@ -85,6 +87,8 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("model card, batched sampling: 1 x 64 (s4)", "s4run1", "h100-vibethinker"),
         ("model card, stock sampling: 1 x 64 (s4)", "s4run1", "h100-vibethinker+stock-sampling"),
         ("top-k 64, batched sampling: 1 x 64 (s4)", "s4run1", "h100-vibethinker-topk"),
+        ("model card, batched sampling: 1 x 64 (s5)", "s5run1", "h100-vibethinker"),
+        ("model card, batched, 4 x 16 + MPS (s5)", "s5run1", "h100-vibethinker-mps"),
         ("llama-cpp-python server", "run2", "llama-cpp-python"),
         ("transformers generate()", "run3", "transformers"),
     ]
@@ -126,6 +130,9 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("s4, model card, stock sampling, 1 x 64", "s4run1", "h100-vibethinker+stock-sampling", 1),
         ("s4, model card, batched sampling, 1 x 64", "s4run1", "h100-vibethinker", 1),
         ("s4, model card, batched, 4 x 16 + MPS", "s4run1", "h100-vibethinker-mps", 1),
+        ("s5, model card, batched sampling, 1 x 64", "s5run1", "h100-vibethinker", 1),
+        ("s5, model card, batched, 4 x 16 + MPS", "s5run1", "h100-vibethinker-mps", 1),
+        ("s5, top-k, batched, 4 x 16 + MPS", "s5run1", "h100-vibethinker-mps-topk", 1),
     ]
     names, values = [], []
     for label, run, config, rps in bars:
@@ -147,7 +154,7 @@ def chart(data: list[dict[str, Any]]) -> None:
     ax.invert_yaxis()
     fig.suptitle(
         "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0) on one NVIDIA H100 80GB HBM3, "
-        "llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28 and (s4) 2026-12-05"
+        "llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28 and (s4, s5) 2026-12-05"
     )
     fig.tight_layout()
     fig.savefig(RESULTS / "gpu_serving.png", dpi=110)
