@@ -585,3 +585,76 @@ def test_apply_reads_json_from_stdin(capsys: pytest.CaptureFixture[str], env: st
     code, out, err = vibe(capsys, "apply", "-", stdin=io.StringIO(document))
     assert (code, err) == (0, "")
     assert out.splitlines()[-1].startswith(f"applied to {env}: version 0 -> 1")
+
+
+def _send_feedback(server: FlagServer, variant: str, score: int, comment: str | None) -> None:
+    body = {
+        "trace_id": f"{score:02d}{'0' * 30}",
+        "score": score,
+        "comment": comment,
+        "flag_key": "vibethinker",
+        "variant": variant,
+        "user_id": f"user-{variant}-{score}",
+    }
+    assert server.sdk_request("POST", "/v1/feedback", json=body).status_code == 202
+
+
+def test_feedback_shows_each_variants_scores_and_the_newest_comments(
+    capsys: pytest.CaptureFixture[str], env: str, server: FlagServer
+) -> None:
+    """vibe feedback FLAG: count, mean and low scores per variant, then entries newest first."""
+    code, out, err = vibe(capsys, "feedback", "vibethinker")
+    assert (code, err) == (0, "")
+    assert out == f"no feedback on 'vibethinker' in environment '{env}'\n"
+
+    _send_feedback(server, "canary", 1, "wrong   answer,\nnumbers made up")
+    _send_feedback(server, "stable", 4, None)
+    _send_feedback(server, "canary", 5, "x" * 100)
+    code, out, err = vibe(capsys, "feedback", "vibethinker", "--limit", "2")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"feedback on 'vibethinker' in environment '{env}'"
+    assert lines[2].split() == ["VARIANT", "COUNT", "MEAN", "SCORE", "LOW", "(1-2)"]
+    assert lines[3].split() == ["canary", "2", "3.00", "1"]
+    assert lines[4].split() == ["stable", "1", "4.00", "0"]
+    assert lines[6] == "newest 2 of 3:"
+    assert lines[7].split() == ["AT", "VARIANT", "SCORE", "USER", "COMMENT", "TRACE"]
+    # Newest first; a long comment is cut to one line with an ellipsis; no comment prints as -.
+    assert lines[8].split()[1:4] == ["canary", "5", "user-canary-5"]
+    assert "x" * 59 + "…" in lines[8]
+    assert lines[9].split()[1:5] == ["stable", "4", "user-stable-4", "-"]
+    assert len(lines) == 10
+
+    code, out, _ = vibe(capsys, "feedback", "vibethinker", "--variant", "canary")
+    assert "wrong answer, numbers made up" in out
+    assert "stable" not in out
+    assert vibe_json(capsys, "feedback", "vibethinker", "--variant", "stable")["summary"] == [
+        {
+            "flag_key": "vibethinker",
+            "variant": "stable",
+            "count": 1,
+            "mean_score": 4.0,
+            "low_scores": 0,
+        }
+    ]
+    # Other flags' feedback is not counted.
+    assert vibe(capsys, "feedback", "other-flag")[1].startswith("no feedback on 'other-flag'")
+
+
+def test_feedback_since_keeps_only_what_came_after(
+    capsys: pytest.CaptureFixture[str], env: str, server: FlagServer
+) -> None:
+    """--since takes a duration back from now or a date/time; a bad one is a usage error."""
+    _send_feedback(server, "canary", 2, "early")
+    assert vibe_json(capsys, "feedback", "vibethinker", "--since", "1h")["summary"][0]["count"] == 1
+    assert vibe_json(capsys, "feedback", "vibethinker", "--since", "2000-01-01")["entries"]
+    future = vibe_json(capsys, "feedback", "vibethinker", "--since", "2999-01-01T00:00Z")
+    assert future == {"summary": [], "entries": []}
+    code, out, err = vibe(capsys, "feedback", "vibethinker", "--since", "2999-01-01T00:00+02:00")
+    assert (code, err) == (0, "")
+    assert out == (
+        f"no feedback on 'vibethinker' in environment '{env}' since 2998-12-31 22:00:00 UTC\n"
+    )
+    code, out, err = vibe(capsys, "feedback", "vibethinker", "--since", "yesterday")
+    assert (code, out) == (2, "")
+    assert err.startswith("vibe: --since 'yesterday': give a duration back from now (30m")

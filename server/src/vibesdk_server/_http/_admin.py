@@ -7,6 +7,7 @@ subscribers from the store's commit hook before the response is sent.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from vibesdk_server._domain import _changes
 from vibesdk_server._domain._diff import diff
 from vibesdk_server._domain._errors import BadRequestError, InvalidError, NotFoundError
 from vibesdk_server._domain._prompts import resolve_flags
-from vibesdk_server._storage import Mutation, SqlStore, Tx
+from vibesdk_server._storage import Mutation, SqlStore, Tx, rfc3339
 from vibesdk_server._tokens import Principal
 
 from ._auth import bearer, principal
@@ -452,6 +453,14 @@ def audit(
     return _store(request).audit(environment=environment, limit=limit)
 
 
+FeedbackFlag = Annotated[str | None, Query(max_length=64, description="only this flag")]
+FeedbackVariant = Annotated[str | None, Query(max_length=200, description="only this variant")]
+Since = Annotated[
+    dt.datetime | None,
+    Query(description="only feedback received at or after this time (RFC 3339; no zone = UTC)"),
+]
+
+
 @router.get(
     "/feedback",
     summary="User feedback sent by SDKs, newest first",
@@ -463,9 +472,18 @@ def feedback(
     request: Request,
     *,
     environment: Annotated[str | None, Query(max_length=64)] = None,
+    flag: FeedbackFlag = None,
+    variant: FeedbackVariant = None,
+    since: Since = None,
     limit: Limit = 100,
 ) -> list[dict[str, Any]]:
-    return _store(request).list_feedback(environment=environment, limit=limit)
+    return _store(request).list_feedback(
+        environment=environment,
+        limit=limit,
+        flag_key=flag,
+        variant=variant,
+        since=None if since is None else rfc3339(since),
+    )
 
 
 @router.get(
@@ -476,9 +494,16 @@ def feedback(
 def feedback_summary(
     request: Request,
     environment: Annotated[str, Query(max_length=64)],
-    flag: Annotated[str | None, Query(max_length=64)] = None,
+    flag: FeedbackFlag = None,
+    variant: FeedbackVariant = None,
+    since: Since = None,
 ) -> list[dict[str, Any]]:
-    return _store(request).feedback_summary(environment=environment, flag_key=flag)
+    return _store(request).feedback_summary(
+        environment=environment,
+        flag_key=flag,
+        variant=variant,
+        since=None if since is None else rfc3339(since),
+    )
 
 
 # -- prompts ------------------------------------------------------------------------------------

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._sql import Mutation, Published, SqlStore, Tx, utcnow
+from ._sql import Mutation, Published, SqlStore, Tx, rfc3339, utcnow
 from ._sqlite import SqliteStore
 
-__all__ = ["Mutation", "Published", "SqlStore", "Tx", "open_store", "utcnow"]
+__all__ = ["Mutation", "Published", "SqlStore", "Tx", "open_store", "rfc3339", "utcnow"]
 
 
 def open_store(db: str | Path) -> SqlStore:

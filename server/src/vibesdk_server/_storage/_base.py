@@ -20,7 +20,7 @@ from typing import Any
 from vibesdk import Flag, FlagDocument
 from vibesdk_server._domain._errors import NotFoundError
 
-__all__ = ["SCHEMA", "Mutation", "Published", "StoreBase", "Tx", "utcnow"]
+__all__ = ["SCHEMA", "Mutation", "Published", "StoreBase", "Tx", "rfc3339", "utcnow"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS environments (
@@ -98,8 +98,18 @@ CREATE INDEX IF NOT EXISTS feedback_env ON feedback (environment, id);
 
 def utcnow() -> str:
     """Now as RFC 3339 UTC with milliseconds, e.g. ``2026-11-28T02:10:00.123Z``."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return rfc3339(dt.datetime.now(dt.timezone.utc))
+
+
+def rfc3339(when: dt.datetime) -> str:
+    """``when`` as the store writes times (UTC, milliseconds, ``Z``); a naive time is taken as UTC.
+
+    One fixed width and zone, so that stored times compare as text in SQL.
+    """
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    when = when.astimezone(dt.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True)

@@ -31,17 +31,20 @@ class FeedbackStore(StoreBase):
                 ),
             )
 
-    def list_feedback(self, *, environment: str | None, limit: int) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT id, environment, at, key_name, trace_id, score, comment, flag_key, variant,"
-            " user_id FROM feedback"
-        )
-        params: tuple[Any, ...] = ()
-        if environment is not None:
-            sql += " WHERE environment = ?"
-            params = (environment,)
+    def list_feedback(
+        self,
+        *,
+        environment: str | None,
+        limit: int,
+        flag_key: str | None = None,
+        variant: str | None = None,
+        since: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``since`` is an RFC 3339 UTC time as :func:`utcnow` writes them."""
+        where, params = _where(environment, flag_key, variant, since)
+        sql = _LIST + where + " ORDER BY id DESC LIMIT ?"
         with self._tx() as tx:
-            rows = tx.all(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+            rows = tx.all(sql, (*params, limit))
         names = (
             "id",
             "environment",
@@ -56,13 +59,17 @@ class FeedbackStore(StoreBase):
         )
         return [dict(zip(names, r, strict=True)) for r in rows]
 
-    def feedback_summary(self, *, environment: str, flag_key: str | None) -> list[dict[str, Any]]:
+    def feedback_summary(
+        self,
+        *,
+        environment: str,
+        flag_key: str | None,
+        variant: str | None = None,
+        since: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Count and mean score per (flag, variant): canary next to stable, at a glance."""
-        params: tuple[Any, ...] = (environment,)
-        sql = _SUMMARY
-        if flag_key is not None:
-            sql = _SUMMARY_FLAG
-            params = (environment, flag_key)
+        where, params = _where(environment, flag_key, variant, since)
+        sql = _SUMMARY + where + " GROUP BY flag_key, variant ORDER BY flag_key, variant"
         with self._tx() as tx:
             rows = tx.all(sql, params)
         return [
@@ -77,11 +84,32 @@ class FeedbackStore(StoreBase):
         ]
 
 
-_SUMMARY_SELECT = (
+_LIST = (
+    "SELECT id, environment, at, key_name, trace_id, score, comment, flag_key, variant, user_id"
+    " FROM feedback"
+)
+_SUMMARY = (
     "SELECT flag_key, variant, COUNT(*), AVG(score), SUM(CASE WHEN score <= 2 THEN 1 ELSE 0 END)"
-    " FROM feedback WHERE environment = ?"
+    " FROM feedback"
 )
-_SUMMARY = _SUMMARY_SELECT + " GROUP BY flag_key, variant ORDER BY flag_key, variant"
-_SUMMARY_FLAG = (
-    _SUMMARY_SELECT + " AND flag_key = ? GROUP BY flag_key, variant ORDER BY flag_key, variant"
-)
+
+
+def _where(
+    environment: str | None, flag_key: str | None, variant: str | None, since: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause of the given filters: fixed column names, every value a parameter.
+
+    ``at`` compares as text: the store writes one fixed format (:func:`rfc3339`).
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value, op in (
+        ("environment", environment, "="),
+        ("flag_key", flag_key, "="),
+        ("variant", variant, "="),
+        ("at", since, ">="),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

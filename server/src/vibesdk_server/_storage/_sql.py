@@ -8,12 +8,12 @@ feedback) over :class:`~._base.StoreBase`; :mod:`._sqlite` and
 from __future__ import annotations
 
 from ._access import TokenStore
-from ._base import Mutation, Published, StoreBase, Tx, utcnow
+from ._base import Mutation, Published, StoreBase, Tx, rfc3339, utcnow
 from ._documents import DocumentStore
 from ._feedback import FeedbackStore
 from ._prompts import PromptStore
 
-__all__ = ["Mutation", "Published", "SqlStore", "StoreBase", "Tx", "utcnow"]
+__all__ = ["Mutation", "Published", "SqlStore", "StoreBase", "Tx", "rfc3339", "utcnow"]
 
 
 class SqlStore(DocumentStore, PromptStore, TokenStore, FeedbackStore):

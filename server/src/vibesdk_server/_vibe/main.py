@@ -15,7 +15,7 @@ from typing import NoReturn, TextIO
 
 import httpx
 
-from . import apply, changes, environments, prompts, status
+from . import apply, changes, environments, feedback, prompts, status
 from .context import Context
 from .errors import CliError, ExitCode
 from .settings import DEFAULT_SERVER_URL, load_cli_settings
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = _Parser(
         prog="vibe",
-        description="Operate vibesdk canary releases: flips, rollouts, rollback, prompts, audit.",
+        description="Operate vibesdk canary releases: flips, rollouts, rollback, prompts, audit, "
+        "feedback.",
         epilog=_EPILOG,
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.register(sub, common)
     changes.register(sub, common)
     status.register(sub, common)
+    feedback.register(sub, common)
     prompts.register(sub, common)
     environments.register(sub, common)
     demo = sub.add_parser(
