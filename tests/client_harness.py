@@ -178,6 +178,12 @@ class Driver:
         else:
             self._run(self.client.feedback(*args, **kwargs))
 
+    def report(self, *args: Any, **kwargs: Any) -> None:
+        if self._loop is None:
+            self.client.report(*args, **kwargs)
+        else:
+            self._run(self.client.report(*args, **kwargs))
+
     def close(self) -> None:
         if self._loop is None:
             self.client.close()

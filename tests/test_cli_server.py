@@ -599,10 +599,21 @@ def _send_feedback(server: FlagServer, variant: str, score: int, comment: str | 
     assert server.sdk_request("POST", "/v1/feedback", json=body).status_code == 202
 
 
+def _send_report(server: FlagServer, variant: str, reason: str | None) -> None:
+    body = {
+        "trace_id": "ab" * 16,
+        "reason": reason,
+        "flag_key": "vibethinker",
+        "variant": variant,
+        "user_id": f"user-{variant}",
+    }
+    assert server.sdk_request("POST", "/v1/report", json=body).status_code == 202
+
+
 def test_feedback_shows_each_variants_scores_and_the_newest_comments(
     capsys: pytest.CaptureFixture[str], env: str, server: FlagServer
 ) -> None:
-    """vibe feedback FLAG: count, mean and low scores per variant, then entries newest first."""
+    """vibe feedback FLAG: scores and reports per variant, then the newest of each."""
     code, out, err = vibe(capsys, "feedback", "vibethinker")
     assert (code, err) == (0, "")
     assert out == f"no feedback on 'vibethinker' in environment '{env}'\n"
@@ -614,10 +625,10 @@ def test_feedback_shows_each_variants_scores_and_the_newest_comments(
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0] == f"feedback on 'vibethinker' in environment '{env}'"
-    assert lines[2].split() == ["VARIANT", "COUNT", "MEAN", "SCORE", "LOW", "(1-2)"]
-    assert lines[3].split() == ["canary", "2", "3.00", "1"]
-    assert lines[4].split() == ["stable", "1", "4.00", "0"]
-    assert lines[6] == "newest 2 of 3:"
+    assert lines[2].split() == ["VARIANT", "SCORES", "MEAN", "SCORE", "LOW", "(1-2)", "REPORTS"]
+    assert lines[3].split() == ["canary", "2", "3.00", "1", "0"]
+    assert lines[4].split() == ["stable", "1", "4.00", "0", "0"]
+    assert lines[6] == "newest 2 of 3 scores:"
     assert lines[7].split() == ["AT", "VARIANT", "SCORE", "USER", "COMMENT", "TRACE"]
     # Newest first; a long comment is cut to one line with an ellipsis; no comment prints as -.
     assert lines[8].split()[1:4] == ["canary", "5", "user-canary-5"]
@@ -635,8 +646,23 @@ def test_feedback_shows_each_variants_scores_and_the_newest_comments(
             "count": 1,
             "mean_score": 4.0,
             "low_scores": 0,
+            "reports": 0,
         }
     ]
+    # Reports count per variant, also where nobody gave a score, and are listed after the scores.
+    _send_report(server, "canary", "made up a theorem")
+    _send_report(server, "rule-variant", None)
+    code, out, err = vibe(capsys, "feedback", "vibethinker")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[3].split() == ["canary", "2", "3.00", "1", "1"]
+    assert lines[4].split() == ["rule-variant", "0", "-", "0", "1"]
+    assert lines[5].split() == ["stable", "1", "4.00", "0", "0"]
+    at = lines.index("reports:")
+    assert lines[at + 1].split() == ["AT", "VARIANT", "USER", "REASON", "TRACE"]
+    assert lines[at + 2].split()[1:3] == ["rule-variant", "user-rule-variant"]
+    reason = ["made", "up", "a", "theorem"]
+    assert lines[at + 3].split()[1:] == ["canary", "user-canary", *reason, "ab" * 16]
     # Other flags' feedback is not counted.
     assert vibe(capsys, "feedback", "other-flag")[1].startswith("no feedback on 'other-flag'")
 
@@ -649,7 +675,7 @@ def test_feedback_since_keeps_only_what_came_after(
     assert vibe_json(capsys, "feedback", "vibethinker", "--since", "1h")["summary"][0]["count"] == 1
     assert vibe_json(capsys, "feedback", "vibethinker", "--since", "2000-01-01")["entries"]
     future = vibe_json(capsys, "feedback", "vibethinker", "--since", "2999-01-01T00:00Z")
-    assert future == {"summary": [], "entries": []}
+    assert future == {"summary": [], "entries": [], "reports": []}
     code, out, err = vibe(capsys, "feedback", "vibethinker", "--since", "2999-01-01T00:00+02:00")
     assert (code, err) == (0, "")
     assert out == (

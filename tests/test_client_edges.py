@@ -466,6 +466,56 @@ def test_feedback_is_validated_posted_in_background_and_traced(kind: str) -> Non
     }
 
 
+def test_report_is_validated_posted_in_background_traced_and_counted(kind: str) -> None:
+    """report() checks its input, POSTs to /v1/report with the cohort, emits a span, counts."""
+    posted: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        posted.append(request)
+        return httpx.Response(202, json={"accepted": True})
+
+    d = Driver(
+        kind,
+        server_url="http://flags",
+        sdk_key="sdk-key",
+        flag_source=flag_source(document()),
+        transport=Backends(canary=ok, stable=ok).transport(),
+        server_transport=httpx.MockTransport(server),
+    )
+    try:
+        with SpanCapture() as cap:
+            r = d.chat("vibethinker", CANARY_USER, USER)
+            with pytest.raises(ValueError, match="trace_id"):
+                d.report("x" * 32)
+            with pytest.raises(ValueError, match="reason is longer than 2000"):
+                d.report(r.trace_id, reason="x" * 2001)
+            with pytest.raises(TypeError, match="reason must be a string"):
+                d.report(r.trace_id, reason=3)
+            d.report(r.trace_id, reason="made up a lemma")
+            span = cap.find("vibesdk.report")
+            assert span.context.trace_id == int(r.trace_id, 16)
+            assert span.attributes is not None
+            assert span.attributes["feature_flag.result.variant"] == "canary"
+            assert span.attributes["vibesdk.report.reason"] == "made up a lemma"
+            (event,) = span.events
+            assert event.attributes is not None
+            assert event.attributes["gen_ai.evaluation.name"] == "user_report"
+            counted = {"feature_flag.key": "vibethinker", "feature_flag.result.variant": "canary"}
+            assert cap.metric_total("vibesdk.reports", counted) == 1
+    finally:
+        d.dispose()  # waits (briefly) for the queue to drain
+    (request,) = posted
+    assert request.url.path == "/v1/report"
+    assert request.headers["authorization"] == "Bearer sdk-key"
+    assert json_of(request) == {
+        "trace_id": r.trace_id,
+        "reason": "made up a lemma",
+        "flag_key": "vibethinker",
+        "variant": "canary",
+        "user_id": CANARY_USER,
+    }
+
+
 def test_feedback_queue_drops_and_counts_when_full(kind: str) -> None:
     """A full queue drops feedback (counted) instead of blocking the caller."""
     release = threading.Event()

@@ -77,11 +77,15 @@ def test_client_follows_the_flag_server_and_feedback_reaches_it(
         assert system["content"].startswith("You are a programming assistant")
 
         d.feedback(r.trace_id, 5, comment="spot on")
+        d.report(r.trace_id, reason="the steps skip a case")
     finally:
         d.dispose()  # drains the feedback queue (briefly)
-    stored = flag_server.admin_request(
-        "GET", "/v1/admin/feedback", params={"environment": flag_server.environment}
-    ).json()
+    env = {"environment": flag_server.environment}
+    stored = flag_server.admin_request("GET", "/v1/admin/feedback", params=env).json()
     assert [(f["trace_id"], f["score"], f["variant"], f["user_id"]) for f in stored] == [
         (r.trace_id, 5, "canary", "u42")
+    ]
+    reported = flag_server.admin_request("GET", "/v1/admin/reports", params=env).json()
+    assert [(x["trace_id"], x["reason"], x["variant"], x["user_id"]) for x in reported] == [
+        (r.trace_id, "the steps skip a case", "canary", "u42")
     ]

@@ -115,7 +115,9 @@ def test_page_and_bad_input(app: httpx.Client) -> None:
         ("/api/ask/stream", {"user_id": "u1", "question": ""}, "Type a question"),
         ("/api/ask", {"user_id": "u1"}, "Type a question (up to 4,000 characters)."),
         ("/api/feedback", {"trace_id": "0" * 32, "score": 9}, "Pick a rating from 1 to 5."),
-        ("/api/feedback", {"trace_id": "x", "score": 3}, "This answer can no longer be rated."),
+        ("/api/feedback", {"trace_id": "x", "score": 3}, "This answer can no longer be rated"),
+        ("/api/report", {"trace_id": "x"}, "This answer can no longer be rated or reported."),
+        ("/api/report", {"trace_id": "0" * 32, "reason": "x" * 2001}, "Shorten the comment"),
     ]
     for path, body, sentence in cases:
         r = app.post(path, json=body)

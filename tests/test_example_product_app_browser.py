@@ -222,13 +222,40 @@ def test_stable_user_sees_no_notice_and_rates_with_labelled_buttons(
     page.get_by_role("button", name="2 · Fair").click()
     assert page.get_attribute(".rating button[data-score='2']", "aria-pressed") == "true"
     assert page.get_attribute(".rating button[data-score='4']", "aria-pressed") == "false"
-    page.get_by_label("Comment (optional; sent with your rating)").fill("too short")
+    page.get_by_label("Comment (optional; sent with your rating or report)").fill("too short")
     with page.expect_response(lambda r: r.url.endswith("/api/feedback")) as sent:
         page.click("#send")
     assert sent.value.status == 202
     body = sent.value.request.post_data_json
     assert (body["score"], body["comment"]) == (2, "too short")
     page.wait_for_selector("text=Thanks, your feedback was sent.")
+    _assert_nothing_internal_shown(page)
+
+
+def test_a_canary_user_reports_an_answer_and_ops_see_it_per_variant(
+    page: Any, world: World
+) -> None:
+    """ "Report this answer" sends the comment as the reason; the flag server stores the report."""
+    world.apply(1000)
+    _open(page, world, CANARY_USER)
+    _ask(page)
+    page.get_by_label("Comment (optional; sent with your rating or report)").fill("made up")
+    with page.expect_response(lambda r: r.url.endswith("/api/report")) as sent:
+        page.get_by_role("button", name="Report this answer").click()
+    assert sent.value.status == 202
+    trace = sent.value.request.post_data_json["trace_id"]
+    page.wait_for_selector("text=Thanks, the answer was reported. We will look at it.")
+    assert page.is_disabled("#report")  # one report per answer
+    params = {"environment": world.env.environment, "flag": FLAG}
+    deadline = time.monotonic() + 20
+    while not (stored := world.env.admin_request("GET", "/v1/admin/reports", params=params).json()):
+        assert time.monotonic() < deadline, "the report never reached the flag server"
+        time.sleep(0.1)
+    assert [(r["trace_id"], r["variant"], r["user_id"], r["reason"]) for r in stored] == [
+        (trace, "canary", CANARY_USER, "made up")
+    ]
+    _ask(page)  # a new answer can be reported again
+    assert not page.is_disabled("#report")
     _assert_nothing_internal_shown(page)
 
 

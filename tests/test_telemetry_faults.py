@@ -5,7 +5,8 @@ vibesdk the way ``SpanCapture`` routes them) with one part that raises at one po
 processor's ``on_start`` or ``on_end``, a span method (set attribute(s), add event, record
 exception, set status, end), a span exporter, or metric recording. Then Client and AsyncClient
 run ``chat()`` and ``stream_chat()`` against real loopback backends in three outcomes -- the
-assigned variant answers, it fails and stable answers, everything fails -- plus ``feedback()``.
+assigned variant answers, it fails and stable answers, everything fails -- plus ``feedback()``
+and ``report()``.
 The caller must see exactly what it sees with healthy telemetry, the failure must be logged
 once per kind on ``vibesdk.telemetry``, and whatever telemetry can still be kept is kept.
 """
@@ -193,6 +194,8 @@ def _exercise(d: Driver) -> None:
 
     d.feedback(result.trace_id, 4, comment="clear")
     d.feedback("0" * 31 + "1", 2)
+    d.report(result.trace_id, reason="wrong")
+    d.report("0" * 31 + "1")
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))

@@ -30,6 +30,8 @@ Routes:
   (finish reason, trace id, fallback, checks, ...) or ``error`` (a sentence to show).
 - ``POST /api/ask``: the same answer as one JSON object (``client.chat``).
 - ``POST /api/feedback``: a 1-5 score and an optional comment for an answer's trace.
+- ``POST /api/report``: the user reports an answer ("Report this answer"), with an
+  optional reason (``client.report``).
 - ``GET /api/flags``: the flag version the app is serving (for ops and the demo);
   ``GET /healthz``.
 
@@ -67,6 +69,11 @@ class Feedback(BaseModel):
     comment: str | None = Field(default=None, max_length=2000)
 
 
+class Report(BaseModel):
+    trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    reason: str | None = Field(default=None, max_length=2000)
+
+
 UNAVAILABLE = "The assistant is unavailable right now. Please try again in a moment."
 INTERRUPTED = "The answer was interrupted. Please ask again."
 
@@ -74,9 +81,10 @@ INTERRUPTED = "The answer was interrupted. Please ask again."
 _FIX = {
     "user_id": "Enter a user id (up to 200 characters).",
     "question": "Type a question (up to 4,000 characters).",
-    "trace_id": "This answer can no longer be rated. Ask again, then rate the new answer.",
+    "trace_id": "This answer can no longer be rated or reported. Ask again first.",
     "score": "Pick a rating from 1 to 5.",
     "comment": "Shorten the comment to 2,000 characters or fewer.",
+    "reason": "Shorten the comment to 2,000 characters or fewer.",
 }
 
 
@@ -217,6 +225,11 @@ def create_app(
     @app.post("/api/feedback", status_code=202)
     def feedback(f: Feedback) -> dict[str, bool]:
         the_client().feedback(f.trace_id, score=f.score, comment=f.comment)
+        return {"accepted": True}
+
+    @app.post("/api/report", status_code=202)
+    def report(r: Report) -> dict[str, bool]:
+        the_client().report(r.trace_id, reason=r.reason)
         return {"accepted": True}
 
     @app.get("/", response_class=HTMLResponse)

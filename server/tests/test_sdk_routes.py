@@ -122,6 +122,7 @@ def test_feedback_summary_compares_variants(server: FlagServer) -> None:
             "count": 2,
             "mean_score": 3.0,
             "low_scores": 1,
+            "reports": 0,
         },
         {
             "flag_key": "vibethinker",
@@ -129,8 +130,42 @@ def test_feedback_summary_compares_variants(server: FlagServer) -> None:
             "count": 1,
             "mean_score": 4.0,
             "low_scores": 0,
+            "reports": 0,
         },
     ]
+
+
+def test_reports_are_accepted_listed_and_counted_per_variant(server: FlagServer) -> None:
+    """POST /v1/report -> 202; GET /v1/admin/reports lists it; the summary counts it."""
+    body = {
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "reason": "the answer is wrong",
+        "flag_key": "vibethinker",
+        "variant": "canary",
+        "user_id": "u1",
+        "sent_by": "a newer SDK",
+    }
+    response = server.sdk_request("POST", "/v1/report", json=body)
+    assert (response.status_code, response.json()) == (202, {"accepted": True})
+    env = {"environment": server.environment}
+    listed = server.admin_request("GET", "/v1/admin/reports", params=env).json()
+    assert [(r["trace_id"], r["reason"], r["variant"], r["user_id"]) for r in listed] == [
+        (body["trace_id"], "the answer is wrong", "canary", "u1")
+    ]
+    summary = server.admin_request("GET", "/v1/admin/feedback/summary", params=env).json()
+    assert summary == [
+        {
+            "flag_key": "vibethinker",
+            "variant": "canary",
+            "count": 0,
+            "mean_score": None,
+            "low_scores": 0,
+            "reports": 1,
+        }
+    ]
+    bad = server.sdk_request("POST", "/v1/report", json={**body, "trace_id": "nope"})
+    assert bad.status_code == 422
+    assert len(server.admin_request("GET", "/v1/admin/reports", params=env).json()) == 1
 
 
 def test_feedback_refuses_bad_input_with_one_line(server: FlagServer) -> None:

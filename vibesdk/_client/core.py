@@ -46,6 +46,7 @@ from vibesdk._telemetry import semconv as sc
 from vibesdk._telemetry.instruments import (
     Metrics,
     emit_feedback,
+    emit_report,
     flag_attributes,
     flag_evaluation_event,
     server_attributes,
@@ -63,6 +64,7 @@ __all__ = [
     "map_http_error",
     "validate_chat",
     "validate_feedback",
+    "validate_report",
 ]
 
 logger = logging.getLogger("vibesdk.client")
@@ -768,6 +770,30 @@ class ClientCore:
             "user_id": user_id,
         }
 
+    def report(self, trace_id: str, reason: str | None) -> dict[str, Any]:
+        """Check the arguments, record the trace event and metric; the payload to send."""
+        reason = validate_report(trace_id, reason)
+        recalled = self.recall(trace_id) or _UNKNOWN_ANSWER
+        flag_key, variant, user_id, span_id, model, provider = recalled
+        emit_report(
+            trace_id=trace_id,
+            reason=reason,
+            flag_key=flag_key,
+            variant=variant,
+            user_id=user_id,
+            span_id=span_id,
+        )
+        self.metrics.record_report(
+            flag_key=flag_key, variant=variant, model=model, provider=provider
+        )
+        return {
+            "trace_id": trace_id,
+            "reason": reason,
+            "flag_key": flag_key,
+            "variant": variant,
+            "user_id": user_id,
+        }
+
 
 def _error_type(exc: BaseException) -> str:
     """``error.type``: the failure's kind, or ``cancelled`` when the caller left or cancelled."""
@@ -823,6 +849,19 @@ def validate_messages(messages: Any) -> None:
 
 def validate_feedback(trace_id: Any, score: Any, comment: Any) -> str | None:
     """Check feedback arguments (InvalidArgumentError/TypeError); the comment to send."""
+    _check_trace_id(trace_id)
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise InvalidArgumentError(f"score must be an integer from 1 to 5, not {score!r}")
+    return _check_text("comment", comment)
+
+
+def validate_report(trace_id: Any, reason: Any) -> str | None:
+    """Check report arguments (InvalidArgumentError/TypeError); the reason to send."""
+    _check_trace_id(trace_id)
+    return _check_text("reason", reason)
+
+
+def _check_trace_id(trace_id: Any) -> None:
     if (
         not isinstance(trace_id, str)
         or len(trace_id) != 32
@@ -831,15 +870,16 @@ def validate_feedback(trace_id: Any, score: Any, comment: Any) -> str | None:
         raise InvalidArgumentError(
             "trace_id must be the 32 lowercase hex digits of a ChatResult.trace_id"
         )
-    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
-        raise InvalidArgumentError(f"score must be an integer from 1 to 5, not {score!r}")
-    if comment is None:
+
+
+def _check_text(name: str, text: Any) -> str | None:
+    if text is None:
         return None
-    if not isinstance(comment, str):
-        raise TypeError("comment must be a string or None")
-    if len(comment) > _MAX_COMMENT:
-        raise InvalidArgumentError(f"comment is longer than {_MAX_COMMENT} characters")
-    return comment
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a string or None")
+    if len(text) > _MAX_COMMENT:
+        raise InvalidArgumentError(f"{name} is longer than {_MAX_COMMENT} characters")
+    return text
 
 
 def _check(completion: Completion, messages: Sequence[Mapping[str, Any]]) -> QualityReport:

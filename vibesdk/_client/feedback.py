@@ -1,8 +1,9 @@
-"""Sending user feedback to the flag server in the background.
+"""Sending user feedback and reports to the flag server in the background.
 
-``client.feedback(...)`` must never slow the request path: it puts the payload
-on a bounded queue and returns. A daemon thread (sync client) or an asyncio
-task (async client) POSTs each one to ``/v1/feedback``. When the queue is full
+``client.feedback(...)`` and ``client.report(...)`` must never slow the request
+path: each puts its payload on one bounded queue and returns. A daemon thread
+(sync client) or an asyncio task (async client) POSTs each one to
+``/v1/feedback`` or ``/v1/report``. When the queue is full
 the feedback is dropped, counted, and logged (the first time, then every
 100th). A failed POST is counted and logged at debug level; feedback is not
 worth retrying at the cost of the app.
@@ -21,7 +22,10 @@ import httpx
 
 from vibesdk._settings import Settings
 
-__all__ = ["AsyncFeedbackSender", "FeedbackSender"]
+__all__ = ["FEEDBACK", "REPORT", "AsyncFeedbackSender", "FeedbackSender"]
+
+FEEDBACK = "/v1/feedback"
+REPORT = "/v1/report"
 
 logger = logging.getLogger("vibesdk.feedback")
 
@@ -46,7 +50,7 @@ class _SenderCore:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
-        self._url = None if server_url is None else server_url + "/v1/feedback"
+        self._url = server_url
         self._headers = {} if sdk_key is None else {"Authorization": f"Bearer {sdk_key}"}
         self._maxsize = maxsize
         self._transport = transport
@@ -68,15 +72,15 @@ class _SenderCore:
         """Whether feedback goes anywhere (a flag server is configured)."""
         return self._url is not None
 
-    def submit(self, payload: dict[str, Any]) -> bool:
-        """Queue ``payload``; ``False`` if it was dropped (full, closed or no server).
+    def submit(self, payload: dict[str, Any], route: str = FEEDBACK) -> bool:
+        """Queue ``payload`` for ``route``; ``False`` if it was dropped (full, closed or no server).
 
         The async sender must be called from its event loop.
         """
         if self._url is None or self._closed:
             return False
         try:
-            self._worker_queue().put_nowait(payload)
+            self._worker_queue().put_nowait((self._url + route, payload))
         except (queue.Full, asyncio.QueueFull):
             self.drop()
             return False
@@ -89,7 +93,7 @@ class _SenderCore:
         self.dropped += 1
         if self.dropped == 1 or self.dropped % 100 == 0:
             logger.warning(
-                "vibesdk: feedback queue is full; dropped %d feedback item(s) so far",
+                "vibesdk: feedback queue is full; dropped %d feedback or report item(s) so far",
                 self.dropped,
             )
 
@@ -140,8 +144,9 @@ class FeedbackSender(_SenderCore):
                 item = self._queue.get()
                 if item is _STOP:
                     return
+                url, payload = item
                 try:
-                    response = http.post(self._url, json=item, headers=self._headers)
+                    response = http.post(url, json=payload, headers=self._headers)
                 except Exception as exc:  # a lost feedback must not kill the sender
                     self.result(None, exc)
                 else:
@@ -195,8 +200,9 @@ class AsyncFeedbackSender(_SenderCore):
                 item = await q.get()
                 if item is _STOP:
                     return
+                url, payload = item
                 try:
-                    response = await http.post(self._url, json=item, headers=self._headers)
+                    response = await http.post(url, json=payload, headers=self._headers)
                 except Exception as exc:  # a lost feedback must not kill the sender
                     self.result(None, exc)
                 else:

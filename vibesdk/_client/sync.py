@@ -19,6 +19,7 @@ from vibesdk._watch import sync_transport
 
 from .calls_sync import Calls
 from .core import ClientCore, validate_chat
+from .feedback import REPORT as _REPORT
 from .feedback import FeedbackSender
 from .gate import LIMITS as _LIMITS
 from .results import ChatChunk, ChatResult
@@ -197,9 +198,21 @@ class Client:
         """
         self._feedback.submit(self._core.feedback(trace_id, score, comment))
 
+    def report(self, trace_id: str, reason: str | None = None) -> None:
+        """Record that a user reported the answer ``trace_id`` (a "report this answer" button).
+
+        Like :meth:`feedback`, never blocks: the report is queued and POSTed to the
+        flag server's ``/v1/report`` by the same background thread, where ops read it with
+        ``vibe feedback`` (counted per variant); and it is recorded at once as a
+        ``vibesdk.report`` span in the answer's trace and in the ``vibesdk.reports``
+        counter. ``reason`` is the user's words, at most 2000 characters. Raises
+        :class:`~vibesdk.InvalidArgumentError` for a bad trace id or reason.
+        """
+        self._feedback.submit(self._core.report(trace_id, reason), _REPORT)
+
     @property
     def feedback_dropped(self) -> int:
-        """Feedback items dropped because the queue was full."""
+        """Feedback and report items dropped because the queue was full."""
         return self._feedback.dropped
 
     # -- lifecycle --------------------------------------------------------------

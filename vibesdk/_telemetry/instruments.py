@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Metrics",
     "emit_feedback",
+    "emit_report",
     "flag_attributes",
     "flag_evaluation_event",
     "metrics",
@@ -268,6 +269,7 @@ class _Instruments:
     fallbacks: otel_metrics.Counter
     quality_failures: otel_metrics.Counter
     feedback: otel_metrics.Histogram
+    reports: otel_metrics.Counter
     flags_rejected: otel_metrics.Counter
 
 
@@ -312,6 +314,11 @@ def _create_instruments(meter: otel_metrics.Meter) -> _Instruments:
             unit="{score}",
             description="User feedback scores, 1 (bad) to 5 (good).",
             explicit_bucket_boundaries_advisory=sc.FEEDBACK_SCORE_BUCKETS,
+        ),
+        reports=meter.create_counter(
+            sc.METRIC_REPORTS,
+            unit="{report}",
+            description="Answers users reported as wrong or harmful (client.report).",
         ),
         flags_rejected=meter.create_counter(
             sc.METRIC_FLAGS_REJECTED,
@@ -572,6 +579,20 @@ class Metrics:
         except Exception as exc:
             swallow("record_feedback", exc)
 
+    def record_report(
+        self,
+        *,
+        flag_key: str | None,
+        variant: str | None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        """Count one reported answer in ``vibesdk.reports``, with the attributes of feedback."""
+        try:
+            self._get().reports.add(1, _base(flag_key, variant, model, provider))
+        except Exception as exc:
+            swallow("record_report", exc)
+
     def record_flag_rejected(self, *, origin: str) -> None:
         """Count one flag document that failed validation (``vibesdk.flags.rejected``).
 
@@ -645,23 +666,87 @@ def emit_feedback(
         }
         if comment:
             event[sc.GEN_AI_EVALUATION_EXPLANATION] = comment
-        span_attrs: dict[str, AttributeValue] = {sc.VIBESDK_FEEDBACK_SCORE: int(score)}
-        if flag_key is not None:
-            span_attrs[sc.FEATURE_FLAG_KEY] = flag_key
-        if variant is not None:
-            span_attrs[sc.FEATURE_FLAG_RESULT_VARIANT] = variant
-        if user_id is not None:
-            span_attrs[sc.FEATURE_FLAG_CONTEXT_ID] = user_id
-        if attributes:
-            span_attrs.update(attributes)
-        span = _tracer.start_span(
+        own: dict[str, AttributeValue] = {sc.VIBESDK_FEEDBACK_SCORE: int(score)}
+        _emit_evaluation(
             sc.SPAN_FEEDBACK,
-            context=_parent_context(trace_id, span_id),
-            attributes=span_attrs,
+            own,
+            event,
+            trace_id=trace_id,
+            span_id=span_id,
+            flag_key=flag_key,
+            variant=variant,
+            user_id=user_id,
+            attributes=attributes,
         )
-        try:
-            span.add_event(sc.EVENT_GEN_AI_EVALUATION_RESULT, event)
-        finally:
-            span.end()
     except Exception as exc:
         swallow("emit_feedback", exc)
+
+
+def emit_report(
+    *,
+    trace_id: str,
+    reason: str | None = None,
+    flag_key: str | None = None,
+    variant: str | None = None,
+    user_id: str | None = None,
+    span_id: str | None = None,
+) -> None:
+    """Record a user's report of an answer, as :func:`emit_feedback` does a score. Never raises.
+
+    The span is ``vibesdk.report``; its ``gen_ai.evaluation.result`` event has
+    ``gen_ai.evaluation.name = "user_report"``, ``gen_ai.evaluation.score.label =
+    "reported"`` and the reason as ``gen_ai.evaluation.explanation``.
+    """
+    try:
+        event: dict[str, AttributeValue] = {
+            sc.GEN_AI_EVALUATION_NAME: "user_report",
+            sc.GEN_AI_EVALUATION_SCORE_LABEL: "reported",
+        }
+        own: dict[str, AttributeValue] = {}
+        if reason:
+            event[sc.GEN_AI_EVALUATION_EXPLANATION] = reason
+            own[sc.VIBESDK_REPORT_REASON] = reason
+        _emit_evaluation(
+            sc.SPAN_REPORT,
+            own,
+            event,
+            trace_id=trace_id,
+            span_id=span_id,
+            flag_key=flag_key,
+            variant=variant,
+            user_id=user_id,
+            attributes=None,
+        )
+    except Exception as exc:
+        swallow("emit_report", exc)
+
+
+def _emit_evaluation(
+    name: str,
+    own: dict[str, AttributeValue],
+    event: dict[str, AttributeValue],
+    *,
+    trace_id: str,
+    span_id: str | None,
+    flag_key: str | None,
+    variant: str | None,
+    user_id: str | None,
+    attributes: Mapping[str, AttributeValue] | None,
+) -> None:
+    """A short span ``name`` in the answer's trace, with the cohort's attributes and ``event``."""
+    span_attrs = dict(own)
+    if flag_key is not None:
+        span_attrs[sc.FEATURE_FLAG_KEY] = flag_key
+    if variant is not None:
+        span_attrs[sc.FEATURE_FLAG_RESULT_VARIANT] = variant
+    if user_id is not None:
+        span_attrs[sc.FEATURE_FLAG_CONTEXT_ID] = user_id
+    if attributes:
+        span_attrs.update(attributes)
+    span = _tracer.start_span(
+        name, context=_parent_context(trace_id, span_id), attributes=span_attrs
+    )
+    try:
+        span.add_event(sc.EVENT_GEN_AI_EVALUATION_RESULT, event)
+    finally:
+        span.end()

@@ -82,11 +82,13 @@ VIBESDK_ATTEMPT: Final = "vibesdk.attempt"  # 1-based attempt number on an attem
 VIBESDK_BACKEND_URL: Final = "vibesdk.backend.url"  # base URL of the backend tried
 VIBESDK_BREAKER_STATE: Final = "vibesdk.breaker.state"  # closed | open | half_open
 VIBESDK_FEEDBACK_SCORE: Final = "vibesdk.feedback.score"  # 1..5 (attribute on the feedback span)
+VIBESDK_REPORT_REASON: Final = "vibesdk.report.reason"  # the user's words (on the report span)
 
 # --- Span and event names -----------------------------------------------------
 # The call span is named "chat {model}" (semconv: "{gen_ai.operation.name} {gen_ai.request.model}").
 SPAN_ATTEMPT: Final = "vibesdk.attempt"  # one child span per backend attempt
 SPAN_FEEDBACK: Final = "vibesdk.feedback"  # a short span, in the answer's trace, per feedback
+SPAN_REPORT: Final = "vibesdk.report"  # a short span, in the answer's trace, per report
 EVENT_FALLBACK: Final = "vibesdk.fallback"  # span event on the call span, per fallback
 EVENT_FEATURE_FLAG_EVALUATION: Final = "feature_flag.evaluation"
 EVENT_GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
@@ -101,6 +103,7 @@ METRIC_SERVER_TIME_TO_FIRST_TOKEN: Final = "gen_ai.server.time_to_first_token"  
 METRIC_FALLBACKS: Final = "vibesdk.fallbacks"  # counter, {fallback}
 METRIC_QUALITY_FAILURES: Final = "vibesdk.quality.failures"  # counter, {failure}
 METRIC_FEEDBACK_SCORE: Final = "vibesdk.feedback.score"  # histogram, 1..5
+METRIC_REPORTS: Final = "vibesdk.reports"  # counter, {report}: answers users reported
 METRIC_FLAGS_REJECTED: Final = "vibesdk.flags.rejected"  # counter: invalid flag documents
 VIBESDK_FLAGS_ORIGIN: Final = "vibesdk.flags.origin"  # where a rejected document came from
 

@@ -35,6 +35,7 @@ from ._responses import (
     FeedbackSummary,
     HistoryEntry,
     Prompt,
+    ReportEntry,
     SdkKeyCreated,
     Stats,
     VersionDetail,
@@ -487,8 +488,33 @@ def feedback(
 
 
 @router.get(
+    "/reports",
+    summary="Answers users reported (client.report), newest first",
+    response_model=list[ReportEntry],
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
+def reports(
+    request: Request,
+    *,
+    environment: Annotated[str | None, Query(max_length=64)] = None,
+    flag: FeedbackFlag = None,
+    variant: FeedbackVariant = None,
+    since: Since = None,
+    limit: Limit = 100,
+) -> list[dict[str, Any]]:
+    return _store(request).list_reports(
+        environment=environment,
+        limit=limit,
+        flag_key=flag,
+        variant=variant,
+        since=None if since is None else rfc3339(since),
+    )
+
+
+@router.get(
     "/feedback/summary",
-    summary="Feedback count and mean score per flag and variant",
+    summary="Feedback count, mean score and reports per flag and variant",
     response_model=list[FeedbackSummary],
 )
 def feedback_summary(

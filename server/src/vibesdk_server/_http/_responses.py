@@ -25,6 +25,7 @@ __all__ = [
     "FeedbackSummary",
     "HistoryEntry",
     "Prompt",
+    "ReportEntry",
     "SdkKeyCreated",
     "Stats",
     "VersionDetail",
@@ -132,12 +133,25 @@ class FeedbackEntry(_Out):
     user_id: str | None
 
 
+class ReportEntry(_Out):
+    id: int
+    environment: str
+    at: str
+    sdk_key: str = Field(description="the name of the SDK key that sent it")
+    trace_id: str
+    reason: str | None
+    flag_key: str | None
+    variant: str | None
+    user_id: str | None
+
+
 class FeedbackSummary(_Out):
     flag_key: str | None
     variant: str | None
-    count: int
-    mean_score: float
+    count: int = Field(description="scores received")
+    mean_score: float | None = Field(description="null when no score was received")
     low_scores: int = Field(description="scores of 1 or 2")
+    reports: int = Field(description="answers reported by users (client.report)")
 
 
 class Prompt(_Out):

@@ -14,6 +14,7 @@ __all__ = [
     "EnabledBody",
     "EnvironmentBody",
     "FeedbackBody",
+    "ReportBody",
     "PromptBody",
     "ReasonBody",
     "RollbackBody",
@@ -105,6 +106,15 @@ class PromptBody(_Body):
 
 class SdkKeyBody(_Body):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+
+
+class ReportBody(BaseModel):
+    # Extra fields are ignored: a newer SDK may send more than this server knows.
+    trace_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="the OpenTelemetry trace id")
+    reason: str | None = Field(default=None, max_length=2000)
+    flag_key: str | None = Field(default=None, max_length=200)
+    variant: str | None = Field(default=None, max_length=200)
+    user_id: str | None = Field(default=None, max_length=500)
 
 
 class FeedbackBody(BaseModel):

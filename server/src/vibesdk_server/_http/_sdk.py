@@ -1,4 +1,4 @@
-"""The three SDK routes: the document with ETag/304, the SSE stream, feedback.
+"""The SDK routes: the document with ETag/304, the SSE stream, feedback and reports.
 
 These are ``async``: the hot path (a 304 for an unchanged document) touches no
 database and no thread. The SDK key alone selects the environment.
@@ -20,7 +20,7 @@ from vibesdk_server._tokens import Principal
 from ._auth import bearer, principal
 from ._hub import Hub
 from ._responses import ERRORS
-from ._schemas import FeedbackBody
+from ._schemas import FeedbackBody, ReportBody
 
 __all__ = ["router"]
 
@@ -153,4 +153,13 @@ async def feedback(
 ) -> dict[str, Any]:
     store: SqlStore = request.app.state.store
     await anyio.to_thread.run_sync(store.add_feedback, _env(who), who.name, body.model_dump())
+    return {"accepted": True}
+
+
+@router.post("/report", status_code=202, summary="A user's report of one answer")
+async def report(
+    request: Request, body: ReportBody, who: Annotated[Principal, Depends(principal)]
+) -> dict[str, Any]:
+    store: SqlStore = request.app.state.store
+    await anyio.to_thread.run_sync(store.add_report, _env(who), who.name, body.model_dump())
     return {"accepted": True}

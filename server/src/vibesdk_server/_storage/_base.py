@@ -93,6 +93,18 @@ CREATE TABLE IF NOT EXISTS feedback (
     user_id TEXT
 );
 CREATE INDEX IF NOT EXISTS feedback_env ON feedback (environment, id);
+CREATE TABLE IF NOT EXISTS reports (
+    id {ID},
+    environment TEXT NOT NULL,
+    at TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    reason TEXT,
+    flag_key TEXT,
+    variant TEXT,
+    user_id TEXT
+);
+CREATE INDEX IF NOT EXISTS reports_env ON reports (environment, id);
 """
 
 

@@ -1,4 +1,4 @@
-"""User feedback sent by SDKs (``POST /v1/feedback``), for ops to read."""
+"""User feedback and reports sent by SDKs (``POST /v1/feedback``, ``/v1/report``), for ops."""
 
 from __future__ import annotations
 
@@ -10,29 +10,42 @@ __all__ = ["FeedbackStore"]
 
 
 class FeedbackStore(StoreBase):
-    """Store and list feedback per environment."""
+    """Store and list feedback and reports per environment."""
 
-    # -- feedback ----------------------------------------------------------------------------------
+    # -- feedback and reports ----------------------------------------------------------------------
     def add_feedback(self, environment: str, key_name: str, item: dict[str, Any]) -> None:
-        with self._tx(write=True) as tx:
-            tx.run(
-                "INSERT INTO feedback (environment, at, key_name, trace_id, score, comment,"
-                " flag_key, variant, user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    environment,
-                    utcnow(),
-                    key_name,
-                    item["trace_id"],
-                    item["score"],
-                    item.get("comment"),
-                    item.get("flag_key"),
-                    item.get("variant"),
-                    item.get("user_id"),
-                ),
-            )
+        self._add("feedback", _FEEDBACK_FIELDS, environment, key_name, item)
 
-    def list_feedback(
+    def add_report(self, environment: str, key_name: str, item: dict[str, Any]) -> None:
+        self._add("reports", _REPORT_FIELDS, environment, key_name, item)
+
+    def list_feedback(self, **filters: Any) -> list[dict[str, Any]]:
+        """Newest first: see :meth:`_list` for the filters."""
+        return self._list("feedback", _FEEDBACK_FIELDS, **filters)
+
+    def list_reports(self, **filters: Any) -> list[dict[str, Any]]:
+        """Newest first, filtered as :meth:`list_feedback`."""
+        return self._list("reports", _REPORT_FIELDS, **filters)
+
+    def _add(
         self,
+        table: str,
+        fields: tuple[str, ...],
+        environment: str,
+        key_name: str,
+        item: dict[str, Any],
+    ) -> None:
+        columns = ("environment", "at", "key_name", "trace_id", *fields, *_COHORT)
+        values = (environment, utcnow(), key_name, item["trace_id"])
+        values += tuple(item.get(f) for f in (*fields, *_COHORT))
+        marks = ", ".join("?" * len(columns))
+        with self._tx(write=True) as tx:
+            tx.run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)  # noqa: S608 -- fixed names
+
+    def _list(
+        self,
+        table: str,
+        fields: tuple[str, ...],
         *,
         environment: str | None,
         limit: int,
@@ -40,23 +53,13 @@ class FeedbackStore(StoreBase):
         variant: str | None = None,
         since: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first; ``since`` is an RFC 3339 UTC time as :func:`utcnow` writes them."""
+        """``since`` is an RFC 3339 UTC time as :func:`utcnow` writes them."""
+        columns = ("id", "environment", "at", "key_name", "trace_id", *fields, *_COHORT)
         where, params = _where(environment, flag_key, variant, since)
-        sql = _LIST + where + " ORDER BY id DESC LIMIT ?"
+        sql = f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY id DESC LIMIT ?"  # noqa: S608 -- fixed names, see _where
         with self._tx() as tx:
             rows = tx.all(sql, (*params, limit))
-        names = (
-            "id",
-            "environment",
-            "at",
-            "sdk_key",
-            "trace_id",
-            "score",
-            "comment",
-            "flag_key",
-            "variant",
-            "user_id",
-        )
+        names = ("id", "environment", "at", "sdk_key", "trace_id", *fields, *_COHORT)
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def feedback_summary(
@@ -67,27 +70,42 @@ class FeedbackStore(StoreBase):
         variant: str | None = None,
         since: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Count and mean score per (flag, variant): canary next to stable, at a glance."""
+        """Count, mean score and reports per (flag, variant): canary next to stable, at a glance."""
         where, params = _where(environment, flag_key, variant, since)
-        sql = _SUMMARY + where + " GROUP BY flag_key, variant ORDER BY flag_key, variant"
+        group = " GROUP BY flag_key, variant"
         with self._tx() as tx:
-            rows = tx.all(sql, params)
-        return [
-            {
-                "flag_key": r[0],
-                "variant": r[1],
-                "count": int(r[2]),
-                "mean_score": round(float(r[3]), 3),
-                "low_scores": int(r[4]),
+            scores = tx.all(_SUMMARY + where + group, params)
+            reported = tx.all(_REPORT_COUNTS + where + group, params)
+        rows: dict[tuple[Any, Any], dict[str, Any]] = {}
+        for flag, name, count, mean, low in scores:
+            rows[(flag, name)] = {
+                "flag_key": flag,
+                "variant": name,
+                "count": int(count),
+                "mean_score": round(float(mean), 3),
+                "low_scores": int(low),
+                "reports": 0,
             }
-            for r in rows
-        ]
+        for flag, name, count in reported:
+            row = rows.setdefault(
+                (flag, name),
+                {
+                    "flag_key": flag,
+                    "variant": name,
+                    "count": 0,
+                    "mean_score": None,
+                    "low_scores": 0,
+                    "reports": 0,
+                },
+            )
+            row["reports"] = int(count)
+        return [rows[k] for k in sorted(rows, key=lambda k: (k[0] or "", k[1] or ""))]
 
 
-_LIST = (
-    "SELECT id, environment, at, key_name, trace_id, score, comment, flag_key, variant, user_id"
-    " FROM feedback"
-)
+_COHORT = ("flag_key", "variant", "user_id")
+_FEEDBACK_FIELDS = ("score", "comment")
+_REPORT_FIELDS = ("reason",)
+_REPORT_COUNTS = "SELECT flag_key, variant, COUNT(*) FROM reports"
 _SUMMARY = (
     "SELECT flag_key, variant, COUNT(*), AVG(score), SUM(CASE WHEN score <= 2 THEN 1 ELSE 0 END)"
     " FROM feedback"

@@ -1,4 +1,4 @@
-"""``vibe feedback``: what users said about a flag's answers, canary next to stable."""
+"""``vibe feedback``: what users said about a flag's answers (scores and reports), per variant."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "feedback",
         parents=[common],
-        help="users' scores and comments on a flag's answers, per variant",
-        description="Show the feedback users sent on FLAG's answers (client.feedback): count, mean "
-        "score and low scores (1-2) per variant, then the newest entries with their comments and "
+        help="users' scores, comments and reports on a flag's answers, per variant",
+        description="Show what users said about FLAG's answers: per variant the count, mean and "
+        "low (1-2) scores they gave (client.feedback) and the answers they reported "
+        "(client.report); then the newest scores and reports, with comments, reasons and "
         "trace ids.",
     )
     p.add_argument("flag", help="flag key")
@@ -37,7 +38,10 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "or time (2026-12-05, 2026-12-05T14:00Z; no zone = UTC)",
     )
     p.add_argument(
-        "--limit", type=int, default=20, help="at most this many entries listed (default 20)"
+        "--limit",
+        type=int,
+        default=20,
+        help="at most this many scores, and as many reports, listed (default 20)",
     )
     p.set_defaults(handler=feedback)
 
@@ -81,8 +85,9 @@ def feedback(args: argparse.Namespace, ctx: Context) -> int:
     }
     summary = ctx.api.get("/v1/admin/feedback/summary", params=params)
     entries = ctx.api.get("/v1/admin/feedback", params={**params, "limit": args.limit})
+    reports = ctx.api.get("/v1/admin/reports", params={**params, "limit": args.limit})
     if ctx.json_output:
-        ctx.emit_json({"summary": summary, "entries": entries})
+        ctx.emit_json({"summary": summary, "entries": entries, "reports": reports})
         return ExitCode.OK
     scope = f"{args.flag!r}" + ("" if args.variant is None else f", variant {args.variant!r}")
     when = "" if since is None else f" since {since.strftime('%Y-%m-%d %H:%M:%S')} UTC"
@@ -93,35 +98,61 @@ def feedback(args: argparse.Namespace, ctx: Context) -> int:
     ctx.out()
     ctx.out(
         table(
-            ["variant", "count", "mean score", "low (1-2)"],
+            ["variant", "scores", "mean score", "low (1-2)", "reports"],
             (
                 [
-                    s.get("variant"),
-                    s.get("count"),
-                    f"{s.get('mean_score', 0):.2f}",
-                    s.get("low_scores"),
+                    v.get("variant"),
+                    v.get("count"),
+                    None if v.get("mean_score") is None else f"{v['mean_score']:.2f}",
+                    v.get("low_scores"),
+                    v.get("reports"),
                 ]
-                for s in summary
+                for v in summary
             ),
         )
     )
-    total = sum(int(s.get("count", 0)) for s in summary)
-    ctx.out()
-    ctx.out(f"newest {len(entries)} of {total}:" if total > len(entries) else "entries:")
-    ctx.out(
-        table(
-            ["at", "variant", "score", "user", "comment", "trace"],
-            (
-                [
-                    e.get("at"),
-                    e.get("variant"),
-                    e.get("score"),
-                    e.get("user_id"),
-                    _short(e.get("comment")),
-                    e.get("trace_id"),
-                ]
-                for e in entries
-            ),
-        )
+    _listing(
+        ctx,
+        "scores",
+        sum(int(v.get("count", 0)) for v in summary),
+        ["at", "variant", "score", "user", "comment", "trace"],
+        [
+            [
+                e.get("at"),
+                e.get("variant"),
+                e.get("score"),
+                e.get("user_id"),
+                _short(e.get("comment")),
+                e.get("trace_id"),
+            ]
+            for e in entries
+        ],
+    )
+    _listing(
+        ctx,
+        "reports",
+        sum(int(v.get("reports", 0)) for v in summary),
+        ["at", "variant", "user", "reason", "trace"],
+        [
+            [
+                r.get("at"),
+                r.get("variant"),
+                r.get("user_id"),
+                _short(r.get("reason")),
+                r.get("trace_id"),
+            ]
+            for r in reports
+        ],
     )
     return ExitCode.OK
+
+
+def _listing(
+    ctx: Context, what: str, total: int, headers: list[str], rows: list[list[object]]
+) -> None:
+    """A titled table of the newest rows, saying how many of ``total`` it shows; none if empty."""
+    if not rows:
+        return
+    ctx.out()
+    ctx.out(f"newest {len(rows)} of {total} {what}:" if total > len(rows) else f"{what}:")
+    ctx.out(table(headers, rows))
