@@ -61,6 +61,12 @@ router = APIRouter(
 )
 
 Env = Annotated[str, Path(description="environment name", max_length=64)]
+FeedbackFlag = Annotated[str | None, Query(max_length=64, description="only this flag")]
+FeedbackVariant = Annotated[str | None, Query(max_length=200, description="only this variant")]
+Since = Annotated[
+    dt.datetime | None,
+    Query(description="only feedback received at or after this time (RFC 3339; no zone = UTC)"),
+]
 FlagKey = Annotated[str, Path(description="flag key", max_length=64)]
 IfMatch = Annotated[
     str | None,
@@ -435,7 +441,24 @@ async def stats(request: Request) -> dict[str, Any]:
         "environments_in_memory": {
             env: hub.latest_version(env) for env in sorted(hub.known_environments())
         },
+        "otlp": request.app.state.otlp.as_dict(),
     }
+
+
+@router.get(
+    "/environments/{env}/measurements",
+    summary="What SDKs measured for a flag (OTLP), per variant",
+)
+def measurements(
+    request: Request,
+    *,
+    env: Env,
+    flag: Annotated[str, Query(max_length=64, description="the flag")],
+    since: Since = None,
+) -> dict[str, Any]:
+    start = None if since is None else int(since.timestamp())
+    variants = _store(request).measurements(environment=env, flag_key=flag, since=start)
+    return {"environment": env, "flag": flag, "since": start, "variants": variants}
 
 
 @router.get(
@@ -452,14 +475,6 @@ def audit(
     limit: Limit = 100,
 ) -> list[dict[str, Any]]:
     return _store(request).audit(environment=environment, limit=limit)
-
-
-FeedbackFlag = Annotated[str | None, Query(max_length=64, description="only this flag")]
-FeedbackVariant = Annotated[str | None, Query(max_length=200, description="only this variant")]
-Since = Annotated[
-    dt.datetime | None,
-    Query(description="only feedback received at or after this time (RFC 3339; no zone = UTC)"),
-]
 
 
 @router.get(

@@ -21,6 +21,8 @@ from vibesdk_server._storage import SqlStore
 from ._admin import router as admin_router
 from ._auth import AuthMiddleware
 from ._hub import Hub
+from ._otlp import OtlpCounts
+from ._otlp import router as otlp_router
 from ._sdk import flags_fast_path
 from ._sdk import router as sdk_router
 from ._yaml import YamlBodyMiddleware
@@ -78,12 +80,14 @@ def create_app(
     app.state.hub = hub
     app.state.heartbeat_s = heartbeat_s
     app.state.allow_self_review = allow_self_review
+    app.state.otlp = OtlpCounts()
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no auth)")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     app.include_router(sdk_router)
+    app.include_router(otlp_router)
     app.include_router(admin_router)
 
     @app.exception_handler(ServerError)

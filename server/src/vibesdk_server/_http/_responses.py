@@ -173,6 +173,10 @@ class Stats(_Out):
     subscribers: int
     dropped_subscribers: int
     environments_in_memory: dict[str, int | None]
+    otlp: dict[str, int] = Field(
+        description="OTLP metrics received by this replica: requests, points_stored, "
+        "points_refused (cumulative temporality), requests_refused (unreadable bodies)"
+    )
 
 
 class ErrorBody(BaseModel):

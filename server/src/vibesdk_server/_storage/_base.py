@@ -105,6 +105,22 @@ CREATE TABLE IF NOT EXISTS reports (
     user_id TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_env ON reports (environment, id);
+CREATE TABLE IF NOT EXISTS measurements (
+    id {ID},
+    environment TEXT NOT NULL,
+    flag_key TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    interval_start BIGINT NOT NULL,
+    metric TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    count DOUBLE PRECISION NOT NULL,
+    total DOUBLE PRECISION NOT NULL,
+    bounds TEXT,
+    buckets TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_flag
+    ON measurements (environment, flag_key, interval_start);
 """
 
 

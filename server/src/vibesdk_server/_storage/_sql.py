@@ -1,7 +1,7 @@
 """The storage logic shared by SQLite and PostgreSQL: one class, two small dialects.
 
 :class:`SqlStore` combines one mixin per concern (documents, prompts, tokens,
-feedback) over :class:`~._base.StoreBase`; :mod:`._sqlite` and
+feedback, measurements) over :class:`~._base.StoreBase`; :mod:`._sqlite` and
 :mod:`._postgres` subclass it with their connection, locking and notification.
 """
 
@@ -11,12 +11,13 @@ from ._access import TokenStore
 from ._base import Mutation, Published, StoreBase, Tx, rfc3339, utcnow
 from ._documents import DocumentStore
 from ._feedback import FeedbackStore
+from ._measurements import MeasurementStore
 from ._prompts import PromptStore
 
 __all__ = ["Mutation", "Published", "SqlStore", "StoreBase", "Tx", "rfc3339", "utcnow"]
 
 
-class SqlStore(DocumentStore, PromptStore, TokenStore, FeedbackStore):
+class SqlStore(DocumentStore, PromptStore, TokenStore, FeedbackStore, MeasurementStore):
     """Flag server storage; subclasses supply connections, locking and notification.
 
     All methods are synchronous and thread-safe (a small connection pool); the

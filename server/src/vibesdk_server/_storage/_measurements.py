@@ -1,0 +1,172 @@
+"""Measurements received over OTLP, kept per (environment, flag, variant, 10 s interval).
+
+Append-only: each received data point is one row (several replicas may write
+the same interval at once); reading sums them. What a variant's rows add up to
+is :meth:`MeasurementStore.measurements`: the figures canary analysis compares.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from vibesdk_server._domain._otlp import Point
+
+from ._base import StoreBase, utcnow
+
+__all__ = ["SLOW_S", "MeasurementStore"]
+
+#: The latency guardrail's threshold: calls slower than this count as slow (the SDK's duration
+#: histogram has a bucket boundary here).
+SLOW_S = 3.0
+
+
+class MeasurementStore(StoreBase):
+    """Store OTLP measurement points; add them up per variant."""
+
+    def add_points(self, environment: str, points: Iterable[Point]) -> int:
+        """Store ``points`` for ``environment`` in one transaction; how many."""
+        now = utcnow()
+        rows = [
+            (
+                environment,
+                p.flag_key,
+                p.variant,
+                p.interval_start,
+                p.metric,
+                p.labels,
+                p.count,
+                p.total,
+                json.dumps(p.bounds) if p.bounds else None,
+                json.dumps(p.buckets) if p.buckets else None,
+                now,
+            )
+            for p in points
+        ]
+        if not rows:
+            return 0
+        with self._tx(write=True) as tx:
+            for row in rows:
+                tx.run(
+                    "INSERT INTO measurements (environment, flag_key, variant, interval_start,"
+                    " metric, labels, count, total, bounds, buckets, received_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+        return len(rows)
+
+    def measurements(
+        self, *, environment: str, flag_key: str, since: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Per variant: what the SDKs measured for ``flag_key`` from ``since`` (unix seconds) on.
+
+        Each variant's figures: ``calls`` (and ``slow_calls``, over :data:`SLOW_S`;
+        ``latency_sum_s``), ``errors`` (calls that raised, by ``error.type``),
+        ``fallbacks`` (by reason), ``quality_failures`` (by check), ``output_tokens``
+        (count, sum), ``feedback`` (count, sum of scores), ``reports``, the
+        ``duration_histogram`` (bounds, counts) and the first and last interval seen.
+        Calls are counted for the variant a user was **assigned**, as the SDK records them.
+        """
+        sql = (
+            "SELECT variant, metric, labels, SUM(count), SUM(total), MIN(interval_start),"
+            " MAX(interval_start) FROM measurements WHERE environment = ? AND flag_key = ?"
+        )
+        params: list[Any] = [environment, flag_key]
+        if since is not None:
+            sql += " AND interval_start >= ?"
+            params.append(since)
+        hist_sql = (
+            "SELECT variant, bounds, buckets FROM measurements WHERE environment = ?"
+            " AND flag_key = ? AND metric = 'gen_ai.client.operation.duration'"
+            " AND buckets IS NOT NULL"
+        )
+        if since is not None:
+            hist_sql += " AND interval_start >= ?"
+        with self._tx() as tx:
+            sums = tx.all(sql + " GROUP BY variant, metric, labels", params)
+            histograms = tx.all(hist_sql, params)
+        out: dict[str, dict[str, Any]] = {}
+        for variant, metric, labels, count, total, first, last in sums:
+            v = out.setdefault(variant, _empty())
+            v["first_interval"] = (
+                first if v["first_interval"] is None else min(first, v["first_interval"])
+            )
+            v["last_interval"] = (
+                last if v["last_interval"] is None else max(last, v["last_interval"])
+            )
+            _add(v, metric, _labels(labels), float(count), float(total))
+        for variant, bounds_text, buckets_text in histograms:
+            _merge_histogram(out.setdefault(variant, _empty()), bounds_text, buckets_text)
+        for v in out.values():
+            v["slow_calls"] = _over(v["duration_histogram"], SLOW_S)
+        return out
+
+
+def _empty() -> dict[str, Any]:
+    return {
+        "calls": 0,
+        "slow_calls": 0,
+        "latency_sum_s": 0.0,
+        "errors": {},
+        "fallbacks": {},
+        "quality_failures": {},
+        "output_tokens": {"count": 0, "sum": 0.0},
+        "feedback": {"count": 0, "sum": 0.0},
+        "reports": 0,
+        "duration_histogram": {"bounds": [], "counts": []},
+        "first_interval": None,
+        "last_interval": None,
+    }
+
+
+def _labels(text: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in text.split(",") if "=" in pair)
+
+
+def _bump(counts: dict[str, int], key: str, n: float) -> None:
+    counts[key] = counts.get(key, 0) + round(n)
+
+
+def _add(
+    v: dict[str, Any], metric: str, labels: dict[str, str], count: float, total: float
+) -> None:
+    if metric == "gen_ai.client.operation.duration":
+        v["calls"] += round(count)
+        v["latency_sum_s"] += total
+        if "error.type" in labels:
+            _bump(v["errors"], labels["error.type"], count)
+    elif metric == "vibesdk.fallbacks":
+        _bump(v["fallbacks"], labels.get("vibesdk.fallback.reason", "unknown"), total)
+    elif metric == "vibesdk.quality.failures":
+        _bump(v["quality_failures"], labels.get("vibesdk.quality.check", "unknown"), total)
+    elif metric == "gen_ai.client.token.usage" and labels.get("gen_ai.token.type") == "output":
+        v["output_tokens"]["count"] += round(count)
+        v["output_tokens"]["sum"] += total
+    elif metric == "vibesdk.feedback.score":
+        v["feedback"]["count"] += round(count)
+        v["feedback"]["sum"] += total
+    elif metric == "vibesdk.reports":
+        v["reports"] += round(total)
+
+
+def _merge_histogram(v: dict[str, Any], bounds_text: str | None, buckets_text: str) -> None:
+    bounds = json.loads(bounds_text) if bounds_text else []
+    buckets = json.loads(buckets_text)
+    hist = v["duration_histogram"]
+    if not hist["bounds"] and not hist["counts"]:
+        hist["bounds"], hist["counts"] = list(bounds), [0] * len(buckets)
+    if hist["bounds"] != bounds or len(hist["counts"]) != len(buckets):
+        return  # another bucket layout (another SDK version): left out of the histogram
+    hist["counts"] = [a + b for a, b in zip(hist["counts"], buckets, strict=True)]
+
+
+def _over(hist: dict[str, Any], threshold: float) -> int:
+    """Observations in buckets wholly above ``threshold`` (exact when it is a bucket bound)."""
+    bounds, counts = hist["bounds"], hist["counts"]
+    total = 0
+    for i, count in enumerate(counts):
+        lower = bounds[i - 1] if i > 0 else float("-inf")
+        if lower >= threshold:
+            total += count
+    return total

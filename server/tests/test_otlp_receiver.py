@@ -1,0 +1,228 @@
+"""POST /v1/otlp/v1/metrics on the real flag server (SQLite and PostgreSQL), real OTel exporter.
+
+Instruments named and attributed as vibesdk's telemetry reference documents them record into a
+MeterProvider whose reader exports with ``opentelemetry-exporter-otlp-proto-http`` (protobuf,
+gzip) to the server with an SDK key; the admin API's per-variant figures must add up to what
+was recorded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from vibesdk_server.testing import FlagServer
+
+DELTA = {Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA}
+FLAG = "vibethinker"
+
+
+def _provider(server: FlagServer, *, delta: bool = True, key: str | None = None) -> MeterProvider:
+    exporter = OTLPMetricExporter(
+        endpoint=server.url + "/v1/otlp/v1/metrics",
+        headers={"Authorization": f"Bearer {key or server.sdk_key}"},
+        compression=Compression.Gzip,
+        preferred_temporality=DELTA if delta else {},
+    )
+    # A long interval: the test exports with force_flush(), when it chooses.
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    return MeterProvider(metric_readers=[reader])
+
+
+@pytest.fixture
+def provider(server: FlagServer) -> Iterator[MeterProvider]:
+    mp = _provider(server)
+    yield mp
+    mp.shutdown()
+
+
+def _measured(server: FlagServer) -> dict[str, Any]:
+    response = server.admin_request(
+        "GET", f"/v1/admin/environments/{server.environment}/measurements", params={"flag": FLAG}
+    )
+    assert response.status_code == 200, response.text
+    variants: dict[str, Any] = response.json()["variants"]
+    return variants
+
+
+def _otlp_stats(server: FlagServer) -> dict[str, int]:
+    stats: dict[str, int] = server.admin_request("GET", "/v1/admin/stats").json()["otlp"]
+    return stats
+
+
+class Recorder:
+    """vibesdk's instruments as docs/concepts/telemetry.md names them, on ``provider``."""
+
+    def __init__(self, provider: MeterProvider) -> None:
+        meter = provider.get_meter("vibesdk")
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            explicit_bucket_boundaries_advisory=[0.5, 1.0, 2.0, 3.0, 5.12, 10.24],
+        )
+        self.tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
+        self.fallbacks = meter.create_counter("vibesdk.fallbacks")
+        self.failures = meter.create_counter("vibesdk.quality.failures")
+        self.feedback = meter.create_histogram("vibesdk.feedback.score")
+        self.reports = meter.create_counter("vibesdk.reports")
+        self.rejected = meter.create_counter("vibesdk.flags.rejected")
+
+    def call(self, variant: str, seconds: float, **extra: Any) -> None:
+        self.duration.record(seconds, {**_cohort(variant), **extra})
+
+
+def _cohort(variant: str) -> dict[str, Any]:
+    return {
+        "feature_flag.key": FLAG,
+        "feature_flag.result.variant": variant,
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "m",
+    }
+
+
+def _record(r: Recorder) -> None:
+    """Canary: 5 calls (one slow, one fell back, one failed), stable: 3 quick ones."""
+    for seconds in (0.5, 0.7, 4.2):
+        r.call("canary", seconds)
+    r.call("canary", 1.0, **{"vibesdk.fallback": True})
+    r.call("canary", 2.0, **{"error.type": "all_failed"})
+    for seconds in (0.2, 0.3, 0.4):
+        r.call("stable", seconds)
+    r.fallbacks.add(1, {**_cohort("canary"), "vibesdk.fallback.reason": "timeout_connect"})
+    for check in ("empty", "loop", "empty"):
+        r.failures.add(1, {**_cohort("canary"), "vibesdk.quality.check": check})
+    r.tokens.record(40, {**_cohort("stable"), "gen_ai.token.type": "output"})
+    r.tokens.record(10, {**_cohort("stable"), "gen_ai.token.type": "input"})
+    r.feedback.record(2, _cohort("canary"))
+    r.feedback.record(4, _cohort("canary"))
+    r.reports.add(1, _cohort("canary"))
+    r.rejected.add(1, {"vibesdk.flags.origin": "poll"})  # no flag: ignored, not refused
+
+
+def test_sdk_metrics_exported_over_otlp_add_up_per_variant(
+    server: FlagServer, provider: MeterProvider
+) -> None:
+    """What vibesdk's instruments recorded is what the server reports per variant."""
+    before = _otlp_stats(server)
+    _record(Recorder(provider))
+    assert provider.force_flush(10_000)
+    measured = _measured(server)
+    canary, stable = measured["canary"], measured["stable"]
+    assert (canary["calls"], stable["calls"]) == (5, 3)
+    assert canary["slow_calls"] == 1  # 4.2 s: over the 3 s bucket bound
+    assert stable["slow_calls"] == 0
+    assert canary["errors"] == {"all_failed": 1}
+    assert canary["fallbacks"] == {"timeout_connect": 1}
+    assert canary["quality_failures"] == {"empty": 2, "loop": 1}
+    assert stable["output_tokens"] == {"count": 1, "sum": 40.0}
+    assert canary["feedback"] == {"count": 2, "sum": 6.0}
+    assert canary["reports"] == 1
+    assert canary["latency_sum_s"] == pytest.approx(8.4)
+    assert sum(canary["duration_histogram"]["counts"]) == 5
+    assert 3.0 in canary["duration_histogram"]["bounds"]
+
+    # A second export adds to the first (delta temporality), it does not replace it.
+    Recorder(provider).call("stable", 5.0)
+    assert provider.force_flush(10_000)
+    stable = _measured(server)["stable"]
+    assert (stable["calls"], stable["slow_calls"]) == (4, 1)
+    after = _otlp_stats(server)
+    assert after["requests"] - before["requests"] == 2
+    assert after["points_stored"] > before["points_stored"]
+    assert after["points_refused"] == before["points_refused"]
+
+
+def test_the_environment_is_the_keys_and_cumulative_points_are_refused(
+    server: FlagServer,
+) -> None:
+    """Another environment's key stores there; a cumulative export is refused, nothing stored."""
+    other = server.new_environment()
+    mp = _provider(server, key=other.sdk_key)
+    try:
+        Recorder(mp).call("canary", 1.0)
+        assert mp.force_flush(10_000)
+    finally:
+        mp.shutdown()
+    assert _measured(server) == {}
+    assert _measured(other)["canary"]["calls"] == 1
+
+    before = _otlp_stats(server)
+    cumulative = _provider(server, delta=False)
+    try:
+        Recorder(cumulative).call("canary", 1.0)
+        # The exporter logs the partial success; the export itself succeeds.
+        assert cumulative.force_flush(10_000)
+    finally:
+        cumulative.shutdown()
+    assert _measured(server) == {}
+    after = _otlp_stats(server)
+    assert after["points_refused"] > before["points_refused"]
+
+
+def _post(server: FlagServer, body: bytes, **headers: str) -> httpx.Response:
+    return server.sdk_request(
+        "POST",
+        "/v1/otlp/v1/metrics",
+        content=body,
+        headers={"content-type": "application/x-protobuf", **headers},
+    )
+
+
+def test_unreadable_bodies_get_the_otlp_error_answer_and_store_nothing(
+    server: FlagServer,
+) -> None:
+    """Not protobuf, not JSON, bad gzip, oversized, wrong content type: 4xx with a Status."""
+    before = _otlp_stats(server)
+    bad = _post(server, b"\xff\x00 not a protobuf message")
+    assert bad.status_code == 400
+    assert bad.headers["content-type"] == "application/x-protobuf"
+    status = Status()
+    status.ParseFromString(bad.content)
+    assert "not an OTLP metrics export" in status.message
+
+    as_json = _post(server, b"{not json", **{"content-type": "application/json"})
+    assert as_json.status_code == 400
+    assert "not an OTLP metrics export" in json.loads(as_json.text)["message"]
+
+    zipped = _post(server, b"not gzip", **{"content-encoding": "gzip"})
+    assert zipped.status_code == 400
+    assert "not valid gzip" in zipped.text
+
+    bomb = gzip.compress(b"\x00" * (17 * 1024 * 1024))
+    assert _post(server, bomb, **{"content-encoding": "gzip"}).status_code == 413
+    assert _post(server, b"x" * (4 * 1024 * 1024 + 1)).status_code == 413
+    plain = _post(server, b"", **{"content-type": "text/plain"})
+    assert plain.status_code == 415
+    assert "application/x-protobuf or application/json" in plain.text
+
+    after = _otlp_stats(server)
+    assert after["requests_refused"] - before["requests_refused"] == 6
+    assert after["points_stored"] == before["points_stored"]
+
+    # An empty export is a valid one: 200 and an empty response message.
+    ok = _post(server, b"")
+    assert ok.status_code == 200
+    ExportMetricsServiceResponse().ParseFromString(ok.content)
+
+
+def test_the_receiver_takes_sdk_keys_only(server: FlagServer) -> None:
+    """No key, a wrong key or an admin token: refused before the body is read."""
+    url = server.url + "/v1/otlp/v1/metrics"
+    headers = {"content-type": "application/x-protobuf"}
+    assert httpx.post(url, content=b"", headers=headers).status_code == 401
+    wrong = {**headers, "authorization": "Bearer nope"}
+    assert httpx.post(url, content=b"", headers=wrong).status_code == 401
+    admin = server.admin_request("POST", "/v1/otlp/v1/metrics", content=b"", headers=headers)
+    assert admin.status_code in (401, 403)
