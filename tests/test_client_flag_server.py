@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.client_harness import Driver
-from vibesdk.testing import FakeBackend, make_flag
+from vibesdk.testing import FakeBackend, Reply, make_flag
 
 pytest.importorskip("vibesdk_server")
 
@@ -89,3 +89,76 @@ def test_client_follows_the_flag_server_and_feedback_reaches_it(
     assert [(x["trace_id"], x["reason"], x["variant"], x["user_id"]) for x in reported] == [
         (r.trace_id, "the steps skip a case", "canary", "u42")
     ]
+
+
+def _measured(flag_server: Any) -> dict[str, Any]:
+    response = flag_server.admin_request(
+        "GET",
+        f"/v1/admin/environments/{flag_server.environment}/measurements",
+        params={"flag": "vibethinker"},
+    )
+    assert response.status_code == 200, response.text
+    variants: dict[str, Any] = response.json()["variants"]
+    return variants
+
+
+def test_the_client_sends_its_measurements_to_the_flag_server(
+    kind: str, flag_server: Any, tmp_path: Any
+) -> None:
+    """With server_url and sdk_key, calls, fallbacks and feedback reach the server over OTLP.
+
+    The app's own OpenTelemetry setup (a SpanCapture here) still gets every metric.
+    """
+    from vibesdk.testing import SpanCapture
+
+    with (
+        FakeBackend(default="stable answer") as stable,
+        FakeBackend(default=Reply(status=500)) as canary,  # every canary attempt fails
+    ):
+        flag_server.apply(
+            make_flag(stable_url=stable.url, canary_url=canary.url, rollout_bps=10_000)
+        )
+        with SpanCapture() as cap:
+            d = Driver(
+                kind,
+                server_url=flag_server.url,
+                sdk_key=flag_server.sdk_key,
+                cache_dir=str(tmp_path),
+                server_metrics_interval_s=60,  # the export at close() is the one that counts
+            )
+            try:
+                assert d.wait_until_ready(15)
+                for user in ("u1", "u2", "u3"):
+                    r = d.chat("vibethinker", user, ASK)
+                    assert (r.variant, r.fallback) == ("stable", True)
+                d.feedback(r.trace_id, 2)
+            finally:
+                d.dispose()  # exports what is left
+            seen_by_app = cap.metric_count(
+                "gen_ai.client.operation.duration", {"feature_flag.result.variant": "canary"}
+            )
+    assert seen_by_app == 3
+    measured = _measured(flag_server)
+    assert measured["canary"]["calls"] == 3  # calls count for the variant assigned
+    assert sum(measured["canary"]["fallbacks"].values()) == 3
+    # Feedback counts for the variant that answered: stable, here.
+    assert measured["stable"]["feedback"] == {"count": 1, "sum": 2.0}
+
+
+def test_server_metrics_off_sends_nothing(kind: str, flag_server: Any, tmp_path: Any) -> None:
+    """server_metrics=False: the server measures nothing, the client works as before."""
+    with FakeBackend(default="stable answer") as stable:
+        flag_server.apply(make_flag(stable_url=stable.url, canary_url=stable.url))
+        d = Driver(
+            kind,
+            server_url=flag_server.url,
+            sdk_key=flag_server.sdk_key,
+            cache_dir=str(tmp_path),
+            server_metrics=False,
+        )
+        try:
+            assert d.wait_until_ready(15)
+            assert d.chat("vibethinker", "u1", ASK).text == "stable answer"
+        finally:
+            d.dispose()
+    assert _measured(flag_server) == {}

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     feedback_queue_size: int = Field(
         default=1000, ge=1, le=1_000_000, description="Feedback waiting to be sent; more is dropped"
     )
+    server_metrics: bool = Field(
+        default=True,
+        description="Send this client's per-variant metrics to the flag server over OTLP "
+        "(with server_url and sdk_key), for its canary analysis",
+    )
+    server_metrics_interval_s: float = Field(
+        default=5.0, ge=1.0, le=300.0, description="Seconds between metric exports to the server"
+    )
     flag_evaluation_events: bool = Field(
         default=False,
         description="Add a feature_flag.evaluation event to each call span "

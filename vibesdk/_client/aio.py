@@ -18,6 +18,7 @@ from vibesdk._errors import ClientClosedError
 from vibesdk._flags.evaluation import Assignment
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
+from vibesdk._telemetry.server_export import ServerMetrics
 from vibesdk._watch import async_transport
 
 from .calls_aio import AsyncCalls
@@ -82,6 +83,8 @@ class AsyncClient:
         api_keys: Mapping[str, str] | None = None,
         feedback_queue_size: int | None = None,
         flag_evaluation_events: bool | None = None,
+        server_metrics: bool | None = None,
+        server_metrics_interval_s: float | None = None,
         flag_source: Any = None,
         transport: httpx.AsyncBaseTransport | None = None,
         server_transport: httpx.AsyncBaseTransport | None = None,
@@ -100,6 +103,8 @@ class AsyncClient:
             api_keys=api_keys,
             feedback_queue_size=feedback_queue_size,
             flag_evaluation_events=flag_evaluation_events,
+            server_metrics=server_metrics,
+            server_metrics_interval_s=server_metrics_interval_s,
         )
         self._settings = settings
         self._owns_source = flag_source is None
@@ -116,7 +121,11 @@ class AsyncClient:
         http = httpx.AsyncClient(
             transport=_transport(transport), limits=_LIMITS, follow_redirects=False
         )
-        self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
+        # A test's own server transport cannot carry the OTLP exporter's requests: off then.
+        self._server_metrics = ServerMetrics(settings, metrics(), enabled=server_transport is None)
+        self._core = ClientCore(
+            settings, self._store, clock=self._clock, metrics=self._server_metrics.metrics
+        )
         self._calls = AsyncCalls(self._core, http, sleep=self._sleep, prepare=self._bind)
         self._feedback = AsyncFeedbackSender.for_settings(settings, transport=server_transport)
         self._closed = False
@@ -302,6 +311,8 @@ class AsyncClient:
         self._closed = True
         _clients.discard(self)
         await self._feedback.aclose()
+        # The last export is a blocking HTTP request (bounded): not on the event loop.
+        await asyncio.to_thread(self._server_metrics.close)
         starting = self._starting
         if starting is not None and not starting.done():
             starting.cancel()

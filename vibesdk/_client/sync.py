@@ -15,6 +15,7 @@ from vibesdk._errors import ClientClosedError
 from vibesdk._flags.evaluation import Assignment
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
+from vibesdk._telemetry.server_export import ServerMetrics
 from vibesdk._watch import sync_transport
 
 from .calls_sync import Calls
@@ -72,6 +73,8 @@ class Client:
         api_keys: Mapping[str, str] | None = None,
         feedback_queue_size: int | None = None,
         flag_evaluation_events: bool | None = None,
+        server_metrics: bool | None = None,
+        server_metrics_interval_s: float | None = None,
         flag_source: Any = None,
         transport: httpx.BaseTransport | None = None,
         server_transport: httpx.BaseTransport | None = None,
@@ -90,6 +93,8 @@ class Client:
             api_keys=api_keys,
             feedback_queue_size=feedback_queue_size,
             flag_evaluation_events=flag_evaluation_events,
+            server_metrics=server_metrics,
+            server_metrics_interval_s=server_metrics_interval_s,
         )
         self._settings = settings
         self._owns_source = flag_source is None
@@ -103,7 +108,11 @@ class Client:
         self._sleep = sleep or time.sleep
         self._transport = transport
         http = httpx.Client(transport=_transport(transport), limits=_LIMITS, follow_redirects=False)
-        self._core = ClientCore(settings, self._store, clock=self._clock, metrics=metrics())
+        # A test's own server transport cannot carry the OTLP exporter's requests: off then.
+        self._server_metrics = ServerMetrics(settings, metrics(), enabled=server_transport is None)
+        self._core = ClientCore(
+            settings, self._store, clock=self._clock, metrics=self._server_metrics.metrics
+        )
         self._calls = Calls(self._core, http, sleep=self._sleep)
         self._feedback = FeedbackSender.for_settings(settings, transport=server_transport)
         self._closed = False
@@ -234,6 +243,7 @@ class Client:
         self._closed = True
         _clients.discard(self)
         self._feedback.close()
+        self._server_metrics.close()
         if self._owns_source:
             self._source.close()
         self._http.close()

@@ -24,7 +24,7 @@ import functools
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Metrics",
+    "TeeMetrics",
     "emit_feedback",
     "emit_report",
     "flag_attributes",
@@ -602,6 +603,50 @@ class Metrics:
             self._get().flags_rejected.add(1, {sc.VIBESDK_FLAGS_ORIGIN: origin})
         except Exception as exc:
             swallow("record_flag_rejected", exc)
+
+
+class TeeMetrics(Metrics):
+    """:class:`Metrics` that record into ``primary``'s instruments and into ``provider``'s too.
+
+    ``primary`` follows the app's OpenTelemetry setup as usual (the app's providers receive
+    exactly what they would without the tee); ``provider`` is one vibesdk owns, e.g. the
+    one that exports to the flag server. A failure of either is swallowed like any other.
+    """
+
+    def __init__(self, primary: Metrics, provider: otel_metrics.MeterProvider) -> None:
+        super().__init__(provider)
+        self._primary = primary
+        self._joined: tuple[_Instruments, _Instruments, _Instruments] | None = None
+
+    def _get(self) -> _Instruments:
+        first, second = self._primary._get(), super()._get()
+        joined = self._joined
+        if joined is None or joined[0] is not first or joined[1] is not second:
+            tees: dict[str, Any] = {
+                f.name: _Tee(getattr(first, f.name), getattr(second, f.name)) for f in fields(first)
+            }
+            both = _Instruments(**tees)
+            joined = self._joined = (first, second, both)
+        return joined[2]
+
+
+class _Tee:
+    """One instrument recorded into two: ``add`` and ``record`` go to both."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self._first, self._second = first, second
+
+    def add(self, value: float, attributes: Attributes = None) -> None:
+        try:
+            self._first.add(value, attributes)
+        finally:
+            self._second.add(value, attributes)
+
+    def record(self, value: float, attributes: Attributes = None) -> None:
+        try:
+            self._first.record(value, attributes)
+        finally:
+            self._second.record(value, attributes)
 
 
 _metrics: Metrics | None = None
