@@ -578,6 +578,29 @@ def test_malformed_yaml_is_a_400_naming_the_line(server: FlagServer) -> None:
     _assert_unchanged(server, before)
 
 
+def test_a_yaml_body_that_gives_a_key_twice_is_refused_like_the_cli_does(
+    server: FlagServer,
+) -> None:
+    """A key twice in one mapping: 400 naming the key and its line, nothing written.
+
+    PyYAML alone keeps the last value silently; the CLI already refused it, and the
+    server reads YAML with the same loader.
+    """
+    before = _snapshot(server)
+    body = (
+        b"flags:\n  - key: twice\n    rollout_bps: 100\n    rollout_bps: 10000\n"
+        b"    variants:\n      stable:\n        backend: {urls: ['http://127.0.0.1:9/v1']}\n"
+        b"        model: m\n"
+    )
+    response = _post(
+        server, "/apply", None, content=body, headers={"content-type": "application/yaml"}
+    )
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("key 'rollout_bps' appears twice in one mapping (line 4, column 5)")
+    _assert_unchanged(server, before)
+
+
 def test_yaml_bodies_still_need_an_admin_token(server: FlagServer) -> None:
     """The YAML path is behind the same auth: no token is 401 before the body is read."""
     response = httpx.post(

@@ -2,7 +2,8 @@
 
 ``vibe apply flags.yaml`` may send the file as ``application/yaml``; the body
 must have the same shape as the JSON one (``{"flags": [...], ...}``). A
-malformed document is a 400 naming the line and column, and nothing is written.
+malformed document, or one that gives a key twice, is a 400 naming the line and
+column, and nothing is written.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
+from vibesdk_server._domain._strict_yaml import YamlError, load
 
 __all__ = ["YAML_TYPES", "YamlBodyMiddleware"]
 
@@ -48,13 +49,10 @@ class YamlBodyMiddleware:
             if not message.get("more_body"):
                 break
         try:
-            data = yaml.safe_load(b"".join(chunks))
+            data = load(b"".join(chunks))
             body = json.dumps(data, default=str).encode()
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "not valid YAML"
-            await _reply(send, 400, f"malformed YAML{where}: {problem}; fix the file and retry")
+        except YamlError as exc:
+            await _reply(send, 400, f"{exc}; fix the file and retry")
             return
         except (TypeError, ValueError) as exc:
             await _reply(send, 400, f"YAML that has no JSON equivalent ({exc}); use plain values")

@@ -422,6 +422,8 @@ class _Demo:
     def _apply_flags(self, stable_urls: list[str], canary_urls: list[str]) -> None:
         import yaml
 
+        from vibesdk_server._domain._strict_yaml import load
+
         prompts_dir = self.opts.examples / "prompts"
         for prompt_id, model, user_template, filename in PROMPTS:
             self._vibe(
@@ -443,7 +445,7 @@ class _Demo:
                 token=self.reviewer,
                 who="bob",
             )
-        data = yaml.safe_load(self.opts.flags_file.read_text(encoding="utf-8"))
+        data = load(self.opts.flags_file.read_text(encoding="utf-8"))
         for flag in data["flags"]:
             if flag["key"] != FLAG:
                 continue

@@ -84,38 +84,12 @@ def _parse_json(text: str, name: str) -> Any:
 
 
 def _parse_yaml(text: str, name: str) -> Any:
-    import yaml
+    from vibesdk_server._domain._strict_yaml import YamlError, load
 
-    class StrictLoader(yaml.SafeLoader):
-        """SafeLoader that refuses a key given twice (PyYAML would keep the last silently)."""
-
-    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-        keys = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node)
-            if key in keys:
-                mark = key_node.start_mark
-                raise CliError.usage(
-                    f"{name}: key {key!r} appears twice in one mapping "
-                    f"(line {mark.line + 1}, column {mark.column + 1})"
-                )
-            keys.add(key)
-        loader.flatten_mapping(node)
-        return dict(loader.construct_pairs(node))
-
-    StrictLoader.add_constructor(
-        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-        construct_mapping,
-    )
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or str(exc)
-        raise CliError.usage(f"{name}: malformed YAML{where}: {problem}") from exc
-    except yaml.YAMLError as exc:
-        raise CliError.usage(f"{name}: malformed YAML: {exc}") from exc
+        return load(text)
+    except YamlError as exc:
+        raise CliError.usage(f"{name}: {exc}") from exc
 
 
 def _shape(data: Any, name: str) -> FlagFile:
