@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vibesdk._sources.sse import SSEEvent, SSEParser
+from vibesdk._sse import SSEEvent, SSEParser
 
 STREAM = (
     "retry: 1000\n\n"

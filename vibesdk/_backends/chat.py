@@ -25,6 +25,7 @@ from typing import Any
 
 from vibesdk._errors import BackendStatusError, MalformedResponseError, StreamInterruptedError
 from vibesdk._flags.document import GenerationParams, PromptTemplate, Variant
+from vibesdk._sse import SSEParser
 
 __all__ = [
     "CHAT_PATH",
@@ -245,7 +246,7 @@ class StreamParser:
     """
 
     __slots__ = (
-        "_data",
+        "_sse",
         "backend",
         "done",
         "finish_reason",
@@ -269,22 +270,12 @@ class StreamParser:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.timings: Mapping[str, Any] | None = None
-        self._data: list[str] = []
+        self._sse = SSEParser()
 
     def feed_line(self, line: str) -> Delta | None:
         """Take one line; return the delta of the event it completes, if any."""
-        if not line:
-            if not self._data:
-                return None
-            data = "\n".join(self._data)
-            self._data.clear()
-            return self._event(data)
-        if line[0] == ":":
-            return None
-        name, _, value = line.partition(":")
-        if name == "data":
-            self._data.append(value[1:] if value[:1] == " " else value)
-        return None
+        event = self._sse.line(line)
+        return None if event is None else self._event(event.data)
 
     @property
     def complete(self) -> bool:
@@ -293,9 +284,10 @@ class StreamParser:
 
     def finish(self) -> Completion:
         """The whole answer, once the body has ended."""
-        if self._data:
+        event = self._sse.pending()
+        if event is not None:
             # The body ended right after a data line without the blank line that dispatches it.
-            self.feed_line("")
+            self._event(event.data)
         if not self.complete:
             raise StreamInterruptedError(
                 f"the stream from {self.backend} ended before its finish_reason or [DONE]",

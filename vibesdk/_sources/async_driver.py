@@ -24,11 +24,11 @@ from typing import Any
 import httpx
 
 from vibesdk._settings import Settings
+from vibesdk._sse import SSEEvent, SSEParser
 
 from . import fork
 from .core import DeliveryCore, make_cache
 from .policy import STREAM_SILENCE_S, poll_delay
-from .sse import SSEEvent, SSEParser
 from .store import FlagStore
 
 __all__ = ["AsyncFlagSource"]

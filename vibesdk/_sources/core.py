@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from vibesdk._errors import ConfigError, FlagDocumentError
 from vibesdk._flags.document import FlagDocument, parse_document
+from vibesdk._sse import SSEEvent
 from vibesdk._telemetry.instruments import metrics
 
 from .cache import DiskCache
 from .policy import RECONNECT_BASE_S, STALE_AFTER_FAILURES, reconnect_delay
-from .sse import SSEEvent
 from .store import FlagState, FlagStore
 
 if TYPE_CHECKING:

@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 
 from vibesdk._settings import Settings
+from vibesdk._sse import SSEEvent, SSEParser
 from vibesdk._watch import Watch, current, sync_transport
 
 from . import fork
 from .core import DeliveryCore, make_cache
 from .policy import STREAM_SILENCE_S, poll_delay
-from .sse import SSEEvent, SSEParser
 from .store import FlagStore
 
 __all__ = ["FlagSource"]

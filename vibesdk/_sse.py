@@ -7,7 +7,9 @@ with ``:`` are comments; ``data`` lines accumulate, joined by ``\\n``; ``id``
 sets the last event id (ignored if it contains NUL); ``retry`` sets the
 reconnection delay when it is all ASCII digits; an empty line dispatches; an
 event left incomplete when the stream ends is discarded. No I/O, no threads,
-no clocks: the sync and async flag sources share it.
+no clocks. It is vibesdk's one SSE decoder: the flag sources feed it bytes
+(:meth:`SSEParser.feed`), the chat stream parser feeds it the lines httpx has
+already split (:meth:`SSEParser.line`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class SSEParser:
             else:
                 end = cr
                 nxt = cr + 2 if buffer[cr + 1] == "\n" else cr + 1
-            event = self._line(buffer[start:end])
+            event = self.line(buffer[start:end])
             if event is not None:
                 events.append(event)
             start = nxt
@@ -85,7 +87,7 @@ class SSEParser:
         events: list[SSEEvent] = []
         rest = self._text + self._decoder.decode(b"", final=True)
         if rest.endswith("\r"):
-            event = self._line(rest[:-1])
+            event = self.line(rest[:-1])
             if event is not None:
                 events.append(event)
         self._text = ""
@@ -93,7 +95,8 @@ class SSEParser:
         self._event = ""
         return events
 
-    def _line(self, line: str) -> SSEEvent | None:
+    def line(self, line: str) -> SSEEvent | None:
+        """Take one line (without its line ending); the event it completes, if any."""
         if not line:
             return self._dispatch()
         if line[0] == ":":
@@ -113,6 +116,13 @@ class SSEParser:
             self.retry_ms = int(value)
         # Any other field name is ignored, as the specification says.
         return None
+
+    def pending(self) -> SSEEvent | None:
+        """Dispatch what has accumulated without the blank line that would end it, if anything.
+
+        For a lenient reader at the end of a body (the specification discards it).
+        """
+        return self._dispatch()
 
     def _dispatch(self) -> SSEEvent | None:
         data, event = self._data, self._event
