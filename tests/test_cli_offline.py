@@ -115,13 +115,27 @@ def test_every_command_help_prints_percent_signs_once(
     assert "%%" not in out
 
 
-def test_invalid_server_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    """A server URL without http(s):// is exit 2 naming the flag and the variable."""
-    code, _, err = run(capsys, "status", "--server", "localhost:8700", "--token", "t")
-    assert code == 2
-    assert err == (
-        "vibe: invalid --server / VIBESDK_SERVER_URL: must start with http:// or https://\n"
-    )
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("localhost:8700", "must start with http:// or https:// (e.g. http://127.0.0.1:8700)"),
+        ("http://", "'http://' has no host name"),
+        ("http://exa mple.com", "'http://exa mple.com' contains a space; remove it"),
+        ("http://h:99999", "'http://h:99999': the port must be from 1 to 65535"),
+        ("http://h:1/?x=1", "'http://h:1/?x=1' must be a base URL, without ?query or #fragment"),
+    ],
+)
+def test_invalid_server_url_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], url: str, problem: str
+) -> None:
+    """A server URL that is not a base http(s) URL is exit 2 naming the flag and the problem.
+
+    The CLI checks it as the SDK does (vibesdk.schema.check_http_url), before any request.
+    """
+    code, out, err = run(capsys, "status", "--server", url, "--token", "t")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"vibe: invalid --server / VIBESDK_SERVER_URL: {problem}"), err
+    assert err.count("\n") == 1
 
 
 def test_server_errors_5xx_exit_4_and_point_at_history(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,9 @@ same messages. The models are also exported from the top-level :mod:`vibesdk` pa
   :class:`~vibesdk.FlagDocumentError`; :func:`describe_validation_error` turns a pydantic
   ``ValidationError`` into that one-line message (``invalid flag document: location: problem;
   ...``).
+* :func:`check_http_url` is what a base URL (the flag server's) must be: ``http://`` or
+  ``https://``, a host, a valid port, no spaces, query or fragment; the SDK's settings and the
+  ``vibe`` CLI check ``server_url`` with it.
 
 The prose version, with an example document, is the flag document page of the docs.
 """
@@ -35,6 +38,7 @@ from ._flags.document import (
     is_valid_key,
     parse_document,
 )
+from ._settings import check_http_url
 
 __all__ = [
     "Backend",
@@ -49,6 +53,7 @@ __all__ = [
     "Rule",
     "SCHEMA_VERSION",
     "Variant",
+    "check_http_url",
     "describe_validation_error",
     "is_valid_key",
     "parse_document",

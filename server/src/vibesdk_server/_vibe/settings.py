@@ -12,6 +12,8 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vibesdk.schema import check_http_url
+
 from .errors import CliError
 
 __all__ = ["DEFAULT_SERVER_URL", "CliSettings", "load_cli_settings"]
@@ -41,9 +43,7 @@ class CliSettings(BaseSettings):
     @field_validator("server_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return check_http_url(value)
 
     @field_validator("environment")
     @classmethod
