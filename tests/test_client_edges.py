@@ -136,10 +136,16 @@ def test_bad_arguments_raise_at_the_call(make: Any) -> None:
         d.chat("vibethinker", CANARY_USER, USER, temprature=1.0)
     with pytest.raises(ValueError, match="override"):
         d.chat("vibethinker", CANARY_USER, USER, temperature=9.0)
-    with pytest.raises(TypeError, match="messages"):
-        d.chat("vibethinker", CANARY_USER, [])
-    with pytest.raises(TypeError, match="messages"):
-        d.chat("vibethinker", CANARY_USER, "hello")
+    for bad, problem in [
+        ([], "messages must be a non-empty list"),
+        ("hello", "messages must be a non-empty list"),
+        (["hello"], "each message must be a mapping with a 'role' string"),
+        ([{"role": 1, "content": "x"}], "each message must be a mapping with a 'role' string"),
+        ([{"content": "x"}], "each message must be a mapping with a 'role' string"),
+        ([{"role": "user", "content": 5}], "a message's 'content' must be a string"),
+    ]:
+        with pytest.raises(vibesdk.InvalidArgumentError, match=problem):
+            d.chat("vibethinker", CANARY_USER, bad)
 
 
 def test_both_variants_failing_raise_all_backends_failed_naming_both(make: Any) -> None:
@@ -489,7 +495,7 @@ def test_report_is_validated_posted_in_background_traced_and_counted(kind: str) 
                 d.report("x" * 32)
             with pytest.raises(ValueError, match="reason is longer than 2000"):
                 d.report(r.trace_id, reason="x" * 2001)
-            with pytest.raises(TypeError, match="reason must be a string"):
+            with pytest.raises(vibesdk.InvalidArgumentError, match="reason must be a string"):
                 d.report(r.trace_id, reason=3)
             d.report(r.trace_id, reason="made up a lemma")
             span = cap.find("vibesdk.report")

@@ -739,7 +739,7 @@ class ClientCore:
     def feedback(self, trace_id: str, score: int, comment: str | None) -> dict[str, Any]:
         """Check the arguments, record the trace event and metric; the payload to send.
 
-        Raises ``InvalidArgumentError`` / ``TypeError`` for bad arguments, before
+        Raises ``InvalidArgumentError`` for bad arguments, before
         recording anything.
         """
         comment = validate_feedback(trace_id, score, comment)
@@ -831,24 +831,32 @@ def validate_overrides(overrides: Mapping[str, Any]) -> None:
 
 
 def validate_chat(messages: Any, overrides: Mapping[str, Any]) -> None:
-    """Check a chat call's arguments before any work: ``TypeError`` for messages that
-    are not a list of mappings, :class:`~vibesdk.InvalidArgumentError` for overrides."""
+    """Check a chat call's arguments before any work (:class:`~vibesdk.InvalidArgumentError`)."""
     validate_messages(messages)
     if overrides:
         validate_overrides(overrides)
 
 
 def validate_messages(messages: Any) -> None:
-    """Messages are a non-empty list of mappings with a role."""
+    """Messages: a non-empty list of mappings with a string role and string (or parts) content."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise TypeError("messages must be a non-empty list of {'role': ..., 'content': ...}")
+        raise InvalidArgumentError(
+            "messages must be a non-empty list of {'role': ..., 'content': ...}"
+        )
     for m in messages:
-        if not isinstance(m, Mapping) or "role" not in m:
-            raise TypeError(f"each message must be a mapping with a 'role'; got {m!r:.80}")
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not m["role"]:
+            raise InvalidArgumentError(
+                f"each message must be a mapping with a 'role' string; got {m!r:.80}"
+            )
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise InvalidArgumentError(
+                f"a message's 'content' must be a string (or a list of parts); got {content!r:.80}"
+            )
 
 
 def validate_feedback(trace_id: Any, score: Any, comment: Any) -> str | None:
-    """Check feedback arguments (InvalidArgumentError/TypeError); the comment to send."""
+    """Check feedback arguments (InvalidArgumentError); the comment to send."""
     _check_trace_id(trace_id)
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
         raise InvalidArgumentError(f"score must be an integer from 1 to 5, not {score!r}")
@@ -856,7 +864,7 @@ def validate_feedback(trace_id: Any, score: Any, comment: Any) -> str | None:
 
 
 def validate_report(trace_id: Any, reason: Any) -> str | None:
-    """Check report arguments (InvalidArgumentError/TypeError); the reason to send."""
+    """Check report arguments (InvalidArgumentError); the reason to send."""
     _check_trace_id(trace_id)
     return _check_text("reason", reason)
 
@@ -876,7 +884,7 @@ def _check_text(name: str, text: Any) -> str | None:
     if text is None:
         return None
     if not isinstance(text, str):
-        raise TypeError(f"{name} must be a string or None")
+        raise InvalidArgumentError(f"{name} must be a string or None, not {type(text).__name__}")
     if len(text) > _MAX_COMMENT:
         raise InvalidArgumentError(f"{name} is longer than {_MAX_COMMENT} characters")
     return text
