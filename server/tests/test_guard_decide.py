@@ -82,7 +82,10 @@ def test_a_worse_canary_is_rolled_back() -> None:
     assert ev.bound is not None
     assert 0 < ev.bound < 0.04
     assert (ev.n_canary, ev.n_stable) == (1_000, 9_000)
-    assert "error rate: canary - stable failed_attempts 0.04" in d.reasons[0].message
+    assert d.reasons[0].message.startswith(
+        "error rate: canary - stable failed_attempts 0.04 (bound"
+    )
+    assert "is past 0 with 1000 canary / 9000 stable samples" in d.reasons[0].message
 
 
 def test_a_breach_rolls_back_even_before_the_dwell() -> None:
@@ -116,6 +119,9 @@ def test_obvious_breakage_rolls_back_without_a_test() -> None:
     assert _codes(d) == ["breakage"]
     ev = d.evidence[0]
     assert (ev.verdict, ev.estimate, ev.n_canary) == ("breach", 0.5, 20)
+    assert d.reasons[0].message == (
+        "canary broken: canary share failed_attempts 0.5 reaches 0.5 with 20 canary samples"
+    )
 
 
 def test_breakage_needs_its_minimum_attempts() -> None:
@@ -170,7 +176,10 @@ def test_ratio_tolerance_allows_a_relative_margin() -> None:
     assert _decide(_arm(5_000, 125), _arm(45_000, 900), [rule]).action == "advance"
     d = _decide(_arm(5_000, 300), _arm(45_000, 900), [rule])
     assert d.action == "rollback"
-    assert d.evidence[0].estimate == pytest.approx(0.06 - 1.5 * 0.02)
+    ev = d.evidence[0]
+    assert ev.estimate == pytest.approx(0.06 - 1.5 * 0.02)
+    assert (ev.contrast, ev.limit) == ("canary - 1.5 x stable", 0.0)
+    assert "canary - 1.5 x stable failed_attempts" in d.reasons[0].message
 
 
 def test_a_sparse_metric_holds_until_it_has_enough_observations() -> None:
@@ -211,6 +220,18 @@ def test_decision_is_json_ready_plain_data() -> None:
             "metric 'latency' is missing from the canary arm's aggregates",
         ),
         (lambda: _decide(_arm(1_000), _arm(9_000), [ERRORS, ERRORS]), "names must be unique"),
+        (
+            lambda: _decide(_arm(1_000), _arm(9_000), [Guardrail("b", "breakage", "crashes", 0.5)]),
+            "metric 'crashes' is missing from the canary arm's aggregates",
+        ),
+        (
+            lambda: _decide(
+                _arm(1_000, feedback_score=Moments(1, 1.0, 1.0)),
+                _arm(9_000),
+                [Guardrail("b", "breakage", "feedback_score", 0.5)],
+            ),
+            "a breakage rule needs a Count (events out of trials), but 'feedback_score' is Moments",
+        ),
         (lambda: _decide(_arm(1_000), _arm(9_000), canary_share=0.0), "canary_share must be"),
         (lambda: _decide(_arm(1_000), _arm(9_000), min_samples_per_arm=0), "min_samples_per_arm"),
     ],

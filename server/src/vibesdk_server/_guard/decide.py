@@ -184,8 +184,12 @@ class GuardrailEvidence:
     threshold: float
     action: GuardAction
     verdict: Verdict
+    contrast: str
+    """What ``estimate`` estimates: ``canary``, ``canary - stable``, ``canary - 1.2 x stable``."""
     estimate: float | None
     bound: float | None
+    limit: float
+    """What ``bound`` is compared with: ``threshold``, or 0 for a ratio tolerance."""
     n_canary: int
     n_stable: int | None
 
@@ -240,6 +244,18 @@ def _metric(arm: ArmAggregates, rule: Guardrail, arm_name: str) -> Moments:
     return value
 
 
+def _contrast(rule: Guardrail) -> tuple[str, float, float]:
+    """How a rule compares the arms: its description, the ratio on stable, and the limit."""
+    if rule.kind == "breakage":
+        return "canary share", 0.0, rule.threshold
+    if rule.kind == "absolute":
+        return "canary", 0.0, rule.threshold
+    if rule.tolerance == "ratio":
+        ratio = 1.0 + (rule.threshold if rule.harm == "increase" else -rule.threshold)
+        return f"canary - {ratio:g} x stable", ratio, 0.0
+    return "canary - stable", 1.0, rule.threshold
+
+
 def _evidence(
     rule: Guardrail,
     verdict: Verdict,
@@ -247,6 +263,7 @@ def _evidence(
     n_canary: int,
     n_stable: int | None,
 ) -> GuardrailEvidence:
+    contrast, _, limit = _contrast(rule)
     return GuardrailEvidence(
         name=rule.name,
         kind=rule.kind,
@@ -254,19 +271,22 @@ def _evidence(
         threshold=rule.threshold,
         action=rule.action,
         verdict=verdict,
+        contrast=contrast,
         estimate=None if bound is None else bound.estimate,
         bound=None if bound is None else bound.bound,
+        limit=limit,
         n_canary=n_canary,
         n_stable=n_stable,
     )
 
 
 def _breakage(rule: Guardrail, canary: ArmAggregates) -> GuardrailEvidence:
-    value = canary.metrics.get(rule.metric)
+    _metric(canary, rule, "canary")
+    value = canary.metrics[rule.metric]
     if not isinstance(value, Count):
         raise InvalidError(
-            f"guardrail {rule.name!r}: a breakage rule needs a Count metric,"
-            f" {rule.metric!r} is {type(value).__name__}"
+            f"guardrail {rule.name!r}: a breakage rule needs a Count (events out of trials),"
+            f" but {rule.metric!r} is {type(value).__name__}"
         )
     if value.trials < rule.min_trials:
         return _evidence(rule, "insufficient_data", None, value.trials, None)
@@ -286,20 +306,16 @@ def _statistical(
 ) -> GuardrailEvidence:
     c = _metric(canary, rule, "canary")
     sign = 1.0 if rule.harm == "increase" else -1.0
+    _, ratio, limit = _contrast(rule)
     if rule.kind == "absolute":
         if not enough or c.n < rule.min_trials:
             return _evidence(rule, "insufficient_data", None, c.n, None)
         bound = canary_bound(c, harm=rule.harm, alpha=alpha, planned_samples=planned_samples)
-        limit = rule.threshold
         n_stable: int | None = None
     else:
         s = _metric(stable, rule, "stable")
         if not enough or min(c.n, s.n) < rule.min_trials:
             return _evidence(rule, "insufficient_data", None, c.n, s.n)
-        if rule.tolerance == "ratio":
-            ratio, limit = 1.0 + sign * rule.threshold, 0.0
-        else:
-            ratio, limit = 1.0, rule.threshold
         bound = difference_bound(
             c, s, ratio=ratio, harm=rule.harm, alpha=alpha, planned_samples=planned_samples
         )
@@ -316,20 +332,19 @@ def _strongest(breached: Sequence[GuardrailEvidence]) -> DecisionAction:
     return "rollback" if any(e.action == "rollback" for e in breached) else "pause"
 
 
+def _breach_message(e: GuardrailEvidence) -> str:
+    if e.kind == "breakage":
+        found = f"{e.estimate:.4g} reaches {e.limit:g}"
+    else:
+        found = f"{e.estimate:.4g} (bound {e.bound:.4g}) is past {e.limit:g}"
+    samples = f"{e.n_canary} canary" + ("" if e.n_stable is None else f" / {e.n_stable} stable")
+    return f"{e.name}: {e.contrast} {e.metric} {found} with {samples} samples"
+
+
 def _breach_reasons(
     code: Literal["breakage", "breach"], breached: Sequence[GuardrailEvidence]
 ) -> tuple[Reason, ...]:
-    return tuple(
-        Reason(
-            code,
-            f"{e.name}: {'canary - stable ' if e.kind == 'relative' else 'canary '}{e.metric}"
-            f" {e.estimate:.4g} (bound {e.bound:.4g}) is past {e.threshold:g}"
-            f" with {e.n_canary} canary"
-            + ("" if e.n_stable is None else f" / {e.n_stable} stable")
-            + " samples",
-        )
-        for e in breached
-    )
+    return tuple(Reason(code, _breach_message(e)) for e in breached)
 
 
 def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring lists them
