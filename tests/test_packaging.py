@@ -3,12 +3,14 @@
 The wheels are built offline from the checkout (``pip wheel --no-deps --no-build-isolation``,
 hatchling from requirements-dev.txt) and read as zip files; the demo's example files are
 then looked up from an installed copy outside the checkout. Both carry one version (written
-once, in vibesdk/__init__.py), the Apache-2.0 LICENSE and a py.typed marker.
+once, in vibesdk/__init__.py), the Apache-2.0 LICENSE and a py.typed marker. The tests that
+build wheels are marked ``wheels`` (``pytest --fast`` leaves them out).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -92,6 +94,7 @@ def _name(requirement: str) -> str:
     return requirement.lower()
 
 
+@pytest.mark.wheels
 def test_sdk_wheel_holds_the_sdk_and_nothing_for_ops(wheels: dict[str, Path]) -> None:
     """vibesdk's wheel: vibesdk/ only; no CLI, no demo, no YAML, no console script."""
     names, _, entry_points = _metadata(wheels["sdk"])
@@ -108,6 +111,7 @@ def test_sdk_wheel_holds_the_sdk_and_nothing_for_ops(wheels: dict[str, Path]) ->
     assert "console_scripts" not in entry_points
 
 
+@pytest.mark.wheels
 def test_sdk_wheel_requires_what_an_app_imports_and_the_otlp_exporter(
     wheels: dict[str, Path],
 ) -> None:
@@ -118,6 +122,7 @@ def test_sdk_wheel_requires_what_an_app_imports_and_the_otlp_exporter(
     assert [r for r in requires if "extra ==" in r] == []
 
 
+@pytest.mark.wheels
 def test_server_wheel_carries_vibe_and_the_demo_files(wheels: dict[str, Path]) -> None:
     """vibesdk-server's wheel: the `vibe` console script and a copy of examples/ for the demo."""
     names, requires, entry_points = _metadata(wheels["server"])
@@ -135,6 +140,7 @@ def test_server_wheel_carries_vibe_and_the_demo_files(wheels: dict[str, Path]) -
     assert shipped == sorted(tracked)
 
 
+@pytest.mark.wheels
 def test_both_wheels_carry_the_one_version(wheels: dict[str, Path]) -> None:
     """Both wheels' Version is vibesdk.__version__ (vibesdk_server's too), and the server wheel
     requires exactly that vibesdk."""
@@ -184,6 +190,7 @@ def test_the_server_pin_on_vibesdk_is_made_not_written() -> None:
         module.VibesdkPinHook(str(ROOT / "server"), hand_written).update(metadata)
 
 
+@pytest.mark.wheels
 def test_both_wheels_ship_the_license_and_py_typed(wheels: dict[str, Path]) -> None:
     """Each wheel carries the repository's Apache-2.0 LICENSE (server/LICENSE is the same text)
     and its package's py.typed marker."""
@@ -200,6 +207,19 @@ def test_both_wheels_ship_the_license_and_py_typed(wheels: dict[str, Path]) -> N
         assert f"{package}/py.typed" in names
 
 
+def test_every_test_that_builds_the_wheels_is_marked_so() -> None:
+    """``pytest --fast`` leaves out the wheel builds: each test here that takes the ``wheels``
+    fixture is marked ``wheels``."""
+    tests = {n: f for n, f in globals().items() if n.startswith("test_") and callable(f)}
+    builders = [n for n, f in tests.items() if "wheels" in inspect.signature(f).parameters]
+    assert len(builders) >= 5
+    unmarked = [
+        n for n in builders if "wheels" not in {m.name for m in getattr(tests[n], "pytestmark", [])}
+    ]
+    assert unmarked == []
+
+
+@pytest.mark.wheels
 def test_vibe_demo_finds_its_files_in_an_installed_copy(
     wheels: dict[str, Path], tmp_path: Path
 ) -> None:
