@@ -1,16 +1,18 @@
-"""How the project checks itself: the pytest timeout, ``pytest --fast`` and mypy's reach, each as
-configured in the repository (pyproject.toml, conftest.py at the top) and run as ./scripts/test
-runs it."""
+"""How the project checks itself: the pytest timeout, ``pytest --fast``, mypy's reach and the
+pre-commit hooks, each as configured in the repository (pyproject.toml, conftest.py at the top,
+.pre-commit-config.yaml) and run as ./scripts/test runs it."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -93,3 +95,39 @@ def test_mypy_checks_both_packages_as_python_3_10_code() -> None:
     assert lowest, config["project"]["requires-python"]
     assert mypy["python_version"] == lowest.group(1) == "3.10"
     assert re.search(r'"\$bin/mypy";', (ROOT / "scripts" / "test").read_text(encoding="utf-8"))
+
+
+def _command(words: list[str]) -> tuple[str, ...]:
+    """A check's command without what only changes where it writes or how it talks:
+    ``env VAR=...`` in front, ``--site-dir DIR``; ``"$bin/"`` spelled as ``.venv/bin/``."""
+    words = [w.replace("$bin/", ".venv/bin/") for w in words]
+    while words and (words[0] == "env" or "=" in words[0]):
+        words = words[1:]
+    if "--site-dir" in words:
+        at = words.index("--site-dir")
+        del words[at : at + 2]
+    return tuple(words)
+
+
+def test_the_pre_commit_hooks_run_the_checks_scripts_test_runs_before_pytest() -> None:
+    """.pre-commit-config.yaml: local hooks only (nothing downloaded), each a tool of .venv,
+    running the commands scripts/test runs before pytest, plus the unasync check."""
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    assert [repo["repo"] for repo in config["repos"]] == ["local"]
+    hooks = config["repos"][0]["hooks"]
+    for hook in hooks:
+        assert hook["language"] == "system", hook["id"]
+        assert hook["pass_filenames"] is False, hook["id"]
+    hooked = {_command(shlex.split(hook["entry"])) for hook in hooks}
+    assert all(command[0].startswith(".venv/bin/") for command in hooked), hooked
+
+    script = (ROOT / "scripts" / "test").read_text(encoding="utf-8")
+    assert "\nbin=.venv/bin\n" in script
+    before_pytest = script.split('section "pytest"')[0]
+    checks = {
+        _command(shlex.split(line.split(";")[0]))
+        for line in re.findall(r'^(?:section "[^"]*"; +)?("\$bin/\S+".*)$', before_pytest, re.M)
+    }
+    assert len(checks) == 4, checks  # ruff check, ruff format --check, mypy, mkdocs
+    unasync = (".venv/bin/python", "scripts/unasync.py", "--check")
+    assert hooked == checks | {unasync}
