@@ -10,7 +10,7 @@ encoding (protobuf or JSON). A refused request stores nothing.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
@@ -57,7 +57,7 @@ def _encoded(message: Message, as_json: bool, status: int) -> Response:
     return Response(message.SerializeToString(), status_code=status, media_type=_PROTOBUF)
 
 
-_MESSAGE = {"content": {_PROTOBUF: {}, _JSON: {}}}
+_MESSAGE: dict[str, Any] = {"content": {_PROTOBUF: {}, _JSON: {}}}
 
 
 @router.post(
