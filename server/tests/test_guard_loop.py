@@ -382,3 +382,37 @@ def test_incident_commands_list_and_show(
     assert "breach" in out
     shown = json.loads(vibe("incident", "show", str(incident_id), "--json")[1])
     assert shown["decision"]["action"] == "rollback"
+
+
+@pytest.mark.postgres
+def test_one_replica_leads_the_guard_and_another_takes_over_when_it_dies(
+    postgres_schema: str, flag_server_factory: Callable[..., Any]
+) -> None:
+    """Two replicas: one holds the guard's advisory lock; SIGKILL it and the other guards."""
+    a = flag_server_factory(postgres_schema, guard_interval_s=0.3)
+    b = flag_server_factory(
+        postgres_schema, guard_interval_s=0.3, admin_token=a.admin_token, sdk_key=a.sdk_key
+    )
+    leads = "this replica leads the guard loop"
+
+    def leaders() -> list[Any]:
+        return [s for s in (a, b) if s.process is not None and leads in s.log_tail(400)]
+
+    deadline = time.monotonic() + 15
+    while not leaders():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.5)  # several ticks: the other replica must not lead too
+    assert len(leaders()) == 1
+    leader = leaders()[0]
+    other = b if leader is a else a
+    leader.kill()
+    other.apply(make_flag(rollout_bps=0))
+    _start(other, steps=[1000, 5000], min_dwell_s=3600)
+    other.rollout(FLAG, 300, reason="by hand")  # only a guard that runs pauses the release
+    deadline = time.monotonic() + 15
+    while _release(other)["state"] == "running":
+        assert time.monotonic() < deadline, other.log_tail()
+        time.sleep(0.1)
+    assert leads in other.log_tail(400)
+    assert _release(other)["state"] == "paused"
