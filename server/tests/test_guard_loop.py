@@ -416,3 +416,28 @@ def test_one_replica_leads_the_guard_and_another_takes_over_when_it_dies(
         time.sleep(0.1)
     assert leads in other.log_tail(400)
     assert _release(other)["state"] == "paused"
+
+
+def test_a_database_from_before_releases_gets_the_audit_evidence_column(tmp_path: Path) -> None:
+    """Opening an older SQLite file adds audit.evidence; its audit rows read back with None."""
+    import sqlite3
+
+    from vibesdk_server._storage import open_store
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,"
+            " actor TEXT NOT NULL, action TEXT NOT NULL, environment TEXT, flag_key TEXT,"
+            " flags TEXT NOT NULL, reason TEXT, version BIGINT, before TEXT, after TEXT)"
+        )
+        conn.execute(
+            "INSERT INTO audit (at, actor, action, flags) VALUES ('2026-01-01', 'old', 'x', '[]')"
+        )
+    store = open_store(db)
+    try:
+        store.create_environment("prod", actor="new", reason=None)
+        rows = store.audit(environment=None, limit=10)
+    finally:
+        store.close()
+    assert [(r["actor"], r["evidence"]) for r in rows] == [("new", None), ("old", None)]
