@@ -158,6 +158,23 @@ def test_every_admin_write_is_attributed_to_the_token_that_made_it(
             "rollback",
         ),
         (
+            "/v1/admin/environments/{env}/flags/{key}/release",
+            f"{env_path}/flags/vibethinker/release",
+            {"steps": [100, 500, 10_000], "min_dwell_s": 3600},
+            {},
+            "release_start",
+        ),
+        *(
+            (
+                f"/v1/admin/environments/{{env}}/flags/{{key}}/release/{command}",
+                f"{env_path}/flags/vibethinker/release/{command}",
+                {"reason": "r"},
+                {},
+                f"release_{command}",
+            )
+            for command in ("pause", "resume", "promote", "abort")
+        ),
+        (
             "/v1/admin/prompts",
             "/v1/admin/prompts",
             {"id": pid, "system": "s", "model": MODEL},

@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         help="let an admin approve a prompt version they added themselves (single-operator"
         " setups, demos); by default another admin must approve it (four-eyes review)",
     )
+    serve.add_argument(
+        "--guard-interval-s",
+        type=_positive,
+        default=5.0,
+        help="seconds between the guard loop's looks at running releases (default 5)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -101,6 +107,16 @@ def _parser() -> argparse.ArgumentParser:
     env_create.add_argument("--db", default="./vibesdk.db")
     env_create.add_argument("--name", required=True)
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"give a number of seconds above 0, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,6 +254,7 @@ def _serve(args: argparse.Namespace) -> int:
         refresh_s=args.refresh_s,
         auth_cache_s=args.auth_cache_s,
         allow_self_review=args.allow_self_review,
+        guard_interval_s=args.guard_interval_s,
     )
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

@@ -291,7 +291,8 @@ class FlagServerProcess(FlagServer):
     approves prompts: the server refuses self-approval) and the SDK key
     ``test-sdk-*``. ``allow_self_review=True`` starts the server with
     ``--allow-self-review`` instead (one admin approves their own prompts; no
-    reviewer token is created unless given). Use as a context manager, or
+    reviewer token is created unless given). ``guard_interval_s``: how often the guard loop
+    looks at running releases (tests use ~0.5 s). Use as a context manager, or
     ``start()``/``stop()``.
     """
 
@@ -302,6 +303,7 @@ class FlagServerProcess(FlagServer):
         environment: str = "default",
         heartbeat_s: float = 15.0,
         refresh_s: float = 5.0,
+        guard_interval_s: float = 5.0,
         startup_timeout_s: float = 60.0,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
@@ -318,6 +320,7 @@ class FlagServerProcess(FlagServer):
         self.db = str(self._workdir / "vibesdk.db" if db is None else db)
         self.heartbeat_s = heartbeat_s
         self.refresh_s = refresh_s
+        self.guard_interval_s = guard_interval_s
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = list(extra_args)
         self.allow_self_review = allow_self_review
@@ -386,6 +389,8 @@ class FlagServerProcess(FlagServer):
             str(self.heartbeat_s),
             "--refresh-s",
             str(self.refresh_s),
+            "--guard-interval-s",
+            str(self.guard_interval_s),
             *(["--allow-self-review"] if self.allow_self_review else []),
             *self.extra_args,
         ]

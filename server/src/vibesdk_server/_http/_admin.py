@@ -19,6 +19,7 @@ from vibesdk_server._domain import _changes
 from vibesdk_server._domain._diff import diff
 from vibesdk_server._domain._errors import BadRequestError, InvalidError, NotFoundError
 from vibesdk_server._domain._prompts import resolve_flags
+from vibesdk_server._guard.actions import end_by_rollback
 from vibesdk_server._storage import Mutation, SqlStore, Tx, rfc3339
 from vibesdk_server._tokens import Principal
 
@@ -308,6 +309,7 @@ def rollback(
 
     def mutate(tx: Tx, current: FlagDocument) -> Mutation:
         _changes.set_enabled(current.flags, key, True, environment=env)  # 404 for unknown flags
+        end_by_rollback(store, tx, env, key, actor=who.name, reason=body.reason)
         if body.to_version is not None:
             if body.to_version > current.version:
                 raise InvalidError(

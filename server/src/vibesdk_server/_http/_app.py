@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from vibesdk_server import __version__
 from vibesdk_server._domain._errors import ServerError
+from vibesdk_server._guard.loop import DEFAULT_GUARD_INTERVAL_S, Guard
 from vibesdk_server._storage import SqlStore
 
 from ._admin import router as admin_router
@@ -23,6 +24,7 @@ from ._auth import AuthMiddleware
 from ._hub import Hub
 from ._otlp import OtlpCounts
 from ._otlp import router as otlp_router
+from ._releases import router as releases_router
 from ._sdk import flags_fast_path
 from ._sdk import router as sdk_router
 from ._yaml import YamlBodyMiddleware
@@ -39,6 +41,7 @@ def create_app(
     refresh_s: float = 5.0,
     auth_cache_s: float = 5.0,
     allow_self_review: bool = False,
+    guard_interval_s: float = DEFAULT_GUARD_INTERVAL_S,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
@@ -48,8 +51,13 @@ def create_app(
     (so how long a revoked one may still work). ``allow_self_review``: let an
     admin approve a prompt version they registered themselves (off: four-eyes
     review, another admin must approve; on: for single-operator setups).
+    ``guard_interval_s``: how often the guard loop looks at running releases (one server
+    looks: with PostgreSQL, the replica holding the guard's advisory lock).
     """
+    if not guard_interval_s > 0:
+        raise ValueError(f"guard_interval_s must be > 0, got {guard_interval_s}")
     hub = Hub(store.current)
+    guard = Guard(store, interval_s=guard_interval_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,9 +67,13 @@ def create_app(
         refresher = None
         if store.__class__.__name__ == "PostgresStore":
             listener, refresher = _start_replication(store, hub, refresh_s)
+        guarding = asyncio.get_running_loop().create_task(guard.run(), name="vibesdk-guard")
         try:
             yield
         finally:
+            guarding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await guarding
             hub.close()
             if refresher is not None:
                 refresher.cancel()
@@ -81,6 +93,7 @@ def create_app(
     app.state.heartbeat_s = heartbeat_s
     app.state.allow_self_review = allow_self_review
     app.state.otlp = OtlpCounts()
+    app.state.guard = guard
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no auth)")
     async def healthz() -> dict[str, str]:
@@ -89,6 +102,7 @@ def create_app(
     app.include_router(sdk_router)
     app.include_router(otlp_router)
     app.include_router(admin_router)
+    app.include_router(releases_router)
 
     @app.exception_handler(ServerError)
     async def _server_error(request: Request, exc: ServerError) -> JSONResponse:

@@ -118,6 +118,9 @@ class AuditEntry(_Out):
     version: int | None
     before: Any = None
     after: Any = None
+    evidence: Any = Field(
+        default=None, description="what an automated decision was based on (the guard's figures)"
+    )
 
 
 class FeedbackEntry(_Out):

@@ -17,6 +17,8 @@ __all__ = [
     "ReportBody",
     "PromptBody",
     "ReasonBody",
+    "ReleaseActionBody",
+    "ReleaseBody",
     "RollbackBody",
     "RolloutBody",
     "SdkKeyBody",
@@ -125,3 +127,37 @@ class FeedbackBody(BaseModel):
     flag_key: str | None = Field(default=None, max_length=200)
     variant: str | None = Field(default=None, max_length=200)
     user_id: str | None = Field(default=None, max_length=500)
+
+
+class ReleaseBody(_Body):
+    steps: list[Annotated[int, Field(ge=1, le=10_000)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="rollout steps in basis points, rising (default 100, 500, 1000, 2500, 5000,"
+        " 10000: 1 -> 5 -> 10 -> 25 -> 50 -> 100%)",
+    )
+    min_dwell_s: float | None = Field(
+        default=None, ge=0, le=30 * 86400, description="least time per step (default 120 s)"
+    )
+    min_samples_per_arm: int | None = Field(
+        default=None, ge=1, le=10**9, description="least calls per arm per step (default 200)"
+    )
+    guardrails: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=50,
+        description="replaces the default guardrails: objects with name, kind, metric,"
+        " threshold and optionally action, harm, tolerance, min_trials",
+    )
+    reason: Reason = None
+
+
+class ReleaseActionBody(_Body):
+    reason: str = Field(min_length=1, max_length=2000, description="required: why")
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give a reason, e.g. 'looked at the traces: fine'")
+        return value

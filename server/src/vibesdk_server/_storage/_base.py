@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS audit (
     reason TEXT,
     version BIGINT,
     before TEXT,
-    after TEXT
+    after TEXT,
+    evidence TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_env ON audit (environment, id);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -121,6 +122,42 @@ CREATE TABLE IF NOT EXISTS measurements (
 );
 CREATE INDEX IF NOT EXISTS measurements_flag
     ON measurements (environment, flag_key, interval_start);
+CREATE TABLE IF NOT EXISTS releases (
+    id {ID},
+    environment TEXT NOT NULL,
+    flag_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    steps TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    step_started_s DOUBLE PRECISION NOT NULL,
+    min_dwell_s DOUBLE PRECISION NOT NULL,
+    min_samples INTEGER NOT NULL,
+    guardrails TEXT,
+    canary_variant TEXT NOT NULL,
+    stable_variant TEXT NOT NULL,
+    started_by TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    reason TEXT,
+    updated_at TEXT NOT NULL,
+    state_reason TEXT,
+    decision TEXT,
+    decision_at TEXT
+);
+CREATE INDEX IF NOT EXISTS releases_flag ON releases (environment, flag_key, id);
+CREATE TABLE IF NOT EXISTS incidents (
+    id {ID},
+    environment TEXT NOT NULL,
+    flag_key TEXT NOT NULL,
+    release_id BIGINT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    from_version BIGINT NOT NULL,
+    to_version BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    decision TEXT,
+    measurements TEXT
+);
+CREATE INDEX IF NOT EXISTS incidents_env ON incidents (environment, id);
 """
 
 
@@ -233,6 +270,12 @@ class StoreBase:
             for stmt in SCHEMA.replace("{ID}", self.id_column).split(";"):
                 if stmt.strip():
                     tx.run(stmt)
+            # Added after the first release: databases created before it lack the column.
+            self._add_column(tx, "audit", "evidence", "TEXT")
+
+    def _add_column(self, tx: Tx, table: str, column: str, kind: str) -> None:
+        """Add ``column`` to ``table`` unless it is there (fixed names, never user input)."""
+        tx.run(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
     def _checkout(self) -> Any:
         try:
@@ -359,11 +402,13 @@ class StoreBase:
         flags: Sequence[str] = (),
         before: Any = None,
         after: Any = None,
+        evidence: Any = None,
     ) -> int:
+        """One audit row; ``evidence`` (JSON-ready) is what a decision was based on, if any."""
         flag_key = flags[0] if len(flags) == 1 else None
         row = tx.one(
             "INSERT INTO audit (at, actor, action, environment, flag_key, flags, reason, version,"
-            " before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " before, after, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 utcnow(),
                 actor,
@@ -375,6 +420,7 @@ class StoreBase:
                 version,
                 json.dumps(before),
                 json.dumps(after),
+                None if evidence is None else json.dumps(evidence),
             ),
         )
         return int(row[0])

@@ -98,11 +98,13 @@ class DocumentStore(StoreBase):
         reason: str | None,
         expected_version: int | None = None,
         dry_run: bool = False,
+        evidence: Any = None,
     ) -> dict[str, Any]:
         """Run one admin write as a new immutable version; returns the change object.
 
         A write that changes nothing stores no version (``changed: false``) but is
         still audited; ``dry_run`` computes the diff and writes nothing at all.
+        ``evidence`` (JSON-ready) goes into the audit entry: what a decision was based on.
         """
         published: Published | None = None
         with self._tx(write=not dry_run) as tx:
@@ -158,6 +160,7 @@ class DocumentStore(StoreBase):
                 flags=touched,
                 before=_single({k: before.get(k) for k in touched}),
                 after=_single({k: after.get(k) for k in touched}),
+                evidence=evidence,
             )
         if published is not None:
             self._publish(published)
@@ -300,7 +303,7 @@ class DocumentStore(StoreBase):
     def audit(self, *, environment: str | None, limit: int) -> list[dict[str, Any]]:
         sql = (
             "SELECT id, at, actor, action, environment, flag_key, flags, reason, version, before,"
-            " after FROM audit"
+            " after, evidence FROM audit"
         )
         params: tuple[Any, ...] = ()
         if environment is not None:
@@ -321,6 +324,7 @@ class DocumentStore(StoreBase):
                 "version": r[8],
                 "before": json.loads(r[9]) if r[9] is not None else None,
                 "after": json.loads(r[10]) if r[10] is not None else None,
+                "evidence": json.loads(r[11]) if r[11] is not None else None,
             }
             for r in rows
         ]

@@ -1,7 +1,7 @@
 """The storage logic shared by SQLite and PostgreSQL: one class, two small dialects.
 
 :class:`SqlStore` combines one mixin per concern (documents, prompts, tokens,
-feedback, measurements) over :class:`~._base.StoreBase`; :mod:`._sqlite` and
+feedback, measurements, releases) over :class:`~._base.StoreBase`; :mod:`._sqlite` and
 :mod:`._postgres` subclass it with their connection, locking and notification.
 """
 
@@ -13,11 +13,14 @@ from ._documents import DocumentStore
 from ._feedback import FeedbackStore
 from ._measurements import MeasurementStore
 from ._prompts import PromptStore
+from ._releases import ReleaseStore
 
 __all__ = ["Mutation", "Published", "SqlStore", "StoreBase", "Tx", "rfc3339", "utcnow"]
 
 
-class SqlStore(DocumentStore, PromptStore, TokenStore, FeedbackStore, MeasurementStore):
+class SqlStore(
+    DocumentStore, PromptStore, TokenStore, FeedbackStore, MeasurementStore, ReleaseStore
+):
     """Flag server storage; subclasses supply connections, locking and notification.
 
     All methods are synchronous and thread-safe (a small connection pool); the

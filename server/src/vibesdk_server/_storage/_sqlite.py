@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ._sql import SqlStore
+from ._sql import SqlStore, Tx
 
 __all__ = ["SqliteStore"]
 
@@ -35,6 +35,11 @@ class SqliteStore(SqlStore):
 
     def _begin(self, conn: Any, *, write: bool) -> None:
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _add_column(self, tx: Tx, table: str, column: str, kind: str) -> None:
+        # SQLite has no ADD COLUMN IF NOT EXISTS.
+        if not any(row[1] == column for row in tx.all(f"PRAGMA table_info({table})")):
+            tx.run(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)

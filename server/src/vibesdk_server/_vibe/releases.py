@@ -1,0 +1,247 @@
+"""``vibe release`` and ``vibe incident``: guarded releases and what their rollbacks recorded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from typing import Any
+
+from .context import Context, Subparsers
+from .errors import CliError, ExitCode
+from .percent import format_bps, parse_percent
+from .render import table
+
+__all__ = ["parse_duration", "parse_steps", "register"]
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600}
+_BARE = re.compile(r"^\d+(?:\.\d+)?$")
+_NEXT = {
+    "hold": "hold: look again at the next tick",
+    "advance": "advance to the next step",
+    "pause": "pause for a person",
+    "rollback": "roll back to stable",
+}
+
+
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    group = sub.add_parser(
+        "release",
+        help="guarded releases: the server walks a canary through rollout steps",
+        description="A guarded release raises FLAG's rollout step by step while vibe-server's "
+        "guard loop compares canary and stable; it advances when a step has its samples and "
+        "dwell with every guardrail green, and rolls back on its own when one breaks.",
+    )
+    commands = group.add_subparsers(dest="release_command", metavar="COMMAND", required=True)
+    p = commands.add_parser("start", parents=[common], help="start a guarded release")
+    p.add_argument("flag", help="flag key")
+    p.add_argument(
+        "--steps",
+        metavar="LIST",
+        help="rollout steps in percent, rising, e.g. 10,25,50,100 (default 1,5,10,25,50,100)",
+    )
+    p.add_argument("--dwell", metavar="TIME", help="least time per step: 90s, 2m, 1h (default 2m)")
+    p.add_argument(
+        "--min-samples", type=int, metavar="N", help="least calls per arm per step (default 200)"
+    )
+    p.add_argument("--reason", help="why; recorded in the audit log")
+    p.set_defaults(handler=start)
+
+    p = commands.add_parser(
+        "status", parents=[common], help="state, step, samples and every guardrail's verdict"
+    )
+    p.add_argument("flag", help="flag key")
+    p.set_defaults(handler=status)
+
+    for name, text in (
+        ("pause", "hold the release at its step (the rollout stays)"),
+        ("resume", "run a paused release again (its step starts over)"),
+        ("promote", "go to the next step now"),
+        ("abort", "rollout 0%% and end the release as rolled back"),
+    ):
+        p = commands.add_parser(name, parents=[common], help=text)
+        p.add_argument("flag", help="flag key")
+        p.add_argument("--reason", required=True, help="why (required; recorded in the audit log)")
+        p.set_defaults(handler=act, release_action=name)
+
+    group = sub.add_parser(
+        "incident",
+        help="automatic rollbacks and what the guard saw",
+        description="Each rollback by the guard records an incident: the versions rolled back "
+        "from and to, the decision with its figures and bounds, and the measurements.",
+    )
+    commands = group.add_subparsers(dest="incident_command", metavar="COMMAND", required=True)
+    p = commands.add_parser("list", parents=[common], help="incidents of the environment")
+    p.set_defaults(handler=list_incidents)
+    p = commands.add_parser("show", parents=[common], help="one incident in full")
+    p.add_argument("id", type=int, help="incident id (vibe incident list)")
+    p.set_defaults(handler=show_incident)
+
+
+def parse_steps(text: str) -> list[int]:
+    """``--steps``: comma-separated percentages (``10,25,50,100``; ``0.5%`` and ``50bps`` too)."""
+    out = []
+    for item in text.split(","):
+        value = item.strip()
+        if not value:
+            raise CliError.usage(f"--steps {text!r}: an empty step; write e.g. 10,25,50,100")
+        out.append(parse_percent(value + "%" if _BARE.match(value) else value))
+    return out
+
+
+def parse_duration(text: str, option: str = "--dwell") -> float:
+    """``90s``, ``2m``, ``1h`` or plain seconds, as seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise CliError.usage(f"{option} {text!r}: give a duration such as 90s, 2m or 1h")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _release_path(ctx: Context, flag: str, *action: str) -> str:
+    return ctx.api.env_path("flags", flag, "release", *action)
+
+
+def start(args: argparse.Namespace, ctx: Context) -> int:
+    body: dict[str, Any] = {"reason": args.reason}
+    if args.steps is not None:
+        body["steps"] = parse_steps(args.steps)
+    if args.dwell is not None:
+        body["min_dwell_s"] = parse_duration(args.dwell)
+    if args.min_samples is not None:
+        if args.min_samples < 1:
+            raise CliError.usage(f"--min-samples {args.min_samples}: give 1 or more")
+        body["min_samples_per_arm"] = args.min_samples
+    release = ctx.api.post(_release_path(ctx, args.flag), body)
+    if ctx.json_output:
+        ctx.emit_json(release)
+        return ExitCode.OK
+    steps = " -> ".join(format_bps(s) for s in release["steps"])
+    ctx.out(
+        f"release {release['id']} of {args.flag} in {release['environment']}: {release['state']}"
+        f" at {format_bps(release['steps'][0])} (steps {steps}; each needs"
+        f" {release['min_dwell_s']:g} s and {release['min_samples']} calls per arm)"
+    )
+    return ExitCode.OK
+
+
+def _fmt(value: Any) -> str | None:
+    return None if value is None else f"{value:.4g}"
+
+
+def _guardrails(evidence: list[dict[str, Any]]) -> str:
+    """One row per guardrail: what it compares, estimate, bound, limit, samples, verdict."""
+    return table(
+        ["guardrail", "contrast", "estimate", "bound", "limit", "n canary", "n stable", "verdict"],
+        (
+            [
+                e["name"],
+                f"{e['contrast']} {e['metric']}",
+                _fmt(e["estimate"]),
+                _fmt(e["bound"]),
+                f"{e['limit']:g}",
+                e["n_canary"],
+                e["n_stable"],
+                e["verdict"],
+            ]
+            for e in evidence
+        ),
+    )
+
+
+def status(args: argparse.Namespace, ctx: Context) -> int:
+    release = ctx.api.get(_release_path(ctx, args.flag))
+    if ctx.json_output:
+        ctx.emit_json(release)
+        return ExitCode.OK
+    steps = release["steps"]
+    step = int(release["step"])
+    ctx.out(
+        f"release {release['id']} of {args.flag} in {release['environment']}:"
+        f" {release['state']}, step {step + 1} of {len(steps)} at {format_bps(steps[step])}"
+        f" ({' -> '.join(format_bps(s) for s in steps)})"
+    )
+    if release["state"] == "running":
+        dwell = max(0.0, time.time() - float(release["step_started_s"]))
+        ctx.out(f"dwell: {dwell:.0f} s of {release['min_dwell_s']:g} s")
+    if release.get("state_reason"):
+        ctx.out(f"why: {release['state_reason']}")
+    decision = release.get("decision")
+    if not decision:
+        ctx.out("no decision yet: the guard has not looked at this step")
+        return ExitCode.OK
+    srm = decision["srm"]
+    ctx.out(
+        f"samples: {srm['canary_calls']} canary / {srm['stable_calls']} stable calls (each arm"
+        f" needs {decision['min_samples_per_arm']}) at {release.get('decision_at')}"
+    )
+    ctx.out()
+    ctx.out(_guardrails(decision["evidence"]))
+    ctx.out()
+    if release["state"] == "running":
+        ctx.out(f"next: {_NEXT[decision['action']]}")
+    else:
+        ctx.out(f"next: nothing; the release is {release['state']}")
+    return ExitCode.OK
+
+
+def act(args: argparse.Namespace, ctx: Context) -> int:
+    action = args.release_action
+    release = ctx.api.post(_release_path(ctx, args.flag, action), {"reason": args.reason})
+    if ctx.json_output:
+        ctx.emit_json(release)
+        return ExitCode.OK
+    bps = 0 if release["state"] == "rolled_back" else release["steps"][release["step"]]
+    ctx.out(
+        f"release {release['id']} of {args.flag}: {release['state']}, rollout {format_bps(bps)}"
+    )
+    return ExitCode.OK
+
+
+def list_incidents(args: argparse.Namespace, ctx: Context) -> int:
+    incidents = ctx.api.get("/v1/admin/incidents", params={"environment": ctx.environment})
+    if ctx.json_output:
+        ctx.emit_json(incidents)
+        return ExitCode.OK
+    if not incidents:
+        ctx.out(f"no incidents in environment {ctx.environment!r}")
+        return ExitCode.OK
+    ctx.out(
+        table(
+            ["id", "at", "flag", "versions", "by", "reason"],
+            (
+                [
+                    i["id"],
+                    i["at"],
+                    i["flag_key"],
+                    f"{i['from_version']} -> {i['to_version']}",
+                    i["actor"],
+                    i["reason"],
+                ]
+                for i in incidents
+            ),
+        )
+    )
+    return ExitCode.OK
+
+
+def show_incident(args: argparse.Namespace, ctx: Context) -> int:
+    incident = ctx.api.get(f"/v1/admin/incidents/{args.id}")
+    if ctx.json_output:
+        ctx.emit_json(incident)
+        return ExitCode.OK
+    ctx.out(
+        f"incident {incident['id']} at {incident['at']}: {incident['flag_key']} in"
+        f" {incident['environment']} rolled back by {incident['actor']}, version"
+        f" {incident['from_version']} -> {incident['to_version']}"
+    )
+    ctx.out(f"why: {incident['reason']}")
+    decision = incident.get("decision") or {}
+    if decision.get("evidence"):
+        ctx.out()
+        ctx.out(_guardrails(decision["evidence"]))
+    ctx.out()
+    ctx.out("measurements at the decision:")
+    ctx.out(json.dumps(incident.get("measurements"), indent=2, sort_keys=True))
+    return ExitCode.OK
