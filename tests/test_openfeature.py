@@ -107,7 +107,11 @@ def test_string_boolean_and_object_resolve_the_users_variant(
     (object) are those of client.assign, without error code or message, with the document
     version in the flag metadata."""
     flag_server.apply(make_flag(canary_url="http://user:secret@10.0.0.9:8080/v1", rollout_bps=5000))
-    version = flag_server.document().version
+    document = flag_server.document()
+    version = document.version
+    # The server numbers prompt versions itself (its registry is shared by every test).
+    prompt = document.flags["vibethinker"].variants["canary"].prompt
+    assert prompt is not None
     provider = VibeProvider(server_url=flag_server.url, sdk_key=flag_server.sdk_key, cache_dir="")
     flags = register(provider)
     assert flags.get_metadata().domain is None
@@ -139,8 +143,9 @@ def test_string_boolean_and_object_resolve_the_users_variant(
                 "provider": "llama.cpp",
                 "params": {"temperature": 0.6, "top_p": 0.95, "top_k": 64, "max_tokens": 64},
                 "notice": "You are trying the new assistant.",
-                "prompt": "vibethinker-competition@1",
+                "prompt": prompt.ref,
             }
+            assert prompt.ref.startswith("vibethinker-competition@")
             assert "secret" not in repr(config)
         else:
             assert config == {
