@@ -115,11 +115,12 @@ def test_sdk_wheel_holds_the_sdk_and_nothing_for_ops(wheels: dict[str, Path]) ->
 def test_sdk_wheel_requires_what_an_app_imports_and_the_otlp_exporter(
     wheels: dict[str, Path],
 ) -> None:
-    """Requires-Dist: the runtime set, OTLP/HTTP included without extras; no PyYAML, no server."""
+    """Requires-Dist: the runtime set, OTLP/HTTP included without extras; no PyYAML, no server;
+    the one extra with requirements is openfeature (the OpenFeature SDK: vibesdk.openfeature)."""
     _, requires, _ = _metadata(wheels["sdk"])
     unconditional = {_name(r) for r in requires if "extra ==" not in r}
     assert unconditional == SDK_REQUIRES
-    assert [r for r in requires if "extra ==" in r] == []
+    assert [_name(r) for r in requires if "extra ==" in r] == ["openfeature-sdk"]
 
 
 @pytest.mark.wheels

@@ -17,11 +17,12 @@ from typing import Any
 from vibesdk._flags.document import Flag, FlagDocument
 from vibesdk._flags.evaluation import Assignment, CompiledDocument, ErrorCode, not_ready
 
-__all__ = ["FlagState", "FlagStore", "Listener"]
+__all__ = ["FlagState", "FlagStore", "Listener", "StateListener"]
 
 logger = logging.getLogger("vibesdk.flags")
 
 Listener = Callable[[FlagDocument], None]
+StateListener = Callable[["FlagState"], None]
 Evaluate = Callable[[str, str, "Mapping[str, Any] | None"], Assignment]
 
 
@@ -62,6 +63,7 @@ class FlagStore:
         self._state = FlagState.NOT_READY
         self._origin: str | None = None
         self._listeners: list[Listener] = []
+        self._state_listeners: list[StateListener] = []
         self._ready = threading.Event()
         self.evaluate = _evaluate_not_ready
 
@@ -133,7 +135,11 @@ class FlagStore:
         return True
 
     def set_state(self, state: FlagState) -> None:
-        """Record the delivery state (called by flag sources)."""
+        """Record the delivery state (called by flag sources).
+
+        State listeners are called after a change (not for the same state again),
+        in the calling thread; their errors are logged.
+        """
         if state is self._state:
             return
         logger.debug("vibesdk flags: state %s -> %s", self._state.value, state.value)
@@ -142,6 +148,11 @@ class FlagStore:
             self._ready.set()
         else:
             self._ready.clear()
+        for listener in tuple(self._state_listeners):
+            try:
+                listener(state)
+            except Exception:
+                logger.exception("vibesdk flags: a state listener raised; ignored")
 
     def is_ready(self) -> bool:
         """READY, or OFFLINE with a document: what ``wait_until_ready`` waits for."""
@@ -169,6 +180,17 @@ class FlagStore:
         with self._lock:
             if callback in self._listeners:
                 self._listeners.remove(callback)
+
+    def add_state_listener(self, callback: StateListener) -> None:
+        """Call ``callback(state)`` after every change of :attr:`state`."""
+        with self._lock:
+            self._state_listeners.append(callback)
+
+    def remove_state_listener(self, callback: StateListener) -> None:
+        """Stop calling ``callback`` on state changes; unknown callbacks are ignored."""
+        with self._lock:
+            if callback in self._state_listeners:
+                self._state_listeners.remove(callback)
 
     def run_before_next_evaluate(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` once, on the next ``evaluate`` call, then evaluate as usual.
