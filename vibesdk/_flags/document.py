@@ -45,7 +45,10 @@ Key = Annotated[str, Field(pattern=KEY_PATTERN, description="lowercase letters, 
 
 class _Model(BaseModel):
     # Unknown fields are refused: a typo in a reviewed document must not pass silently.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: pydantic builds a model's validator when it first validates (the first
+    # document parsed), not at `import vibesdk`; building all of them took a third of the
+    # SDK's own import time (benchmarks/import_time/).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Backend(_Model):
