@@ -159,7 +159,8 @@ class ReleaseStore(StoreBase):
 
     def list_incidents(self, *, environment: str | None, limit: int) -> list[dict[str, Any]]:
         """Incidents, newest first (optionally of one environment)."""
-        sql, params = _SELECT_INCIDENT, ()
+        sql = _SELECT_INCIDENT
+        params: tuple[str, ...] = ()
         if environment is not None:
             sql, params = sql + " WHERE environment = ?", (environment,)
         with self._tx() as tx:
