@@ -202,7 +202,12 @@ def test_body_reader_refuses_past_its_limit_or_truncates_error_bodies() -> None:
 def test_a_canary_trickling_its_headers_cannot_hold_the_call_past_its_deadline(
     kind: str, stable: FakeBackend, stream: bool, reason: str
 ) -> None:
-    """Header lines a byte per clock second: the deadline cuts the wait; stable answers in time."""
+    """Header lines a byte per clock second: the deadline cuts the wait; stable answers in time.
+
+    Only the watched network backend (vibesdk._watch, handed to httpcore's pool through its
+    public ``network_backend`` argument) can see this: httpx's own timeouts are per read. This
+    test fails if the clients' transports stop using it.
+    """
     clock = FakeClock()
     r = run(kind, stable, trickle_headers(clock), stream, clock=clock)
     assert (r.text, r.fallback, r.fallback_reason) == ("stable answer", True, reason)

@@ -19,18 +19,21 @@ hands to its caller: so the deadline bounds the answer to its last byte,
 including a backend that sends its headers and then goes silent, and a stream
 left suspended between chunks never leaks its watch into the caller's context.
 
-They are ``httpx.HTTPTransport`` / ``httpx.AsyncHTTPTransport`` whose connection
-pool gets a wrapped httpcore network backend; if a future httpx lays its pool
-out otherwise, the transport is returned unwrapped and works as before.
+The transports are httpx transports over httpcore's connection pool, built with
+its public ``network_backend`` argument (``httpx.HTTPTransport`` has no way to
+pass one): a request is converted and httpcore's errors mapped to httpx's as
+``httpx.HTTPTransport`` does. Proxies from the environment are not theirs: an
+``httpx.Client`` mounts its own transports for those.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +45,20 @@ if TYPE_CHECKING:
 # httpcore is imported where it is needed: `import vibesdk` must not load it
 # (httpx itself imports it only when a transport is made).
 
-__all__ = ["Watch", "async_transport", "current", "sync_transport", "watching"]
+__all__ = [
+    "AsyncWatchedTransport",
+    "Watch",
+    "WatchedTransport",
+    "async_transport",
+    "current",
+    "sync_transport",
+    "watching",
+]
+
+# httpx.HTTPTransport's default pool limits.
+_DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0
+)
 
 #: The watch over the requests of this thread / task, if any.
 current: ContextVar[Watch | None] = ContextVar("vibesdk_watch", default=None)
@@ -246,27 +262,152 @@ def _connect_timeout(watch: Watch, timeout: float | None) -> float | None:
         raise httpcore.ConnectTimeout(str(exc)) from exc
 
 
-def sync_transport(**options: Any) -> httpx.HTTPTransport:
-    """An ``httpx.HTTPTransport(**options)`` whose requests a :class:`Watch` can cut."""
+# httpcore's errors as httpx's, most specific first (the table httpx.HTTPTransport uses).
+@functools.cache
+def _error_map() -> tuple[tuple[type[Exception], type[httpx.HTTPError]], ...]:
     import httpcore
 
-    transport = httpx.HTTPTransport(**options)
-    pool = getattr(transport, "_pool", None)
-    inner = getattr(pool, "_network_backend", None)
-    if isinstance(pool, httpcore.ConnectionPool) and isinstance(inner, httpcore.NetworkBackend):
-        pool._network_backend = _Backend(inner)  # type: ignore[assignment]  # duck-typed
-    return transport
+    return (
+        (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+        (httpcore.ReadTimeout, httpx.ReadTimeout),
+        (httpcore.WriteTimeout, httpx.WriteTimeout),
+        (httpcore.PoolTimeout, httpx.PoolTimeout),
+        (httpcore.TimeoutException, httpx.TimeoutException),
+        (httpcore.ConnectError, httpx.ConnectError),
+        (httpcore.ReadError, httpx.ReadError),
+        (httpcore.WriteError, httpx.WriteError),
+        (httpcore.NetworkError, httpx.NetworkError),
+        (httpcore.ProxyError, httpx.ProxyError),
+        (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+        (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+        (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+        (httpcore.ProtocolError, httpx.ProtocolError),
+    )
 
 
-def async_transport(**options: Any) -> httpx.AsyncHTTPTransport:
-    """An ``httpx.AsyncHTTPTransport(**options)`` whose requests a :class:`Watch` can end."""
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for core, mapped in _error_map():
+            if isinstance(exc, core):
+                raise mapped(str(exc)) from exc
+        raise
+
+
+def _core_request(request: httpx.Request) -> httpcore.Request:
     import httpcore
 
-    transport = httpx.AsyncHTTPTransport(**options)
-    pool = getattr(transport, "_pool", None)
-    inner = getattr(pool, "_network_backend", None)
-    if isinstance(pool, httpcore.AsyncConnectionPool) and isinstance(
-        inner, httpcore.AsyncNetworkBackend
-    ):
-        pool._network_backend = _AsyncBackend(inner)  # type: ignore[assignment]  # duck-typed
-    return transport
+    url = request.url
+    return httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(
+            scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+        ),
+        headers=request.headers.raw,
+        content=request.stream,
+        extensions=request.extensions,
+    )
+
+
+def _pool_options(limits: httpx.Limits, verify: bool) -> dict[str, Any]:
+    return {
+        "ssl_context": httpx.create_ssl_context(verify=verify),
+        "max_connections": limits.max_connections,
+        "max_keepalive_connections": limits.max_keepalive_connections,
+        "keepalive_expiry": limits.keepalive_expiry,
+    }
+
+
+class _Body(httpx.SyncByteStream):
+    def __init__(self, inner: Iterable[bytes]) -> None:
+        self._inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _httpx_errors():
+            yield from self._inner
+
+    def close(self) -> None:
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            with _httpx_errors():
+                close()
+
+
+class WatchedTransport(httpx.BaseTransport):
+    """An httpx transport whose requests a :class:`Watch` can cut (see the module)."""
+
+    def __init__(self, *, limits: httpx.Limits = _DEFAULT_LIMITS, verify: bool = True) -> None:
+        import httpcore
+
+        self.network_backend = _Backend(httpcore.SyncBackend())
+        self._pool = httpcore.ConnectionPool(
+            **_pool_options(limits, verify),
+            network_backend=self.network_backend,  # type: ignore[arg-type]  # duck-typed
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with _httpx_errors():
+            response = self._pool.handle_request(_core_request(request))
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_Body(response.stream),  # type: ignore[arg-type]  # an iterable of bytes
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    def __init__(self, inner: AsyncIterable[bytes]) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for part in self._inner:
+                yield part
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._inner, "aclose", None)
+        if aclose is not None:
+            with _httpx_errors():
+                await aclose()
+
+
+class AsyncWatchedTransport(httpx.AsyncBaseTransport):
+    """The asynchronous :class:`WatchedTransport`."""
+
+    def __init__(self, *, limits: httpx.Limits = _DEFAULT_LIMITS, verify: bool = True) -> None:
+        import httpcore
+
+        self.network_backend = _AsyncBackend(httpcore.AnyIOBackend())
+        self._pool = httpcore.AsyncConnectionPool(
+            **_pool_options(limits, verify),
+            network_backend=self.network_backend,  # type: ignore[arg-type]  # duck-typed
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        with _httpx_errors():
+            response = await self._pool.handle_async_request(_core_request(request))
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_AsyncBody(response.stream),  # type: ignore[arg-type]  # async bytes
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+def sync_transport(*, limits: httpx.Limits = _DEFAULT_LIMITS) -> WatchedTransport:
+    """A transport whose requests a :class:`Watch` can cut."""
+    return WatchedTransport(limits=limits)
+
+
+def async_transport(*, limits: httpx.Limits = _DEFAULT_LIMITS) -> AsyncWatchedTransport:
+    """A transport whose requests a :class:`Watch` can end."""
+    return AsyncWatchedTransport(limits=limits)
