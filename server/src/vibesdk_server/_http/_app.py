@@ -128,14 +128,20 @@ def _validation_response(errors: Any) -> JSONResponse:
     parts = []
     status = 422
     for err in errors:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        loc = ".".join(_loc_part(p) for p in err.get("loc", ()) if p != "body") or "body"
         if err.get("type") == "json_invalid":
             status = 400
             ctx = err.get("ctx") or {}
             parts.append(f"malformed JSON body ({ctx.get('error', 'invalid')}); send valid JSON")
             continue
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return JSONResponse({"detail": "; ".join(parts)}, status_code=status)
+    # One line, whatever a client put in a field's name ({"\n": 1} is named as '\n').
+    return JSONResponse({"detail": " ".join("; ".join(parts).split())}, status_code=status)
+
+
+def _loc_part(part: Any) -> str:
+    text = str(part)
+    return text if text.isprintable() and not any(c.isspace() for c in text) else repr(text)
 
 
 def _start_replication(store: SqlStore, hub: Hub, refresh_s: float) -> tuple[Any, Any]:
