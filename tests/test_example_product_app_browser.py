@@ -9,7 +9,6 @@ applies the flag it needs first, so the tests do not depend on their order.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -21,17 +20,9 @@ import vibesdk
 from vibesdk import Flag
 from vibesdk.testing import make_flag
 
+from .browser_harness import chromium_browser  # noqa: F401 -- the `browser` fixture
 from .examples_harness import load_example, real_models_or_skip, serve_app, users_in
 
-CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip(
-        "needs Chromium on PATH: apt-get install -y chromium (scripts/install does it as root)",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="needs playwright (requirements-dev.txt): bash scripts/install"
-)
 serving = real_models_or_skip()
 
 pytestmark = pytest.mark.model
@@ -120,17 +111,6 @@ def world(flag_server_process: Any, tmp_path_factory: pytest.TempPathFactory) ->
     finally:
         for group in groups.values():
             group.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        # --no-sandbox: Chromium refuses to start its sandbox as root (CI containers).
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds between the guard loop's looks at running releases (default 5)",
     )
+    serve.add_argument(
+        "--ui-session-ttl-s",
+        type=_positive,
+        default=8 * 3600.0,
+        help="seconds a sign-in to the dashboard at /ui lasts (default 8 hours)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -255,6 +261,7 @@ def _serve(args: argparse.Namespace) -> int:
         auth_cache_s=args.auth_cache_s,
         allow_self_review=args.allow_self_review,
         guard_interval_s=args.guard_interval_s,
+        ui_session_ttl_s=args.ui_session_ttl_s,
     )
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

@@ -18,6 +18,8 @@ from vibesdk_server import __version__
 from vibesdk_server._domain._errors import ServerError
 from vibesdk_server._guard.loop import DEFAULT_GUARD_INTERVAL_S, Guard
 from vibesdk_server._storage import SqlStore
+from vibesdk_server._ui import SESSION_TTL_S as UI_SESSION_TTL_S
+from vibesdk_server._ui import install as install_ui
 
 from ._admin import router as admin_router
 from ._auth import AuthMiddleware
@@ -42,6 +44,7 @@ def create_app(
     auth_cache_s: float = 5.0,
     allow_self_review: bool = False,
     guard_interval_s: float = DEFAULT_GUARD_INTERVAL_S,
+    ui_session_ttl_s: float = UI_SESSION_TTL_S,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
@@ -53,6 +56,7 @@ def create_app(
     review, another admin must approve; on: for single-operator setups).
     ``guard_interval_s``: how often the guard loop looks at running releases (one server
     looks: with PostgreSQL, the replica holding the guard's advisory lock).
+    ``ui_session_ttl_s``: how long a dashboard (``/ui``) sign-in lasts.
     """
     if not guard_interval_s > 0:
         raise ValueError(f"guard_interval_s must be > 0, got {guard_interval_s}")
@@ -111,6 +115,9 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_response(exc.errors())
+
+    # The dashboard (after the JSON error handler: it answers /ui's refusals in HTML).
+    install_ui(app, session_ttl_s=ui_session_ttl_s)
 
     # Added last = runs first: authenticate before reading (and converting) any body.
     app.add_middleware(YamlBodyMiddleware)

@@ -1,7 +1,8 @@
 """Authentication as ASGI middleware, so no route can be reached without the right token.
 
 Routes are classified by path, not by what each endpoint remembers to ask for:
-``/healthz`` and the OpenAPI document/UI are public; everything under
+``/healthz`` and the OpenAPI document/UI are public; the dashboard under ``/ui`` checks
+its own session cookie (:mod:`vibesdk_server._ui`); everything under
 ``/v1/admin`` needs an admin token; everything else needs an SDK key (which
 also selects the environment). A missing or unknown token is 401, a token of
 the wrong kind 403 -- checked before the body is read.
@@ -35,6 +36,8 @@ def required_kind(path: str) -> str | None:
     """``admin``, ``sdk`` or None (public) for a request path."""
     if path in PUBLIC_PATHS:
         return None
+    if path == "/ui" or path.startswith("/ui/"):
+        return None  # the dashboard: its own session cookie, checked on every route but sign-in
     if path == "/v1/admin" or path.startswith("/v1/admin/"):
         return "admin"
     return "sdk"

@@ -158,6 +158,13 @@ CREATE TABLE IF NOT EXISTS incidents (
     measurements TEXT
 );
 CREATE INDEX IF NOT EXISTS incidents_env ON incidents (environment, id);
+CREATE TABLE IF NOT EXISTS ui_sessions (
+    id_hash TEXT PRIMARY KEY,
+    actor TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
 """
 
 

@@ -7,6 +7,7 @@ is :meth:`MeasurementStore.measurements`: the figures canary analysis compares.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -15,7 +16,7 @@ from vibesdk_server._domain._otlp import Point
 
 from ._base import StoreBase, utcnow
 
-__all__ = ["SLOW_S", "MeasurementStore"]
+__all__ = ["SLOW_S", "MeasurementStore", "quantile"]
 
 #: The latency guardrail's threshold: calls slower than this count as slow (the SDK's duration
 #: histogram has a bucket boundary here).
@@ -102,6 +103,48 @@ class MeasurementStore(StoreBase):
             v["slow_calls"] = _over(v["duration_histogram"], SLOW_S)
         return out
 
+    def measurement_series(
+        self, *, environment: str, flag_key: str, since: int, step_s: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Per variant, oldest first: the figures of :meth:`measurements` per ``step_s`` seconds.
+
+        Each point is one step (its start, unix seconds, as ``t``) with at least one
+        measurement; steps are whole multiples of ``step_s``. Histogram quantiles are
+        :func:`quantile` estimates.
+        """
+        step_s = max(int(step_s), 1)
+        params = (step_s, step_s, environment, flag_key, since)
+        sql = (
+            "SELECT variant, (interval_start / ?) * ? AS t, metric, labels, SUM(count), SUM(total)"
+            " FROM measurements WHERE environment = ? AND flag_key = ? AND interval_start >= ?"
+            " GROUP BY variant, t, metric, labels"
+        )
+        hist_sql = (
+            "SELECT variant, (interval_start / ?) * ? AS t, bounds, buckets FROM measurements"
+            " WHERE environment = ? AND flag_key = ? AND interval_start >= ?"
+            " AND metric = 'gen_ai.client.operation.duration' AND buckets IS NOT NULL"
+        )
+        with self._tx() as tx:
+            sums = tx.all(sql, params)
+            histograms = tx.all(hist_sql, params)
+        points: dict[tuple[str, int], dict[str, Any]] = {}
+        for variant, t, metric, labels, count, total in sums:
+            point = points.get((variant, t))
+            if point is None:
+                point = points[variant, t] = _empty()
+            _add(point, metric, _labels(labels), float(count), float(total))
+        for variant, t, bounds_text, buckets_text in histograms:
+            point = points.get((variant, t))
+            if point is None:
+                point = points[variant, t] = _empty()
+            _merge_histogram(point, bounds_text, buckets_text)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for (variant, t), point in sorted(points.items(), key=lambda item: item[0][1]):
+            point["slow_calls"] = _over(point["duration_histogram"], SLOW_S)
+            point["t"] = t
+            out.setdefault(variant, []).append(point)
+        return out
+
 
 def _empty() -> dict[str, Any]:
     return {
@@ -120,8 +163,15 @@ def _empty() -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=1024)
 def _labels(text: str) -> dict[str, str]:
+    # Cached: a flag's rows repeat a handful of label sets. Callers only read the result.
     return dict(pair.split("=", 1) for pair in text.split(",") if "=" in pair)
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(text: str | None) -> list[float]:
+    return json.loads(text) if text else []
 
 
 def _bump(counts: dict[str, int], key: str, n: float) -> None:
@@ -151,7 +201,7 @@ def _add(
 
 
 def _merge_histogram(v: dict[str, Any], bounds_text: str | None, buckets_text: str) -> None:
-    bounds = json.loads(bounds_text) if bounds_text else []
+    bounds = _bounds(bounds_text)
     buckets = json.loads(buckets_text)
     hist = v["duration_histogram"]
     if not hist["bounds"] and not hist["counts"]:
@@ -170,3 +220,24 @@ def _over(hist: dict[str, Any], threshold: float) -> int:
         if lower >= threshold:
             total += count
     return total
+
+
+def quantile(hist: dict[str, Any], q: float) -> float | None:
+    """The ``q`` quantile of a duration histogram, interpolated within its bucket; None if empty.
+
+    Observations in the last, unbounded bucket are placed at its lower bound.
+    """
+    bounds, counts = hist["bounds"], hist["counts"]
+    n = sum(counts)
+    if n == 0:
+        return None
+    rank = q * n
+    seen = 0.0
+    for i, count in enumerate(counts):
+        if count and seen + count >= rank:
+            lower = bounds[i - 1] if i > 0 else 0.0
+            if i >= len(bounds):
+                return float(lower)
+            return float(lower + (bounds[i] - lower) * (rank - seen) / count)
+        seen += count
+    return float(bounds[-1]) if bounds else None

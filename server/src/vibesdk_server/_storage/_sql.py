@@ -1,7 +1,7 @@
 """The storage logic shared by SQLite and PostgreSQL: one class, two small dialects.
 
-:class:`SqlStore` combines one mixin per concern (documents, prompts, tokens,
-feedback, measurements, releases) over :class:`~._base.StoreBase`; :mod:`._sqlite` and
+:class:`SqlStore` combines one mixin per concern (documents, prompts, tokens, feedback,
+measurements, releases, dashboard sessions) over :class:`~._base.StoreBase`; :mod:`._sqlite` and
 :mod:`._postgres` subclass it with their connection, locking and notification.
 """
 
@@ -14,12 +14,19 @@ from ._feedback import FeedbackStore
 from ._measurements import MeasurementStore
 from ._prompts import PromptStore
 from ._releases import ReleaseStore
+from ._sessions import UiSessionStore
 
 __all__ = ["Mutation", "Published", "SqlStore", "StoreBase", "Tx", "rfc3339", "utcnow"]
 
 
 class SqlStore(
-    DocumentStore, PromptStore, TokenStore, FeedbackStore, MeasurementStore, ReleaseStore
+    DocumentStore,
+    PromptStore,
+    TokenStore,
+    FeedbackStore,
+    MeasurementStore,
+    ReleaseStore,
+    UiSessionStore,
 ):
     """Flag server storage; subclasses supply connections, locking and notification.
 

@@ -1,0 +1,273 @@
+"""The dashboard at /ui over HTTP, against the real server on SQLite and PostgreSQL.
+
+Sign-in, sessions, CSRF, every route's refusal without a session, the pages' content and the
+actions' effects on the flag document. The browser tests (tests/test_ui_browser.py) drive the
+same pages in Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from vibesdk_server._ui._routes import router as ui_router
+from vibesdk_server.testing import FlagServer, FlagServerProcess
+
+import vibesdk
+from vibesdk.testing import FakeBackend, Reply, make_flag
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class Browsers:
+    """httpx clients standing in for browsers (cookies kept per client), closed at the end."""
+
+    def __init__(self) -> None:
+        self._open: list[httpx.Client] = []
+
+    def new(self, server: FlagServer) -> httpx.Client:
+        browser = httpx.Client(base_url=server.url, timeout=30.0, follow_redirects=False)
+        self._open.append(browser)
+        return browser
+
+    def signed_in(self, server: FlagServer, token: str | None = None) -> httpx.Client:
+        browser = self.new(server)
+        r = browser.post("/ui/login", data={"token": token or server.admin_token, "next": "/ui"})
+        assert r.status_code == 303, r.text
+        return browser
+
+    def close(self) -> None:
+        for browser in self._open:
+            browser.close()
+
+
+@pytest.fixture
+def browsers() -> Iterator[Browsers]:
+    made = Browsers()
+    yield made
+    made.close()
+
+
+def _csrf(browser: httpx.Client, path: str) -> str:
+    page = browser.get(path)
+    assert page.status_code == 200, page.text
+    found = CSRF.search(page.text)
+    assert found, "no CSRF token on " + path
+    return found.group(1)
+
+
+def _ui_routes() -> list[tuple[str, str]]:
+    """Every (method, path) the dashboard's router serves, with sample parameters."""
+    samples = {
+        "{env}": "default",
+        "{key}": "vibethinker",
+        "{action}": "rollback",
+        "{prompt_id}": "p",
+        "{version}": "1",
+        "{verdict}": "approve",
+        "{incident_id}": "1",
+    }
+    out = []
+    for route in ui_router.routes:
+        path = getattr(route, "path", "")
+        for name, value in samples.items():
+            path = path.replace(name, value)
+        assert "{" not in path, f"add a sample for {path}"
+        out.extend((method, path) for method in sorted(getattr(route, "methods", ())))
+    return out
+
+
+def test_no_dashboard_route_answers_without_a_session(
+    server: FlagServer, browsers: Browsers
+) -> None:
+    """Walks every /ui route the app has: pages redirect to sign-in, the rest are refused."""
+    routes = _ui_routes()
+    assert len(routes) >= 12, routes
+    browser = browsers.new(server)
+    for method, path in routes:
+        if path == "/ui/login":
+            continue
+        r = browser.request(method, path, headers={"Cookie": "vibe_session=forged"})
+        if method == "GET" and not path.endswith("/series"):
+            assert r.status_code == 303, (method, path, r.status_code)
+            assert r.headers["location"].startswith("/ui/login?next="), (method, path)
+        else:
+            assert r.status_code == 401, (method, path, r.status_code)
+        assert "vibethinker" not in r.text or path.endswith("vibethinker"), (method, path)
+
+
+def test_sign_in_takes_an_admin_token_only_and_sets_a_strict_cookie(
+    server: FlagServer, browsers: Browsers
+) -> None:
+    browser = browsers.new(server)
+    r = browser.post("/ui/login", data={"token": "vibe_admin_nope_x"})
+    assert r.status_code == 401
+    assert "Unknown token" in r.text
+    r = browser.post("/ui/login", data={"token": server.sdk_key})
+    assert r.status_code == 401
+    assert "is an SDK key" in r.text
+    r = browser.post("/ui/login", data={"token": server.admin_token, "next": "//evil.example/x"})
+    assert r.status_code == 303
+    assert r.headers["location"] == "/ui"  # no open redirect
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+    assert "Path=/ui" in cookie
+    home = browser.get("/ui")
+    assert home.status_code == 200
+    assert "default-src 'none'" in home.headers["content-security-policy"]
+    assert "script-src 'self'" in home.headers["content-security-policy"]
+    assert "<script>" not in home.text  # no inline script: the CSP would refuse it
+
+
+def test_rollback_from_the_flag_page_needs_the_csrf_token_and_is_audited(
+    server: FlagServer, browsers: Browsers
+) -> None:
+    server.apply(make_flag(rollout_bps=2500))
+    env = server.environment
+    browser = browsers.signed_in(server)
+    page = f"/ui/environments/{env}/flags/vibethinker"
+    assert "25%" in browser.get(page).text
+    token = _csrf(browser, page + "/confirm/rollback")
+
+    forged = browser.post(page + "/rollback", data={"reason": "x", "csrf": "not-it"})
+    missing = browser.post(page + "/rollback", data={"reason": "x"})
+    assert (forged.status_code, missing.status_code) == (403, 403)
+    assert server.document().flags["vibethinker"].rollout_bps == 2500  # nothing changed
+
+    blank = browser.post(page + "/rollback", data={"reason": "  ", "csrf": token})
+    assert blank.status_code == 400
+    assert "Give a reason" in blank.text
+
+    done = browser.post(page + "/rollback", data={"reason": "P95 over 3 s", "csrf": token})
+    assert done.status_code == 303, done.text
+    assert server.document().flags["vibethinker"].rollout_bps == 0
+    after = browser.get(done.headers["location"])
+    assert "Rolled back" in after.text
+    audit = server.admin_request("GET", f"/v1/admin/audit?environment={env}&limit=1").json()
+    assert (audit[0]["action"], audit[0]["reason"]) == ("rollback", "P95 over 3 s")
+    assert audit[0]["actor"].startswith("test-admin-")  # the signed-in token's name
+
+
+def test_refusals_show_the_servers_own_message(server: FlagServer, browsers: Browsers) -> None:
+    """Pausing a flag with no release: the same sentence the admin API (and vibe) gives."""
+    server.apply(make_flag())
+    page = f"/ui/environments/{server.environment}/flags/vibethinker"
+    api = server.admin_request(
+        "POST",
+        f"/v1/admin/environments/{server.environment}/flags/vibethinker/release/pause",
+        json={"reason": "x"},
+    )
+    assert api.status_code == 404
+    browser = browsers.signed_in(server)
+    token = _csrf(browser, page + "/confirm/pause")
+    r = browser.post(page + "/pause", data={"reason": "x", "csrf": token})
+    assert r.status_code == 404
+    assert _html_text(api.json()["detail"]) in r.text
+
+
+def _html_text(text: str) -> str:
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("'", "&#39;")
+        .replace('"', "&#34;")
+    )
+
+
+def test_kill_switch_and_enable(server: FlagServer, browsers: Browsers) -> None:
+    server.apply(make_flag())
+    page = f"/ui/environments/{server.environment}/flags/vibethinker"
+    browser = browsers.signed_in(server)
+    token = _csrf(browser, page + "/confirm/kill")
+    assert browser.post(page + "/kill", data={"reason": "bad", "csrf": token}).status_code == 303
+    assert server.document().flags["vibethinker"].enabled is False
+    assert "Killed" in browser.get(page).text
+    assert browser.post(page + "/enable", data={"reason": "ok", "csrf": token}).status_code == 303
+    assert server.document().flags["vibethinker"].enabled is True
+
+
+def test_sign_out_ends_the_session(server: FlagServer, browsers: Browsers) -> None:
+    browser = browsers.signed_in(server)
+    token = _csrf(browser, "/ui")
+    old = browser.cookies["vibe_session"]
+    assert browser.post("/ui/logout", data={"csrf": token}).status_code == 303
+    r = browsers.new(server).get("/ui", headers={"Cookie": f"vibe_session={old}"})
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/ui/login")
+
+
+def test_a_session_expires(browsers: Browsers) -> None:
+    with FlagServerProcess(extra_args=["--ui-session-ttl-s", "1"]) as process:
+        browser = browsers.signed_in(process)
+        assert browser.get("/ui").status_code == 200
+        time.sleep(1.5)
+        r = browser.get("/ui")
+        assert r.status_code == 303
+        assert r.headers["location"].startswith("/ui/login")
+
+
+def test_prompt_review_keeps_four_eyes(server: FlagServer, browsers: Browsers) -> None:
+    created = server.register_prompt(
+        prompt_id="ui-review", system="Think step by step.", model="m", approve=False
+    )
+    path = f"/ui/prompts/ui-review/versions/{created['version']}"
+    author = browsers.signed_in(server)
+    assert "ui-review@" in author.get("/ui/prompts").text
+    token = _csrf(author, path)
+    r = author.post(path + "/approve", data={"csrf": token})
+    assert r.status_code == 403  # the author may not approve their own version
+    assert "approve" in r.text.lower()
+    if server.reviewer_token is None:
+        pytest.skip("this server allows self-review; no second admin to approve with")
+    reviewer = browsers.signed_in(server, server.reviewer_token)
+    token = _csrf(reviewer, path)
+    r = reviewer.post(path + "/approve", data={"csrf": token, "reason": "reads well"})
+    assert r.status_code == 303
+    prompt = server.admin_request(
+        "GET", f"/v1/admin/prompts/ui-review/versions/{created['version']}"
+    )
+    assert prompt.json()["state"] == "approved"
+
+
+def test_the_flag_page_and_its_series_show_what_the_sdk_measured(
+    server: FlagServer, browsers: Browsers
+) -> None:
+    with (
+        FakeBackend(default="stable answer") as stable,
+        FakeBackend(default=Reply(status=500)) as canary,
+    ):
+        server.apply(make_flag(stable_url=stable.url, canary_url=canary.url, rollout_bps=10_000))
+        client = vibesdk.Client(
+            server_url=server.url,
+            sdk_key=server.sdk_key,
+            cache_dir="",
+            server_metrics_interval_s=60,
+        )
+        try:
+            assert client.wait_until_ready(15)
+            for user in ("u1", "u2", "u3", "u4"):
+                client.chat("vibethinker", user, [{"role": "user", "content": "2+2?"}])
+        finally:
+            client.close()  # exports what is left
+    browser = browsers.signed_in(server)
+    base = f"/ui/environments/{server.environment}/flags/vibethinker"
+    page = browser.get(base)
+    assert page.status_code == 200
+    totals = page.text[page.text.index('id="totals"') :]
+    assert re.search(r"<td>canary</td><td>4</td>", totals), totals[:600]
+    assert "100.0%" in totals  # every canary call fell back
+    series: dict[str, Any] = browser.get(base + "/series?window=1h").json()
+    assert series["t"]
+    assert series["step_s"] == 10
+    canary_calls = [c for c in series["variants"]["canary"]["calls"] if c is not None]
+    assert sum(canary_calls) == 4
+    assert max(v for v in series["variants"]["canary"]["fallbacks"] if v is not None) == 1.0
+    bad = browser.get(base + "/series?window=2y")
+    assert bad.status_code == 400
+    assert "window must be one of" in bad.json()["detail"]
