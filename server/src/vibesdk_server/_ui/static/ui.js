@@ -76,5 +76,11 @@
     }));
     if (links.length) links[0].classList.add("on");
     draw(root, "1h");
+    // Live: the short windows are redrawn every 15 s while the page is visible.
+    setInterval(() => {
+      const on = document.querySelector(".windows a.on");
+      const name = on ? on.dataset.window : "1h";
+      if (!document.hidden && (name === "1h" || name === "6h")) draw(root, name);
+    }, 15000);
   });
 })();
