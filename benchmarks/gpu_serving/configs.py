@@ -4,8 +4,10 @@ A name is a profile from ``vibesdk_server.serving.PROFILES`` (looked up when the
 so profiles added or renamed there need no change here) or one of the variant names of runs 1-7
 (``tuned``, ``ram0-4x16``, ... below), optionally followed by ``+stock-sampling``: the same
 servers started with ``LLAMA_BATCHED_SAMPLING=0``, which makes a llama-server built with the
-batched-sampling patch sample each sequence in its own graph, as stock llama.cpp does. On a build
-without that patch the variable changes nothing.
+batched-sampling patch sample each sequence in its own graph, as stock llama.cpp does; and/or by
+``+stock-handoff``: started with ``LLAMA_TASK_WAKEUP=0``, which makes a llama-server built with
+the hand-off patch (0003) wake every HTTP reader for each result, as stock llama.cpp does. On a
+build without the patch a variable changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from vibesdk_server.serving import PROFILES, ServerProfile
 
 STOCK_SAMPLING = "+stock-sampling"
 STOCK_SAMPLING_ENV = {"LLAMA_BATCHED_SAMPLING": "0"}
+STOCK_HANDOFF = "+stock-handoff"
+# A name's suffixes (in any order, each at most once) and the environment each gives its servers.
+SUFFIX_ENV: dict[str, dict[str, str]] = {
+    STOCK_SAMPLING: STOCK_SAMPLING_ENV,
+    STOCK_HANDOFF: {"LLAMA_TASK_WAKEUP": "0"},
+}
 
 # Environment for a variant's servers (ggml's switches are environment variables).
 VARIANT_ENV: dict[str, dict[str, str]] = {"ram0-graph-opt": {"GGML_CUDA_GRAPH_OPT": "1"}}
@@ -141,13 +149,24 @@ def known() -> str:
     return (
         f"profiles: {', '.join(sorted(PROFILES))}; variants of runs 1-7: "
         f"{', '.join(names) or '(none: no h100 profile with top-k 64)'}; "
-        f"each may end in {STOCK_SAMPLING}"
+        f"each may end in {' and/or '.join(SUFFIX_ENV)}"
     )
+
+
+def split_suffixes(name: str) -> tuple[str, dict[str, str]]:
+    """``name`` without its trailing suffixes of SUFFIX_ENV, and the environment they give."""
+    env: dict[str, str] = {}
+    seen: set[str] = set()
+    while suffix := next((s for s in SUFFIX_ENV if name.endswith(s) and s not in seen), None):
+        seen.add(suffix)
+        env.update(SUFFIX_ENV[suffix])
+        name = name.removesuffix(suffix)
+    return name, env
 
 
 def resolve(name: str) -> Config:
     """The configuration ``name`` means; :class:`UnknownConfigError` lists the valid names."""
-    base = name.removesuffix(STOCK_SAMPLING)
+    base, suffix_env = split_suffixes(name)
     env: dict[str, str] = {}
     if name in PROFILES:
         base = name
@@ -163,5 +182,5 @@ def resolve(name: str) -> Config:
         prof = found[base]
         env.update(VARIANT_ENV.get(base, {}))
     if base != name:
-        env.update(STOCK_SAMPLING_ENV)
+        env.update(suffix_env)
     return Config(name, prof, env)

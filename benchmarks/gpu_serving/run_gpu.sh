@@ -25,7 +25,8 @@
 #
 # Environment: GPU_BUDGET_S (default 570) seconds from the start to the deadline the plans keep
 # (cells that would end later are recorded as skipped); BENCH_ONLY=NAME,... configurations to run
-# (profile names such as h100-vibethinker-mps, NAME+stock-sampling, or variants of runs 1-7);
+# (profile names such as h100-vibethinker-mps, NAME+stock-sampling, NAME+stock-handoff, or
+# variants of runs 1-7);
 # BENCH_CELLS=64x256,16x512 instead of the plans' cells; BENCH_GPU=h100|h200 overrides which
 # profiles headline picks; BENCH_ARGS more run_bench.py arguments. Every plan is checked
 # (run_bench.py --list) before the first stage runs, so a wrong name costs no build.

@@ -67,6 +67,15 @@ VARIANTS = [
     Variant("batch 512, ubatch 128", changes={"batch": 512, "ubatch": 128}),
     Variant("no cont-batching", changes={"extra_args": ("--no-cont-batching",)}),
     Variant("stock sampling", env={"LLAMA_BATCHED_SAMPLING": "0"}, cells=((16, 256),)),
+    # session 7: patch 0003's hand-off against the stock one (same build), and what is left
+    Variant(
+        "stock hand-off",
+        env={"LLAMA_TASK_WAKEUP": "0"},
+        cells=((64, 256), (32, 256), (16, 256)),
+    ),
+    Variant("topk profile, stock hand-off", topk=True, env={"LLAMA_TASK_WAKEUP": "0"}),
+    Variant("threads 8, stock hand-off", changes={"threads": 8}, env={"LLAMA_TASK_WAKEUP": "0"}),
+    Variant("topk profile, threads 8", topk=True, changes={"threads": 8}),
 ]
 
 

@@ -28,6 +28,9 @@ RUNS = {
     "h100-s4-run1-headline.jsonl": "s4run1",
     # session 5: the same headline plan on another H100 (no H200 was lent)
     "h100-s5-run1-headline.jsonl": "s5run1",
+    # session 7: the result hand-off (patch 0003) against the stock one, same build
+    "h100-s7-run1-headline.jsonl": "s7run1",
+    "h100-s7-run2-sdk-mps.jsonl": "s7run2",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
@@ -89,6 +92,9 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("top-k 64, batched sampling: 1 x 64 (s4)", "s4run1", "h100-vibethinker-topk"),
         ("model card, batched sampling: 1 x 64 (s5)", "s5run1", "h100-vibethinker"),
         ("model card, batched, 4 x 16 + MPS (s5)", "s5run1", "h100-vibethinker-mps"),
+        ("model card, hand-off patch: 1 x 64 (s7)", "s7run1", "h100-vibethinker"),
+        ("model card, stock hand-off: 1 x 64 (s7)", "s7run1", "h100-vibethinker+stock-handoff"),
+        ("top-k 64, hand-off patch: 1 x 64 (s7)", "s7run1", "h100-vibethinker-topk"),
         ("llama-cpp-python server", "run2", "llama-cpp-python"),
         ("transformers generate()", "run3", "transformers"),
     ]
@@ -104,7 +110,9 @@ def chart(data: list[dict[str, Any]]) -> None:
                 if r["run"] == run and r["config"] == config and r["n_predict"] == n
             )
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+                # tab10 has ten colours: the later sessions' series get square markers
+                marker = "s" if "(s7)" in label else "o"
+                ax.plot(*zip(*pts, strict=True), marker=marker, label=label)
         ax.axhline(8000, color="red", lw=0.8, ls=":")
         ax.text(5, 8200, "target 8,000 at 64 streams", color="red", fontsize=8)
         ax.set_xscale("log", base=2)
@@ -133,6 +141,9 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("s5, model card, batched sampling, 1 x 64", "s5run1", "h100-vibethinker", 1),
         ("s5, model card, batched, 4 x 16 + MPS", "s5run1", "h100-vibethinker-mps", 1),
         ("s5, top-k, batched, 4 x 16 + MPS", "s5run1", "h100-vibethinker-mps-topk", 1),
+        ("s7, model card, stock hand-off, 1 x 64", "s7run1", "h100-vibethinker+stock-handoff", 1),
+        ("s7, model card, hand-off patch, 1 x 64", "s7run1", "h100-vibethinker", 1),
+        ("s7, top-k, hand-off patch, 1 x 64", "s7run1", "h100-vibethinker-topk", 1),
     ]
     names, values = [], []
     for label, run, config, rps in bars:
@@ -154,7 +165,8 @@ def chart(data: list[dict[str, Any]]) -> None:
     ax.invert_yaxis()
     fig.suptitle(
         "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0) on one NVIDIA H100 80GB HBM3, "
-        "llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28 and (s4, s5) 2026-12-05"
+        "llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28, (s4, s5) 2026-12-05, "
+        "(s7) 2026-12-06"
     )
     fig.tight_layout()
     fig.savefig(RESULTS / "gpu_serving.png", dpi=110)
