@@ -53,8 +53,12 @@ def gpu_name() -> str | None:
 
 
 def git_commit() -> str:
-    """This checkout's commit (``-dirty`` with uncommitted changes); on a copy without .git, the
-    one written to .gpu/commit before the call (README: "Carrying inputs")."""
+    """The commit the run measures: the one written to .gpu/commit before a GPU call (README:
+    "Carrying inputs") when it is there -- the GPU machine's copy of the tree may carry a .git
+    of another commit --, else this checkout's (``-dirty`` with uncommitted changes)."""
+    carried = REPO / ".gpu" / "commit"
+    if carried.is_file():
+        return carried.read_text().strip() + " (from .gpu/commit)"
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=40"],
@@ -66,9 +70,6 @@ def git_commit() -> str:
             return out.stdout.strip()
     except OSError:
         pass
-    carried = REPO / ".gpu" / "commit"
-    if carried.is_file():
-        return carried.read_text().strip() + " (from .gpu/commit)"
     return "unknown"
 
 
