@@ -120,6 +120,27 @@ def test_a_bad_release_section_is_refused_with_one_line_and_nothing_applied(
     assert server.document().version == version
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "flags:\n  - key: f\n    release: {steps: [10, 5]}\n",
+        "flags:\n  f:\n    release: {steps: [10, 5]}\n",
+        "- key: f\n  release: {steps: [10, 5]}\n",
+    ],
+    ids=["list", "mapping", "bare list"],
+)
+def test_every_shape_of_flags_file_has_its_release_sections_checked(text: str) -> None:
+    from vibesdk_server._vibe.errors import CliError, ExitCode
+    from vibesdk_server._vibe.files import parse_flag_text
+
+    with pytest.raises(CliError) as caught:
+        parse_flag_text(text, name="flags.yaml")
+    assert caught.value.code == ExitCode.USAGE
+    assert (
+        caught.value.message == "flags.yaml: flag f: release.steps: must rise to 100, got [10, 5]"
+    )
+
+
 def test_a_release_section_applies_shows_in_the_diff_and_never_reaches_sdks(
     server: FlagServer, vibe: Vibe, tmp_path: Path
 ) -> None:

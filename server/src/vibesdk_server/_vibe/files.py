@@ -100,7 +100,7 @@ def _parse_yaml(text: str, name: str) -> Any:
 
 def _shape(data: Any, name: str) -> FlagFile:
     if isinstance(data, list):
-        return FlagFile(flags=_flag_list(data, name), environment=None)
+        return FlagFile(flags=_plans_checked(_flag_list(data, name), name), environment=None)
     if data is None:
         raise CliError.usage(f"{name}: the file is empty; nothing to apply")
     if not isinstance(data, dict):
@@ -123,11 +123,16 @@ def _shape(data: Any, name: str) -> FlagFile:
         flags = _flag_list(raw, name)
     else:
         raise CliError.usage(f"{name}: 'flags' must be a list or a mapping of flags")
+    return FlagFile(flags=_plans_checked(flags, name), environment=environment)
+
+
+def _plans_checked(flags: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """``flags``, once each ``release:`` section is checked (the server checks them again)."""
     try:
         take_sections(flags)
     except PlanError as exc:
         raise CliError.usage(f"{name}: {exc.detail}") from None
-    return FlagFile(flags=flags, environment=environment)
+    return flags
 
 
 def _flag_mapping(raw: dict[Any, Any], name: str) -> list[dict[str, Any]]:
