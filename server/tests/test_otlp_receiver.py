@@ -126,7 +126,9 @@ def test_sdk_metrics_exported_over_otlp_add_up_per_variant(
     assert canary["errors"] == {"all_failed": 1}
     assert canary["fallbacks"] == {"timeout_connect": 1}
     assert canary["quality_failures"] == {"empty": 2, "loop": 1}
-    assert stable["output_tokens"] == {"count": 1, "sum": 40.0}
+    tokens = stable["output_tokens"]
+    assert (tokens["count"], tokens["sum"], sum(tokens["histogram"]["counts"])) == (1, 40.0, 1)
+    assert canary["failed_attempts"] == 2  # the call that raised and the one that fell back
     assert canary["feedback"] == {"count": 2, "sum": 6.0}
     assert canary["reports"] == 1
     assert canary["latency_sum_s"] == pytest.approx(8.4)

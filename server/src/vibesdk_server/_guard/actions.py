@@ -17,10 +17,8 @@ from typing import Any
 from vibesdk import Flag, FlagDocument
 from vibesdk_server._domain import _changes
 from vibesdk_server._domain._errors import ConflictError, InvalidError, NotFoundError
+from vibesdk_server._guard.plan import resolve
 from vibesdk_server._guard.release import (
-    DEFAULT_MIN_DWELL_S,
-    DEFAULT_MIN_SAMPLES,
-    DEFAULT_STEPS_BPS,
     check_steps,
     evaluate,
     guardrails_from_json,
@@ -64,14 +62,21 @@ def start(
     guardrails: Sequence[Mapping[str, Any]] | None = None,
     clock: Clock = time.time,
 ) -> dict[str, Any]:
-    """Start a release of ``key``'s canary at its first step; 409 if one is already active."""
-    bps_steps = check_steps(DEFAULT_STEPS_BPS if steps is None else steps)
-    dwell = DEFAULT_MIN_DWELL_S if min_dwell_s is None else min_dwell_s
-    samples = DEFAULT_MIN_SAMPLES if min_samples is None else min_samples
-    if dwell < 0:
-        raise InvalidError(f"min_dwell_s must be >= 0, got {dwell}")
-    if samples < 1:
-        raise InvalidError(f"min_samples_per_arm must be >= 1, got {samples}")
+    """Start a release of ``key``'s canary at its first step; 409 if one is already active.
+
+    The flag's release plan (:mod:`.plan`) gives what is not given here; without one, the
+    defaults. The release records which plan it runs (its ``plan``).
+    """
+    overrides: dict[str, Any] = {
+        "steps": None if steps is None else check_steps(steps),
+        "min_dwell_s": min_dwell_s,
+        "min_samples": min_samples,
+        "guardrails_given": bool(guardrails),
+    }
+    if min_dwell_s is not None and min_dwell_s < 0:
+        raise InvalidError(f"min_dwell_s must be >= 0, got {min_dwell_s}")
+    if min_samples is not None and min_samples < 1:
+        raise InvalidError(f"min_samples_per_arm must be >= 1, got {min_samples}")
     if guardrails:
         guardrails_from_json(guardrails)  # refuse bad ones now, not at the first tick
 
@@ -90,6 +95,8 @@ def start(
                 f"flag {key!r} rolls out its default variant {flag.default_variant!r};"
                 " a release needs a canary variant other than stable"
             )
+        chosen = resolve(*store.release_plan_tx(tx, environment, key), **overrides)
+        bps_steps, dwell, samples = chosen.steps_bps, chosen.min_dwell_s, chosen.min_samples
         last = len(bps_steps) == 1
         release_id = store.insert_release(
             tx,
@@ -108,6 +115,7 @@ def start(
                 "started_by": actor,
                 "reason": reason,
                 "state_reason": "the only step was reached" if last else None,
+                "plan": chosen.record(),
             },
         )
         flags = _changes.set_rollout(current.flags, key, bps_steps[0], environment=environment)

@@ -17,6 +17,10 @@ The default guardrails (:func:`default_guardrails`), each judged on the step's f
   tolerating 1 percentage point more; roll back when the bound proves more.
 * ``check:<name>`` -- relative, one per output check that failed in either arm: its failure
   share against stable's (tolerance 0); roll back when the bound proves more.
+
+A flag's release plan (:mod:`.plan`, the ``release:`` section of its flags file) may change
+their thresholds and actions, turn them off, or turn on the others: ``attempt_errors``,
+``errors``, ``output_length``, ``feedback_score`` and ``reports``.
 """
 
 from __future__ import annotations
@@ -28,9 +32,19 @@ from typing import Any
 
 from vibesdk_server._domain._errors import InvalidError
 from vibesdk_server._guard.decide import ArmAggregates, Count, Decision, Guardrail, decide
+from vibesdk_server._guard.plan import (
+    BPS_MAX,
+    CHECK,
+    DEFAULT_MIN_DWELL_S,
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_STEPS_BPS,
+    guardrail_rules,
+)
+from vibesdk_server._guard.stats import Moments
 
 __all__ = [
     "BPS_MAX",
+    "CHECK",
     "DEFAULT_MIN_DWELL_S",
     "DEFAULT_MIN_SAMPLES",
     "DEFAULT_STEPS_BPS",
@@ -40,19 +54,12 @@ __all__ = [
     "default_guardrails",
     "evaluate",
     "guardrails_from_json",
+    "histogram_moments",
     "step_since",
     "summary",
 ]
 
-BPS_MAX = 10_000
-DEFAULT_STEPS_BPS = (100, 500, 1000, 2500, 5000, 10_000)
-DEFAULT_MIN_DWELL_S = 120.0
-DEFAULT_MIN_SAMPLES = 200
-BREAKAGE_SHARE = 0.5
-BREAKAGE_MIN_CALLS = 20
-SLOW_SHARE = 0.05
-FALLBACK_MARGIN = 0.01
-_CHECK = "check:"
+_CHECK = CHECK
 
 
 def check_steps(steps: Sequence[int]) -> tuple[int, ...]:
@@ -76,19 +83,7 @@ def check_names(measured: Mapping[str, Mapping[str, Any]], variants: Iterable[st
 
 def default_guardrails(checks: Iterable[str] = ()) -> list[Guardrail]:
     """The guardrails of a release that names none (see the module docstring)."""
-    rules = [
-        Guardrail(
-            "breakage",
-            "breakage",
-            "fallbacks",
-            BREAKAGE_SHARE,
-            min_trials=BREAKAGE_MIN_CALLS,
-        ),
-        Guardrail("latency", "absolute", "slow_calls", SLOW_SHARE),
-        Guardrail("fallbacks", "relative", "fallbacks", FALLBACK_MARGIN),
-    ]
-    rules += [Guardrail(_CHECK + name, "relative", _CHECK + name, 0.0) for name in checks]
-    return rules
+    return guardrail_rules(None, checks)
 
 
 def guardrails_from_json(data: Sequence[Mapping[str, Any]]) -> list[Guardrail]:
@@ -118,20 +113,59 @@ def aggregates(figures: Mapping[str, Any] | None, checks: Iterable[str] = ()) ->
 
     ``calls`` are the calls of users assigned to the arm; ``fallbacks`` is calls that fell back
     to stable (all reasons) out of calls, ``slow_calls`` calls over 3 s out of calls, ``errors``
-    calls that raised out of calls, and ``check:<name>`` each of ``checks``'s failures out of
-    calls (0 where the arm never failed it).
+    calls that raised out of calls, ``failed_attempts`` calls whose attempt on the assigned
+    variant failed (fell back or raised) out of calls, ``reports`` reports users filed out of
+    calls, and ``check:<name>`` each of ``checks``'s failures out of calls (0 where the arm
+    never failed it). ``output_length`` (output tokens per answer, its variance from the
+    histogram: :func:`histogram_moments`) and ``feedback_score`` (users' scores) are means.
     """
     f = figures or {}
     calls = int(f.get("calls", 0))
-    metrics: dict[str, Count] = {
+    tokens = f.get("output_tokens") or {}
+    received = f.get("feedback_received") or {}
+    metrics: dict[str, Count | Moments] = {
         "fallbacks": _count(sum(f.get("fallbacks", {}).values()), calls),
         "slow_calls": _count(f.get("slow_calls", 0), calls),
         "errors": _count(sum(f.get("errors", {}).values()), calls),
+        "failed_attempts": _count(f.get("failed_attempts", 0), calls),
+        "reports": _count(received.get("reports", 0), calls),
+        "output_length": histogram_moments(
+            int(tokens.get("count", 0)), float(tokens.get("sum", 0.0)), tokens.get("histogram")
+        ),
+        "feedback_score": Moments(
+            int(received.get("count", 0)),
+            float(received.get("sum", 0.0)),
+            float(received.get("sum_sq", 0.0)),
+        ),
     }
     failures = f.get("quality_failures", {})
     for name in checks:
         metrics[_CHECK + name] = _count(failures.get(name, 0), calls)
     return ArmAggregates(calls, metrics)
+
+
+def histogram_moments(count: int, total: float, histogram: Mapping[str, Any] | None) -> Moments:
+    """Output tokens per answer as :class:`Moments`: the exact count and sum, the variance
+    estimated from the histogram's buckets (values spread evenly within each bucket, the last,
+    open one at its lower bound). No histogram (or one that disagrees with ``count``): no
+    observations, so a guardrail on it is not judged -- it holds, never acts on a guess."""
+    bounds = list((histogram or {}).get("bounds") or [])
+    counts = list((histogram or {}).get("counts") or [])
+    if count <= 0 or len(counts) != len(bounds) + 1 or sum(counts) != count:
+        return Moments(0, 0.0, 0.0)
+    first = second = 0.0
+    for i, n in enumerate(counts):
+        low = max(0.0, bounds[i - 1]) if i > 0 else 0.0
+        if i == len(bounds):
+            mean_sq, mean = low * low, low
+        else:
+            high = max(low, float(bounds[i]))
+            mean, mean_sq = (low + high) / 2, (low * low + low * high + high * high) / 3
+        first += n * mean
+        second += n * mean_sq
+    variance = max(second / count - (first / count) ** 2, 0.0)
+    mean = total / count
+    return Moments(count, total, count * (variance + mean * mean))
 
 
 def step_since(step_started_s: float) -> int:
@@ -153,7 +187,7 @@ def evaluate(
         checks = [r.metric[len(_CHECK) :] for r in rules if r.metric.startswith(_CHECK)]
     else:
         checks = check_names(measured, (canary, stable))
-        rules = default_guardrails(checks)
+        rules = guardrail_rules((release.get("plan") or {}).get("guardrails"), checks)
     bps = release["steps"][release["step"]]
     return decide(
         rules,

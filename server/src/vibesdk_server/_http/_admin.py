@@ -19,6 +19,7 @@ from vibesdk_server._domain import _changes
 from vibesdk_server._domain._diff import diff
 from vibesdk_server._domain._errors import BadRequestError, InvalidError, NotFoundError
 from vibesdk_server._domain._prompts import resolve_flags
+from vibesdk_server._guard import plan
 from vibesdk_server._guard.actions import end_by_rollback
 from vibesdk_server._storage import Mutation, SqlStore, Tx, rfc3339
 from vibesdk_server._tokens import Principal
@@ -213,8 +214,13 @@ def apply(
     store = _store(request)
 
     def mutate(tx: Tx, current: FlagDocument) -> Mutation:
-        flags = resolve_flags(body.flags, lambda pid, v: store.get_prompt(pid, v, tx))
-        return Mutation(_changes.apply_flags(current.flags, flags, prune=body.prune), {})
+        raw, plans = plan.take_sections(body.flags)  # release plans: server-side only
+        flags = resolve_flags(raw, lambda pid, v: store.get_prompt(pid, v, tx))
+        after = _changes.apply_flags(current.flags, flags, prune=body.prune)
+        beside = store.stage_release_plans(
+            tx, env, plans, flags=after, version=current.version + 1, write=not body.dry_run
+        )
+        return Mutation(after, {}, *beside)
 
     return _write(
         request,
@@ -414,8 +420,8 @@ def get_diff(
     flag: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     store = _store(request)
-    before = store.version(env, from_version)["document"]["flags"]
-    after = store.version(env, to_version)["document"]["flags"]
+    before = store.flags_with_plans(env, from_version)
+    after = store.flags_with_plans(env, to_version)
     if flag is not None:
         if flag not in before and flag not in after:
             raise NotFoundError(

@@ -14,7 +14,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vibesdk import Flag, FlagDocument
@@ -141,9 +141,17 @@ CREATE TABLE IF NOT EXISTS releases (
     updated_at TEXT NOT NULL,
     state_reason TEXT,
     decision TEXT,
-    decision_at TEXT
+    decision_at TEXT,
+    plan TEXT
 );
 CREATE INDEX IF NOT EXISTS releases_flag ON releases (environment, flag_key, id);
+CREATE TABLE IF NOT EXISTS release_plans (
+    environment TEXT NOT NULL,
+    flag_key TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    plan TEXT,
+    PRIMARY KEY (environment, flag_key, version)
+);
 CREATE TABLE IF NOT EXISTS incidents (
     id {ID},
     environment TEXT NOT NULL,
@@ -195,10 +203,18 @@ class Published:
 
 @dataclass
 class Mutation:
-    """What a write computed: the new flags, plus extra fields for the change object."""
+    """What a write computed: the new flags, plus extra fields for the change object.
+
+    ``beside_before`` / ``beside_after``: per flag key, server-side settings kept beside the
+    flag and never in the document SDKs fetch (its release plan: ``{"release": {...}}``),
+    before and after the write. The diff and the audit entry show them as fields of their flag,
+    so a write that changes only them is a change (a new version) like any other.
+    """
 
     flags: dict[str, Flag]
     extra: dict[str, Any]
+    beside_before: dict[str, dict[str, Any]] = field(default_factory=dict)
+    beside_after: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Tx:
@@ -279,6 +295,7 @@ class StoreBase:
                     tx.run(stmt)
             # Added after the first release: databases created before it lack the column.
             self._add_column(tx, "audit", "evidence", "TEXT")
+            self._add_column(tx, "releases", "plan", "TEXT")
 
     def _add_column(self, tx: Tx, table: str, column: str, kind: str) -> None:
         """Add ``column`` to ``table`` unless it is there (fixed names, never user input)."""

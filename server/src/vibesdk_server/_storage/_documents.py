@@ -119,8 +119,8 @@ class DocumentStore(StoreBase):
                 self._doc_json(tx, environment, current_version)
             )
             mutation = mutate(tx, current)
-            before = {k: f.model_dump(mode="json") for k, f in current.flags.items()}
-            after = {k: f.model_dump(mode="json") for k, f in mutation.flags.items()}
+            before = _view(current.flags, mutation.beside_before)
+            after = _view(mutation.flags, mutation.beside_after)
             changes = diff({"flags": before}, {"flags": after})
             touched = sorted(
                 k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
@@ -328,6 +328,11 @@ class DocumentStore(StoreBase):
             }
             for r in rows
         ]
+
+
+def _view(flags: dict[str, Flag], beside: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each flag as JSON, with its server-side settings (never in the document) merged in."""
+    return {k: {**f.model_dump(mode="json"), **beside.get(k, {})} for k, f in flags.items()}
 
 
 def _single(changed: dict[str, Any]) -> Any:

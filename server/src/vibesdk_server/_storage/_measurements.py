@@ -7,6 +7,7 @@ is :meth:`MeasurementStore.measurements`: the figures canary analysis compares.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from typing import Any
 
 from vibesdk_server._domain._otlp import Point
 
-from ._base import StoreBase, utcnow
+from ._base import StoreBase, Tx, rfc3339, utcnow
 
 __all__ = ["SLOW_S", "MeasurementStore", "quantile"]
 
@@ -65,8 +66,11 @@ class MeasurementStore(StoreBase):
         Each variant's figures: ``calls`` (and ``slow_calls``, over :data:`SLOW_S`;
         ``latency_sum_s``), ``errors`` (calls that raised, by ``error.type``),
         ``fallbacks`` (by reason), ``quality_failures`` (by check), ``output_tokens``
-        (count, sum), ``feedback`` (count, sum of scores), ``reports``, the
-        ``duration_histogram`` (bounds, counts) and the first and last interval seen.
+        (count, sum and their ``histogram``), ``failed_attempts`` (calls that fell back or
+        raised), ``feedback`` (count, sum of scores) and ``reports`` as the SDKs exported them,
+        ``feedback_received`` (users' scores -- count, sum, sum of squares -- and reports
+        received in the feedback and reports tables since ``since``), the ``duration_histogram``
+        (bounds, counts) and the first and last interval seen.
         Calls are counted for the variant a user was **assigned**, as the SDK records them.
         """
         sql = (
@@ -78,15 +82,16 @@ class MeasurementStore(StoreBase):
             sql += " AND interval_start >= ?"
             params.append(since)
         hist_sql = (
-            "SELECT variant, bounds, buckets FROM measurements WHERE environment = ?"
-            " AND flag_key = ? AND metric = 'gen_ai.client.operation.duration'"
-            " AND buckets IS NOT NULL"
+            "SELECT variant, metric, labels, bounds, buckets FROM measurements"
+            " WHERE environment = ? AND flag_key = ? AND buckets IS NOT NULL AND metric IN"
+            " ('gen_ai.client.operation.duration', 'gen_ai.client.token.usage')"
         )
         if since is not None:
             hist_sql += " AND interval_start >= ?"
         with self._tx() as tx:
             sums = tx.all(sql + " GROUP BY variant, metric, labels", params)
             histograms = tx.all(hist_sql, params)
+            received = _feedback_received(tx, environment, flag_key, since)
         out: dict[str, dict[str, Any]] = {}
         for variant, metric, labels, count, total, first, last in sums:
             v = out.setdefault(variant, _empty())
@@ -97,8 +102,14 @@ class MeasurementStore(StoreBase):
                 last if v["last_interval"] is None else max(last, v["last_interval"])
             )
             _add(v, metric, _labels(labels), float(count), float(total))
-        for variant, bounds_text, buckets_text in histograms:
-            _merge_histogram(out.setdefault(variant, _empty()), bounds_text, buckets_text)
+        for variant, metric, labels, bounds_text, buckets_text in histograms:
+            v = out.setdefault(variant, _empty())
+            if metric == "gen_ai.client.operation.duration":
+                _merge_histogram(v["duration_histogram"], bounds_text, buckets_text)
+            elif _labels(labels).get("gen_ai.token.type") == "output":
+                _merge_histogram(v["output_tokens"]["histogram"], bounds_text, buckets_text)
+        for variant, figures in received.items():
+            out.setdefault(variant, _empty())["feedback_received"] = figures
         for v in out.values():
             v["slow_calls"] = _over(v["duration_histogram"], SLOW_S)
         return out
@@ -137,7 +148,7 @@ class MeasurementStore(StoreBase):
             point = points.get((variant, t))
             if point is None:
                 point = points[variant, t] = _empty()
-            _merge_histogram(point, bounds_text, buckets_text)
+            _merge_histogram(point["duration_histogram"], bounds_text, buckets_text)
         out: dict[str, list[dict[str, Any]]] = {}
         for (variant, t), point in sorted(points.items(), key=lambda item: item[0][1]):
             point["slow_calls"] = _over(point["duration_histogram"], SLOW_S)
@@ -154,13 +165,46 @@ def _empty() -> dict[str, Any]:
         "errors": {},
         "fallbacks": {},
         "quality_failures": {},
-        "output_tokens": {"count": 0, "sum": 0.0},
+        "output_tokens": {"count": 0, "sum": 0.0, "histogram": {"bounds": [], "counts": []}},
         "feedback": {"count": 0, "sum": 0.0},
         "reports": 0,
+        "feedback_received": {"count": 0, "sum": 0.0, "sum_sq": 0.0, "reports": 0},
+        "failed_attempts": 0,
         "duration_histogram": {"bounds": [], "counts": []},
         "first_interval": None,
         "last_interval": None,
     }
+
+
+def _feedback_received(
+    tx: Tx, environment: str, flag_key: str, since: int | None
+) -> dict[str, dict[str, Any]]:
+    """Per variant: users' scores (count, sum, sum of squares) and reports from the feedback and
+    reports tables, received from ``since`` (unix seconds) on."""
+    where = " WHERE environment = ? AND flag_key = ? AND variant IS NOT NULL"
+    params: list[Any] = [environment, flag_key]
+    if since is not None:
+        where += " AND at >= ?"
+        params.append(rfc3339(dt.datetime.fromtimestamp(since, dt.timezone.utc)))
+    out: dict[str, dict[str, Any]] = {}
+    empty = {"count": 0, "sum": 0.0, "sum_sq": 0.0, "reports": 0}
+    scores = tx.all(
+        "SELECT variant, COUNT(*), SUM(score), SUM(score * score) FROM feedback"  # noqa: S608 -- fixed names
+        + where
+        + " GROUP BY variant",
+        params,
+    )
+    for variant, count, total, total_sq in scores:
+        out[variant] = {
+            **empty,
+            "count": int(count),
+            "sum": float(total),
+            "sum_sq": float(total_sq),
+        }
+    reports = tx.all("SELECT variant, COUNT(*) FROM reports" + where + " GROUP BY variant", params)  # noqa: S608 -- fixed names
+    for variant, count in reports:
+        out.setdefault(variant, dict(empty))["reports"] = int(count)
+    return out
 
 
 @functools.lru_cache(maxsize=1024)
@@ -186,6 +230,8 @@ def _add(
         v["latency_sum_s"] += total
         if "error.type" in labels:
             _bump(v["errors"], labels["error.type"], count)
+        if "error.type" in labels or labels.get("vibesdk.fallback") == "true":
+            v["failed_attempts"] += round(count)
     elif metric == "vibesdk.fallbacks":
         _bump(v["fallbacks"], labels.get("vibesdk.fallback.reason", "unknown"), total)
     elif metric == "vibesdk.quality.failures":
@@ -200,10 +246,9 @@ def _add(
         v["reports"] += round(total)
 
 
-def _merge_histogram(v: dict[str, Any], bounds_text: str | None, buckets_text: str) -> None:
+def _merge_histogram(hist: dict[str, Any], bounds_text: str | None, buckets_text: str) -> None:
     bounds = _bounds(bounds_text)
     buckets = json.loads(buckets_text)
-    hist = v["duration_histogram"]
     if not hist["bounds"] and not hist["counts"]:
         hist["bounds"], hist["counts"] = list(bounds), [0] * len(buckets)
     if hist["bounds"] != bounds or len(hist["counts"]) != len(buckets):

@@ -1,4 +1,8 @@
-"""Guarded releases (a flag's canary walked through rollout steps) and their incidents.
+"""Guarded releases (a flag's canary walked through rollout steps), their plans, their incidents.
+
+A flag's release plan (the ``release:`` section of its flags file) is kept beside the flag, one
+row per change: ``(environment, flag_key, version, plan)``, where ``version`` is the environment
+version whose write set it and a ``NULL`` plan removes it. The plan in force is the newest row.
 
 Rows only: what a release is and what each state means lives in
 :mod:`vibesdk_server._guard.release`. The functions taking a :class:`Tx` run inside
@@ -8,6 +12,7 @@ another write's transaction (a release changes together with its flag's rollout)
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from vibesdk_server._domain._errors import NotFoundError
@@ -36,8 +41,9 @@ _RELEASE_COLUMNS = (
     "state_reason",
     "decision",
     "decision_at",
+    "plan",
 )
-_RELEASE_JSON = ("steps", "guardrails", "decision")
+_RELEASE_JSON = ("steps", "guardrails", "decision", "plan")
 _INCIDENT_COLUMNS = (
     "id",
     "environment",
@@ -135,7 +141,76 @@ class ReleaseStore(StoreBase):
         values = {**fields, "at": utcnow()}
         return _insert(tx, "incidents", _INCIDENT_COLUMNS, _INCIDENT_JSON, values)
 
+    def release_plans_tx(
+        self, tx: Tx, environment: str, upto: int | None = None
+    ) -> dict[str, tuple[dict[str, Any], int]]:
+        """Each flag's plan in force (at version ``upto``, default now): key -> (plan, version)."""
+        sql = "SELECT flag_key, version, plan FROM release_plans WHERE environment = ?"
+        params: tuple[Any, ...] = (environment,)
+        if upto is not None:
+            sql, params = sql + " AND version <= ?", (environment, upto)
+        plans: dict[str, tuple[dict[str, Any], int] | None] = {}
+        for key, version, plan in tx.all(sql + " ORDER BY version", params):
+            plans[key] = None if plan is None else (json.loads(plan), int(version))
+        return {k: v for k, v in plans.items() if v is not None}
+
+    def set_release_plan(
+        self, tx: Tx, environment: str, flag_key: str, version: int, plan: dict[str, Any] | None
+    ) -> None:
+        """Set (``None``: remove) the flag's plan as of ``version``, inside that version's write."""
+        tx.run(
+            "INSERT INTO release_plans (environment, flag_key, version, plan) VALUES (?, ?, ?, ?)",
+            (environment, flag_key, version, None if plan is None else json.dumps(plan)),
+        )
+
+    def release_plan_tx(
+        self, tx: Tx, environment: str, flag_key: str
+    ) -> tuple[dict[str, Any] | None, int | None]:
+        """The flag's plan in force and the version that set it; ``(None, None)``: the defaults."""
+        found = self.release_plans_tx(tx, environment).get(flag_key)
+        return (None, None) if found is None else found
+
+    def stage_release_plans(
+        self,
+        tx: Tx,
+        environment: str,
+        plans: Mapping[str, dict[str, Any] | None],
+        *,
+        flags: Iterable[str],
+        version: int,
+        write: bool,
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """An apply's plans: ``plans`` (key -> plan, ``None`` for none) set, and the plans of
+        flags no longer in ``flags`` removed; with ``write``, stored as of ``version``.
+
+        Returns the plans before and after as ``{key: {"release": plan}}``, for
+        :class:`~._base.Mutation`'s ``beside_before`` and ``beside_after``.
+        """
+        now = {k: p for k, (p, _) in self.release_plans_tx(tx, environment).items()}
+        kept = set(flags)
+        target = {k: p for k, p in now.items() if k in kept}
+        for key, plan in plans.items():
+            if plan is None:
+                target.pop(key, None)
+            else:
+                target[key] = plan
+        if write:
+            for key in sorted(now.keys() | target.keys()):
+                if now.get(key) != target.get(key):
+                    self.set_release_plan(tx, environment, key, version, target.get(key))
+        return (
+            {k: {"release": p} for k, p in now.items()},
+            {k: {"release": p} for k, p in target.items()},
+        )
+
     # -- reads ---------------------------------------------------------------------------------
+    def release_plan(
+        self, environment: str, flag_key: str
+    ) -> tuple[dict[str, Any] | None, int | None]:
+        """:meth:`release_plan_tx` in a transaction of its own."""
+        with self._tx() as tx:
+            return self.release_plan_tx(tx, environment, flag_key)
+
     def active_releases(self) -> list[dict[str, Any]]:
         """Every running release, oldest first (what the guard loop looks at)."""
         with self._tx() as tx:
@@ -156,6 +231,17 @@ class ReleaseStore(StoreBase):
                 " start one with vibe release start"
             )
         return _release(row)
+
+    def flags_with_plans(self, environment: str, version: int) -> dict[str, Any]:
+        """The flags of ``version`` as JSON, each with its release plan then (``release``), if
+        any: what ``vibe diff`` compares. The document SDKs fetch never has the plans."""
+        doc = self.version(environment, version)["document"]  # type: ignore[attr-defined]
+        flags: dict[str, Any] = doc["flags"]
+        with self._tx() as tx:
+            plans = self.release_plans_tx(tx, environment, upto=version)
+        return {
+            k: {**f, **({"release": plans[k][0]} if k in plans else {})} for k, f in flags.items()
+        }
 
     def list_incidents(self, *, environment: str | None, limit: int) -> list[dict[str, Any]]:
         """Incidents, newest first (optionally of one environment)."""

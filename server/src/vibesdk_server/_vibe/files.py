@@ -8,6 +8,10 @@ A flag file is YAML or JSON::
         rollout_bps: 0
         variants: {...}
 
+A flag may have a ``release:`` section, the plan ``vibe release start`` follows (see
+:mod:`vibesdk_server._guard.plan`); it is checked here, kept on the server beside the flag
+and never sent to SDKs.
+
 A whole flag document (``vibe status --json``'s ``document``) is accepted too:
 its ``schema_version``, ``version`` and ``updated_at`` are ignored. PyYAML is
 imported only for YAML.
@@ -19,6 +23,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from vibesdk_server._guard.plan import PlanError, take_sections
 
 from .errors import CliError
 
@@ -94,7 +100,7 @@ def _parse_yaml(text: str, name: str) -> Any:
 
 def _shape(data: Any, name: str) -> FlagFile:
     if isinstance(data, list):
-        return FlagFile(flags=_flag_list(data, name), environment=None)
+        return FlagFile(flags=_plans_checked(_flag_list(data, name), name), environment=None)
     if data is None:
         raise CliError.usage(f"{name}: the file is empty; nothing to apply")
     if not isinstance(data, dict):
@@ -117,7 +123,16 @@ def _shape(data: Any, name: str) -> FlagFile:
         flags = _flag_list(raw, name)
     else:
         raise CliError.usage(f"{name}: 'flags' must be a list or a mapping of flags")
-    return FlagFile(flags=flags, environment=environment)
+    return FlagFile(flags=_plans_checked(flags, name), environment=environment)
+
+
+def _plans_checked(flags: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """``flags``, once each ``release:`` section is checked (the server checks them again)."""
+    try:
+        take_sections(flags)
+    except PlanError as exc:
+        raise CliError.usage(f"{name}: {exc.detail}") from None
+    return flags
 
 
 def _flag_mapping(raw: dict[Any, Any], name: str) -> list[dict[str, Any]]:

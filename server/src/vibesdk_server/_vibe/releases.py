@@ -8,6 +8,8 @@ import re
 import time
 from typing import Any
 
+from vibesdk_server._guard.plan import duration_s
+
 from .context import Context, Subparsers
 from .errors import CliError, ExitCode
 from .percent import format_bps, parse_percent
@@ -15,8 +17,6 @@ from .render import table
 
 __all__ = ["parse_duration", "parse_steps", "register"]
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600}
 _BARE = re.compile(r"^\d+(?:\.\d+)?$")
 _NEXT = {
     "hold": "hold: look again at the next tick",
@@ -35,16 +35,31 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "dwell with every guardrail green, and rolls back on its own when one breaks.",
     )
     commands = group.add_subparsers(dest="release_command", metavar="COMMAND", required=True)
-    p = commands.add_parser("start", parents=[common], help="start a guarded release")
+    p = commands.add_parser(
+        "start",
+        parents=[common],
+        help="start a guarded release",
+        description="Start a guarded release of FLAG's canary. It follows the flag's release plan"
+        " (the release: section of its flags file, applied with vibe apply), else the defaults;"
+        " each option below overrides its part of the plan.",
+    )
     p.add_argument("flag", help="flag key")
     p.add_argument(
         "--steps",
         metavar="LIST",
-        help="rollout steps in percent, rising, e.g. 10,25,50,100 (default 1,5,10,25,50,100)",
+        help="rollout steps in percent, rising, e.g. 10,25,50,100 (default: the flag's release"
+        " plan, else 1,5,10,25,50,100)",
     )
-    p.add_argument("--dwell", metavar="TIME", help="least time per step: 90s, 2m, 1h (default 2m)")
     p.add_argument(
-        "--min-samples", type=int, metavar="N", help="least calls per arm per step (default 200)"
+        "--dwell",
+        metavar="TIME",
+        help="least time per step: 90s, 2m, 1h (default: the plan's, else 2m)",
+    )
+    p.add_argument(
+        "--min-samples",
+        type=int,
+        metavar="N",
+        help="least calls per arm per step (default: the plan's, else 200)",
     )
     p.add_argument("--reason", help="why; recorded in the audit log")
     p.set_defaults(handler=start)
@@ -93,10 +108,10 @@ def parse_steps(text: str) -> list[int]:
 
 def parse_duration(text: str, option: str = "--dwell") -> float:
     """``90s``, ``2m``, ``1h`` or plain seconds, as seconds."""
-    match = _DURATION.match(text.strip())
-    if match is None:
+    seconds = duration_s(text, bare_s=1.0)
+    if seconds is None:
         raise CliError.usage(f"{option} {text!r}: give a duration such as 90s, 2m or 1h")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    return seconds
 
 
 def _release_path(ctx: Context, flag: str, *action: str) -> str:
@@ -123,7 +138,40 @@ def start(args: argparse.Namespace, ctx: Context) -> int:
         f" at {format_bps(release['steps'][0])} (steps {steps}; each needs"
         f" {release['min_dwell_s']:g} s and {release['min_samples']} calls per arm)"
     )
+    ctx.out(f"plan: {plan_text(release)}")
     return ExitCode.OK
+
+
+_OPTION = {
+    "steps": "--steps",
+    "dwell": "--dwell",
+    "min_samples": "--min-samples",
+    "guardrails": "guardrails",
+}
+
+
+def plan_text(release: dict[str, Any]) -> str:
+    """Which plan a release runs: the flags file's (and its version) or the defaults, and what
+    the start command overrode."""
+    plan = release.get("plan") or {}
+    if plan.get("source") == "flags file":
+        text = f"the flags file's release section (applied in version {plan.get('version')})"
+    else:
+        text = "the defaults (the flag's file has no release section)"
+    overrides = [_OPTION.get(o, o) for o in plan.get("overrides") or ()]
+    if overrides:
+        text += f", overridden by {', '.join(overrides)}"
+    changed = sorted((plan.get("guardrails") or {}).items())
+    if changed:
+        text += "; guardrails " + ", ".join(
+            f"{name} off" if spec == "off" else f"{name} {_spec(spec)}".rstrip()
+            for name, spec in changed
+        )
+    return text
+
+
+def _spec(spec: dict[str, Any]) -> str:
+    return " ".join(f"{k} {v}" for k, v in sorted(spec.items()))
 
 
 def _fmt(value: Any) -> str | None:
@@ -165,6 +213,7 @@ def status(args: argparse.Namespace, ctx: Context) -> int:
     if release["state"] == "running":
         dwell = max(0.0, time.time() - float(release["step_started_s"]))
         ctx.out(f"dwell: {dwell:.0f} s of {release['min_dwell_s']:g} s")
+    ctx.out(f"plan: {plan_text(release)}")
     if release.get("state_reason"):
         ctx.out(f"why: {release['state_reason']}")
     decision = release.get("decision")
