@@ -6,7 +6,7 @@ postgres_url, ...) are loaded through the package's pytest11 entry point.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +52,22 @@ def backend_process(
 def server(backend_process: FlagServerProcess) -> FlagServer:
     """A fresh environment (own SDK key) on the real server of the current back end."""
     return backend_process.new_environment()
+
+
+@pytest.fixture
+def vibe(
+    server: FlagServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """Run ``vibe ARGS`` against the server: (exit code, stdout, stderr)."""
+    from vibesdk_server._vibe.main import main
+
+    monkeypatch.setenv("VIBESDK_SERVER_URL", server.url)
+    monkeypatch.setenv("VIBESDK_ADMIN_TOKEN", server.admin_token)
+    monkeypatch.setenv("VIBESDK_ENVIRONMENT", server.environment)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -18,6 +18,7 @@ from vibesdk_server import __version__
 from vibesdk_server._domain._errors import ServerError
 from vibesdk_server._guard.loop import DEFAULT_GUARD_INTERVAL_S, Guard
 from vibesdk_server._storage import SqlStore
+from vibesdk_server._storage._requestlog import DEFAULT_RETENTION, Retention
 
 from ._admin import router as admin_router
 from ._auth import AuthMiddleware
@@ -42,6 +43,7 @@ def create_app(
     auth_cache_s: float = 5.0,
     allow_self_review: bool = False,
     guard_interval_s: float = DEFAULT_GUARD_INTERVAL_S,
+    request_log: Retention = DEFAULT_RETENTION,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
@@ -53,6 +55,7 @@ def create_app(
     review, another admin must approve; on: for single-operator setups).
     ``guard_interval_s``: how often the guard loop looks at running releases (one server
     looks: with PostgreSQL, the replica holding the guard's advisory lock).
+    ``request_log``: how long, and how many entries per environment, the request log keeps.
     """
     if not guard_interval_s > 0:
         raise ValueError(f"guard_interval_s must be > 0, got {guard_interval_s}")
@@ -93,6 +96,7 @@ def create_app(
     app.state.heartbeat_s = heartbeat_s
     app.state.allow_self_review = allow_self_review
     app.state.otlp = OtlpCounts()
+    app.state.request_log = request_log
     app.state.guard = guard
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no auth)")

@@ -1,8 +1,9 @@
 """The storage logic shared by SQLite and PostgreSQL: one class, two small dialects.
 
 :class:`SqlStore` combines one mixin per concern (documents, prompts, tokens,
-feedback, measurements, releases) over :class:`~._base.StoreBase`; :mod:`._sqlite` and
-:mod:`._postgres` subclass it with their connection, locking and notification.
+feedback, measurements, releases, the request log) over :class:`~._base.StoreBase`;
+:mod:`._sqlite` and :mod:`._postgres` subclass it with their connection, locking and
+notification.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ from ._feedback import FeedbackStore
 from ._measurements import MeasurementStore
 from ._prompts import PromptStore
 from ._releases import ReleaseStore
+from ._requestlog import RequestLogStore
 
 __all__ = ["Mutation", "Published", "SqlStore", "StoreBase", "Tx", "rfc3339", "utcnow"]
 
 
 class SqlStore(
-    DocumentStore, PromptStore, TokenStore, FeedbackStore, MeasurementStore, ReleaseStore
+    DocumentStore,
+    PromptStore,
+    TokenStore,
+    FeedbackStore,
+    MeasurementStore,
+    ReleaseStore,
+    RequestLogStore,
 ):
     """Flag server storage; subclasses supply connections, locking and notification.
 
