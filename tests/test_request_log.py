@@ -95,7 +95,7 @@ def test_a_canary_call_is_logged_with_its_content_and_the_apps_trace_id(
     ]
     assert entry["system_instructions"][0]["content"].startswith("You are a programming")
     assert entry["output_messages"][0]["parts"] == [{"type": "text", "content": "canary answer: 4"}]
-    assert entry["prompt_ref"] == "vibethinker-competition@1"
+    assert entry["prompt_ref"].startswith("vibethinker-competition@")  # as the server numbered it
     assert entry["finish_reason"] == "stop"
     assert entry["failed_checks"] == []
     assert entry["error_type"] is None

@@ -14,16 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    ValidationError,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vibesdk._errors import FlagDocumentError
 
@@ -138,16 +129,10 @@ class Variant(_Model):
         ge=0,
         le=1,
         description="share of calls (0 to 1) logged in full to the flag server; 0: none",
-    )
-
-    @model_serializer(mode="wrap")
-    def _leave_out_default_log_share(self, handler: SerializerFunctionWrapHandler) -> Any:
         # SDKs older than log_share refuse unknown fields: a document that does not use it
-        # must not name it, or every such SDK would refuse every document of the server.
-        data = handler(self)
-        if isinstance(data, dict) and self.log_share == 0:
-            data.pop("log_share", None)
-        return data
+        # must not name it, or every such SDK would refuse every document the server serves.
+        exclude_if=lambda share: share == 0,
+    )
 
 
 class FallbackPolicy(_Model):

@@ -26,6 +26,7 @@ caller. It is on when server metrics are (the ``server_metrics`` setting, with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -256,7 +257,8 @@ class RequestLog:
             attributes = span_attributes(record)
             latency = float(record.get("latency_s") or 0.0)
         except (TypeError, ValueError) as exc:
-            self._redact_failed(f"left a record that cannot be sent ({exc})")
+            # The type only: the message may quote the value, which may be content.
+            self._redact_failed(f"left a record that cannot be sent ({type(exc).__name__})")
             return
         assert self._tracer is not None
         assert self._ids is not None
@@ -293,8 +295,11 @@ class RequestLog:
         try:
             self._queue.put_nowait(_STOP)
         except queue.Full:
-            self._queue.get_nowait()
-            self.counts["dropped_queue_full"] += 1
+            # Make room for the stop: the oldest record waiting is dropped (and counted).
+            with contextlib.suppress(queue.Empty):
+                self._queue.get_nowait()
+                with self._lock:
+                    self.counts["dropped_queue_full"] += 1
             self._queue.put_nowait(_STOP)
         thread.join(_CLOSE_TIMEOUT_S)
         try:

@@ -69,32 +69,30 @@ class RequestLogStore(StoreBase):
         """Store ``entries`` for ``environment`` within ``retention``; how many were stored."""
         now = dt.datetime.now(dt.timezone.utc)
         received = rfc3339(now)
-        rows = (
-            [
-                (
-                    environment,
-                    e.flag_key,
-                    e.variant,
-                    e.trace_id,
-                    rfc3339(dt.datetime.fromtimestamp(e.ended_unix_nano / 1e9, dt.timezone.utc)),
-                    received,
-                    e.latency_s,
-                    e.answered_by,
-                    e.model,
-                    e.prompt_ref,
-                    e.finish_reason,
-                    e.input_tokens,
-                    e.output_tokens,
-                    e.error_type,
-                    e.fallback_reason,
-                    None if e.failed_checks is None else json.dumps(e.failed_checks),
-                    json.dumps(e.content, ensure_ascii=False),
-                )
-                for e in entries
-            ][-retention.max_rows :]
-            if retention.max_rows > 0
-            else []
-        )
+        # Of a batch larger than the log keeps, only its newest entries would survive the trim.
+        kept = list(entries)[-retention.max_rows :] if retention.max_rows > 0 else []
+        rows = [
+            (
+                environment,
+                e.flag_key,
+                e.variant,
+                e.trace_id,
+                rfc3339(dt.datetime.fromtimestamp(e.ended_unix_nano / 1e9, dt.timezone.utc)),
+                received,
+                e.latency_s,
+                e.answered_by,
+                e.model,
+                e.prompt_ref,
+                e.finish_reason,
+                e.input_tokens,
+                e.output_tokens,
+                e.error_type,
+                e.fallback_reason,
+                None if e.failed_checks is None else json.dumps(e.failed_checks),
+                json.dumps(e.content, ensure_ascii=False),
+            )
+            for e in kept
+        ]
         with self._tx(write=True) as tx:
             for row in rows:
                 tx.run(
