@@ -8,6 +8,7 @@ InMemorySpanExporter) never sees message content. FakeBackend stands in for the 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import vibesdk
 from tests.client_harness import Driver
 from vibesdk import Flag, parse_document
 from vibesdk.testing import FakeBackend, Reply, SpanCapture, make_flag
@@ -139,6 +141,42 @@ def test_a_canary_call_that_fell_back_is_logged_as_the_canarys(
     assert (entry["variant"], entry["answered_by"]) == ("canary", "stable")
     assert entry["fallback_reason"] == r.fallback_reason == "http_500"
     assert entry["output_messages"][0]["parts"][0]["content"] == "stable answer"
+
+
+def test_a_streamed_call_and_a_failed_call_are_logged_too(
+    kind: str, flag_server: Any, tmp_path: Any
+) -> None:
+    """A stream is logged once it is complete; a call every backend failed, with its error."""
+    with (
+        FakeBackend(default="streamed canary answer") as canary,
+        FakeBackend(default=Reply(status=500)) as broken,
+    ):
+        flag_server.apply(logged_flag(canary.url, canary.url, canary=1.0))
+        d = _client(kind, flag_server, tmp_path)
+        try:
+            chunks = d.stream(FLAG, "u1", ASK)
+            streamed = chunks[-1].result
+            assert streamed is not None
+            flag_server.apply(logged_flag(broken.url, broken.url, canary=1.0))
+            deadline = time.monotonic() + 15
+            while d.assign(FLAG, "u2").config.backend.urls != [broken.url]:
+                assert time.monotonic() < deadline, "the new document did not arrive"
+                if kind == "async":
+                    d.run(asyncio.sleep(0.05))
+                else:
+                    time.sleep(0.05)
+            with pytest.raises(vibesdk.AllBackendsFailedError):
+                d.chat(FLAG, "u2", ASK)
+        finally:
+            d.dispose()
+    failed, ok = _log(flag_server)
+    assert ok["trace_id"] == streamed.trace_id
+    assert ok["output_messages"][0]["parts"][0]["content"] == "streamed canary answer"
+    assert (failed["variant"], failed["answered_by"]) == ("canary", None)
+    assert failed["error_type"]
+    assert failed["output_messages"] == []
+    assert failed["failed_checks"] is None
+    assert failed["input_messages"][0]["parts"][0]["content"] == ASK[0]["content"]
 
 
 def test_the_share_is_honoured_by_trace_id(
