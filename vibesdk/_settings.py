@@ -95,10 +95,17 @@ class Settings(BaseSettings):
     server_metrics: bool = Field(
         default=True,
         description="Send this client's per-variant metrics to the flag server over OTLP "
-        "(with server_url and sdk_key), for its canary analysis",
+        "(with server_url and sdk_key), for its canary analysis, and the calls that the "
+        "flag document's log_share selects to its request log",
     )
     server_metrics_interval_s: float = Field(
         default=5.0, ge=1.0, le=300.0, description="Seconds between metric exports to the server"
+    )
+    request_log_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Logged calls waiting to be sent to the request log; more are dropped",
     )
     flag_evaluation_events: bool = Field(
         default=False,

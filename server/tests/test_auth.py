@@ -59,7 +59,14 @@ def test_every_route_is_public_admin_or_sdk(tmp_path: Path) -> None:
     assert "/healthz" in public
     admin = [p for _, p in routes if required_kind(p) == "admin"]
     sdk = {p for _, p in routes if required_kind(p) == "sdk"}
-    assert sdk == {"/v1/flags", "/v1/stream", "/v1/feedback", "/v1/report", "/v1/otlp/v1/metrics"}
+    assert sdk == {
+        "/v1/flags",
+        "/v1/stream",
+        "/v1/feedback",
+        "/v1/report",
+        "/v1/otlp/v1/metrics",
+        "/v1/otlp/v1/traces",
+    }
     assert all(p.startswith("/v1/admin/") for p in admin)
 
 

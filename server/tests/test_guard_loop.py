@@ -72,12 +72,17 @@ def _client(server: FlagServer) -> vibesdk.Client:
 def test_a_failing_canary_is_rolled_back_by_the_guard_with_an_incident(
     server: FlagServer,
 ) -> None:
-    """Canary 500s: the guard rolls back on its own, records an incident, users get stable."""
+    """Canary 500s: the guard rolls back on its own, records an incident, users get stable.
+
+    The canary logs every call (log_share 1): the incident keeps its last logged calls."""
     with (
         FakeBackend(default="stable answer") as stable,
         FakeBackend(default=Reply(status=500)) as canary,
     ):
-        server.apply(make_flag(stable_url=stable.url, canary_url=canary.url, rollout_bps=0))
+        flag = make_flag(stable_url=stable.url, canary_url=canary.url, rollout_bps=0)
+        data = flag.model_dump(mode="json")
+        data["variants"]["canary"]["log_share"] = 1.0
+        server.apply(vibesdk.Flag.model_validate(data))
         started = _start(server, steps=[5000, 10_000], min_dwell_s=0, min_samples_per_arm=20)
         with _client(server) as client:
             assert client.wait_until_ready(timeout=15)
@@ -106,6 +111,13 @@ def test_a_failing_canary_is_rolled_back_by_the_guard_with_an_incident(
     assert server.document().version == incident["to_version"]
     assert incident["decision"]["action"] == "rollback"
     assert incident["measurements"]["canary"]["calls"] >= 20
+    # The scene: the canary's newest logged calls (each fell back to stable), with trace ids
+    # of calls the users made.
+    logged = incident["request_log"]
+    assert 1 <= len(logged) <= 20
+    canary_calls = {r.trace_id for r in results if r.fallback}
+    assert {e["trace_id"] for e in logged} <= canary_calls
+    assert {(e["variant"], e["answered_by"]) for e in logged} == {("canary", "stable")}
     audit = server.admin_request(
         "GET", "/v1/admin/audit", params={"environment": server.environment}
     ).json()
@@ -252,7 +264,7 @@ def test_server_cli_refuses_a_guard_interval_that_is_not_positive(tmp_path: Path
         main(["serve", "--db", str(tmp_path / "x.db"), "--guard-interval-s", "0"])
 
 
-# -- the vibe release / vibe incident commands ---------------------------------------------------
+# -- the vibe release / vibe incident commands (conftest's ``vibe``) -------------------------------
 def test_release_commands_start_pause_resume_promote_and_abort(
     server: FlagServer, vibe: Callable[..., tuple[int, str, str]]
 ) -> None:

@@ -52,6 +52,7 @@ from vibesdk._telemetry.instruments import (
     server_attributes,
     tracer,
 )
+from vibesdk._telemetry.request_log import RequestLog, make_record
 from vibesdk._watch import Watch
 
 from .results import ChatChunk, ChatResult, Usage
@@ -203,11 +204,13 @@ class ClientCore:
         *,
         clock: Callable[[], float],
         metrics: Metrics,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.metrics = metrics
+        self.request_log = request_log
         self._lock = threading.Lock()
         self._pools: dict[tuple[str, ...], BackendPool] = {}
         self._breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
@@ -561,6 +564,14 @@ class ClientCore:
                 attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttft
             span.set_attributes(attrs)
         self._end(call)
+        self._log(
+            call,
+            step=step,
+            completion=completion,
+            failed_checks=quality.failures,
+            latency=latency,
+            error_type=None,
+        )
         m = self.metrics
         flag_key = a.flag_key
         m.record_call(
@@ -628,16 +639,68 @@ class ClientCore:
             span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
         self._end(call)
         config = call.assignment.config
+        duration = self.clock() - call.started
+        if error_type != "cancelled":
+            self._log(
+                call,
+                step=None,
+                completion=None,
+                failed_checks=None,
+                latency=duration,
+                error_type=error_type,
+            )
         self.metrics.record_call(
             flag_key=call.assignment.flag_key,
             variant=call.assignment.variant,
             model=None if config is None else config.model,
             provider=None if config is None else config.backend.provider,
-            duration_s=self.clock() - call.started,
+            duration_s=duration,
             error_type=error_type,
             fallback=call.fallback_reason is not None,
             backend=call.backend,
         )
+
+    def _log(
+        self,
+        call: Call,
+        *,
+        step: Step | None,
+        completion: Completion | None,
+        failed_checks: tuple[str, ...] | None,
+        latency: float,
+        error_type: str | None,
+    ) -> None:
+        """Offer the call to the request log (its variant's ``log_share`` decides)."""
+        log = self.request_log
+        config = call.assignment.config
+        if log is None or config is None or config.log_share <= 0:
+            return
+
+        def record() -> dict[str, Any]:
+            sent = step if step is not None else (call.steps[0] if call.steps else None)
+            request = call.messages if sent is None else self.request_body(call, sent)["messages"]
+            answering = config if step is None else step.config
+            prompt = answering.prompt
+            return make_record(
+                trace_id=call.trace_id,
+                flag=call.assignment.flag_key,
+                variant=call.assignment.variant,
+                answered_by=None if step is None else step.variant,
+                model=answering.model,
+                prompt_ref=None if prompt is None else prompt.ref,
+                request=request,
+                text=None if completion is None else completion.text,
+                reasoning=None if completion is None else completion.reasoning,
+                finish_reason=None if completion is None else completion.finish_reason,
+                latency_s=latency,
+                input_tokens=None if completion is None else completion.input_tokens,
+                output_tokens=None if completion is None else completion.output_tokens,
+                error_type=error_type,
+                fallback_reason=call.fallback_reason,
+                failed_checks=failed_checks,
+            )
+
+        log.offer(call.trace_id, config.log_share, record)
 
     @staticmethod
     def _end(call: Call) -> None:

@@ -15,6 +15,7 @@ from vibesdk._errors import ClientClosedError
 from vibesdk._flags.evaluation import Assignment
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
+from vibesdk._telemetry.request_log import RequestLog
 from vibesdk._telemetry.server_export import ServerMetrics
 from vibesdk._watch import sync_transport
 
@@ -54,6 +55,13 @@ class Client:
     (monotonic seconds) drives breakers, deadlines and latencies; ``sleep``
     waits between retries. Tests inject both.
 
+    ``redact`` runs on every call the request log selects (a variant's
+    ``log_share`` in the flag document), in a background thread of this
+    process, before anything is sent: it gets the record (a ``dict``: the
+    messages, the answer, the outcome; see the guarded releases page) and
+    returns it, changed or not, or ``None`` to drop it. If it raises, the record
+    is dropped and counted in :attr:`request_log_counts`; the caller never sees it.
+
     The client starts its flag source without blocking; :meth:`wait_until_ready`
     waits for the first document. A ``flag_source`` passed in is started and
     closed by its owner, not by the client. Use it as a context manager or call
@@ -75,6 +83,8 @@ class Client:
         flag_evaluation_events: bool | None = None,
         server_metrics: bool | None = None,
         server_metrics_interval_s: float | None = None,
+        request_log_queue_size: int | None = None,
+        redact: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
         flag_source: Any = None,
         transport: httpx.BaseTransport | None = None,
         server_transport: httpx.BaseTransport | None = None,
@@ -95,6 +105,7 @@ class Client:
             flag_evaluation_events=flag_evaluation_events,
             server_metrics=server_metrics,
             server_metrics_interval_s=server_metrics_interval_s,
+            request_log_queue_size=request_log_queue_size,
         )
         self._settings = settings
         self._owns_source = flag_source is None
@@ -110,8 +121,13 @@ class Client:
         http = httpx.Client(transport=_transport(transport), limits=_LIMITS, follow_redirects=False)
         # A test's own server transport cannot carry the OTLP exporter's requests: off then.
         self._server_metrics = ServerMetrics(settings, metrics(), enabled=server_transport is None)
+        self._request_log = RequestLog(settings, redact=redact, enabled=server_transport is None)
         self._core = ClientCore(
-            settings, self._store, clock=self._clock, metrics=self._server_metrics.metrics
+            settings,
+            self._store,
+            clock=self._clock,
+            metrics=self._server_metrics.metrics,
+            request_log=self._request_log,
         )
         self._calls = Calls(self._core, http, sleep=self._sleep)
         self._feedback = FeedbackSender.for_settings(settings, transport=server_transport)
@@ -220,6 +236,17 @@ class Client:
         self._feedback.submit(self._core.report(trace_id, reason), _REPORT)
 
     @property
+    def request_log_counts(self) -> dict[str, int]:
+        """What the request log did with the calls it selected (see ``log_share``).
+
+        ``logged``: sent on to the flag server; ``dropped_queue_full``: dropped because
+        the queue (``request_log_queue_size``) was full; ``dropped_by_redact``: the
+        ``redact`` hook returned ``None``; ``redact_errors``: the hook raised (or returned
+        something that is not a dict), so the record was dropped.
+        """
+        return dict(self._request_log.counts)
+
+    @property
     def feedback_dropped(self) -> int:
         """Feedback and report items dropped because the queue was full."""
         return self._feedback.dropped
@@ -244,6 +271,7 @@ class Client:
         _clients.discard(self)
         self._feedback.close()
         self._server_metrics.close()
+        self._request_log.close()
         if self._owns_source:
             self._source.close()
         self._http.close()

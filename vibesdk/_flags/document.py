@@ -109,13 +109,30 @@ class GenerationParams(_Model):
 
 
 class Variant(_Model):
-    """One arm of a flag: a backend, a model, a prompt, parameters and a notice."""
+    """One arm of a flag: a backend, a model, a prompt, parameters and a notice.
+
+    ``log_share`` is the share of this variant's calls (0 to 1) whose whole request and
+    answer the SDK sends to the flag server's request log: e.g. ``1.0`` for a canary,
+    ``0.01`` for stable. The default, 0, logs nothing. Which calls are logged is decided
+    by each call's trace id, so the same call is logged wherever it is decided. A document
+    whose variants all leave it at 0 serializes exactly as before the field existed, so
+    SDKs that do not know it keep reading it.
+    """
 
     backend: Backend
     model: str = Field(min_length=1)
     prompt: PromptTemplate | None = None
     params: GenerationParams = Field(default_factory=GenerationParams)
     notice: str | None = Field(default=None, description="shown to users of this variant")
+    log_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of calls (0 to 1) logged in full to the flag server; 0: none",
+        # SDKs older than log_share refuse unknown fields: a document that does not use it
+        # must not name it, or every such SDK would refuse every document the server serves.
+        exclude_if=lambda share: share == 0,
+    )
 
 
 class FallbackPolicy(_Model):

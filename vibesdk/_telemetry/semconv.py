@@ -37,6 +37,11 @@ GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
 GEN_AI_PROMPT_NAME: Final = "gen_ai.prompt.name"
+# Message content, as JSON per the GenAI convention: only on the request log's spans, which go to
+# the flag server alone, never on the spans the app's own OpenTelemetry setup receives.
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
 
 # Evaluation results (user feedback, output checks) -- the gen_ai.evaluation.result event.
 GEN_AI_EVALUATION_NAME: Final = "gen_ai.evaluation.name"
@@ -74,6 +79,7 @@ VIBESDK_FALLBACK: Final = "vibesdk.fallback"  # bool: stable answered for the as
 VIBESDK_FALLBACK_REASON: Final = "vibesdk.fallback.reason"  # BackendError.kind: timeout_first_token
 VIBESDK_FALLBACK_FROM: Final = "vibesdk.fallback.from"  # the variant that failed
 VIBESDK_FALLBACK_TO: Final = "vibesdk.fallback.to"  # the variant that answered instead
+VIBESDK_ANSWERED_BY: Final = "vibesdk.answered_by"  # request log: the variant that answered
 VIBESDK_PROMPT_REF: Final = "vibesdk.prompt.ref"  # "<template id>@<version>"
 VIBESDK_QUALITY_FAILURES: Final = "vibesdk.quality.failures"  # string[] of failed check names
 VIBESDK_QUALITY_CHECK: Final = "vibesdk.quality.check"  # one check name (metric attribute)
@@ -89,6 +95,9 @@ VIBESDK_REPORT_REASON: Final = "vibesdk.report.reason"  # the user's words (on t
 SPAN_ATTEMPT: Final = "vibesdk.attempt"  # one child span per backend attempt
 SPAN_FEEDBACK: Final = "vibesdk.feedback"  # a short span, in the answer's trace, per feedback
 SPAN_REPORT: Final = "vibesdk.report"  # a short span, in the answer's trace, per report
+# The instrumentation scope of the request log's spans (one per logged call, sent to the flag
+# server only); the server keeps the spans of this scope and ignores any other.
+SCOPE_REQUEST_LOG: Final = "vibesdk.request_log"
 EVENT_FALLBACK: Final = "vibesdk.fallback"  # span event on the call span, per fallback
 EVENT_FEATURE_FLAG_EVALUATION: Final = "feature_flag.evaluation"
 EVENT_GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"

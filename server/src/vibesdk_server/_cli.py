@@ -21,7 +21,7 @@ import os
 import socket
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -88,6 +88,19 @@ def _parser() -> argparse.ArgumentParser:
         default=8 * 3600.0,
         help="seconds a sign-in to the dashboard at /ui lasts (default 8 hours)",
     )
+    serve.add_argument(
+        "--request-log-days",
+        type=_days,
+        default=7.0,
+        help="days the request log keeps an entry (default 7)",
+    )
+    serve.add_argument(
+        "--request-log-rows",
+        type=_non_negative_int,
+        default=10_000,
+        help="entries the request log keeps per environment, newest first (default 10000;"
+        " 0 keeps none)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -115,13 +128,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> float:
+def _above_zero(unit: str, example: str) -> Callable[[str], float]:
+    """An argparse type: a number above 0 of ``unit``, or a one-line error naming it."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(
+                f"give a number of {unit} above 0, e.g. {example}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+_positive = _above_zero("seconds", "5")
+_days = _above_zero("days", "7")
+
+
+def _non_negative_int(text: str) -> int:
     try:
-        value = float(text)
+        value = int(text)
     except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"give a number of seconds above 0, got {text!r}")
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"give a whole number, 0 or more, got {text!r}")
     return value
 
 
@@ -249,6 +283,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ._http._app import create_app
+    from ._storage._requestlog import Retention
 
     store = _open_store(args.db)
     lock = _single_server_lock(store)
@@ -262,6 +297,9 @@ def _serve(args: argparse.Namespace) -> int:
         allow_self_review=args.allow_self_review,
         guard_interval_s=args.guard_interval_s,
         ui_session_ttl_s=args.ui_session_ttl_s,
+        request_log=Retention(
+            max_age_s=args.request_log_days * 86_400, max_rows=args.request_log_rows
+        ),
     )
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

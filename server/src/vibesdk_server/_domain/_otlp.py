@@ -16,12 +16,15 @@ points are refused and reported in the response's ``partial_success``.
 
 from __future__ import annotations
 
+import base64
+import json
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -41,7 +44,9 @@ __all__ = [
     "Decoded",
     "OtlpError",
     "Point",
+    "attributes",
     "decode_metrics",
+    "parse_export",
 ]
 
 #: Measurements are kept per 10 s interval (of the data point's end time).
@@ -73,6 +78,7 @@ KEPT_LABELS = (
 _FLAG = "feature_flag.key"
 _VARIANT = "feature_flag.result.variant"
 _DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+_M = TypeVar("_M", bound=Message)
 
 
 class OtlpError(Exception):
@@ -127,26 +133,63 @@ def read_body(body: bytes, encoding: str | None) -> bytes:
     return data
 
 
-def decode_metrics(body: bytes, content_type: str | None, encoding: str | None) -> Decoded:
-    """Parse an OTLP metrics export; raise :class:`OtlpError` for a body that cannot be read."""
+def parse_export(
+    message: _M, what: str, body: bytes, content_type: str | None, encoding: str | None
+) -> _M:
+    """Fill ``message`` (an empty OTLP export request) from the body; :class:`OtlpError` if not.
+
+    ``what`` names the export in the error (``metrics``, ``traces``).
+    """
     if len(body) > MAX_BODY:
         raise OtlpError(413, f"the body is over {MAX_BODY} bytes: export more often")
     data = read_body(body, encoding)
     kind = (content_type or "").split(";")[0].strip().lower()
-    request = ExportMetricsServiceRequest()
     try:
         if kind == "application/x-protobuf":
-            request.ParseFromString(data)
+            message.ParseFromString(data)
         elif kind == "application/json":
-            json_format.Parse(data.decode("utf-8"), request, ignore_unknown_fields=True)
+            decoded = json.loads(data.decode("utf-8"))
+            json_format.ParseDict(_ids_as_base64(decoded), message, ignore_unknown_fields=True)
         else:
             raise OtlpError(
                 415,
                 f"unsupported Content-Type {content_type!r}: "
                 "send application/x-protobuf or application/json (OTLP/HTTP)",
             )
-    except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
-        raise OtlpError(400, f"the body is not an OTLP metrics export ({kind}): {exc}") from None
+    except (DecodeError, json_format.ParseError, ValueError) as exc:
+        raise OtlpError(400, f"the body is not an OTLP {what} export ({kind}): {exc}") from None
+    return message
+
+
+_ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
+
+
+def _ids_as_base64(value: Any) -> Any:
+    """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping reads base64."""
+    if isinstance(value, dict):
+        return {
+            key: _id(key, item)
+            if key in _ID_FIELDS and isinstance(item, str)
+            else _ids_as_base64(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_ids_as_base64(item) for item in value]
+    return value
+
+
+def _id(key: str, text: str) -> str:
+    try:
+        return base64.b64encode(bytes.fromhex(text)).decode("ascii")
+    except ValueError:
+        raise OtlpError(
+            400, f"{key} {text[:40]!r} is not hex: OTLP/JSON writes ids as hex"
+        ) from None
+
+
+def decode_metrics(body: bytes, content_type: str | None, encoding: str | None) -> Decoded:
+    """Parse an OTLP metrics export; raise :class:`OtlpError` for a body that cannot be read."""
+    request = parse_export(ExportMetricsServiceRequest(), "metrics", body, content_type, encoding)
     return _points(request)
 
 
@@ -172,7 +215,7 @@ def _points(request: ExportMetricsServiceRequest) -> Decoded:
                     ignored += len(data_points)
                     continue
                 for dp in data_points:
-                    attrs = _attributes(dp.attributes)
+                    attrs = attributes(dp.attributes)
                     flag, variant = attrs.get(_FLAG), attrs.get(_VARIANT)
                     if not isinstance(flag, str) or not isinstance(variant, str):
                         ignored += 1
@@ -220,7 +263,8 @@ def _count_points(metric: Metric) -> int:
     return len(getattr(getattr(metric, field), "data_points", ())) if field else 0
 
 
-def _attributes(pairs: Iterable[KeyValue]) -> dict[str, object]:
+def attributes(pairs: Iterable[KeyValue]) -> dict[str, object]:
+    """OTLP attributes as a dict: scalars, and arrays of scalars as lists (others ``None``)."""
     return {pair.key: _value(pair.value) for pair in pairs}
 
 
@@ -228,6 +272,8 @@ def _value(value: AnyValue) -> object:
     which = value.WhichOneof("value")
     if which in ("string_value", "bool_value", "int_value", "double_value"):
         return getattr(value, which)
+    if which == "array_value":
+        return [_value(v) for v in value.array_value.values]
     return None
 
 

@@ -1,7 +1,8 @@
 """Every change to a release, by the guard loop or by a person, as one versioned flag write.
 
 Each action is one :meth:`~vibesdk_server._storage.SqlStore.write`: the flag's rollout (when
-it moves), the release row, an incident (on an automatic rollback) and the audit entry (with
+it moves), the release row, an incident (on a rollback by the guard or ``vibe release abort``,
+with the canary's newest request-log entries) and the audit entry (with
 the decision's evidence) commit together or not at all, through the same path as
 ``vibe rollout``. Inside the write the release is read again; if it moved meanwhile (another
 action, a replica) the action is refused with a conflict, and the guard looks again next tick.
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 GUARD_ACTOR = "guard"
+#: How many of the canary's newest request-log entries an incident keeps.
+INCIDENT_REQUESTS = 20
 log = logging.getLogger("vibesdk_server")
 Clock = Callable[[], float]
 
@@ -232,7 +235,10 @@ def by_hand(
     step = BY_HAND[command]
 
     def change(tx: Tx, release: dict[str, Any], doc: FlagDocument) -> Change:
-        return step(release, clock(), f"{actor}: {reason}")
+        moved = step(release, clock(), f"{actor}: {reason}")
+        if command == "abort":
+            _incident(store, tx, release, doc, actor=actor, reason=f"aborted: {reason}")
+        return moved
 
     return _move(
         store,
@@ -242,6 +248,41 @@ def by_hand(
         actor=actor,
         reason=reason,
         change=change,
+    )
+
+
+def _incident(
+    store: SqlStore,
+    tx: Tx,
+    release: Mapping[str, Any],
+    doc: FlagDocument,
+    *,
+    actor: str,
+    reason: str,
+    decision: Any = None,
+    measurements: Any = None,
+) -> None:
+    """Record the rollback of ``release`` (to rollout 0) as an incident, with the scene: the
+    decision and measurements it was based on (the guard's) and the canary's newest
+    :data:`INCIDENT_REQUESTS` request-log entries."""
+    env, key = release["environment"], release["flag_key"]
+    flag = doc.flags.get(key)
+    store.insert_incident(
+        tx,
+        {
+            "environment": env,
+            "flag_key": key,
+            "release_id": release["id"],
+            "actor": actor,
+            "from_version": doc.version,
+            "to_version": doc.version + (0 if flag is None or flag.rollout_bps == 0 else 1),
+            "reason": reason,
+            "decision": decision,
+            "measurements": measurements,
+            "request_log": store.recent_requests_tx(
+                tx, env, key, str(release["canary_variant"]), INCIDENT_REQUESTS
+            ),
+        },
     )
 
 
@@ -320,19 +361,8 @@ def guard_release(store: SqlStore, release: dict[str, Any], *, clock: Clock = ti
         return None, {"state": "paused", "state_reason": f"paused by the guard: {why}", **recorded}
 
     def roll_back(tx: Tx, r: dict[str, Any], d: FlagDocument) -> Change:
-        store.insert_incident(
-            tx,
-            {
-                "environment": env,
-                "flag_key": key,
-                "release_id": r["id"],
-                "actor": GUARD_ACTOR,
-                "from_version": d.version,
-                "to_version": d.version + (1 if d.flags[key].rollout_bps != 0 else 0),
-                "reason": why,
-                "decision": data,
-                "measurements": measured,
-            },
+        _incident(
+            store, tx, r, d, actor=GUARD_ACTOR, reason=why, decision=data, measurements=measured
         )
         return 0, {
             "state": "rolled_back",

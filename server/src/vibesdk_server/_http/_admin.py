@@ -470,6 +470,26 @@ def measurements(
 
 
 @router.get(
+    "/environments/{env}/request-log",
+    summary="Calls SDKs logged in full (a variant's log_share), newest first",
+)
+def request_log(
+    request: Request,
+    *,
+    env: Env,
+    flag: FeedbackFlag = None,
+    variant: FeedbackVariant = None,
+    failed: Annotated[
+        str | None, Query(max_length=64, description="only calls that failed this output check")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[dict[str, Any]]:
+    store = _store(request)
+    store.current_version(env)  # 404 for an environment that does not exist
+    return store.request_log(env, flag_key=flag, variant=variant, failed=failed, limit=limit)
+
+
+@router.get(
     "/audit",
     summary="The audit log, newest first",
     response_model=list[AuditEntry],

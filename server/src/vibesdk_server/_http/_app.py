@@ -18,6 +18,7 @@ from vibesdk_server import __version__
 from vibesdk_server._domain._errors import ServerError
 from vibesdk_server._guard.loop import DEFAULT_GUARD_INTERVAL_S, Guard
 from vibesdk_server._storage import SqlStore
+from vibesdk_server._storage._requestlog import DEFAULT_RETENTION, Retention
 from vibesdk_server._ui import SESSION_TTL_S as UI_SESSION_TTL_S
 from vibesdk_server._ui import install as install_ui
 
@@ -45,6 +46,7 @@ def create_app(
     allow_self_review: bool = False,
     guard_interval_s: float = DEFAULT_GUARD_INTERVAL_S,
     ui_session_ttl_s: float = UI_SESSION_TTL_S,
+    request_log: Retention = DEFAULT_RETENTION,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
@@ -57,6 +59,7 @@ def create_app(
     ``guard_interval_s``: how often the guard loop looks at running releases (one server
     looks: with PostgreSQL, the replica holding the guard's advisory lock).
     ``ui_session_ttl_s``: how long a dashboard (``/ui``) sign-in lasts.
+    ``request_log``: how long, and how many entries per environment, the request log keeps.
     """
     if not guard_interval_s > 0:
         raise ValueError(f"guard_interval_s must be > 0, got {guard_interval_s}")
@@ -97,6 +100,7 @@ def create_app(
     app.state.heartbeat_s = heartbeat_s
     app.state.allow_self_review = allow_self_review
     app.state.otlp = OtlpCounts()
+    app.state.request_log = request_log
     app.state.guard = guard
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no auth)")

@@ -76,7 +76,7 @@ _by_hand("promote", "Go to the next step now")
 _by_hand("abort", "Rollout 0 and the release ended as rolled back")
 
 
-@router.get("/incidents", summary="Automatic rollbacks, newest first")
+@router.get("/incidents", summary="Rollbacks of releases (the guard's, and aborts), newest first")
 def list_incidents(
     request: Request,
     *,

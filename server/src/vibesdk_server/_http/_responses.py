@@ -177,8 +177,10 @@ class Stats(_Out):
     dropped_subscribers: int
     environments_in_memory: dict[str, int | None]
     otlp: dict[str, int] = Field(
-        description="OTLP metrics received by this replica: requests, points_stored, "
-        "points_refused (cumulative temporality), requests_refused (unreadable bodies)"
+        description="OTLP received by this replica. Metrics: requests, points_stored, "
+        "points_refused (cumulative temporality), requests_refused (unreadable bodies); "
+        "traces (the request log): trace_requests, spans_stored, spans_refused (no flag or "
+        "variant), trace_requests_refused (unreadable bodies)"
     )
 
 

@@ -173,6 +173,28 @@ CREATE TABLE IF NOT EXISTS ui_sessions (
     created_at TEXT NOT NULL,
     expires_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS request_log (
+    id {ID},
+    environment TEXT NOT NULL,
+    flag_key TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    latency_s DOUBLE PRECISION NOT NULL,
+    answered_by TEXT,
+    model TEXT,
+    prompt_ref TEXT,
+    finish_reason TEXT,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    error_type TEXT,
+    fallback_reason TEXT,
+    failed_checks TEXT,
+    content TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS request_log_env ON request_log (environment, id);
+CREATE INDEX IF NOT EXISTS request_log_flag ON request_log (environment, flag_key, id);
 """
 
 
@@ -296,6 +318,7 @@ class StoreBase:
             # Added after the first release: databases created before it lack the column.
             self._add_column(tx, "audit", "evidence", "TEXT")
             self._add_column(tx, "releases", "plan", "TEXT")
+            self._add_column(tx, "incidents", "request_log", "TEXT")
 
     def _add_column(self, tx: Tx, table: str, column: str, kind: str) -> None:
         """Add ``column`` to ``table`` unless it is there (fixed names, never user input)."""

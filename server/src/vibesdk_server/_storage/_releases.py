@@ -56,8 +56,9 @@ _INCIDENT_COLUMNS = (
     "reason",
     "decision",
     "measurements",
+    "request_log",
 )
-_INCIDENT_JSON = ("decision", "measurements")
+_INCIDENT_JSON = ("decision", "measurements", "request_log")
 _SELECT_RELEASE = f"SELECT {', '.join(_RELEASE_COLUMNS)} FROM releases"  # noqa: S608 -- fixed names
 _SELECT_INCIDENT = f"SELECT {', '.join(_INCIDENT_COLUMNS)} FROM incidents"  # noqa: S608 -- fixed names
 ACTIVE = ("running", "paused")

@@ -1,8 +1,9 @@
 """The storage logic shared by SQLite and PostgreSQL: one class, two small dialects.
 
 :class:`SqlStore` combines one mixin per concern (documents, prompts, tokens, feedback,
-measurements, releases, dashboard sessions) over :class:`~._base.StoreBase`; :mod:`._sqlite` and
-:mod:`._postgres` subclass it with their connection, locking and notification.
+measurements, releases, the request log, dashboard sessions) over :class:`~._base.StoreBase`;
+:mod:`._sqlite` and :mod:`._postgres` subclass it with their connection, locking and
+notification.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ._feedback import FeedbackStore
 from ._measurements import MeasurementStore
 from ._prompts import PromptStore
 from ._releases import ReleaseStore
+from ._requestlog import RequestLogStore
 from ._sessions import UiSessionStore
 
 __all__ = ["Mutation", "Published", "SqlStore", "StoreBase", "Tx", "rfc3339", "utcnow"]
@@ -27,6 +29,7 @@ class SqlStore(
     MeasurementStore,
     ReleaseStore,
     UiSessionStore,
+    RequestLogStore,
 ):
     """Flag server storage; subclasses supply connections, locking and notification.
 

@@ -15,7 +15,7 @@ from typing import NoReturn, TextIO
 
 import httpx
 
-from . import apply, changes, environments, feedback, prompts, releases, status
+from . import apply, changes, environments, feedback, log, prompts, releases, status
 from .context import Context
 from .errors import CliError, ExitCode
 from .settings import DEFAULT_SERVER_URL, load_cli_settings
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     changes.register(sub, common)
     status.register(sub, common)
     feedback.register(sub, common)
+    log.register(sub, common)
     prompts.register(sub, common)
     environments.register(sub, common)
     releases.register(sub, common)

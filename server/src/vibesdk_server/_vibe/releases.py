@@ -12,6 +12,7 @@ from vibesdk_server._guard.plan import duration_s
 
 from .context import Context, Subparsers
 from .errors import CliError, ExitCode
+from .log import log_table
 from .percent import format_bps, parse_percent
 from .render import table
 
@@ -74,7 +75,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         ("pause", "hold the release at its step (the rollout stays)"),
         ("resume", "run a paused release again (its step starts over)"),
         ("promote", "go to the next step now"),
-        ("abort", "rollout 0%% and end the release as rolled back"),
+        ("abort", "rollout 0%% and end the release as rolled back (records an incident)"),
     ):
         p = commands.add_parser(name, parents=[common], help=text)
         p.add_argument("flag", help="flag key")
@@ -83,9 +84,10 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
     group = sub.add_parser(
         "incident",
-        help="automatic rollbacks and what the guard saw",
-        description="Each rollback by the guard records an incident: the versions rolled back "
-        "from and to, the decision with its figures and bounds, and the measurements.",
+        help="rollbacks of releases and what the guard saw",
+        description="Each rollback by the guard (and each vibe release abort) records an "
+        "incident: the versions rolled back from and to, the guard's decision with its figures "
+        "and bounds, the measurements, and the canary's last logged calls (the request log).",
     )
     commands = group.add_subparsers(dest="incident_command", metavar="COMMAND", required=True)
     p = commands.add_parser("list", parents=[common], help="incidents of the environment")
@@ -290,7 +292,15 @@ def show_incident(args: argparse.Namespace, ctx: Context) -> int:
     if decision.get("evidence"):
         ctx.out()
         ctx.out(_guardrails(decision["evidence"]))
+    if incident.get("measurements") is not None:
+        ctx.out()
+        ctx.out("measurements at the decision:")
+        ctx.out(json.dumps(incident["measurements"], indent=2, sort_keys=True))
+    requests = incident.get("request_log") or []
     ctx.out()
-    ctx.out("measurements at the decision:")
-    ctx.out(json.dumps(incident.get("measurements"), indent=2, sort_keys=True))
+    if requests:
+        ctx.out(f"the canary's last {len(requests)} logged calls (vibe log --json for all fields):")
+        ctx.out(log_table(requests))
+    else:
+        ctx.out("no logged canary calls (a variant's log_share in the flag document logs them)")
     return ExitCode.OK

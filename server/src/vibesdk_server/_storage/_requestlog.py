@@ -1,0 +1,168 @@
+"""The request log: whole calls that SDKs logged (a variant's ``log_share``), per environment.
+
+Bounded as it is written: every write first drops the environment's entries
+received more than :attr:`Retention.max_age_s` ago, then all but its newest
+:attr:`Retention.max_rows` (``vibe-server --request-log-days`` and
+``--request-log-rows``). Entries are read newest first (in the order received).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from vibesdk_server._domain._otlp_traces import Entry
+
+from ._base import StoreBase, Tx, rfc3339
+
+__all__ = ["DEFAULT_RETENTION", "Retention", "RequestLogStore"]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much of the request log an environment keeps."""
+
+    max_age_s: float = 7 * 86_400.0
+    max_rows: int = 10_000
+
+
+DEFAULT_RETENTION = Retention()
+
+_COLUMNS = (
+    "id",
+    "flag_key",
+    "variant",
+    "trace_id",
+    "at",
+    "received_at",
+    "latency_s",
+    "answered_by",
+    "model",
+    "prompt_ref",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "error_type",
+    "fallback_reason",
+    "failed_checks",
+    "content",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM request_log"  # noqa: S608 -- fixed names
+
+
+def _entry(row: Any) -> dict[str, Any]:
+    out = dict(zip(_COLUMNS, row, strict=True))
+    out["flag"] = out.pop("flag_key")
+    checks = out.pop("failed_checks")
+    out["failed_checks"] = None if checks is None else json.loads(checks)
+    out.update(json.loads(out.pop("content")))
+    return out
+
+
+class RequestLogStore(StoreBase):
+    """Request-log rows: written from OTLP traces, read by people and by incidents."""
+
+    def add_requests(self, environment: str, entries: Iterable[Entry], retention: Retention) -> int:
+        """Store ``entries`` for ``environment`` within ``retention``; how many were stored."""
+        now = dt.datetime.now(dt.timezone.utc)
+        received = rfc3339(now)
+        # Of a batch larger than the log keeps, only its newest entries would survive the trim.
+        kept = list(entries)[-retention.max_rows :] if retention.max_rows > 0 else []
+        rows = [
+            (
+                environment,
+                e.flag_key,
+                e.variant,
+                e.trace_id,
+                rfc3339(dt.datetime.fromtimestamp(e.ended_unix_nano / 1e9, dt.timezone.utc)),
+                received,
+                e.latency_s,
+                e.answered_by,
+                e.model,
+                e.prompt_ref,
+                e.finish_reason,
+                e.input_tokens,
+                e.output_tokens,
+                e.error_type,
+                e.fallback_reason,
+                None if e.failed_checks is None else json.dumps(e.failed_checks),
+                json.dumps(e.content, ensure_ascii=False),
+            )
+            for e in kept
+        ]
+        with self._tx(write=True) as tx:
+            for row in rows:
+                tx.run(
+                    "INSERT INTO request_log (environment, flag_key, variant, trace_id, at,"
+                    " received_at, latency_s, answered_by, model, prompt_ref, finish_reason,"
+                    " input_tokens, output_tokens, error_type, fallback_reason, failed_checks,"
+                    " content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            self._trim(tx, environment, retention, now)
+        return len(rows)
+
+    @staticmethod
+    def _trim(tx: Tx, environment: str, retention: Retention, now: dt.datetime) -> None:
+        oldest = rfc3339(now - dt.timedelta(seconds=retention.max_age_s))
+        tx.run(
+            "DELETE FROM request_log WHERE environment = ? AND received_at < ?",
+            (environment, oldest),
+        )
+        tx.run(
+            "DELETE FROM request_log WHERE environment = ? AND id <= (SELECT id FROM"
+            " request_log WHERE environment = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (environment, environment, retention.max_rows),
+        )
+
+    def request_log(
+        self,
+        environment: str,
+        *,
+        flag_key: str | None = None,
+        variant: str | None = None,
+        failed: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Entries, newest first: of one flag, one (assigned) variant, that failed a check."""
+        with self._tx() as tx:
+            return self._select(
+                tx, environment, flag_key=flag_key, variant=variant, failed=failed, limit=limit
+            )
+
+    def recent_requests_tx(
+        self, tx: Tx, environment: str, flag_key: str, variant: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """Inside another transaction: the newest ``limit`` entries of one flag's variant."""
+        return self._select(
+            tx, environment, flag_key=flag_key, variant=variant, failed=None, limit=limit
+        )
+
+    @staticmethod
+    def _select(
+        tx: Tx,
+        environment: str,
+        *,
+        flag_key: str | None,
+        variant: str | None,
+        failed: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        sql = _SELECT + " WHERE environment = ?"
+        params: list[Any] = [environment]
+        if flag_key is not None:
+            sql += " AND flag_key = ?"
+            params.append(flag_key)
+        if variant is not None:
+            sql += " AND variant = ?"
+            params.append(variant)
+        if failed is not None:
+            # failed_checks is a JSON list of names: match one name, quoted.
+            sql += " AND failed_checks LIKE ? ESCAPE '!'"
+            quoted = json.dumps(failed).replace("!", "!!").replace("%", "!%").replace("_", "!_")
+            params.append(f"%{quoted}%")
+        rows = tx.all(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [_entry(r) for r in rows]
