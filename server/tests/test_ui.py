@@ -7,6 +7,7 @@ same pages in Chromium.
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from vibesdk_server._ui._routes import router as ui_router
 from vibesdk_server.testing import FlagServer, FlagServerProcess
 
 import vibesdk
-from vibesdk.testing import FakeBackend, Reply, make_flag
+from vibesdk.testing import VIBETHINKER_SYSTEM_PROMPT, FakeBackend, Reply, make_flag
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -271,3 +272,40 @@ def test_the_flag_page_and_its_series_show_what_the_sdk_measured(
     bad = browser.get(base + "/series?window=2y")
     assert bad.status_code == 400
     assert "window must be one of" in bad.json()["detail"]
+
+
+def test_the_request_log_on_the_flag_page_and_one_call_in_full(
+    server: FlagServer, browsers: Browsers
+) -> None:
+    with (
+        FakeBackend(default="stable answer") as stable,
+        FakeBackend(default="The answer is \\boxed{4}.") as canary,
+    ):
+        data = make_flag(
+            stable_url=stable.url, canary_url=canary.url, rollout_bps=10_000
+        ).model_dump(mode="json")
+        data["variants"]["canary"]["log_share"] = 1.0
+        server.apply(data)
+        client = vibesdk.Client(server_url=server.url, sdk_key=server.sdk_key, cache_dir="")
+        try:
+            assert client.wait_until_ready(15)
+            answer = client.chat("vibethinker", "u1", [{"role": "user", "content": "What is 2+2?"}])
+        finally:
+            client.close()  # sends what is queued
+    browser = browsers.signed_in(server)
+    base = f"/ui/environments/{server.environment}/flags/vibethinker"
+    deadline = time.monotonic() + 15
+    while "What is 2+2?" not in (page := browser.get(base)).text:
+        assert time.monotonic() < deadline, "the logged call never reached the flag page"
+        time.sleep(0.2)
+    link = re.search(rf'href="({re.escape(base)}/requests/\d+)"', page.text)
+    assert link, page.text[page.text.index('id="request-log"') :][:800]
+    entry = browser.get(link.group(1))
+    assert entry.status_code == 200
+    assert answer.trace_id in entry.text
+    assert "What is 2+2?" in entry.text
+    assert "\\boxed{4}" in entry.text
+    assert html.escape(VIBETHINKER_SYSTEM_PROMPT[:60]) in entry.text  # the reviewed prompt sent
+    none = browser.get(base, params={"log_variant": "stable"})
+    assert "What is 2+2?" not in none.text
+    assert browser.get(f"{base}/requests/999999").status_code == 404

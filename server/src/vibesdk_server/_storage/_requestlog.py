@@ -16,6 +16,8 @@ from typing import Any
 
 from vibesdk_server._domain._otlp_traces import Entry
 
+from vibesdk_server._domain._errors import NotFoundError
+
 from ._base import StoreBase, Tx, rfc3339
 
 __all__ = ["DEFAULT_RETENTION", "Retention", "RequestLogStore"]
@@ -132,6 +134,17 @@ class RequestLogStore(StoreBase):
             return self._select(
                 tx, environment, flag_key=flag_key, variant=variant, failed=failed, limit=limit
             )
+
+    def request_entry(self, environment: str, entry_id: int) -> dict[str, Any]:
+        """One entry of ``environment`` by its id; NotFoundError if it is gone (or never was)."""
+        with self._tx() as tx:
+            row = tx.one(_SELECT + " WHERE environment = ? AND id = ?", (environment, entry_id))
+        if row is None:
+            raise NotFoundError(
+                f"no request-log entry {entry_id} in environment {environment!r}; it may have"
+                " been trimmed (vibe-server --request-log-days / --request-log-rows)"
+            )
+        return _entry(row)
 
     def recent_requests_tx(
         self, tx: Tx, environment: str, flag_key: str, variant: str, limit: int

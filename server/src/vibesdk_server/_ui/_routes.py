@@ -188,7 +188,9 @@ def home(request: Request, session: Session) -> HTMLResponse:
     return _page(request, "home.html", {"session": session, "environments": environments})
 
 
-def _flag_context(request: Request, env: str, key: str) -> dict[str, Any]:
+def _flag_context(
+    request: Request, env: str, key: str, *, log_variant: str | None, log_failed: str | None
+) -> dict[str, Any]:
     store = _store(request)
     document = _document(store, env)
     flag = document.get("flags", {}).get(key)
@@ -204,7 +206,20 @@ def _flag_context(request: Request, env: str, key: str) -> dict[str, Any]:
     ][:20]
     since = int(time.time()) - 3600
     totals = _totals(store.measurements(environment=env, flag_key=key, since=since))
+    requests = store.request_log(
+        env, flag_key=key, variant=log_variant or None, failed=log_failed or None, limit=20
+    )
     return {
+        "requests": [
+            {
+                **r,
+                "question": _text(r.get("input_messages")),
+                "answer": _text(r.get("output_messages")),
+            }
+            for r in requests
+        ],
+        "log_variant": log_variant or "",
+        "log_failed": log_failed or "",
         "env": env,
         "key": key,
         "version": document["version"],
@@ -254,10 +269,70 @@ def flag_page(
     session: Session,
     msg: str | None = None,
     step: int | None = None,
+    log_variant: str | None = None,
+    log_failed: str | None = None,
 ) -> HTMLResponse:
-    """``step``: the charts' step in seconds (default: the finest under MAX_POINTS points)."""
-    context = _flag_context(request, env, key)
+    """``step``: the charts' step in seconds (default: the finest under MAX_POINTS points);
+    ``log_variant`` / ``log_failed``: the request log's filters."""
+    context = _flag_context(request, env, key, log_variant=log_variant, log_failed=log_failed)
     return _page(request, "flag.html", {"session": session, "msg": msg, "step": step, **context})
+
+
+@router.get("/environments/{env}/flags/{key}/requests/{entry_id}")
+def request_page(
+    request: Request, env: str, key: str, entry_id: int, session: Session
+) -> HTMLResponse:
+    """One request-log entry in full: system prompt, messages, answer, outcome, trace id."""
+    entry = _store(request).request_entry(env, entry_id)
+    if entry["flag"] != key:
+        raise NotFoundError(f"request-log entry {entry_id} is not of flag {key!r}")
+    context = {
+        "session": session,
+        "env": env,
+        "key": key,
+        "entry": entry,
+        "system": _text(entry.get("system_instructions")),
+        "messages": _messages(entry.get("input_messages")),
+        "answer": _text(entry.get("output_messages")),
+    }
+    return _page(request, "request.html", context)
+
+
+def _parts_text(parts: Any) -> str:
+    if isinstance(parts, str):
+        return parts
+    if not isinstance(parts, list):
+        return ""
+    out = []
+    for part in parts:
+        if isinstance(part, dict) and isinstance(part.get("content"), str):
+            out.append(part["content"])
+        elif isinstance(part, str):
+            out.append(part)
+    return "\n".join(out)
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    """GenAI semantic-convention messages as (role, text); text kept as it came otherwise."""
+    if isinstance(value, str):
+        return [{"role": "", "text": value}]
+    if not isinstance(value, list):
+        return []
+    out = []
+    for message in value:
+        if isinstance(message, dict):
+            text = _parts_text(message.get("parts", message.get("content")))
+            out.append({"role": str(message.get("role", "")), "text": text})
+        else:
+            out.append({"role": "", "text": _parts_text([message])})
+    return out
+
+
+def _text(value: Any) -> str:
+    """The text of GenAI messages or instruction parts, one after another."""
+    if isinstance(value, list) and value and isinstance(value[0], dict) and "role" in value[0]:
+        return "\n\n".join(m["text"] for m in _messages(value))
+    return _parts_text(value)
 
 
 @router.get("/environments/{env}/flags/{key}/release")
