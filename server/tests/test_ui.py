@@ -71,6 +71,7 @@ def _ui_routes() -> list[tuple[str, str]]:
         "{version}": "1",
         "{verdict}": "approve",
         "{incident_id}": "1",
+        "{entry_id}": "1",
     }
     out = []
     for route in ui_router.routes:
