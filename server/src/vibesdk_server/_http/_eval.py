@@ -3,6 +3,7 @@
 The CLI creates a run, sends each scored answer as it comes (a resumed run sends only the
 missing ones; a result sent twice is stored once) and finishes the run, whereupon the server
 computes the per-variant summary from the stored results. ``vibe eval history`` reads them.
+Starting and finishing are audited; each result row records the token that sent it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ router = APIRouter(
 )
 
 Env = Annotated[str, Path(description="environment name", max_length=64)]
+Who = Annotated[Principal, Depends(principal)]
 RunId = Annotated[int, Path(ge=1, le=MAX_VERSION, description="evaluation run id")]
 _RUNS = "/environments/{env}/eval-runs"
 _Text = Annotated[str, Field(max_length=200)]
@@ -85,7 +87,7 @@ def create_eval_run(
     *,
     env: Env,
     body: EvalRunBody,
-    who: Annotated[Principal, Depends(principal)],
+    who: Who,
 ) -> dict[str, Any]:
     fields = body.model_dump()
     fields["flag_key"] = fields.pop("flag")
@@ -115,15 +117,15 @@ def list_eval_results(request: Request, *, env: Env, run_id: RunId) -> list[dict
 
 @router.post(_RUNS + "/{run_id}/results", summary="Store scored answers (each once)")
 def add_eval_results(
-    request: Request, *, env: Env, run_id: RunId, body: EvalResultsBody
+    request: Request, *, env: Env, run_id: RunId, body: EvalResultsBody, who: Who
 ) -> dict[str, int]:
     rows = [r.model_dump() for r in body.results]
-    return {"stored": _store(request).add_eval_results(env, run_id, rows)}
+    return {"stored": _store(request).add_eval_results(env, run_id, rows, actor=who.name)}
 
 
 @router.post(_RUNS + "/{run_id}/finish", summary="Summarize the stored results per variant")
-def finish_eval_run(request: Request, *, env: Env, run_id: RunId) -> dict[str, Any]:
+def finish_eval_run(request: Request, *, env: Env, run_id: RunId, who: Who) -> dict[str, Any]:
     store = _store(request)
     run = store.eval_run(env, run_id)
     summary = summarize(store.eval_results(env, run_id), run["variants"])
-    return store.finish_eval_run(env, run_id, summary)
+    return store.finish_eval_run(env, run_id, summary, actor=who.name)

@@ -1,7 +1,9 @@
 """Evaluation runs (``vibe eval run``) and their per-item results, for ops to compare variants.
 
 A run records what was evaluated (flag, set, variants, repeats, the document version every
-call used); each result is one answer to one item by one variant, scored. ``(run, item,
+call used); each result is one answer to one item by one variant, scored, with the name of the
+token that sent it. Starting and finishing a run are audited (``eval_run_start``,
+``eval_run_finish``); single answers are not, or a run would bury the audit log. ``(run, item,
 variant, attempt)`` is unique, so a resumed run, or a batch sent twice, stores each once.
 """
 
@@ -57,6 +59,7 @@ CREATE TABLE IF NOT EXISTS eval_results (
     checks TEXT,
     details TEXT,
     at TEXT NOT NULL,
+    recorded_by TEXT NOT NULL,
     PRIMARY KEY (run_id, item_id, variant, attempt)
 );
 """
@@ -99,6 +102,7 @@ _RESULT_COLUMNS = (
     "checks",
     "details",
     "at",
+    "recorded_by",
 )
 _RESULT_JSON = ("checks", "details")
 _RESULT_BOOL = ("correct", "passed", "fallback")
@@ -163,7 +167,18 @@ class EvalStore(StoreBase):
                 f" VALUES ({', '.join('?' * len(names))}) RETURNING id",
                 [values[n] for n in names],
             )
-            return self._eval_run(tx, environment, int(row[0]))
+            run = self._eval_run(tx, environment, int(row[0]))
+            self._audit(
+                tx,
+                actor=actor,
+                action="eval_run_start",
+                environment=environment,
+                reason=None,
+                version=run["document_version"],
+                flags=[run["flag_key"]],
+                after={k: run[k] for k in ("id", "set_name", "variants", "repeats")},
+            )
+            return run
 
     def _eval_run(self, tx: Tx, environment: str, run_id: int) -> dict[str, Any]:
         row = tx.one(_SELECT_RUN + " WHERE environment = ? AND id = ?", (environment, run_id))
@@ -192,7 +207,7 @@ class EvalStore(StoreBase):
         return [_run(r) for r in rows]
 
     def add_eval_results(
-        self, environment: str, run_id: int, results: Sequence[dict[str, Any]]
+        self, environment: str, run_id: int, results: Sequence[dict[str, Any]], *, actor: str
     ) -> int:
         """Store ``results`` (one per item, variant and attempt); how many were new.
 
@@ -209,7 +224,8 @@ class EvalStore(StoreBase):
         with self._tx(write=True) as tx:
             self._eval_run(tx, environment, run_id)
             for result in results:
-                values = [now if n == "at" else _stored(result, n) for n in names]
+                stamps = {"at": now, "recorded_by": actor}
+                values = [stamps[n] if n in stamps else _stored(result, n) for n in names]
                 added += tx.run(sql, (run_id, *values)).rowcount
         return added
 
@@ -225,7 +241,7 @@ class EvalStore(StoreBase):
         return [_result(r) for r in rows]
 
     def finish_eval_run(
-        self, environment: str, run_id: int, summary: dict[str, Any]
+        self, environment: str, run_id: int, summary: dict[str, Any], *, actor: str
     ) -> dict[str, Any]:
         """Record the run's summary and when it was (last) finished; the run."""
         with self._tx(write=True) as tx:
@@ -234,4 +250,15 @@ class EvalStore(StoreBase):
                 "UPDATE eval_runs SET summary = ?, finished_at = ? WHERE id = ?",
                 (json.dumps(summary), utcnow(), run_id),
             )
-            return self._eval_run(tx, environment, run_id)
+            run = self._eval_run(tx, environment, run_id)
+            self._audit(
+                tx,
+                actor=actor,
+                action="eval_run_finish",
+                environment=environment,
+                reason=None,
+                version=run["document_version"],
+                flags=[run["flag_key"]],
+                after={"id": run_id, "scores": {v: f["score"] for v, f in summary.items()}},
+            )
+            return run
