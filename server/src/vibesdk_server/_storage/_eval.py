@@ -168,17 +168,23 @@ class EvalStore(StoreBase):
                 [values[n] for n in names],
             )
             run = self._eval_run(tx, environment, int(row[0]))
-            self._audit(
-                tx,
-                actor=actor,
-                action="eval_run_start",
-                environment=environment,
-                reason=None,
-                version=run["document_version"],
-                flags=[run["flag_key"]],
-                after={k: run[k] for k in ("id", "set_name", "variants", "repeats")},
-            )
+            after = {k: run[k] for k in ("id", "set_name", "variants", "repeats")}
+            self._audit_run(tx, "eval_run_start", run, actor=actor, after=after)
             return run
+
+    def _audit_run(
+        self, tx: Tx, action: str, run: dict[str, Any], *, actor: str, after: dict[str, Any]
+    ) -> None:
+        self._audit(
+            tx,
+            actor=actor,
+            action=action,
+            environment=run["environment"],
+            reason=None,
+            version=run["document_version"],
+            flags=[run["flag_key"]],
+            after=after,
+        )
 
     def _eval_run(self, tx: Tx, environment: str, run_id: int) -> dict[str, Any]:
         row = tx.one(_SELECT_RUN + " WHERE environment = ? AND id = ?", (environment, run_id))
@@ -251,14 +257,8 @@ class EvalStore(StoreBase):
                 (json.dumps(summary), utcnow(), run_id),
             )
             run = self._eval_run(tx, environment, run_id)
-            self._audit(
-                tx,
-                actor=actor,
-                action="eval_run_finish",
-                environment=environment,
-                reason=None,
-                version=run["document_version"],
-                flags=[run["flag_key"]],
-                after={"id": run_id, "scores": {v: f["score"] for v, f in summary.items()}},
+            scores = {v: f["score"] for v, f in summary.items()}
+            self._audit_run(
+                tx, "eval_run_finish", run, actor=actor, after={"id": run_id, "scores": scores}
             )
             return run
