@@ -14,7 +14,14 @@ from vibesdk_server._http._auth import PUBLIC_PATHS, required_kind
 from vibesdk_server._storage import open_store
 from vibesdk_server.testing import FlagServer, FlagServerProcess
 
-PARAMS = {"env": None, "key": "vibethinker", "version": "0", "prompt_id": "p", "incident_id": "1"}
+PARAMS = {
+    "env": None,
+    "key": "vibethinker",
+    "version": "0",
+    "prompt_id": "p",
+    "incident_id": "1",
+    "run_id": "1",
+}
 
 
 def _walk(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:

@@ -202,8 +202,27 @@ def test_every_admin_write_is_attributed_to_the_token_that_made_it(
             reviewer,
             "prompt_reject",
         ),
+        (
+            "/v1/admin/environments/{env}/eval-runs",
+            f"{env_path}/eval-runs",
+            {
+                "flag": "vibethinker",
+                "set_name": "s",
+                "set_digest": "d",
+                "items": 1,
+                "variants": ["canary"],
+                "document_version": 1,
+            },
+            {},
+            "eval_run_start",
+        ),
     ]
-    assert {template for template, *_ in calls} == _admin_write_routes(tmp_path)
+    # An evaluation run's answers and its finish need the run's id: called below.
+    run_routes = {
+        "/v1/admin/environments/{env}/eval-runs/{run_id}/results",
+        "/v1/admin/environments/{env}/eval-runs/{run_id}/finish",
+    }
+    assert {template for template, *_ in calls} | run_routes == _admin_write_routes(tmp_path)
     actors = []
     for _, path, body, headers, action in calls:
         response = server.admin_request("POST", path, json=body, headers=headers)
@@ -213,3 +232,24 @@ def test_every_admin_write_is_attributed_to_the_token_that_made_it(
         assert newest["actor"].startswith("test-reviewer" if headers else "test-admin"), newest
         actors.append(newest["actor"])
     assert len(set(actors)) == 2  # exactly the two tokens' names, nothing anonymous
+
+    # One audit row per answer would bury the log: each answer records its token in its row.
+    runs = f"{env_path}/eval-runs/" + str(
+        server.admin_request("GET", f"{env_path}/eval-runs").json()[0]["id"]
+    )
+    answer = {
+        "item_id": "a",
+        "variant": "canary",
+        "kind": "math",
+        "score": 1.0,
+        "document_version": 1,
+    }
+    sent = server.admin_request(
+        "POST", f"{runs}/results", json={"results": [answer]}, headers=reviewer
+    )
+    assert sent.json() == {"stored": 1}
+    (stored,) = server.admin_request("GET", f"{runs}/results").json()
+    assert stored["recorded_by"].startswith("test-reviewer")
+    assert server.admin_request("POST", f"{runs}/finish").status_code == 200
+    newest = server.admin_request("GET", "/v1/admin/audit", params={"limit": 1}).json()[0]
+    assert (newest["action"], newest["actor"][:10]) == ("eval_run_finish", "test-admin")

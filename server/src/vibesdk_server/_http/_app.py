@@ -24,6 +24,7 @@ from vibesdk_server._ui import install as install_ui
 
 from ._admin import router as admin_router
 from ._auth import AuthMiddleware
+from ._eval import router as eval_router
 from ._hub import Hub
 from ._otlp import OtlpCounts
 from ._otlp import router as otlp_router
@@ -111,6 +112,7 @@ def create_app(
     app.include_router(otlp_router)
     app.include_router(admin_router)
     app.include_router(releases_router)
+    app.include_router(eval_router)
 
     @app.exception_handler(ServerError)
     async def _server_error(request: Request, exc: ServerError) -> JSONResponse:

@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from vibesdk_server._domain._otlp_traces import Entry
-
 from vibesdk_server._domain._errors import NotFoundError
+from vibesdk_server._domain._otlp_traces import Entry
 
 from ._base import StoreBase, Tx, rfc3339
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._access import TokenStore
 from ._base import Mutation, Published, StoreBase, Tx, rfc3339, utcnow
 from ._documents import DocumentStore
+from ._eval import EvalStore
 from ._feedback import FeedbackStore
 from ._measurements import MeasurementStore
 from ._prompts import PromptStore
@@ -30,6 +31,7 @@ class SqlStore(
     ReleaseStore,
     UiSessionStore,
     RequestLogStore,
+    EvalStore,
 ):
     """Flag server storage; subclasses supply connections, locking and notification.
 
@@ -37,3 +39,9 @@ class SqlStore(
     HTTP layer calls them from worker threads. ``on_publish`` is called after
     every commit that produced a new document version.
     """
+
+    def init_schema(self) -> None:
+        super().init_schema()
+        with self._tx(write=True) as tx:
+            self._lock(tx, "schema")
+            self.init_eval_schema(tx)

@@ -16,6 +16,7 @@ from typing import NoReturn, TextIO
 import httpx
 
 from . import apply, changes, environments, feedback, log, prompts, releases, status
+from . import eval as eval_command
 from .context import Context
 from .errors import CliError, ExitCode
 from .settings import DEFAULT_SERVER_URL, load_cli_settings
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.register(sub, common)
     environments.register(sub, common)
     releases.register(sub, common)
+    eval_command.register(sub, common)
     demo = sub.add_parser(
         "demo", add_help=False, help="run the local end-to-end demo (vibe demo --help)"
     )
