@@ -42,6 +42,23 @@ def llama_files() -> tuple[Path, Path]:
 Script = Callable[[socket.socket], None]
 
 
+@contextlib.contextmanager
+def drivers(kind: str) -> Iterator[Callable[..., Driver]]:
+    """A maker of :class:`Driver` s of ``kind`` over a flag document; disposes of them at exit."""
+    made: list[Driver] = []
+
+    def build(doc: FlagDocument, **kw: Any) -> Driver:
+        d = Driver(kind, flag_source=flag_source(doc), cache_dir="", **kw)
+        made.append(d)
+        return d
+
+    try:
+        yield build
+    finally:
+        for d in made:
+            d.dispose()
+
+
 def flag_source(document: FlagDocument) -> Any:
     """An in-memory flag source serving ``document``."""
     return InMemoryFlagSource(document)

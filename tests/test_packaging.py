@@ -116,11 +116,13 @@ def test_sdk_wheel_requires_what_an_app_imports_and_the_otlp_exporter(
     wheels: dict[str, Path],
 ) -> None:
     """Requires-Dist: the runtime set, OTLP/HTTP included without extras; no PyYAML, no server;
-    the one extra with requirements is openfeature (the OpenFeature SDK: vibesdk.openfeature)."""
+    the extras with requirements are openfeature (the OpenFeature SDK: vibesdk.openfeature) and
+    local (llama-cpp-python: provider llama-cpp-python, a model in the app's process)."""
     _, requires, _ = _metadata(wheels["sdk"])
     unconditional = {_name(r) for r in requires if "extra ==" not in r}
     assert unconditional == SDK_REQUIRES
-    assert [_name(r) for r in requires if "extra ==" in r] == ["openfeature-sdk"]
+    extras = sorted(_name(r) for r in requires if "extra ==" in r)
+    assert extras == ["llama-cpp-python", "openfeature-sdk"]
 
 
 @pytest.mark.wheels

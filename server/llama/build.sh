@@ -5,7 +5,8 @@
 # downloads, no curl/openssl.
 #
 #   server/llama/build.sh [--cuda ARCH] [--sdist FILE | --src DIR] [--out DIR]
-#                         [--jobs N] [--install-python PYTHON] [--print-id]
+#                         [--jobs N] [--install-python PYTHON [--python-extras LIST]]
+#                         [--print-id]
 #
 # The result is a prefix with bin/ and lib/ (with --cuda also llama-bench and
 # llama-batched-bench), and bin/vibe-sample-rows-check, built from tools/: it
@@ -15,7 +16,11 @@
 # --install-python PYTHON installs llama-cpp-python from the same sdist into
 # PYTHON's environment with -DLLAMA_BUILD=OFF (nothing is compiled twice) and
 # copies the libraries built here into its llama_cpp/lib, so `import llama_cpp`
-# and `python -m llama_cpp.server` work without LLAMA_CPP_LIB_PATH. A finished
+# and `python -m llama_cpp.server` work without LLAMA_CPP_LIB_PATH (which would not
+# do on its own: llama_cpp/_ggml.py loads libggml from llama_cpp/lib whatever it says).
+# --python-extras picks the extras installed with it (default: server; "" for the
+# bindings alone, as scripts/install does for vibesdk[local]). Bindings already
+# installed at this version with these libraries are left as they are. A finished
 # build leaves a stamp; running the script again with the same inputs skips it.
 # --print-id prints the id of the patches and tools the stamp names, and exits.
 #
@@ -29,6 +34,7 @@ cuda_arch=""
 sdist=""
 src=""
 install_python=""
+python_extras="server"
 out=""
 jobs="$(nproc)"
 print_id=""
@@ -38,10 +44,11 @@ while [[ $# -gt 0 ]]; do
     --sdist) sdist="$2"; shift 2 ;;
     --src) src="$(cd "$2" && pwd)"; shift 2 ;;
     --install-python) install_python="$2"; shift 2 ;;
+    --python-extras) python_extras="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --print-id) print_id=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -136,15 +143,30 @@ build() {
   echo "llama.cpp ${LLAMA_CPP_PYTHON_VERSION} (${flavour}) built in $out"
 }
 
+bindings_dir() {
+  "$install_python" -c 'import importlib.util, os; s = importlib.util.find_spec("llama_cpp"); print(os.path.dirname(s.origin) if s else "")' 2>/dev/null
+}
+
 install_bindings() {
+  local pkg installed
+  pkg="$(bindings_dir)"
+  if [[ -n "$pkg" ]]; then
+    installed="$("$install_python" -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))' 2>/dev/null || true)"
+    if [[ "$installed" == "$LLAMA_CPP_PYTHON_VERSION" ]] && cmp -s "$out/lib/libllama.so" "$pkg/lib/libllama.so"; then
+      echo "llama-cpp-python ${LLAMA_CPP_PYTHON_VERSION}: already installed for $install_python with the libraries of $out"
+      return
+    fi
+  fi
   fetch_sdist
-  # LLAMA_BUILD=OFF: the wheel carries only the Python package; the libraries
-  # come from this build, so the bindings and llama-server share one llama.cpp.
+  local spec="llama-cpp-python"
+  [[ -n "$python_extras" ]] && spec="llama-cpp-python[${python_extras}]"
+  # LLAMA_BUILD=OFF: the wheel carries only the Python package (scikit-build-core runs
+  # cmake's configure step and compiles nothing); the libraries come from this build, so
+  # the bindings and llama-server share one llama.cpp.
   CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" \
     "$install_python" -m pip install --quiet --no-cache-dir \
-    "llama-cpp-python[server] @ file://$(cd "$(dirname "$sdist")" && pwd)/$(basename "$sdist")"
-  local pkg
-  pkg="$("$install_python" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("llama_cpp").origin))')"
+    "${spec} @ file://$(cd "$(dirname "$sdist")" && pwd)/$(basename "$sdist")"
+  pkg="$(bindings_dir)"
   mkdir -p "$pkg/lib"
   cp -P "$out"/lib/lib*.so* "$pkg/lib/"
   echo "llama-cpp-python ${LLAMA_CPP_PYTHON_VERSION} installed for $install_python with the libraries of $out"

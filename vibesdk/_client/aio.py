@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from vibesdk._backends import local
 from vibesdk._errors import ClientClosedError
 from vibesdk._flags.evaluation import Assignment
 from vibesdk._settings import Settings, load_settings
@@ -130,7 +131,10 @@ class AsyncClient:
         self._transport = transport
         self._server_transport = server_transport
         http = httpx.AsyncClient(
-            transport=_transport(transport), limits=_LIMITS, follow_redirects=False
+            transport=_transport(transport),
+            mounts=_mounts(),
+            limits=_LIMITS,
+            follow_redirects=False,
         )
         # A test's own server transport cannot carry the OTLP exporter's requests: off then.
         self._server_metrics = ServerMetrics(settings, metrics(), enabled=server_transport is None)
@@ -324,7 +328,9 @@ class AsyncClient:
         # close, that would shut the parent's sockets) the pool and start afresh.
         # Also how a new event loop starts afresh (the old loop's pool is closed
         # by its guard task, or unusable if that loop was closed without ending it).
-        self._calls.http = httpx.AsyncClient(transport=_transport(self._transport), limits=_LIMITS)
+        self._calls.http = httpx.AsyncClient(
+            transport=_transport(self._transport), mounts=_mounts(), limits=_LIMITS
+        )
         self._feedback = AsyncFeedbackSender.for_settings(
             self._settings, transport=self._server_transport
         )
@@ -364,6 +370,11 @@ class AsyncClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _mounts() -> dict[str, Any]:
+    # Variants of provider llama-cpp-python run in this process (vibesdk._backends.local).
+    return {f"{local.SCHEME}://": local.AsyncLocalTransport()}
 
 
 def _transport(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport:

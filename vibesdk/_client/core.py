@@ -25,6 +25,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
 from vibesdk._backends import CHAT_PATH, BackendPool, Completion, StreamParser, build_request
+from vibesdk._backends.local import LOAD_KEY, load_options, local_url
 from vibesdk._errors import (
     AllBackendsFailedError,
     BackendConnectError,
@@ -37,7 +38,7 @@ from vibesdk._errors import (
     StreamInterruptedError,
     VibeError,
 )
-from vibesdk._flags.document import FallbackPolicy, Flag, GenerationParams
+from vibesdk._flags.document import Backend, FallbackPolicy, Flag, GenerationParams
 from vibesdk._flags.evaluation import Assignment, ErrorCode
 from vibesdk._quality.checks import QualityReport, check_answer
 from vibesdk._resilience import CircuitBreaker, Step, fallback_reason, plan
@@ -216,6 +217,7 @@ class ClientCore:
         self._breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
         self._timeouts: dict[tuple[FallbackPolicy, bool], httpx.Timeout] = {}
         self._endpoints: dict[str, httpx.URL] = {}
+        self._local_urls: dict[str, tuple[str, ...]] = {}
         self._recent: OrderedDict[str, Recalled] = OrderedDict()
 
     # -- begin ---------------------------------------------------------------
@@ -310,7 +312,27 @@ class ClientCore:
         if call.overrides:
             merged = {**step.config.params.model_dump(), **call.overrides}
             params = GenerationParams.model_validate(merged)
-        return build_request(step.config, call.messages, stream=call.stream, params=params)
+        body = build_request(step.config, call.messages, stream=call.stream, params=params)
+        backend = step.config.backend
+        if backend.is_local:
+            # How to load the model, for the in-process transport (vibesdk._backends.local).
+            body[LOAD_KEY] = load_options(
+                backend.model_path or "", backend.n_ctx, backend.n_threads, backend.n_gpu_layers
+            )
+        return body
+
+    def targets(self, backend: Backend) -> tuple[str, ...]:
+        """The base URLs of ``backend``; a local model's is ``llama-cpp-python://local/<path>``."""
+        if not backend.is_local:
+            return tuple(backend.urls)
+        path = backend.model_path or ""
+        found = self._local_urls.get(path)
+        if found is None:
+            found = (local_url(path),)
+            if len(self._local_urls) > 256:
+                self._local_urls.clear()
+            self._local_urls[path] = found
+        return found
 
     def headers(self, step: Step) -> dict[str, str]:
         """Authorization for the variant's backend, from the ``api_keys`` setting."""
@@ -322,7 +344,7 @@ class ClientCore:
             err = BackendConnectError(
                 f"variant {step.variant!r} needs API key {name!r}, which is not in the "
                 "api_keys setting (VIBESDK_API_KEYS)",
-                backend=step.config.backend.urls[0],
+                backend=self.targets(step.config.backend)[0],
             )
             err.kind = "missing_api_key"
             setattr(err, "permanent", True)  # noqa: B010 -- read by is_retryable: retrying cannot help
@@ -386,7 +408,7 @@ class ClientCore:
         Raises :class:`~vibesdk.CircuitOpenError` when every URL of a guarded
         variant has an open breaker.
         """
-        urls = step.config.backend.urls
+        urls = self.targets(step.config.backend)
         pool = self._pool(urls)
         breaker: CircuitBreaker | None = None
         permit: int | None = None
@@ -563,6 +585,7 @@ class ClientCore:
             if ttft is not None:
                 attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttft
             span.set_attributes(attrs)
+        self._local_telemetry(call, step, timings)
         self._end(call)
         self._log(
             call,
@@ -613,6 +636,21 @@ class ClientCore:
             )
         self._remember(call, step)
         return result
+
+    def _local_telemetry(self, call: Call, step: Step, timings: Mapping[str, Any] | None) -> None:
+        """An in-process model's wait for its turn (and load) on the span and in the metric."""
+        attrs = _local_timings(timings) if step.config.backend.is_local else None
+        if attrs is None:
+            return
+        call.span.set_attributes(attrs)
+        config = step.config
+        self.metrics.record_queue_wait(
+            flag_key=call.assignment.flag_key,
+            variant=call.assignment.variant,
+            model=config.model,
+            seconds=float(attrs[sc.VIBESDK_LOCAL_QUEUE_WAIT]),
+            provider=config.backend.provider,
+        )
 
     def fail(
         self, call: Call, primary: BaseException, fallback: BaseException | None
@@ -961,6 +999,21 @@ def _check(completion: Completion, messages: Sequence[Mapping[str, Any]]) -> Qua
             user_input = content if isinstance(content, str) else None
             break
     return check_answer(completion.text, user_input=user_input, reasoning=completion.reasoning)
+
+
+def _local_timings(timings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The span attributes of an in-process model's ``timings`` (queue wait, load time)."""
+    if timings is None:
+        return None
+    queue_ms, behind, load_ms = (timings.get(k) for k in ("queue_ms", "queued_behind", "load_ms"))
+    if not isinstance(queue_ms, (int, float)):
+        return None
+    attrs: dict[str, Any] = {sc.VIBESDK_LOCAL_QUEUE_WAIT: float(queue_ms) / 1000.0}
+    if isinstance(behind, int):
+        attrs[sc.VIBESDK_LOCAL_QUEUED_BEHIND] = behind
+    if isinstance(load_ms, (int, float)):
+        attrs[sc.VIBESDK_LOCAL_LOAD_TIME] = float(load_ms) / 1000.0
+    return attrs
 
 
 def _saturated(exc: BackendError) -> bool:

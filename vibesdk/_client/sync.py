@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from vibesdk._backends import local
 from vibesdk._errors import ClientClosedError
 from vibesdk._flags.evaluation import Assignment
 from vibesdk._settings import Settings, load_settings
@@ -118,7 +119,12 @@ class Client:
         self._clock = clock or time.monotonic
         self._sleep = sleep or time.sleep
         self._transport = transport
-        http = httpx.Client(transport=_transport(transport), limits=_LIMITS, follow_redirects=False)
+        http = httpx.Client(
+            transport=_transport(transport),
+            mounts=_mounts(),
+            limits=_LIMITS,
+            follow_redirects=False,
+        )
         # A test's own server transport cannot carry the OTLP exporter's requests: off then.
         self._server_metrics = ServerMetrics(settings, metrics(), enabled=server_transport is None)
         self._request_log = RequestLog(settings, redact=redact, enabled=server_transport is None)
@@ -260,7 +266,9 @@ class Client:
     def _after_fork_in_child(self) -> None:
         # Connections of the parent must not be shared with a child: drop (do not
         # close, that would shut the parent's sockets) the pool and start afresh.
-        self._calls.http = httpx.Client(transport=_transport(self._transport), limits=_LIMITS)
+        self._calls.http = httpx.Client(
+            transport=_transport(self._transport), mounts=_mounts(), limits=_LIMITS
+        )
         self._feedback.after_fork_in_child()
 
     def close(self) -> None:
@@ -285,6 +293,11 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _mounts() -> dict[str, Any]:
+    # Variants of provider llama-cpp-python run in this process (vibesdk._backends.local).
+    return {f"{local.SCHEME}://": local.LocalTransport()}
 
 
 def _transport(transport: httpx.BaseTransport | None) -> httpx.BaseTransport:

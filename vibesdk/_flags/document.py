@@ -21,6 +21,7 @@ from vibesdk._errors import FlagDocumentError
 from .bucketing import BUCKETS
 
 __all__ = [
+    "LOCAL_PROVIDER",
     "Backend",
     "Clause",
     "FallbackPolicy",
@@ -51,22 +52,74 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
+LOCAL_PROVIDER = "llama-cpp-python"
+"""The provider that runs the model inside the app's process (``pip install 'vibesdk[local]'``)."""
+
+
 class Backend(_Model):
-    """Where a variant's model is served: one or more OpenAI-compatible base URLs.
+    """Where a variant's model is served: OpenAI-compatible base URLs, or the app's own process.
 
     With several URLs the SDK sends each request to the one with the fewest
     requests in flight. ``api_key_name`` names an entry of the SDK setting
     ``api_keys``; secrets never travel in the document.
+
+    ``provider: llama-cpp-python`` runs the GGUF file ``model_path`` in the app's
+    process with llama-cpp-python instead (the extra ``vibesdk[local]``); such a
+    backend has no ``urls``, and ``n_ctx``, ``n_threads`` and ``n_gpu_layers``
+    are how the model is loaded (unset: llama-cpp-python's defaults). A relative
+    ``model_path`` is relative to the app's working directory.
     """
 
-    urls: list[Annotated[str, Field(pattern=r"^https?://\S+$")]] = Field(min_length=1)
+    urls: list[Annotated[str, Field(pattern=r"^https?://\S+$")]] = Field(default_factory=list)
     provider: str = Field(default="openai", description="gen_ai.provider.name, e.g. llama.cpp")
     api_key_name: str | None = None
+    model_path: str | None = Field(
+        default=None, min_length=1, description="provider llama-cpp-python: the GGUF file"
+    )
+    n_ctx: int | None = Field(default=None, ge=0, le=1_048_576, description="0: the model's own")
+    n_threads: int | None = Field(default=None, ge=1, le=1024)
+    n_gpu_layers: int | None = Field(default=None, ge=-1, description="-1: every layer")
 
     @field_validator("urls")
     @classmethod
     def _strip_slash(cls, urls: list[str]) -> list[str]:
         return [u.rstrip("/") for u in urls]
+
+    @model_validator(mode="after")
+    def _served_one_way(self) -> Backend:
+        if self.is_local:
+            if self.urls:
+                raise ValueError(
+                    f"provider {LOCAL_PROVIDER!r} runs the model in the app's process and takes no "
+                    "urls; remove them (llama-cpp-python's HTTP server is provider 'llama.cpp')"
+                )
+            if self.model_path is None:
+                raise ValueError(
+                    f"provider {LOCAL_PROVIDER!r} needs model_path, the GGUF file on the app's "
+                    "machine"
+                )
+            return self
+        if not self.urls:
+            raise ValueError(
+                f"provider {self.provider!r} is called over HTTP and needs urls (at least one); "
+                f"for a model in the app's process use provider {LOCAL_PROVIDER!r} and model_path"
+            )
+        local = [
+            n
+            for n in ("model_path", "n_ctx", "n_threads", "n_gpu_layers")
+            if getattr(self, n) is not None
+        ]
+        if local:
+            raise ValueError(
+                f"{', '.join(local)} only apply to provider {LOCAL_PROVIDER!r}, not to "
+                f"provider {self.provider!r} (an HTTP backend)"
+            )
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the model runs in the app's process (``provider: llama-cpp-python``)."""
+        return self.provider == LOCAL_PROVIDER
 
 
 class PromptTemplate(_Model):

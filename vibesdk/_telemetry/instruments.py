@@ -248,7 +248,8 @@ def server_attributes(url: str) -> Mapping[str, AttributeValue]:
         host, port = parts.hostname, parts.port
     except ValueError:  # a port that is not a number
         return MappingProxyType({})
-    if not host:
+    if not host or parts.scheme.lower() not in _DEFAULT_PORTS:
+        # No network peer: e.g. llama-cpp-python://local/..., a model in the app's process.
         return MappingProxyType({})
     attrs: dict[str, AttributeValue] = {sc.SERVER_ADDRESS: host}
     if port is None:
@@ -272,6 +273,7 @@ class _Instruments:
     feedback: otel_metrics.Histogram
     reports: otel_metrics.Counter
     flags_rejected: otel_metrics.Counter
+    local_queue_wait: otel_metrics.Histogram
 
 
 def _create_instruments(meter: otel_metrics.Meter) -> _Instruments:
@@ -325,6 +327,12 @@ def _create_instruments(meter: otel_metrics.Meter) -> _Instruments:
             sc.METRIC_FLAGS_REJECTED,
             unit="{document}",
             description="Flag documents rejected because they failed validation.",
+        ),
+        local_queue_wait=meter.create_histogram(
+            sc.METRIC_LOCAL_QUEUE_WAIT,
+            unit="s",
+            description="Time a call waited for its in-process model (provider llama-cpp-python).",
+            explicit_bucket_boundaries_advisory=sc.TIME_TO_FIRST_TOKEN_BUCKETS,
         ),
     )
 
@@ -515,6 +523,22 @@ class Metrics:
                 instruments.server_ttft.record(max(0.0, float(server_seconds)), attrs)
         except Exception as exc:
             swallow("record_ttft", exc)
+
+    def record_queue_wait(
+        self,
+        *,
+        flag_key: str,
+        variant: str,
+        model: str | None,
+        seconds: float,
+        provider: str | None = None,
+    ) -> None:
+        """Record how long a call waited for its in-process model (``vibesdk.local.queue_wait``)."""
+        try:
+            attrs = _base_attributes(flag_key, variant, model, provider, None)
+            self._get().local_queue_wait.record(max(0.0, float(seconds)), attrs)
+        except Exception as exc:
+            swallow("record_queue_wait", exc)
 
     def record_fallback(
         self,

@@ -87,6 +87,10 @@ VIBESDK_QUALITY_PASSED: Final = "vibesdk.quality.passed"  # bool
 VIBESDK_ATTEMPT: Final = "vibesdk.attempt"  # 1-based attempt number on an attempt span
 VIBESDK_BACKEND_URL: Final = "vibesdk.backend.url"  # base URL of the backend tried
 VIBESDK_BREAKER_STATE: Final = "vibesdk.breaker.state"  # closed | open | half_open
+# provider llama-cpp-python (a model in the app's process), on the call span:
+VIBESDK_LOCAL_QUEUE_WAIT: Final = "vibesdk.local.queue_wait"  # s waited for the model's turn
+VIBESDK_LOCAL_QUEUED_BEHIND: Final = "vibesdk.local.queued_behind"  # calls ahead on arrival
+VIBESDK_LOCAL_LOAD_TIME: Final = "vibesdk.local.load_time"  # s this call waited for the load
 VIBESDK_FEEDBACK_SCORE: Final = "vibesdk.feedback.score"  # 1..5 (attribute on the feedback span)
 VIBESDK_REPORT_REASON: Final = "vibesdk.report.reason"  # the user's words (on the report span)
 
@@ -113,6 +117,7 @@ METRIC_FALLBACKS: Final = "vibesdk.fallbacks"  # counter, {fallback}
 METRIC_QUALITY_FAILURES: Final = "vibesdk.quality.failures"  # counter, {failure}
 METRIC_FEEDBACK_SCORE: Final = "vibesdk.feedback.score"  # histogram, 1..5
 METRIC_REPORTS: Final = "vibesdk.reports"  # counter, {report}: answers users reported
+METRIC_LOCAL_QUEUE_WAIT: Final = "vibesdk.local.queue_wait"  # histogram, s: llama-cpp-python
 METRIC_FLAGS_REJECTED: Final = "vibesdk.flags.rejected"  # counter: invalid flag documents
 VIBESDK_FLAGS_ORIGIN: Final = "vibesdk.flags.origin"  # where a rejected document came from
 
