@@ -7,6 +7,18 @@ docs/concepts/evaluation.md describes the format, the scoring rules and the sand
 
 from __future__ import annotations
 
+from vibesdk_server._eval.golden import SHIPPED_SET, GoldenSetError, Item, load_set
 from vibesdk_server._eval.sandbox import Limits, RunResult, Sandbox
+from vibesdk_server._eval.scoring import ItemScore, Scorer
 
-__all__ = ["Limits", "RunResult", "Sandbox"]
+__all__ = [
+    "SHIPPED_SET",
+    "GoldenSetError",
+    "Item",
+    "ItemScore",
+    "Limits",
+    "RunResult",
+    "Sandbox",
+    "Scorer",
+    "load_set",
+]
