@@ -11,8 +11,9 @@ environment, standard output and error going to files the parent reads afterward
    result pipe as the first line (``{"setup": {...}}``).
 2. as root with a mount namespace: the root file system read-only, and fresh size-limited tmpfs
    on ``/tmp``, ``/var/tmp`` and ``/dev/shm``; the answer runs in ``/tmp/work``.
-3. resource limits: CPU seconds, address space, processes, file size, open files, no core
-   files; SIGXFSZ ignored so that a write past the file-size limit raises ``OSError(EFBIG)``.
+3. resource limits (set before step 1, see ``_launch``): CPU seconds, address space,
+   processes, file size, open files, no core files; SIGXFSZ ignored so that a write past the
+   file-size limit raises ``OSError(EFBIG)``.
 4. as root: every group dropped and the sandbox's own uid/gid taken (where RLIMIT_NPROC counts).
 5. ``execve`` of the sandbox's interpreter on the runner's source, with an empty environment.
 
@@ -167,10 +168,12 @@ def _launch(config: dict) -> None:  # type: ignore[type-arg]
         source = f.read()
     setup: dict[str, object] = {}
     try:
+        # Limits first: a user namespace records RLIMIT_NPROC when it is created, and a limit
+        # set inside it afterwards does not bound the processes counted there.
+        _limit(config)
         _isolate(config, setup)
         if config["require_network"] and not setup["network"]:
             raise OSError(errno.EPERM, "no network namespace: " + str(setup.get("unshare_error")))
-        _limit(config)
         _drop(config)
     except OSError as exc:
         os.write(fd, (json.dumps({"setup_error": str(exc), "setup": setup}) + "\n").encode())
