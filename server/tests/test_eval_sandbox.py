@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -278,6 +279,56 @@ def test_a_slot_is_reused_after_a_killed_run(sandbox: Sandbox) -> None:
     for thread in threads:
         thread.join()
     assert results == [True] * 4
+
+
+NOT_ROOT_SCRIPT = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
+sandbox = importlib.util.module_from_spec(spec)
+sys.modules["sandbox"] = sandbox
+spec.loader.exec_module(sandbox)
+box = sandbox.Sandbox(sandbox.Limits(timeout_s=20, processes=8, memory_bytes=256 << 20))
+flood = "import os\\nfor _ in range(64):\\n    if os.fork() == 0:\\n        os._exit(0)\\n"
+net = "import socket\\nsocket.create_connection(('127.0.0.1', 9), timeout=5)\\n"
+print(json.dumps({
+    "network": box.isolation.network,
+    "flood": box.run(flood, "pass").reason,
+    "net": box.run(net, "pass").reason,
+    "hog": box.run("hog = bytearray(1 << 30)", "pass").reason,
+}))
+"""
+
+
+@root_only
+def test_not_as_root_the_limits_hold_in_the_callers_own_uid() -> None:
+    """Run by an ordinary user (nobody), the sandbox still bounds processes and memory, and
+    cuts the network where the kernel allows a user namespace (reported either way)."""
+    here = Path(__file__).resolve().parents[1] / "src" / "vibesdk_server" / "_eval"
+    python = Sandbox(slots=1).isolation.python  # one that a user without a home can run
+    # pytest's tmp_path is private to root; nobody needs a directory it can read.
+    with tempfile.TemporaryDirectory(prefix="vibesdk-not-root-") as tmp:
+        top = Path(tmp)
+        for name in ("sandbox.py", "_sandbox_launcher.py", "_sandbox_runner.py"):
+            (top / name).write_text((here / name).read_text())
+        (top / "run.py").write_text(NOT_ROOT_SCRIPT)
+        for path in (top, *top.iterdir()):
+            path.chmod(0o755)
+        done = subprocess.run(
+            [python, str(top / "run.py"), str(top / "sandbox.py")],
+            cwd=top,
+            env={},
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert (seen["flood"], seen["hog"]) == ("processes", "memory"), seen
+    assert seen["net"] == ("network" if seen["network"] else "exception"), seen
 
 
 def test_bad_limits_are_refused_with_a_clear_message() -> None:
