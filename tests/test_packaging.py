@@ -131,6 +131,9 @@ def test_server_wheel_carries_vibe_and_the_demo_files(wheels: dict[str, Path]) -
     names, requires, entry_points = _metadata(wheels["server"])
     assert "vibe = vibesdk_server._vibe.main:main" in entry_points
     assert "pyyaml" in {_name(r) for r in requires}
+    # The evaluation's shipped golden set and the sandbox's launcher and runner (run as files).
+    for shipped_file in ("data/golden.jsonl", "_sandbox_launcher.py", "_sandbox_runner.py"):
+        assert f"vibesdk_server/_eval/{shipped_file}" in names
     data = "vibesdk_server/_vibe/demo_data/"
     shipped = sorted(n.removeprefix(data) for n in names if n.startswith(data))
     tracked = subprocess.run(

@@ -1,33 +1,37 @@
-"""Scoring one answer (STAND-IN): math by the last ``\\boxed{}``, code by running its tests.
+"""Score one model answer against one golden item.
 
-A minimal stand-in with the interface of the real scorers. Math: the text of the last
-``\\boxed{...}`` (nested braces allowed) equals the reference once spaces are removed;
-completeness is 0 when the answer was cut (``finish_reason`` ``length``), else 1. Code: the
-first fenced Python block, then the item's tests, run by ``python -I`` in a subprocess with a
-timeout; it passes iff that exits 0.
+Math (:mod:`.math_answer`, :mod:`.math_verdict`): the final answer is compared with the
+reference by math-verify; ``score = correct * completeness``.
+Code (:mod:`.code_answer`, :mod:`.sandbox`): the program runs with the item's tests in the
+sandbox; ``score`` is 1.0 when they pass, else 0.0 (pass@1), with conciseness beside it.
+docs/concepts/evaluation.md states every rule.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
+import os
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .golden import Item
+from vibesdk_server._eval.code_answer import conciseness, extract_code
+from vibesdk_server._eval.golden import Item
+from vibesdk_server._eval.math_answer import completeness, extract_answer
+from vibesdk_server._eval.math_verdict import MathVerifier
+from vibesdk_server._eval.sandbox import Limits, Sandbox
 
 __all__ = ["ItemScore", "Scorer"]
-
-_FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 
 
 @dataclass(frozen=True)
 class ItemScore:
-    """One answer's score; the fields of the other kind are ``None``."""
+    """The score of one answer. Fields that do not apply to the item's kind are None.
+
+    ``details`` (JSON-ready) holds what the score rests on: for math ``extracted``, ``how``
+    (``boxed``, ``stated``, ``last_number``), ``verify`` (``ok``, ``timeout``, ``killed``,
+    ``unparsable``) and the completeness facts; for code the sandbox's ``reason`` (None when
+    passed: ``syntax``, ``assertion``, ``timeout``, ``memory``, ...), its message, output
+    tails and setup, plus line counts and naming violations.
+    """
 
     item_id: str
     kind: str
@@ -39,83 +43,85 @@ class ItemScore:
     details: dict[str, Any]
 
 
-def last_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}`` in ``text`` (nested braces kept), if any."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-    return None
-
-
 class Scorer:
-    """Scores answers; :meth:`score` is thread-safe and blocking. ``workers`` is unused here."""
+    """Scores answers; owns the math-verify workers and the sandbox. Thread-safe.
 
-    def __init__(self, *, timeout_s: float = 10.0, workers: int | None = None) -> None:
-        self.timeout_s = timeout_s
+    ``timeout_s`` bounds each item: one math-verify comparison, or one sandbox run (wall
+    clock; its CPU limit is the same number of seconds, rounded up). ``workers`` (default: the
+    CPU count, at most 4) is how many items of each kind are scored at once. ``limits``
+    replaces the sandbox's other limits (its ``timeout_s`` is set from ``timeout_s``);
+    ``verify_timeout_s`` math-verify's own per-step timeout (default a third of ``timeout_s``).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 10.0,
+        workers: int | None = None,
+        limits: Limits | None = None,
+        verify_timeout_s: int | None = None,
+    ) -> None:
+        count = workers if workers is not None else min(4, os.cpu_count() or 1)
+        if count < 1:
+            raise ValueError(f"workers must be at least 1, got {count!r}")
+        self._math = MathVerifier(
+            workers=count, timeout_s=timeout_s, verify_timeout_s=verify_timeout_s
+        )
+        self._sandbox = Sandbox(replace(limits or Limits(), timeout_s=timeout_s), slots=count)
 
     def score(self, item: Item, answer: str, finish_reason: str | None) -> ItemScore:
+        """Score ``answer`` (the model's whole output) to ``item``; blocks until done."""
         if item.kind == "math":
-            return self._math(item, answer, finish_reason)
-        return self._code(item, answer)
-
-    def _math(self, item: Item, answer: str, finish_reason: str | None) -> ItemScore:
-        found = last_boxed(answer)
-        reference = "".join((item.answer or "").split())
-        correct = found is not None and "".join(found.split()) == reference
-        completeness = 0.0 if finish_reason == "length" else 1.0
-        return ItemScore(
-            item.id,
-            "math",
-            float(correct) * completeness,
-            correct,
-            completeness,
-            None,
-            None,
-            {"extracted": found},
-        )
-
-    def _code(self, item: Item, answer: str) -> ItemScore:
-        match = _FENCE.search(answer)
-        code = match.group(1) if match else answer
-        with tempfile.TemporaryDirectory(prefix="vibe-eval-") as tmp:
-            script = Path(tmp) / "answer.py"
-            script.write_text(f"{code}\n\n{item.tests or ''}\n", encoding="utf-8")
-            try:
-                run = subprocess.run(  # noqa: S603 - our own interpreter, a file we wrote
-                    [sys.executable, "-I", str(script)],
-                    cwd=tmp,
-                    capture_output=True,
-                    text=True,
-                    timeout=self.timeout_s,
-                    env={},
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                return ItemScore(
-                    item.id, "code", 0.0, None, None, False, None, {"reason": "timeout"}
-                )
-        passed = run.returncode == 0
-        details: dict[str, Any] = {} if passed else {"reason": run.stderr.strip()[-300:]}
-        return ItemScore(item.id, "code", float(passed), None, None, passed, None, details)
+            return self._score_math(item, answer, finish_reason)
+        return self._score_code(item, answer)
 
     def close(self) -> None:
-        """Nothing to stop in the stand-in."""
+        """Stop the worker processes."""
+        self._math.close()
+        self._sandbox.close()
 
     def __enter__(self) -> Scorer:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _score_math(self, item: Item, answer: str, finish_reason: str | None) -> ItemScore:
+        extracted = extract_answer(answer)
+        facts = completeness(answer, extracted, finish_reason)
+        details: dict[str, Any] = {
+            "extracted": extracted.answer,
+            "how": extracted.how,
+            "finish_reason": finish_reason,
+            "finished": facts.finished,
+            "reasoned": facts.reasoned,
+            "explicit": facts.explicit,
+            "no_loop": facts.no_loop,
+        }
+        correct = False
+        if extracted.answer is None:
+            details["verify"] = "no_answer"
+        else:
+            verdict = self._math.equivalent(item.answer or "", extracted.answer)
+            correct = verdict.equivalent
+            details["verify"] = verdict.status
+        value = facts.value
+        return ItemScore(
+            item.id, "math", float(correct) * value, correct, value, None, None, details
+        )
+
+    def _score_code(self, item: Item, answer: str) -> ItemScore:
+        code = extract_code(answer)
+        if code is None:
+            details: dict[str, Any] = {"reason": "no_code", "message": "no fenced code block"}
+            return ItemScore(item.id, "code", 0.0, None, None, False, None, details)
+        result = self._sandbox.run(code, item.tests or "")
+        details = result.details()
+        measured = conciseness(code, item.reference, item.entry_point)
+        if measured is not None:
+            details["answer_lines"] = measured.answer_lines
+            details["reference_lines"] = measured.reference_lines
+            details["naming_violations"] = list(measured.violations)
+        score = 1.0 if result.passed else 0.0
+        value = measured.value if measured is not None else None
+        return ItemScore(item.id, "code", score, None, None, result.passed, value, details)
