@@ -50,9 +50,10 @@ except ConfigError as exc:
 TINY = Path(__file__).parent / "data" / "eval_tiny.jsonl"
 ITEMS = load_set(TINY)
 RIGHT = {
-    "add-small": "2 + 3 = 5, so the answer is \\boxed{5}.",
-    "times": "7 * 6 = 42. \\boxed{42}",
-    "half": "一半就是 \\boxed{\\frac{1}{2}}。",
+    # Reasoning before the answer (at least 40 characters): complete, as the scorer rates it.
+    "add-small": "We add the two numbers: two plus three makes five, so the answer is \\boxed{5}.",
+    "times": "Seven groups of six: 6 + 6 + 6 + 6 + 6 + 6 + 6 = 42, so the product is \\boxed{42}",
+    "half": "把一个整体平均分成两份，每一份就是整体的一半，用分数表示就是二分之一，所以答案是 \\boxed{\\frac{1}{2}}。",
     "add-fn": "```python\ndef add(a, b):\n    return a + b\n```",
     "even-fn": "```python\ndef is_even(n):\n    return n % 2 == 0\n```",
 }
@@ -205,9 +206,16 @@ def test_stored_runs_are_visible_through_the_admin_route_and_history(
 @pytest.mark.parametrize(
     ("lines", "line", "says"),
     [
-        (['{"id": "a", "kind": "math", "prompt": "p", "answer": "1"}', "{not json"], 2, "JSON"),
+        (
+            [
+                '{"id": "a", "kind": "math", "prompt": "p", "answer": "1", "lang": "en", "tags": []}',
+                "{not json",
+            ],
+            2,
+            "JSON",
+        ),
         (['{"id": "a", "kind": "essay", "prompt": "p"}'], 1, "unknown kind 'essay'"),
-        (['{"id": "a", "kind": "math", "prompt": "p"}'], 1, "needs 'answer'"),
+        (['{"id": "a", "kind": "math", "prompt": "p", "lang": "en", "tags": []}'], 1, "'answer'"),
     ],
 )
 def test_a_bad_set_is_refused_by_line_before_any_backend_call(
