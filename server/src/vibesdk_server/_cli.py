@@ -3,6 +3,7 @@
     vibe-server --db ./vibesdk.db --host 127.0.0.1 --port 8700
     vibe-server --db postgresql://vibesdk@db:5432/vibesdk --port 8700   # one of several replicas
     vibe-server --db ./vibesdk.db --allow-self-review   # one operator: may approve own prompts
+    vibe-server --db ./vibesdk.db --metrics-source prometheus --prometheus-url http://prom:9090
     vibe-server token create --db ./vibesdk.db --name alice --kind admin
     vibe-server token create --db ./vibesdk.db --env prod --kind sdk --name web
     vibe-server token list --db ./vibesdk.db
@@ -27,6 +28,13 @@ from typing import IO, TYPE_CHECKING
 
 from . import __version__
 from ._domain._errors import NotFoundError, ServerError
+from ._guard.sources import (
+    DEFAULT_ENVIRONMENT_LABEL,
+    SOURCES,
+    PrometheusSource,
+    check_label,
+    check_prometheus_url,
+)
 
 if TYPE_CHECKING:
     from ._storage import SqlStore
@@ -101,6 +109,25 @@ def _parser() -> argparse.ArgumentParser:
         help="entries the request log keeps per environment, newest first (default 10000;"
         " 0 keeps none)",
     )
+    serve.add_argument(
+        "--metrics-source",
+        choices=SOURCES,
+        default="store",
+        help="where the guard reads the SDKs' measurements: the server's own (store, received"
+        " over OTLP; the default) or Prometheus (prometheus, with --prometheus-url)",
+    )
+    serve.add_argument(
+        "--prometheus-url",
+        type=_checked(check_prometheus_url),
+        help="Prometheus' base URL for --metrics-source prometheus, e.g. http://prometheus:9090",
+    )
+    serve.add_argument(
+        "--prometheus-environment-label",
+        type=_checked(check_label),
+        default=DEFAULT_ENVIRONMENT_LABEL,
+        help="the label holding the environment's name on the SDK's series in Prometheus"
+        f" (default {DEFAULT_ENVIRONMENT_LABEL}); '' for none (one Prometheus per environment)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -126,6 +153,30 @@ def _parser() -> argparse.ArgumentParser:
     env_create.add_argument("--db", default="./vibesdk.db")
     env_create.add_argument("--name", required=True)
     return parser
+
+
+def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse ``type`` from a check that raises ValueError with a one-line message."""
+
+    def convert(text: str) -> str:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _serve_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``serve``'s options taken together, or None."""
+    if args.metrics_source == "prometheus" and not args.prometheus_url:
+        return (
+            "--metrics-source prometheus needs --prometheus-url, Prometheus' base URL"
+            " (e.g. http://prometheus:9090)"
+        )
+    if args.metrics_source != "prometheus" and args.prometheus_url:
+        return "--prometheus-url is read only with --metrics-source prometheus; add that option"
+    return None
 
 
 def _above_zero(unit: str, example: str) -> Callable[[str], float]:
@@ -166,7 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_in[0] not in _COMMANDS and args_in[0] not in ("-h", "--help", "--version")
     ):
         args_in.insert(0, "serve")
-    args = _parser().parse_args(args_in)
+    parser = _parser()
+    args = parser.parse_args(args_in)
+    problem = _serve_problem(args) if args.command == "serve" else None
+    if problem:
+        parser.error(problem)
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -289,6 +344,12 @@ def _serve(args: argparse.Namespace) -> int:
     lock = _single_server_lock(store)
     if not store.list_environments():
         store.create_environment("default", actor=SYSTEM_ACTOR, reason="first start")
+    source = None
+    if args.metrics_source == "prometheus":
+        source = PrometheusSource(
+            args.prometheus_url, environment_label=args.prometheus_environment_label
+        )
+        log.info("the guard reads measurements from %s", source.describe())
     app = create_app(
         store,
         heartbeat_s=args.heartbeat_s,
@@ -300,6 +361,7 @@ def _serve(args: argparse.Namespace) -> int:
         request_log=Retention(
             max_age_s=args.request_log_days * 86_400, max_rows=args.request_log_rows
         ),
+        metrics_source=source,
     )
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -309,6 +371,8 @@ def _serve(args: argparse.Namespace) -> int:
         sock.bind((args.host, args.port))
     except OSError as exc:
         sock.close()
+        if source is not None:
+            source.close()
         store.close()
         if lock is not None:
             lock.close()
@@ -343,6 +407,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server.run(sockets=[sock])
     finally:
+        if source is not None:
+            source.close()
         store.close()
         if lock is not None:
             lock.close()

@@ -21,11 +21,10 @@ from vibesdk_server._domain._errors import ConflictError, InvalidError, NotFound
 from vibesdk_server._guard.plan import resolve
 from vibesdk_server._guard.release import (
     check_steps,
-    evaluate,
     guardrails_from_json,
-    step_since,
     summary,
 )
+from vibesdk_server._guard.sources import MetricsSource, judge
 from vibesdk_server._storage import Mutation, SqlStore, Tx
 from vibesdk_server._storage._base import utcnow
 
@@ -315,12 +314,19 @@ def _out_of_step(release: Mapping[str, Any], flag: Flag | None) -> str | None:
     return None
 
 
-def guard_release(store: SqlStore, release: dict[str, Any], *, clock: Clock = time.time) -> str:
+def guard_release(
+    store: SqlStore,
+    release: dict[str, Any],
+    *,
+    clock: Clock = time.time,
+    source: MetricsSource | None = None,
+) -> str:
     """One look at one running release, and the action it calls for; returns that action.
 
     ``hold`` records the decision on the release; ``advance``, ``pause`` and ``rollback``
     write the flag (rollback: rollout 0 and an incident). A conflict (a person or another
-    replica wrote first) is left for the next look.
+    replica wrote first) is left for the next look. The step's figures come from ``source``
+    (default: ``store``'s own measurements); one it cannot read holds the step.
     """
     env, key = release["environment"], release["flag_key"]
     published = store.current(env)
@@ -342,10 +348,7 @@ def guard_release(store: SqlStore, release: dict[str, Any], *, clock: Clock = ti
             version=published.version,
         )
         return "pause"
-    measured = store.measurements(
-        environment=env, flag_key=key, since=step_since(float(release["step_started_s"]))
-    )
-    decision = evaluate(release, measured, now=now)
+    measured, decision = judge(source or store, release, now=now)
     data = decision.to_dict()
     why = summary(decision)
     recorded = {"decision": data, "decision_at": utcnow()}

@@ -198,7 +198,15 @@ class GuardrailEvidence:
 class Reason:
     """Why the decision is what it is: a stable code for programs, a sentence for people."""
 
-    code: Literal["breakage", "breach", "srm", "too_few_samples", "dwell_not_reached", "ready"]
+    code: Literal[
+        "breakage",
+        "breach",
+        "srm",
+        "too_few_samples",
+        "dwell_not_reached",
+        "ready",
+        "source_unavailable",  # the metrics source did not answer (see .sources.judge)
+    ]
     message: str
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import anyio.to_thread
 
 from vibesdk_server._guard.actions import Clock, guard_release
+from vibesdk_server._guard.sources import MetricsSource
 from vibesdk_server._storage import SqlStore
 
 __all__ = ["DEFAULT_GUARD_INTERVAL_S", "Guard"]
@@ -80,8 +81,10 @@ class Guard:
         *,
         interval_s: float = DEFAULT_GUARD_INTERVAL_S,
         clock: Clock = time.time,
+        source: MetricsSource | None = None,
     ) -> None:
         self.store = store
+        self.source = source  # where the figures come from; None: the store's own
         self.interval_s = interval_s
         self.clock = clock
         postgres = store.__class__.__name__ == "PostgresStore"
@@ -96,7 +99,9 @@ class Guard:
         done: dict[int, str] = {}
         for release in self.store.active_releases():
             try:
-                done[release["id"]] = guard_release(self.store, release, clock=self.clock)
+                done[release["id"]] = guard_release(
+                    self.store, release, clock=self.clock, source=self.source
+                )
             except Exception as exc:  # one release's trouble never stops the others
                 name = type(exc).__name__
                 log.warning(

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from vibesdk_server import __version__
 from vibesdk_server._domain._errors import ServerError
 from vibesdk_server._guard.loop import DEFAULT_GUARD_INTERVAL_S, Guard
+from vibesdk_server._guard.sources import MetricsSource
 from vibesdk_server._storage import SqlStore
 from vibesdk_server._storage._requestlog import DEFAULT_RETENTION, Retention
 from vibesdk_server._ui import SESSION_TTL_S as UI_SESSION_TTL_S
@@ -48,6 +49,7 @@ def create_app(
     guard_interval_s: float = DEFAULT_GUARD_INTERVAL_S,
     ui_session_ttl_s: float = UI_SESSION_TTL_S,
     request_log: Retention = DEFAULT_RETENTION,
+    metrics_source: MetricsSource | None = None,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
@@ -61,11 +63,13 @@ def create_app(
     looks: with PostgreSQL, the replica holding the guard's advisory lock).
     ``ui_session_ttl_s``: how long a dashboard (``/ui``) sign-in lasts.
     ``request_log``: how long, and how many entries per environment, the request log keeps.
+    ``metrics_source``: where the guard reads the measurements it judges (default: the
+    store's own, received over OTLP; or a ``PrometheusSource``).
     """
     if not guard_interval_s > 0:
         raise ValueError(f"guard_interval_s must be > 0, got {guard_interval_s}")
     hub = Hub(store.current)
-    guard = Guard(store, interval_s=guard_interval_s)
+    guard = Guard(store, interval_s=guard_interval_s, source=metrics_source)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
