@@ -15,11 +15,16 @@ def test_defaults_and_quick() -> None:
     assert parse_args(["--quick", "--users", "50", "--no-kill"]).users == 50
     assert parse_args(["--no-kill"]).kill_canary is False
     assert (full.clean, parse_args(["--clean"]).clean) == (False, True)
+    # The guarded release's steps are short so the story fits in CI: 20 s, 10 s with --quick.
+    assert (full.dwell_s, quick.dwell_s, parse_args(["--dwell", "3"]).dwell_s) == (20, 10, 3)
     assert full.flags_file.name == "flags.yaml"
     assert full.flags_file.is_file()
 
 
-@pytest.mark.parametrize("argv", [["--users", "2"], ["--concurrency", "0"], ["--bogus"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--users", "2"], ["--concurrency", "0"], ["--dwell", "-1"], ["--dwell", "1h"], ["--bogus"]],
+)
 def test_bad_options_are_usage_errors(argv: list[str]) -> None:
     """Too few users, no concurrency or an unknown option exit with argparse's usage error."""
     with pytest.raises(SystemExit) as exc:

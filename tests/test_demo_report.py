@@ -55,3 +55,16 @@ def test_render_shows_every_variant_phase_and_flip() -> None:
     assert "connect 1" in text
     assert "did not reach the app in time" in text
     assert "users who saw an error: 1 of 5" in text
+
+
+def test_a_write_of_the_guard_is_reported_as_the_guards() -> None:
+    """A flip by the guard is timed from its write, and the summary keeps who made it."""
+    flips = [
+        Flip("guard rollback", 4, 0.0, 0.038, actor="guard"),
+        Flip("vibe rollout", 3, 0.4, 0.1),
+    ]
+    summary = summarize(_outcomes(), [Phase(1, "guarded release at 25%", 2500)], flips)
+    assert [f["actor"] for f in summary["flips"]] == ["guard", "vibe"]
+    text = render(summary)
+    assert "`guard rollback`: the app served version 4 38 ms after the guard wrote it" in text
+    assert "`vibe rollout`: the app served version 3 100 ms after the command returned" in text

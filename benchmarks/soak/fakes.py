@@ -193,33 +193,43 @@ class Http(asyncio.Protocol):
             self.backend.answer(self.transport, path)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--latency-ms", type=float, default=100.0)
-    parser.add_argument("--canary-failure-rate", type=float, default=0.10)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+async def listen(backends: list[Backend]) -> asyncio.StreamReader:
+    """Serve each backend on a free loopback port, print the ports as one JSON line, and
+    return a reader of this process's stdin (the parent's channel; EOF when it closes)."""
     loop = asyncio.get_running_loop()
     ports: dict[str, int] = {}
-    for i, name in enumerate(("stable", "canary", "otlp")):
-        backend = Backend(
-            name,
-            latency_s=args.latency_ms / 1000,
-            failure_rate=args.canary_failure_rate if name == "canary" else 0.0,
-            seed=args.seed + i,
-        )
-        BACKENDS[name] = backend
+    for backend in backends:
+        BACKENDS[backend.name] = backend
         server = await loop.create_server(
             lambda b=backend: Http(b),  # type: ignore[misc]
             "127.0.0.1",
             0,
             backlog=2048,
         )
-        ports[name] = server.sockets[0].getsockname()[1]
+        ports[backend.name] = server.sockets[0].getsockname()[1]
     print(json.dumps(ports), flush=True)
-    # Exit when the parent closes our stdin (or dies).
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--canary-failure-rate", type=float, default=0.10)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    backends = [
+        Backend(
+            name,
+            latency_s=args.latency_ms / 1000,
+            failure_rate=args.canary_failure_rate if name == "canary" else 0.0,
+            seed=args.seed + i,
+        )
+        for i, name in enumerate(("stable", "canary", "otlp"))
+    ]
+    reader = await listen(backends)
+    # Exit when the parent closes our stdin (or dies).
     await reader.read()
 
 

@@ -181,11 +181,15 @@ class Fakes:
             "--seed",
             str(seed),
         ]
+        self.spawn(command)
+
+    def spawn(self, command: list[str]) -> None:
+        """Start ``command`` (a fakes process) and read the JSON line of its ports."""
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            raise SystemExit("fakes.py did not start; see its stderr above")
+            raise SystemExit(f"{Path(command[1]).name} did not start; see its stderr above")
         self.ports: dict[str, int] = json.loads(line)
 
     def url(self, name: str) -> str:

@@ -1,15 +1,22 @@
 """``vibe demo``: the whole canary story on one machine, on loopback, on the CPU.
 
-It starts the flag server (SQLite in a temporary directory), two real models
-served by llama.cpp's ``llama-server`` -- stable: SmolLM2-135M-Instruct, canary:
-Gemma 3 270M standing in for VibeThinker-1.5B -- reviews the prompts and applies
-``examples/flags.yaml`` with the ``vibe`` CLI, runs the example product app
-(``examples/product_app``) and sends it traffic from simulated users in three
-phases: the canary at 10%; widened to 50% with ``vibe rollout``, during which the
-canary's model server is killed (users keep getting answers from stable, the
-fallbacks show up); and after ``vibe rollback``. It prints progress while it
-runs and at the end the users, latencies, fallbacks and output-check failures
-per variant, how long each flip took to reach the app, and where the traces are.
+It starts the flag server (SQLite in a temporary directory, its guard looking
+every second), two real models served by llama.cpp's ``llama-server`` -- stable:
+SmolLM2-135M-Instruct, canary: Gemma 3 270M standing in for VibeThinker-1.5B --
+reviews the prompts and applies ``examples/flags.yaml`` with the ``vibe`` CLI (at
+0%), runs the example product app (``examples/product_app``, exporting its
+measurements to the server every second) and starts a **guarded release** of the
+canary with ``vibe release start`` (25% -> 50% -> 100%, short steps chosen for the
+demo: ``--dwell``, 20 calls per arm). Simulated users then ask in three phases:
+at 25% until the guard, seeing a healthy canary, advances it to 50% on its own; at
+50%, during which the canary's model server is killed (users keep getting answers
+from stable, the fallbacks show up) until the guard rolls the release back on its
+own; and after that rollback. Nobody runs ``vibe rollout`` or ``vibe rollback``:
+the demo prints the guard's writes and the incident it recorded (``vibe incident
+show``: what it saw). At the end it prints the users, latencies, fallbacks and
+output-check failures per variant, how long each of the guard's writes took to
+reach the app, and where the traces are. With ``--no-kill`` the canary stays
+healthy and the story ends at 50%.
 
 The models run in llama.cpp's own ``llama-server``, built from the llama.cpp tree
 that llama-cpp-python's source distribution vendors (server/llama/build.sh), not in
@@ -45,6 +52,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -73,6 +81,14 @@ PROMPTS = (
     ("assistant-stable", STABLE_ALIAS, "{input}", "assistant-stable.txt"),
     ("vibethinker-reasoning", CANARY_ALIAS, "Problem: {input}", "vibethinker-reasoning.txt"),
 )
+
+# The guarded release the demo starts: short steps so that the story fits in a few minutes.
+# The server's defaults (1 -> 5 -> 10 -> 25 -> 50 -> 100%, 2 minutes and 200 calls per arm and
+# step, a look every 5 s, SDK exports every 5 s) are for production traffic, not 20 users.
+RELEASE_STEPS_BPS = (2500, 5000, 10_000)
+MIN_SAMPLES = 20  # the default guardrails judge nothing on fewer than 20 calls per arm anyway
+GUARD_INTERVAL_S = 1.0
+EXPORT_INTERVAL_S = 1.0
 
 QUESTIONS = (
     "What is 17 * 23?",
@@ -110,6 +126,8 @@ class Options:
     serve: bool
     max_tokens: int | None
     seed: int
+    dwell_s: float = 20.0
+    guard_wait_s: float = 240.0
 
 
 def examples_dir() -> Path:
@@ -132,7 +150,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(
         prog="vibe demo",
         description="Run the canary story end to end on loopback: flag server, two llama.cpp "
-        "models, the example product app, simulated users, a killed canary, rollout and rollback.",
+        "models, the example product app, simulated users, a guarded release that advances on "
+        "its own, a killed canary and the guard's rollback.",
     )
     parser.add_argument("--users", type=int, default=None, help="simulated users (default 200)")
     parser.add_argument(
@@ -177,6 +196,13 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--max-tokens", type=int, help="override every variant's max_tokens")
     parser.add_argument("--seed", type=int, default=7, help="seed for questions and feedback")
     parser.add_argument(
+        "--dwell",
+        type=float,
+        default=None,
+        help="seconds each release step must run before the guard advances it "
+        "(default 20, 10 with --quick)",
+    )
+    parser.add_argument(
         "--serve",
         action="store_true",
         help="after the summary, keep the flag server, models and app running until Ctrl-C",
@@ -189,6 +215,9 @@ def parse_args(argv: Sequence[str]) -> Options:
     if concurrency < 1:
         parser.error("--concurrency must be at least 1")
     max_tokens = ns.max_tokens if ns.max_tokens is not None else (16 if ns.quick else None)
+    dwell_s = ns.dwell if ns.dwell is not None else (10.0 if ns.quick else 20.0)
+    if not 0 <= dwell_s <= 600:
+        parser.error("--dwell must be between 0 and 600 seconds, e.g. --dwell 10")
     return Options(
         users=users,
         concurrency=concurrency,
@@ -204,6 +233,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         serve=ns.serve,
         max_tokens=max_tokens,
         seed=ns.seed,
+        dwell_s=dwell_s,
     )
 
 
@@ -243,6 +273,7 @@ class _Demo:
         self.server: Any = None
         self.reviewer = ""
         self.canary: Any = None
+        self.next_user = 0
 
     # -- output ------------------------------------------------------------------------------
 
@@ -277,6 +308,7 @@ class _Demo:
         self.step("summary")
         summary = summarize(outcomes, phases, flips)
         summary["traces"] = str(traces)
+        summary.update(self._guard_story())
         summary["elapsed_s"] = round(time.monotonic() - self.started, 1)
         self.say(render(summary))
         self._say_traces(traces)
@@ -286,6 +318,26 @@ class _Demo:
         if opts.serve:
             self._serve_until_interrupted()
         return 0 if summary["errors"] == 0 else 1
+
+    def _guard_story(self) -> dict[str, Any]:
+        """The release as the server ends it, the guard's writes and the incidents."""
+        env = self.env["VIBESDK_ENVIRONMENT"]
+        release = self._admin_get(f"environments/{env}/flags/{FLAG}/release")
+        audit = self._admin_get("audit", environment=env, limit=100)
+        return {
+            "release": {
+                k: release.get(k) for k in ("id", "state", "steps", "step", "state_reason")
+            },
+            "guard_actions": [
+                {"action": a["action"], "actor": a["actor"], "version": a["version"]}
+                for a in reversed(audit)
+                if a["action"].startswith("release_")
+            ],
+            "incidents": [
+                {k: i.get(k) for k in ("id", "actor", "from_version", "to_version", "reason")}
+                for i in self._admin_get("incidents", environment=env)
+            ],
+        }
 
     def _serve_until_interrupted(self) -> None:
         self.say(
@@ -334,7 +386,12 @@ class _Demo:
             ]
         )
         server = testing.FlagServerProcess(
-            db, environment="default", admin_token=admin, sdk_key=sdk, reviewer_token=self.reviewer
+            db,
+            environment="default",
+            admin_token=admin,
+            sdk_key=sdk,
+            reviewer_token=self.reviewer,
+            guard_interval_s=GUARD_INTERVAL_S,
         )
         server.start()
         stack.callback(server.stop)
@@ -344,7 +401,7 @@ class _Demo:
             "VIBESDK_ADMIN_TOKEN": admin,
             "VIBESDK_ENVIRONMENT": "default",
         }
-        self.say(f"  vibe-server --db {db} -> {server.url}")
+        self.say(f"  vibe-server --db {db} --guard-interval-s {GUARD_INTERVAL_S:g} -> {server.url}")
         self.say(
             "  tokens: admins 'alice' (ops) and 'bob' (prompt reviewer) for vibe, "
             "SDK key 'product-app' for the app"
@@ -451,21 +508,33 @@ class _Demo:
                 continue
             flag["variants"]["stable"]["backend"]["urls"] = stable_urls
             flag["variants"]["canary"]["backend"]["urls"] = canary_urls
+            # The guarded release, not the file, sets the canary's share.
+            flag["rollout_bps"] = 0
             if self.opts.max_tokens is not None:
                 for variant in flag["variants"].values():
                     variant.setdefault("params", {})["max_tokens"] = self.opts.max_tokens
         applied = self.workdir / "flags.yaml"
         applied.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        self.say(f"  (the model URLs in {self.opts.flags_file.name} rewritten to the ports above)")
-        self._vibe(["apply", str(applied), "--yes", "--reason", "demo: canary at 10%"])
+        self.say(
+            f"  (the model URLs in {self.opts.flags_file.name} rewritten to the ports above, and "
+            "its rollout to 0%: the guarded release sets it)"
+        )
+        self._vibe(["apply", str(applied), "--yes", "--reason", "demo: canary reviewed, at 0%"])
         self._vibe(["mark-good", "--reason", "the state to roll back to"])
 
     def _vibe(
-        self, args: list[str], *, quiet: bool = False, token: str | None = None, who: str = "alice"
+        self,
+        args: list[str],
+        *,
+        quiet: bool = False,
+        token: str | None = None,
+        who: str = "alice",
+        lines: int = 12,
     ) -> tuple[str, float]:
         """Run the real ``vibe`` CLI against the demo's flag server; return stdout and seconds.
 
-        ``token`` (default: alice's) is the admin token; ``who`` names its owner in the output.
+        ``token`` (default: alice's) is the admin token; ``who`` names its owner in the output;
+        the first ``lines`` lines of its output are shown.
         """
         command = [
             sys.executable,
@@ -491,7 +560,7 @@ class _Demo:
         if done.returncode != 0:
             raise DemoError(f"`{shown}` exited {done.returncode}: {done.stderr.strip()}")
         if not quiet:
-            for line in done.stdout.rstrip().splitlines()[:12]:
+            for line in done.stdout.rstrip().splitlines()[:lines]:
                 self.say(f"    {line}")
         return done.stdout, took
 
@@ -506,6 +575,8 @@ class _Demo:
             "VIBESDK_SERVER_URL": self.env["VIBESDK_SERVER_URL"],
             "VIBESDK_SDK_KEY": self.server.sdk_key,
             "VIBESDK_CACHE_DIR": str(self.workdir / "sdk-cache"),
+            # The guard judges what the app measured: send it every second, not every 5 s.
+            "VIBESDK_SERVER_METRICS_INTERVAL_S": str(EXPORT_INTERVAL_S),
         }
         env.pop("VIBESDK_ADMIN_TOKEN", None)
         app = self.opts.examples / "product_app" / "app.py"
@@ -547,48 +618,97 @@ class _Demo:
         n2 = max(1, round(opts.users * 0.3))
         n3 = max(1, opts.users - n1 - n2)
         kill_at = n2 // 3 if opts.kill_canary else None
+        first, second = RELEASE_STEPS_BPS[0], RELEASE_STEPS_BPS[1]
         phases = [
-            Phase(1, "canary at 10%", 1000),
+            Phase(1, f"guarded release at {first / 100:g}%", first),
             Phase(
                 2,
-                "widened to 50%",
-                5000,
+                f"advanced to {second / 100:g}% by the guard",
+                second,
                 note=f"canary server killed after {kill_at} of its users"
                 if kill_at is not None
                 else "",
             ),
-            Phase(3, "rolled back", 0),
         ]
         rng = random.Random(opts.seed)  # noqa: S311 - simulated users
         outcomes: list[Outcome] = []
         flips: list[Flip] = []
-        ids = iter(range(1, opts.users + 1))
-        with httpx.Client(base_url=self.app_url, timeout=120) as http:
-            self.say(f"  phase 1: {n1} users at 10%")
-            outcomes += self._run_users(http, 1, [next(ids) for _ in range(n1)], rng)
-            flips.append(self._flip(["rollout", FLAG, "50%", "--reason", "widen the canary"]))
-            self.say(
-                f"  phase 2: {n2} users at 50%"
-                + (
-                    f"; the canary's llama-server is killed after {kill_at}"
-                    if kill_at is not None
-                    else ""
+        watch = _AppWatch(self.app_url)
+        watch.start()
+        try:
+            with httpx.Client(base_url=self.app_url, timeout=120) as http:
+                steps = ",".join(f"{bps / 100:g}" for bps in RELEASE_STEPS_BPS)
+                self._vibe(
+                    [
+                        "release",
+                        "start",
+                        FLAG,
+                        "--steps",
+                        steps,
+                        "--dwell",
+                        f"{opts.dwell_s:g}s",
+                        "--min-samples",
+                        str(MIN_SAMPLES),
+                        "--reason",
+                        "demo: a guarded release of the canary",
+                    ]
                 )
-            )
-            outcomes += self._run_users(
-                http,
-                2,
-                [next(ids) for _ in range(n2)],
-                rng,
-                at=(kill_at, self._kill_canary) if kill_at is not None else None,
-            )
-            flips.append(
-                self._flip(
-                    ["rollback", FLAG, "--reason", "canary model server down; users on fallback"]
+                deadline = time.monotonic() + 30
+                while watch.rollout_bps != first and time.monotonic() < deadline:
+                    time.sleep(0.02)  # the release's first step reaching the app (push)
+                self.say(
+                    f"  phase 1: at least {n1} users at {first / 100:g}%, until the guard "
+                    f"advances the healthy canary (each step: {opts.dwell_s:g} s and "
+                    f"{MIN_SAMPLES} calls per arm; the guard looks every {GUARD_INTERVAL_S:g} s)"
                 )
-            )
-            self.say(f"  phase 3: {n3} users after the rollback")
-            outcomes += self._run_users(http, 3, [next(ids) for _ in range(n3)], rng)
+                outcomes += self._run_users(
+                    http, 1, n1, rng, until=lambda: watch.rollout_bps in (0, second)
+                )
+                if watch.rollout_bps == 0:
+                    # The guard found the healthy canary worse than its guardrails allow --
+                    # on a busy machine the CPU models can be slower than the 3 s latency rule.
+                    self._show_incident()
+                    raise DemoError(
+                        "the guard rolled the canary back before the demo broke it (its incident "
+                        "is above); on a busy machine the CPU models can be slower than the "
+                        "latency guardrail's 3 s: run it again when the machine is quieter"
+                    )
+                if (watch.rollout_bps or 0) < second:
+                    raise DemoError(
+                        f"the guard did not advance the healthy canary within "
+                        f"{opts.guard_wait_s:g} s; `vibe release status {FLAG}` says why"
+                    )
+                flips.append(self._guard_flip("release_advance", watch))
+                self.say(
+                    f"  phase 2: at least {n2} users at {second / 100:g}%"
+                    + (
+                        f"; the canary's llama-server is killed after {kill_at}, and users "
+                        "keep asking until the guard rolls it back"
+                        if kill_at is not None
+                        else ""
+                    )
+                )
+                outcomes += self._run_users(
+                    http,
+                    2,
+                    n2,
+                    rng,
+                    at=(kill_at, self._kill_canary) if kill_at is not None else None,
+                    until=(lambda: watch.rollout_bps == 0) if kill_at is not None else None,
+                )
+                if kill_at is not None:
+                    if watch.rollout_bps != 0:
+                        raise DemoError(
+                            f"the guard did not roll back the broken canary within "
+                            f"{opts.guard_wait_s:g} s; `vibe release status {FLAG}` says why"
+                        )
+                    flips.append(self._guard_flip("release_rollback", watch))
+                    self._show_incident()
+                    phases.append(Phase(3, "rolled back by the guard", 0))
+                    self.say(f"  phase 3: {n3} users after the guard's rollback")
+                    outcomes += self._run_users(http, 3, n3, rng)
+        finally:
+            watch.stop()
         return outcomes, phases, flips
 
     def _kill_canary(self) -> None:
@@ -600,57 +720,54 @@ class _Demo:
             "its users should fall back to stable"
         )
 
-    def _flip(self, args: list[str]) -> Flip:
-        before = self._app_version()
-        _, took = self._vibe(args)
-        target = self._server_version()
-        t_return = time.monotonic()
-        reach: float | None = None
-        while time.monotonic() - t_return < 30:
-            version = self._app_version()
-            if version is not None and version >= target:
-                reach = time.monotonic() - t_return
-                break
-            time.sleep(0.005)
-        command = "vibe " + " ".join(a for a in args[:3] if not a.startswith("--"))
-        if reach is None:
-            self.say(f"  the app still serves version {before} 30 s after `{command}`")
-        else:
-            self.say(
-                f"  -> the app served version {target} {reach * 1000:.0f} ms after the "
-                f"command returned (the command took {took:.2f} s)"
-            )
-        return Flip(command, target, took, reach)
-
-    def _app_version(self) -> int | None:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            version = httpx.get(self.app_url + "/api/flags", timeout=5).json()["version"]
-            return None if version is None else int(version)
-        return None
-
-    def _server_version(self) -> int:
-        env = self.env["VIBESDK_ENVIRONMENT"]
+    def _admin_get(self, path: str, **params: Any) -> Any:
         response = httpx.get(
-            f"{self.env['VIBESDK_SERVER_URL']}/v1/admin/environments/{env}",
+            f"{self.env['VIBESDK_SERVER_URL']}/v1/admin/{path}",
+            params=params,
             headers={"Authorization": f"Bearer {self.env['VIBESDK_ADMIN_TOKEN']}"},
             timeout=10,
         )
         response.raise_for_status()
-        return int(response.json()["version"])
+        return response.json()
+
+    def _guard_flip(self, action: str, watch: _AppWatch) -> Flip:
+        """The guard's newest ``action`` and how long its version took to reach the app."""
+        audit = self._admin_get("audit", environment=self.env["VIBESDK_ENVIRONMENT"], limit=50)
+        entry = next(a for a in audit if a["action"] == action)
+        version = int(entry["version"])
+        written = _unix(entry["at"])
+        seen = watch.seen(version)
+        reach = None if seen is None else max(0.0, seen - written)
+        what = action.removeprefix("release_")
+        reason = str(entry["reason"]).removeprefix("guard: ")
+        self.say(f"  {entry['actor']} wrote version {version}, {what}: {reason}")
+        if reach is not None:
+            self.say(f"  -> the app served version {version} {reach * 1000:.0f} ms after the write")
+        return Flip(f"guard {what}", version, 0.0, reach, actor=str(entry["actor"]))
+
+    def _show_incident(self) -> None:
+        incidents = self._admin_get("incidents", environment=self.env["VIBESDK_ENVIRONMENT"])
+        if not incidents:
+            raise DemoError("the guard rolled back but recorded no incident")
+        self.say("  what the guard saw:")
+        self._vibe(["incident", "list"], lines=6)
+        self._vibe(["incident", "show", str(incidents[0]["id"])], lines=14)
 
     def _run_users(
         self,
         http: httpx.Client,
         phase: int,
-        numbers: list[int],
+        minimum: int,
         rng: random.Random,
         *,
         at: tuple[int, Callable[[], None]] | None = None,
+        until: Callable[[], bool] | None = None,
     ) -> list[Outcome]:
-        plan = [(f"user-{n:04d}", rng.choice(QUESTIONS), rng.random()) for n in numbers]
+        """At least ``minimum`` users, and then more until ``until()`` (or the guard wait)."""
         results: list[Outcome] = []
         lock = threading.Lock()
-        progress = _Progress(self.out, total=len(plan), phase=phase)
+        progress = _Progress(self.out, total=minimum, phase=phase)
+        deadline = time.monotonic() + self.opts.guard_wait_s
 
         def one(user_id: str, question: str, luck: float) -> Outcome:
             outcome = _ask(http, phase, user_id, question, luck)
@@ -661,14 +778,20 @@ class _Demo:
 
         with ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix="demo-user") as pool:
             futures: list[Future[Outcome]] = []
-            for index, item in enumerate(plan):
+            index = 0
+            while index < minimum or (
+                until is not None and not until() and time.monotonic() < deadline
+            ):
                 if at is not None and index == at[0]:
                     # Let the users already asking finish first, so the kill lands
                     # between requests rather than inside one.
                     for f in futures:
                         f.result()
                     at[1]()
+                self.next_user += 1
+                item = (f"user-{self.next_user:04d}", rng.choice(QUESTIONS), rng.random())
                 futures.append(pool.submit(one, *item))
+                index += 1
                 # Keep at most `concurrency` requests queued, so a kill lands at the
                 # planned user and progress is smooth.
                 while sum(1 for f in futures if not f.done()) >= self.opts.concurrency:
@@ -693,6 +816,44 @@ class _Demo:
         )
         if not self.keep:
             self.say("  (--clean: the work dir is removed at exit)")
+
+
+class _AppWatch:
+    """Polls the app's ``/api/flags`` every 20 ms: when it first served each version and rollout."""
+
+    def __init__(self, app_url: str) -> None:
+        self.url = app_url + "/api/flags"
+        self.rollout_bps: int | None = None
+        self.first_seen: dict[int, float] = {}  # version -> unix time the app first served it
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-app-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def seen(self, version: int) -> float | None:
+        """When the app first served ``version`` or a later one."""
+        times = [t for v, t in self.first_seen.items() if v >= version]
+        return min(times) if times else None
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as http:
+            while not self._stop.wait(0.02):
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                    flags = http.get(self.url).json()
+                    version = flags["version"]
+                    if version is not None:
+                        self.first_seen.setdefault(int(version), time.time())
+                    self.rollout_bps = flags["rollout_bps"]
+
+
+def _unix(timestamp: str) -> float:
+    """An ISO 8601 time from the server (``...Z`` or ``+00:00``) as unix seconds."""
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def _ask(http: httpx.Client, phase: int, user_id: str, question: str, luck: float) -> Outcome:
@@ -730,7 +891,10 @@ def _ask(http: httpx.Client, phase: int, user_id: str, question: str, luck: floa
 
 
 class _Progress:
-    """One line per phase, redrawn in place on a terminal, every ~10% otherwise."""
+    """One line per phase, redrawn in place on a terminal, every ~10% otherwise.
+
+    ``total`` is the planned number of users; a phase that waits for the guard goes past it.
+    """
 
     def __init__(self, out: TextIO, *, total: int, phase: int) -> None:
         self.out = out
@@ -746,7 +910,7 @@ class _Progress:
         fallbacks = sum(1 for r in results if r.fallback)
         errors = sum(1 for r in results if r.error is not None)
         width = 24
-        filled = int(width * done / self.total) if self.total else width
+        filled = min(width, int(width * done / self.total)) if self.total else width
         bar = "#" * filled + "." * (width - filled)
         return (
             f"    [{bar}] {done:4d}/{self.total} users  canary {canary:3d}  "
@@ -760,8 +924,10 @@ class _Progress:
                 self.last = now
                 print("\r" + self._line(results), end="", file=self.out, flush=True)
             return
-        bucket = 10 * len(results) // max(1, self.total)
-        if bucket != self.last_bucket and len(results) < self.total:
+        done = len(results)
+        # Every ~10% of the planned users; past them (waiting for the guard), every 10 users.
+        bucket = 10 * done // max(1, self.total) if done < self.total else 10 + done // 10
+        if bucket != self.last_bucket and done != self.total:
             self.last_bucket = bucket
             print(self._line(results), file=self.out, flush=True)
 

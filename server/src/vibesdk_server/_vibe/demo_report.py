@@ -55,12 +55,18 @@ class Phase:
 
 @dataclass(frozen=True)
 class Flip:
-    """An ops command and how long its change took to be served by the app."""
+    """A change of the flag and how long it took to be served by the app.
+
+    A person's ``vibe`` command (``command_s``: how long it ran; the reach is counted from its
+    return) or, with ``actor="guard"``, a write of the guard loop (``command_s`` 0; the reach is
+    counted from the write).
+    """
 
     command: str
     version: int | None
     command_s: float
     reach_after_return_s: float | None
+    actor: str = "vibe"
 
     @property
     def reach_total_s(self) -> float | None:
@@ -163,6 +169,7 @@ def summarize(
         "flips": [
             {
                 "command": f.command,
+                "actor": f.actor,
                 "version": f.version,
                 "command_s": f.command_s,
                 "reach_after_return_s": f.reach_after_return_s,
@@ -250,6 +257,11 @@ def render(summary: dict[str, Any]) -> str:
     for f in summary["flips"]:
         if f["reach_after_return_s"] is None:
             reach = "did not reach the app in time"
+        elif f.get("actor") == "guard":
+            reach = (
+                f"the app served version {f['version']} "
+                f"{f['reach_after_return_s'] * 1000:.0f} ms after the guard wrote it"
+            )
         else:
             reach = (
                 f"the app served version {f['version']} "
