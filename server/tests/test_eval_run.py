@@ -53,7 +53,10 @@ RIGHT = {
     # Reasoning before the answer (at least 40 characters): complete, as the scorer rates it.
     "add-small": "We add the two numbers: two plus three makes five, so the answer is \\boxed{5}.",
     "times": "Seven groups of six: 6 + 6 + 6 + 6 + 6 + 6 + 6 = 42, so the product is \\boxed{42}",
-    "half": "把一个整体平均分成两份，每一份就是整体的一半，用分数表示就是二分之一，所以答案是 \\boxed{\\frac{1}{2}}。",
+    "half": (
+        "把一个完整的整体平均分成相等的两份每一份就是整体的一半"
+        "用分数表示就是二分之一所以答案是 \\boxed{\\frac{1}{2}}。"
+    ),
     "add-fn": "```python\ndef add(a, b):\n    return a + b\n```",
     "even-fn": "```python\ndef is_even(n):\n    return n % 2 == 0\n```",
 }
@@ -208,7 +211,8 @@ def test_stored_runs_are_visible_through_the_admin_route_and_history(
     [
         (
             [
-                '{"id": "a", "kind": "math", "prompt": "p", "answer": "1", "lang": "en", "tags": []}',
+                '{"id": "a", "kind": "math", "prompt": "p", "answer": "1", "lang": "en",'
+                ' "tags": []}',
                 "{not json",
             ],
             2,
