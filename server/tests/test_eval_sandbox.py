@@ -138,10 +138,15 @@ def test_many_files_fill_only_the_private_tmpfs(sandbox: Sandbox) -> None:
     )
     result = sandbox.run(code, "pass\n")
     assert result.reason == "disk", result.details()
-    escape = sandbox.run(f"open({str(Path.cwd() / 'escaped')!r}, 'w')\n", "pass\n")
-    assert escape.reason == "exception"
-    assert "Read-only file system" in escape.message
-    assert not (Path.cwd() / "escaped").exists()
+    # A path on the root file system itself (not under /tmp, which the sandbox replaces).
+    outside = Path("/") / f"vibesdk-sandbox-escape-{os.getpid()}"
+    try:
+        escape = sandbox.run(f"open({str(outside)!r}, 'w')\n", "pass\n")
+        assert escape.reason == "exception"
+        assert "Read-only file system" in escape.message
+        assert not outside.exists()
+    finally:
+        outside.unlink(missing_ok=True)
 
 
 @root_only
