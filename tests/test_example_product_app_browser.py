@@ -155,7 +155,8 @@ def test_canary_user_sees_the_notice_on_load_and_a_streamed_answer(page: Any, wo
     """Notice before asking; Ask disabled while the answer streams in pieces; one request only."""
     world.apply(1000)
     _open(page, world, CANARY_USER)
-    assert page.is_visible("#notice")
+    # The page shows it once its script has handled the variant answer: wait for it.
+    page.wait_for_selector("#notice", state="visible")
     assert page.inner_text("#notice") == NOTICE
 
     requests: list[str] = []
