@@ -18,7 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vibesdk_server._eval.sandbox import DEFAULT_UID_BASE, Limits, Sandbox, SandboxError
+from vibesdk_server._eval.sandbox import (
+    DEFAULT_UID_BASE,
+    Limits,
+    RunResult,
+    Sandbox,
+    SandboxError,
+)
 
 MiB = 1 << 20
 TIGHT = Limits(
@@ -284,6 +290,26 @@ def test_a_slot_is_reused_after_a_killed_run(sandbox: Sandbox) -> None:
     for thread in threads:
         thread.join()
     assert results == [True] * 4
+
+
+@root_only
+def test_two_sandboxes_at_once_never_share_a_uid() -> None:
+    """Every run kills its uid's processes before and after, so two sandboxes (two scorers in
+    one process, or in two: the lock files are the same to both) must never run under one uid
+    at once: a slow run of one survives a stream of quick runs of the other."""
+    slow_box, quick_box = Sandbox(TIGHT, slots=1), Sandbox(TIGHT, slots=1)
+    slow: list[RunResult] = []
+    thread = threading.Thread(
+        target=lambda: slow.append(slow_box.run("import time\ntime.sleep(4)\n", "pass"))
+    )
+    thread.start()
+    quick = 0
+    while thread.is_alive():
+        assert quick_box.run("x = 1\n", "assert x == 1\n").passed
+        quick += 1
+    thread.join()
+    assert quick >= 2
+    assert slow[0].passed, (slow[0].reason, slow[0].message)
 
 
 NOT_ROOT_SCRIPT = """

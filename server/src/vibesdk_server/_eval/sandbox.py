@@ -6,8 +6,9 @@ namespaces, sets the resource limits, drops privileges and execs the sandbox's i
 enforces the wall clock, kills what is left and turns the outcome into a :class:`RunResult`.
 
 Who runs it. As root (CI containers, these machines), RLIMIT_NPROC does nothing, so each
-concurrent run takes a *slot* with its own uid and gid, ``uid_base + slot`` (by default
-2,100,000,000 and up: numbers no account uses). The process limit then counts that run's
+concurrent run takes its own uid and gid, the first from ``uid_base`` up (by default
+2,100,000,000: numbers no account uses) that no other run on the machine holds -- sandboxes of
+other processes included, through a lock file per uid. The process limit then counts that run's
 processes only, and after the run every process of that uid is killed, including ones that
 left the session. Not as root, the run keeps the caller's uid: its process limit is the
 caller's current task count plus ``Limits.processes``, and only the run's session is killed.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import math
 import os
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -206,9 +208,6 @@ class Sandbox:
     def _slot(self) -> _Slot:
         return _Slot(self)
 
-    def _uid(self, slot: int) -> int | None:
-        return self._uid_base + slot if self._root else None
-
     def _run(
         self,
         isolation: Isolation,
@@ -219,7 +218,21 @@ class Sandbox:
         *,
         require: bool,
     ) -> RunResult:
-        uid = self._uid(slot)
+        if not self._root:
+            return self._run_as(None, isolation, code, tests, limits, require=require)
+        with _claimed_uid(self._uid_base + slot) as uid:
+            return self._run_as(uid, isolation, code, tests, limits, require=require)
+
+    def _run_as(
+        self,
+        uid: int | None,
+        isolation: Isolation,
+        code: str,
+        tests: str,
+        limits: Limits,
+        *,
+        require: bool,
+    ) -> RunResult:
         if uid is not None:
             self._reap(uid)  # whatever a killed run of this slot may have left
         nonce = secrets.token_hex(16)
@@ -289,6 +302,35 @@ class Sandbox:
             timeout=30,
             stdin=subprocess.DEVNULL,
         )
+
+
+#: Where the uids' lock files live, and how many uids above ``uid_base`` a run may try.
+_UID_LOCKS = Path(tempfile.gettempdir(), "vibesdk-sandbox-uids")
+_UID_RANGE = 4096
+
+
+@contextlib.contextmanager
+def _claimed_uid(first: int) -> Iterator[int]:
+    """Hold a uid, ``first`` or the next one free, that no other run on this machine holds.
+
+    Every run reaps its uid's processes before and after it, so two runs sharing a uid (two
+    sandboxes, in one process or two) would kill each other's code. An exclusive ``flock`` on a
+    file per uid says who holds it; the kernel drops it when the holder exits, however it exits.
+    """
+    _UID_LOCKS.mkdir(mode=0o700, exist_ok=True)
+    for uid in range(first, first + _UID_RANGE):
+        fd = os.open(_UID_LOCKS / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield uid
+        finally:
+            os.close(fd)
+        return
+    raise SandboxError(f"every sandbox uid from {first} to {first + _UID_RANGE - 1} is in use")
 
 
 class _Slot:
