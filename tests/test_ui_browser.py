@@ -64,10 +64,15 @@ def _wait_for_measurements(server: FlagServerProcess, *, calls: int) -> None:
         time.sleep(0.2)
 
 
-def _shot(page: Any, name: str) -> None:
+def _shot(page: Any, name: str, selector: str | None = None) -> None:
+    """The whole page, or only the element ``selector`` picks, as ``SHOTS/name.png``."""
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+        path = str(Path(SHOTS) / f"{name}.png")
+        if selector is None:
+            page.screenshot(path=path, full_page=True)
+        else:
+            page.locator(selector).screenshot(path=path)
 
 
 def _sign_in(page: Any, server: FlagServerProcess) -> None:
@@ -204,7 +209,7 @@ def test_review_an_answer_in_the_browser(browser: Any) -> None:
             assert "\\boxed{4}" in page.locator("#review-answer").inner_text()
             assert "What is 2 + 2?" in review.inner_text()
             assert "canary" not in review.inner_text()
-            _shot(page, "review")
+            _shot(page, "review", "#review")
             page.check("#review input[name=score][value='3']")
             page.fill("#review-note", "right, but no working shown")
             page.click("#review button[type=submit]")
