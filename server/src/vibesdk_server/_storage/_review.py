@@ -90,6 +90,13 @@ def blind_item(trace_id: str, content: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _scored_already(reviewer: str, trace_id: str) -> ConflictError:
+    return ConflictError(
+        f"{reviewer} already scored trace {trace_id}; each reviewer scores an answer once"
+        " (vibe review next offers the next one)"
+    )
+
+
 def _score(row: Any) -> dict[str, Any]:
     out = dict(zip(_SCORE_COLUMNS, row, strict=True))
     out["flag"] = out.pop("flag_key")
@@ -147,16 +154,19 @@ class ReviewStore(StoreBase):
                 " AND reviewer = ?",
                 (environment, trace_id, reviewer),
             ):
-                raise ConflictError(
-                    f"{reviewer} already scored trace {trace_id}; each reviewer scores an"
-                    " answer once (vibe review next offers the next one)"
+                raise _scored_already(reviewer, trace_id)
+            try:
+                row = tx.one(
+                    "INSERT INTO review_scores (environment, flag_key, trace_id, variant,"  # noqa: S608 -- fixed names
+                    " answered_by, model, prompt_ref, score, note, reviewer, at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING "
+                    + ", ".join(_SCORE_COLUMNS),
+                    (environment, flag_key, trace_id, *entry, score, note, reviewer, utcnow()),
                 )
-            row = tx.one(
-                "INSERT INTO review_scores (environment, flag_key, trace_id, variant,"  # noqa: S608 -- fixed names
-                " answered_by, model, prompt_ref, score, note, reviewer, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING " + ", ".join(_SCORE_COLUMNS),
-                (environment, flag_key, trace_id, *entry, score, note, reviewer, utcnow()),
-            )
+            except Exception as exc:  # the same score sent twice at once: one of them wins
+                if self._is_unique_violation(exc):
+                    raise _scored_already(reviewer, trace_id) from None
+                raise
             stored = _score(row)
             self._audit(
                 tx,
