@@ -30,11 +30,12 @@ CONTENT_KEYS = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.syste
 
 def logged_flag(stable_url: str, canary_url: str, *, canary: float, stable: float = 0.0) -> Flag:
     """make_flag, everyone on the canary, with the variants' log_share set."""
-    flag = make_flag(stable_url=stable_url, canary_url=canary_url, rollout_bps=10_000)
-    data = flag.model_dump(mode="json")
-    data["variants"]["canary"]["log_share"] = canary
-    data["variants"]["stable"]["log_share"] = stable
-    return Flag.model_validate(data)
+    return make_flag(
+        stable_url=stable_url,
+        canary_url=canary_url,
+        rollout_bps=10_000,
+        log_share={"canary": canary, "stable": stable},
+    )
 
 
 @pytest.fixture

@@ -64,10 +64,22 @@ def _wait_for_measurements(server: FlagServerProcess, *, calls: int) -> None:
         time.sleep(0.2)
 
 
-def _shot(page: Any, name: str) -> None:
+def _shot(page: Any, name: str, selector: str | None = None) -> None:
+    """The whole page, or only the element ``selector`` picks, as ``SHOTS/name.png``."""
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+        path = str(Path(SHOTS) / f"{name}.png")
+        if selector is None:
+            page.screenshot(path=path, full_page=True)
+        else:
+            page.locator(selector).screenshot(path=path)
+
+
+def _sign_in(page: Any, server: FlagServerProcess) -> None:
+    page.goto(server.url + "/ui/login")
+    page.fill("#token", server.admin_token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Sign out")
 
 
 def _csp_errors(page: Any) -> list[str]:
@@ -139,10 +151,7 @@ def test_an_ended_session_and_a_forged_form_are_refused(browser: Any, world: Any
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:
-        page.goto(server.url + "/ui/login")
-        page.fill("#token", server.admin_token)
-        page.click("button[type=submit]")
-        page.wait_for_selector("text=Sign out")
+        _sign_in(page, server)
         # A form posted without the page's CSRF token (as another site's page would).
         status = page.evaluate(
             """async (path) => (await fetch(path, {method: 'POST',
@@ -158,3 +167,63 @@ def test_an_ended_session_and_a_forged_form_are_refused(browser: Any, world: Any
         assert "/ui/login" in page.url
     finally:
         context.close()
+
+
+def test_review_an_answer_in_the_browser(browser: Any) -> None:
+    """The flag page's review section: a logged answer shown blind, scored with a note; the
+    notice reveals the variant and the per-variant table counts the score."""
+    with (
+        FlagServerProcess(heartbeat_s=0.5) as server,
+        FakeBackend(default="4") as stable,
+        FakeBackend(default="The answer is \\boxed{4}.") as canary,
+    ):
+        server.apply(
+            make_flag(
+                stable_url=stable.url,
+                canary_url=canary.url,
+                rollout_bps=10_000,
+                log_share={"canary": 1.0},
+            )
+        )
+        app = vibesdk.Client(server_url=server.url, sdk_key=server.sdk_key, cache_dir="")
+        try:
+            assert app.wait_until_ready(15)
+            answer = app.chat("vibethinker", "user-1", ASK)
+        finally:
+            app.close()  # sends the logged call
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        csp = _csp_errors(page)
+        try:
+            _sign_in(page, server)
+            flag_page = f"{server.url}/ui/environments/{server.environment}/flags/vibethinker"
+            deadline = time.monotonic() + 15
+            while True:
+                page.goto(flag_page + "#review")
+                if page.locator("#review-answer").count():
+                    break
+                assert time.monotonic() < deadline, "the logged answer never reached the queue"
+                time.sleep(0.2)
+            review = page.locator("#review")
+            assert "\\boxed{4}" in page.locator("#review-answer").inner_text()
+            assert "What is 2 + 2?" in review.inner_text()
+            assert "canary" not in review.inner_text()
+            _shot(page, "review", "#review")
+            page.check("#review input[name=score][value='3']")
+            page.fill("#review-note", "right, but no working shown")
+            page.click("#review button[type=submit]")
+            page.wait_for_selector("text=that answer was variant canary")
+            assert page.locator("#review-empty").count() == 1
+            assert "canary" in page.locator("#review-summary").inner_text()
+            assert "3.00" in page.locator("#review-summary").inner_text()
+            scores = server.admin_request(
+                "GET",
+                f"/v1/admin/environments/{server.environment}/flags/vibethinker/review/scores",
+            ).json()
+            assert [(s["trace_id"], s["score"], s["note"]) for s in scores] == [
+                (answer.trace_id, 3, "right, but no working shown")
+            ]
+            assert csp == []
+        finally:
+            context.close()

@@ -83,12 +83,18 @@ def _release(vibe: Vibe) -> dict[str, Any]:
         (
             {"guardrails": {"latncy": {"threshold": 0.05}}},
             "release.guardrails: unknown guardrail(s) latncy; use attempt_errors, breakage,"
-            " checks, errors, fallbacks, feedback_score, latency, output_length, reports",
+            " checks, errors, fallbacks, feedback_score, latency, output_length, reports,"
+            " review_score",
         ),
         (
             {"guardrails": {"latency": {"threshold": 5}}},
             "release.guardrails.latency.threshold: must be a share between 0 and 1"
             " (0.05 = 5%), got 5",
+        ),
+        (
+            {"guardrails": {"review_score": {"threshold": 5}}},
+            "release.guardrails.review_score.threshold: must be points of the 1..5 score,"
+            " 0 to 4, got 5",
         ),
         (
             {"guardrails": {"errors": {"action": "stop"}}},

@@ -275,24 +275,32 @@ def test_the_flag_page_and_its_series_show_what_the_sdk_measured(
     assert "window must be one of" in bad.json()["detail"]
 
 
-def test_the_request_log_on_the_flag_page_and_one_call_in_full(
-    server: FlagServer, browsers: Browsers
-) -> None:
+def _logged_canary_answer(server: FlagServer) -> vibesdk.ChatResult:
+    """A real app's answer to "What is 2+2?" from the canary, logged in full (log_share 1)."""
     with (
         FakeBackend(default="stable answer") as stable,
         FakeBackend(default="The answer is \\boxed{4}.") as canary,
     ):
-        data = make_flag(
-            stable_url=stable.url, canary_url=canary.url, rollout_bps=10_000
-        ).model_dump(mode="json")
-        data["variants"]["canary"]["log_share"] = 1.0
-        server.apply(data)
+        server.apply(
+            make_flag(
+                stable_url=stable.url,
+                canary_url=canary.url,
+                rollout_bps=10_000,
+                log_share={"canary": 1.0},
+            )
+        )
         client = vibesdk.Client(server_url=server.url, sdk_key=server.sdk_key, cache_dir="")
         try:
             assert client.wait_until_ready(15)
-            answer = client.chat("vibethinker", "u1", [{"role": "user", "content": "What is 2+2?"}])
+            return client.chat("vibethinker", "u1", [{"role": "user", "content": "What is 2+2?"}])
         finally:
             client.close()  # sends what is queued
+
+
+def test_the_request_log_on_the_flag_page_and_one_call_in_full(
+    server: FlagServer, browsers: Browsers
+) -> None:
+    answer = _logged_canary_answer(server)
     browser = browsers.signed_in(server)
     base = f"/ui/environments/{server.environment}/flags/vibethinker"
     deadline = time.monotonic() + 15
@@ -307,6 +315,54 @@ def test_the_request_log_on_the_flag_page_and_one_call_in_full(
     assert "What is 2+2?" in entry.text
     assert "\\boxed{4}" in entry.text
     assert html.escape(VIBETHINKER_SYSTEM_PROMPT[:60]) in entry.text  # the reviewed prompt sent
-    none = browser.get(base, params={"log_variant": "stable"})
-    assert "What is 2+2?" not in none.text
+    none = browser.get(base, params={"log_variant": "stable"}).text
+    logged = none[none.index('id="request-log"') :]  # the review section shows the answer too
+    assert "What is 2+2?" not in logged[: logged.index("</section>")]
     assert browser.get(f"{base}/requests/999999").status_code == 404
+
+
+def test_review_an_answer_from_the_flag_page_blind_with_csrf_and_audited(
+    server: FlagServer, browsers: Browsers
+) -> None:
+    """The flag page offers the signed-in reviewer one logged answer without its variant; the
+    score form needs the CSRF token, refuses what the API refuses, and reveals the variant."""
+    answer = _logged_canary_answer(server)
+    browser = browsers.signed_in(server)
+    base = f"/ui/environments/{server.environment}/flags/vibethinker"
+    deadline = time.monotonic() + 15
+    while answer.trace_id not in (page := browser.get(base)).text:
+        assert time.monotonic() < deadline, "the logged call never reached the review queue"
+        time.sleep(0.2)
+    section = page.text[page.text.index('<section id="review">') :]
+    section = section[: section.index("</section>")]
+    assert "What is 2+2?" in section
+    assert "\\boxed{4}" in section
+    for hint in ("canary", "stable", "vibethinker-1.5b"):
+        assert hint not in section, hint
+    csrf = CSRF.search(page.text)
+    assert csrf
+    form = {"trace_id": answer.trace_id, "score": "4", "note": "right, no working"}
+    forged = browser.post(base + "/review/score", data=form)
+    assert forged.status_code == 403
+    bad = browser.post(base + "/review/score", data={**form, "score": "9", "csrf": csrf.group(1)})
+    assert bad.status_code == 422
+    assert "score: Input should be less than or equal to 5" in bad.text
+    scores = base.replace("/ui/", "/v1/admin/") + "/review/scores"
+    assert server.admin_request("GET", scores).json() == []
+    done = browser.post(base + "/review/score", data={**form, "csrf": csrf.group(1)})
+    assert done.status_code == 303
+    page = browser.get(done.headers["location"])
+    assert "that answer was variant canary, model vibethinker-1.5b" in page.text
+    assert "review-empty" in page.text  # nothing left for this reviewer
+    summary = page.text[page.text.index('id="review-summary"') :]
+    assert re.search(r"<td>canary</td><td>1</td><td>4.00</td>", summary), summary[:400]
+    audit = page.text[page.text.index('id="audit"') :]
+    assert "review_score" in audit
+    assert "right, no working" in audit
+    again = browser.post(base + "/review/score", data={**form, "csrf": csrf.group(1)})
+    assert again.status_code == 409
+    assert "already scored" in again.text
+    assert [s["score"] for s in server.admin_request("GET", scores).json()] == [4]
+    # The second reviewer gets the same answer.
+    second = browsers.signed_in(server, server.reviewer_token)
+    assert answer.trace_id in second.get(base).text

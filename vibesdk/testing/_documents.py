@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from vibesdk._flags.document import Flag, FlagDocument
@@ -22,12 +23,15 @@ def make_flag(
     stable_model: str = "stable-model",
     canary_model: str = "vibethinker-1.5b",
     notice: str | None = "You are trying the new assistant.",
+    log_share: Mapping[str, float] | None = None,
     **fields: Any,
 ) -> Flag:
     """A two-variant flag (``stable`` and ``canary``) with a reviewed VibeThinker prompt.
 
-    ``fields`` override any other :class:`~vibesdk.Flag` field (``rules``,
-    ``fallback``, ``enabled``, ...), as mappings or models.
+    ``log_share`` sets variants' share of calls logged in full (the request log), e.g.
+    ``{"canary": 1.0}``; by default none is logged. ``fields`` override any other
+    :class:`~vibesdk.Flag` field (``rules``, ``fallback``, ``enabled``, ...), as mappings or
+    models.
     """
     canary_urls = [canary_url] if isinstance(canary_url, str) else list(canary_url)
     data: dict[str, Any] = {
@@ -57,6 +61,8 @@ def make_flag(
             },
         },
     }
+    for variant, share in (log_share or {}).items():
+        data["variants"][variant]["log_share"] = share
     data.update(fields)
     return Flag.model_validate(data)
 

@@ -4,6 +4,7 @@
     vibe-server --db postgresql://vibesdk@db:5432/vibesdk --port 8700   # one of several replicas
     vibe-server --db ./vibesdk.db --allow-self-review   # one operator: may approve own prompts
     vibe-server --db ./vibesdk.db --metrics-source prometheus --prometheus-url http://prom:9090
+    vibe-server --db ./vibesdk.db --otlp-logs-endpoint http://collector:4318/v1/logs
     vibe-server token create --db ./vibesdk.db --name alice --kind admin
     vibe-server token create --db ./vibesdk.db --env prod --kind sdk --name web
     vibe-server token list --db ./vibesdk.db
@@ -35,6 +36,7 @@ from ._guard.sources import (
     check_label,
     check_prometheus_url,
 )
+from ._review.events import check_otlp_endpoint, otlp_logger_provider
 
 if TYPE_CHECKING:
     from ._storage import SqlStore
@@ -127,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_ENVIRONMENT_LABEL,
         help="the label holding the environment's name on the SDK's series in Prometheus"
         f" (default {DEFAULT_ENVIRONMENT_LABEL}); '' for none (one Prometheus per environment)",
+    )
+    serve.add_argument(
+        "--otlp-logs-endpoint",
+        metavar="URL",
+        type=_checked(check_otlp_endpoint),
+        help="send review scores as OpenTelemetry gen_ai.evaluation.result events to this"
+        " OTLP/HTTP logs endpoint, e.g. http://collector:4318/v1/logs (default: not sent)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
@@ -350,6 +359,10 @@ def _serve(args: argparse.Namespace) -> int:
             args.prometheus_url, environment_label=args.prometheus_environment_label
         )
         log.info("the guard reads measurements from %s", source.describe())
+    logger_provider = None
+    if args.otlp_logs_endpoint:
+        logger_provider = otlp_logger_provider(args.otlp_logs_endpoint)
+        log.info("review scores go as events to %s", args.otlp_logs_endpoint)
     app = create_app(
         store,
         heartbeat_s=args.heartbeat_s,
@@ -362,6 +375,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_age_s=args.request_log_days * 86_400, max_rows=args.request_log_rows
         ),
         metrics_source=source,
+        logger_provider=logger_provider,
     )
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -407,6 +421,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server.run(sockets=[sock])
     finally:
+        if logger_provider is not None:
+            logger_provider.shutdown()
         if source is not None:
             source.close()
         store.close()

@@ -76,6 +76,7 @@ METRIC_NAMES = (
     "slow_calls",  # calls over 3 s (Count over calls)
     "check:<name>",  # failures of one output check (Count over checked answers)
     "feedback_score",  # users' scores (Moments)
+    "review_score",  # reviewers' scores, vibe review (Moments)
     "output_length",  # answer length (Moments)
 )
 """Conventional metric names; any name works as long as both the guardrail and the arms use it."""

@@ -169,6 +169,12 @@ GUARDRAILS: dict[str, GuardrailSpec] = {
         0.25, "pause", False, 0.0, 4.0, False, "points of the 1..5 score, 0 to 4",
         _one("feedback_score", "relative", "feedback_score", harm="decrease"),
     ),
+    "review_score": GuardrailSpec(
+        "relative: the canary's mean review score (1..5, vibe review) may be below stable's by"
+        " this many points",
+        0.5, "pause", False, 0.0, 4.0, False, "points of the 1..5 score, 0 to 4",
+        _one("review_score", "relative", "review_score", harm="decrease"),
+    ),
     "reports": GuardrailSpec(
         "relative: the canary's share of calls users reported may exceed stable's by this much",
         0.005, "pause", False, 0.0, 1.0, False, _SHARE,

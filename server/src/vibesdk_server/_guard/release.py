@@ -20,7 +20,7 @@ The default guardrails (:func:`default_guardrails`), each judged on the step's f
 
 A flag's release plan (:mod:`.plan`, the ``release:`` section of its flags file) may change
 their thresholds and actions, turn them off, or turn on the others: ``attempt_errors``,
-``errors``, ``output_length``, ``feedback_score`` and ``reports``.
+``errors``, ``output_length``, ``feedback_score``, ``review_score`` and ``reports``.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def aggregates(figures: Mapping[str, Any] | None, checks: Iterable[str] = ()) ->
     variant failed (fell back or raised) out of calls, ``reports`` reports users filed out of
     calls, and ``check:<name>`` each of ``checks``'s failures out of calls (0 where the arm
     never failed it). ``output_length`` (output tokens per answer, its variance from the
-    histogram: :func:`histogram_moments`) and ``feedback_score`` (users' scores) are means.
+    histogram: :func:`histogram_moments`), ``feedback_score`` (users' scores) and ``review_score``
+    (reviewers' scores, ``vibe review``) are means.
     """
     f = figures or {}
     calls = int(f.get("calls", 0))
@@ -132,16 +133,19 @@ def aggregates(figures: Mapping[str, Any] | None, checks: Iterable[str] = ()) ->
         "output_length": histogram_moments(
             int(tokens.get("count", 0)), float(tokens.get("sum", 0.0)), tokens.get("histogram")
         ),
-        "feedback_score": Moments(
-            int(received.get("count", 0)),
-            float(received.get("sum", 0.0)),
-            float(received.get("sum_sq", 0.0)),
-        ),
+        "feedback_score": _moments(received),
+        "review_score": _moments(received.get("review") or {}),
     }
     failures = f.get("quality_failures", {})
     for name in checks:
         metrics[_CHECK + name] = _count(failures.get(name, 0), calls)
     return ArmAggregates(calls, metrics)
+
+
+def _moments(scores: Mapping[str, Any]) -> Moments:
+    return Moments(
+        int(scores.get("count", 0)), float(scores.get("sum", 0.0)), float(scores.get("sum_sq", 0.0))
+    )
 
 
 def histogram_moments(count: int, total: float, histogram: Mapping[str, Any] | None) -> Moments:

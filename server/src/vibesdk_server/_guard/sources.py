@@ -49,10 +49,10 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 
+from vibesdk_server._domain._urls import check_http_url
 from vibesdk_server._guard.decide import Decision, Reason
 from vibesdk_server._guard.release import evaluate, step_since
 from vibesdk_server._storage._measurements import SLOW_S, _bump, _empty, _over
@@ -128,17 +128,8 @@ def judge(
 
 def check_prometheus_url(url: str) -> str:
     """``url`` without a trailing slash if it is an http(s) URL with a host; else ValueError."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
-    except ValueError:
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            f"the Prometheus URL must be its http:// or https:// base URL, e.g."
-            f" http://prometheus:9090; got {url!r}"
-        )
-    return url.rstrip("/")
+    rule = "the Prometheus URL must be its http:// or https:// base URL"
+    return check_http_url(url, rule, "http://prometheus:9090").rstrip("/")
 
 
 def check_label(name: str) -> str:

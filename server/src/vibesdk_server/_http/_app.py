@@ -13,6 +13,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry._logs import LoggerProvider
 
 from vibesdk_server import __version__
 from vibesdk_server._domain._errors import ServerError
@@ -30,6 +31,7 @@ from ._hub import Hub
 from ._otlp import OtlpCounts
 from ._otlp import router as otlp_router
 from ._releases import router as releases_router
+from ._review import router as review_router
 from ._sdk import flags_fast_path
 from ._sdk import router as sdk_router
 from ._yaml import YamlBodyMiddleware
@@ -50,6 +52,7 @@ def create_app(
     ui_session_ttl_s: float = UI_SESSION_TTL_S,
     request_log: Retention = DEFAULT_RETENTION,
     metrics_source: MetricsSource | None = None,
+    logger_provider: LoggerProvider | None = None,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
@@ -65,6 +68,8 @@ def create_app(
     ``request_log``: how long, and how many entries per environment, the request log keeps.
     ``metrics_source``: where the guard reads the measurements it judges (default: the
     store's own, received over OTLP; or a ``PrometheusSource``).
+    ``logger_provider``: where review scores go as ``gen_ai.evaluation.result`` events
+    (default: OpenTelemetry's global one, which does nothing until one is set).
     """
     if not guard_interval_s > 0:
         raise ValueError(f"guard_interval_s must be > 0, got {guard_interval_s}")
@@ -107,6 +112,7 @@ def create_app(
     app.state.otlp = OtlpCounts()
     app.state.request_log = request_log
     app.state.guard = guard
+    app.state.logger_provider = logger_provider
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no auth)")
     async def healthz() -> dict[str, str]:
@@ -117,6 +123,7 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(releases_router)
     app.include_router(eval_router)
+    app.include_router(review_router)
 
     @app.exception_handler(ServerError)
     async def _server_error(request: Request, exc: ServerError) -> JSONResponse:

@@ -180,7 +180,8 @@ def _feedback_received(
     tx: Tx, environment: str, flag_key: str, since: int | None
 ) -> dict[str, dict[str, Any]]:
     """Per variant: users' scores (count, sum, sum of squares) and reports from the feedback and
-    reports tables, received from ``since`` (unix seconds) on."""
+    reports tables, and reviewers' scores (``review``, as users'), received from ``since`` (unix
+    seconds) on."""
     where = " WHERE environment = ? AND flag_key = ? AND variant IS NOT NULL"
     params: list[Any] = [environment, flag_key]
     if since is not None:
@@ -188,23 +189,29 @@ def _feedback_received(
         params.append(rfc3339(dt.datetime.fromtimestamp(since, dt.timezone.utc)))
     out: dict[str, dict[str, Any]] = {}
     empty = {"count": 0, "sum": 0.0, "sum_sq": 0.0, "reports": 0}
-    scores = tx.all(
-        "SELECT variant, COUNT(*), SUM(score), SUM(score * score) FROM feedback"  # noqa: S608 -- fixed names
+    for variant, moments in _score_moments(tx, "feedback", where, params).items():
+        out[variant] = {**empty, **moments}
+    reports = tx.all("SELECT variant, COUNT(*) FROM reports" + where + " GROUP BY variant", params)  # noqa: S608 -- fixed names
+    for variant, count in reports:
+        out.setdefault(variant, dict(empty))["reports"] = int(count)
+    # Reviewers' scores (vibe review), stored since ``since``: the review_score guardrail's.
+    for variant, moments in _score_moments(tx, "review_scores", where, params).items():
+        out.setdefault(variant, dict(empty))["review"] = moments
+    return out
+
+
+def _score_moments(tx: Tx, table: str, where: str, params: list[Any]) -> dict[str, dict[str, Any]]:
+    """Per variant: the count, sum and sum of squares of ``table``'s scores (a fixed name)."""
+    rows = tx.all(
+        f"SELECT variant, COUNT(*), SUM(score), SUM(score * score) FROM {table}"  # noqa: S608 -- fixed names
         + where
         + " GROUP BY variant",
         params,
     )
-    for variant, count, total, total_sq in scores:
-        out[variant] = {
-            **empty,
-            "count": int(count),
-            "sum": float(total),
-            "sum_sq": float(total_sq),
-        }
-    reports = tx.all("SELECT variant, COUNT(*) FROM reports" + where + " GROUP BY variant", params)  # noqa: S608 -- fixed names
-    for variant, count in reports:
-        out.setdefault(variant, dict(empty))["reports"] = int(count)
-    return out
+    return {
+        variant: {"count": int(count), "sum": float(total), "sum_sq": float(total_sq)}
+        for variant, count, total, total_sq in rows
+    }
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,9 +1,9 @@
 """The storage logic shared by SQLite and PostgreSQL: one class, two small dialects.
 
 :class:`SqlStore` combines one mixin per concern (documents, prompts, tokens, feedback,
-measurements, releases, the request log, dashboard sessions) over :class:`~._base.StoreBase`;
-:mod:`._sqlite` and :mod:`._postgres` subclass it with their connection, locking and
-notification.
+measurements, releases, the request log, dashboard sessions, evaluation runs, review scores)
+over :class:`~._base.StoreBase`; :mod:`._sqlite` and :mod:`._postgres` subclass it with their
+connection, locking and notification.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ._measurements import MeasurementStore
 from ._prompts import PromptStore
 from ._releases import ReleaseStore
 from ._requestlog import RequestLogStore
+from ._review import ReviewStore
 from ._sessions import UiSessionStore
 
 __all__ = ["Mutation", "Published", "SqlStore", "StoreBase", "Tx", "rfc3339", "utcnow"]
@@ -32,6 +33,7 @@ class SqlStore(
     UiSessionStore,
     RequestLogStore,
     EvalStore,
+    ReviewStore,
 ):
     """Flag server storage; subclasses supply connections, locking and notification.
 
@@ -45,3 +47,4 @@ class SqlStore(
         with self._tx(write=True) as tx:
             self._lock(tx, "schema")
             self.init_eval_schema(tx)
+            self.init_review_schema(tx)

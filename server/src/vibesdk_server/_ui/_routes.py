@@ -22,8 +22,10 @@ from pydantic import ValidationError
 
 from vibesdk_server._domain._errors import NotFoundError, ServerError
 from vibesdk_server._guard import actions
-from vibesdk_server._http import _admin
+from vibesdk_server._http import _admin, _review
 from vibesdk_server._http._schemas import EnabledBody, ReasonBody, RollbackBody
+from vibesdk_server._review.events import LABELS
+from vibesdk_server._review.stats import agreement_line
 from vibesdk_server._storage import SqlStore
 from vibesdk_server._storage._measurements import SLOW_S, quantile
 from vibesdk_server._storage._sessions import UiSession
@@ -275,6 +277,7 @@ def flag_page(
     """``step``: the charts' step in seconds (default: the finest under MAX_POINTS points);
     ``log_variant`` / ``log_failed``: the request log's filters."""
     context = _flag_context(request, env, key, log_variant=log_variant, log_failed=log_failed)
+    context["review"] = _review_context(_store(request), env, key, session.actor)
     return _page(request, "flag.html", {"session": session, "msg": msg, "step": step, **context})
 
 
@@ -489,6 +492,56 @@ def _do(request: Request, env: str, key: str, action: str, *, reason: str, who: 
         return f"Flag {state}: version {change['version']}."
     release = actions.by_hand(_store(request), env, key, action, actor=who.name, reason=reason)
     return f"Release {release['id']}: {release['state']}."
+
+
+# -- human review: the flag page's queue and scores ------------------------------------------------
+def _review_context(store: SqlStore, env: str, key: str, reviewer: str) -> dict[str, Any]:
+    """The next answer for ``reviewer`` (blind), the per-variant scores and the agreement."""
+    nxt = store.next_review(env, key, reviewer)
+    item = nxt["item"] or {}
+    summary = _review.summary_of(store, env, key)
+    return {
+        "next": nxt,
+        "system": _text(item.get("system_instructions")),
+        "messages": _messages(item.get("input_messages")),
+        "answer": _text(item.get("output_messages")),
+        "labels": LABELS,
+        "summary": summary,
+        "agreement": agreement_line(summary["agreement"], summary["reviewers"]),
+    }
+
+
+@router.post("/environments/{env}/flags/{key}/review/score")
+async def review_score(request: Request, env: str, key: str, session: Session) -> Response:
+    """Store the signed-in reviewer's score through the admin API's own code (audited, emitted)."""
+    form = await _form(request)
+    if not _fresh(form, session):
+        return _stale_form(request, session)
+    try:
+        body = _review.ScoreBody(
+            trace_id=form.get("trace_id", ""),
+            score=form.get("score", ""),  # type: ignore[arg-type]  # pydantic converts
+            note=form.get("note") or None,
+        )
+        stored = await anyio.to_thread.run_sync(
+            _review.store_score, request, env, key, body, session.actor
+        )
+    except (ServerError, ValidationError) as exc:
+        detail = exc.detail if isinstance(exc, ServerError) else _field_error(exc)
+        context = {"session": session, "title": "Score refused", "text": detail}
+        return _page(request, "message.html", context, getattr(exc, "status", 422))
+    done = (
+        f"Scored {stored['score']} ({LABELS[stored['score']]}): that answer was variant"
+        f" {stored['variant']}" + (f", model {stored['model']}." if stored["model"] else ".")
+    )
+    target = f"/ui/environments/{_q(env)}/flags/{_q(key)}?msg={_q(done)}#review"
+    return RedirectResponse(target, status_code=303)
+
+
+def _field_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(p) for p in error.get("loc", ())) or "form"
+    return f"{field}: {error.get('msg', 'invalid input')}"
 
 
 # -- prompts and incidents -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import NoReturn, TextIO
 
 import httpx
 
-from . import apply, changes, environments, feedback, log, prompts, releases, status
+from . import apply, changes, environments, feedback, log, prompts, releases, review, status
 from . import eval as eval_command
 from .context import Context
 from .errors import CliError, ExitCode
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     environments.register(sub, common)
     releases.register(sub, common)
     eval_command.register(sub, common)
+    review.register(sub, common)
     demo = sub.add_parser(
         "demo", add_help=False, help="run the local end-to-end demo (vibe demo --help)"
     )
