@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._access import TokenStore
 from ._base import Mutation, Published, StoreBase, Tx, rfc3339, utcnow
 from ._documents import DocumentStore
-from ._eval import EvalStore
+from ._eval_checks import EvalCheckStore
 from ._feedback import FeedbackStore
 from ._measurements import MeasurementStore
 from ._prompts import PromptStore
@@ -31,7 +31,7 @@ class SqlStore(
     ReleaseStore,
     UiSessionStore,
     RequestLogStore,
-    EvalStore,
+    EvalCheckStore,
 ):
     """Flag server storage; subclasses supply connections, locking and notification.
 
@@ -45,3 +45,4 @@ class SqlStore(
         with self._tx(write=True) as tx:
             self._lock(tx, "schema")
             self.init_eval_schema(tx)
+            self.init_eval_check_schema(tx)

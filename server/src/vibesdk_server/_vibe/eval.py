@@ -21,6 +21,7 @@ from vibesdk import FlagDocumentError, parse_document
 
 from .context import Context, Subparsers
 from .errors import CliError, ExitCode
+from .eval_trend import register_trend
 from .render import table
 
 __all__ = ["register", "set_digest"]
@@ -85,6 +86,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("flag", help="flag key")
     p.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
     p.set_defaults(handler=history)
+    register_trend(commands, common)
 
 
 def set_digest(items: list[Any]) -> str:
