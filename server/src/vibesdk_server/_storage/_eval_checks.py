@@ -124,7 +124,7 @@ class EvalCheckStore(EvalStore):
                 flags=[run["flag_key"]],
                 after={"run_id": run["id"], "alarms": rang},
             )
-        return [{**c, "at": now} for c in checks]
+        return [{**c, "at": now, "message": alarm_text(c) if c["alarm"] else None} for c in checks]
 
     def eval_alarms(self, environment: str, flag_key: str) -> list[dict[str, Any]]:
         """The flag's variants in alarm: those whose newest check rang, each with its figures

@@ -268,9 +268,15 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     progress.close()
     finished = ctx.api.post(ctx.api.env_path("eval-runs", run_id, "finish"))
     if ctx.json_output:
-        ctx.emit_json(_as_json(finished, ctx.environment))
+        ctx.emit_json(
+            {**_as_json(finished, ctx.environment), "regression": finished.get("regression", [])}
+        )
         return ExitCode.OK
     _print_run(ctx, finished)
+    for check in finished.get("regression", ()):
+        if check["alarm"]:
+            ctx.out()
+            ctx.out(f"alarm: {check['message']}")
     return ExitCode.OK
 
 
