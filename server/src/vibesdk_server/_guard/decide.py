@@ -25,21 +25,23 @@ The rules, in the order they are applied:
      20% below for ``harm="decrease"``).
    * ``kind="absolute"``: the canary alone against ``threshold``: "P95 latency < 3 s" is "at most
      5% of canary calls over 3 s", i.e. ``metric="slow_calls", threshold=0.05``.
+   * ``kind="eval"`` (not a confidence sequence: one test per evaluation run): the canary's
+     golden-set score in the newest evaluation run finished during the step, against its
+     baseline (:mod:`vibesdk_server._eval.alarm`), as a :class:`Drop`. Judged right after the
+     breakage rules (1.), since it does not depend on the traffic split: breach when the
+     one-sided lower ``1 - alpha`` bound on the drop is above ``threshold`` (0: any drop the
+     test proves). No judged run in the step yet holds, like a guardrail short of data (3.):
+     it never advances nor rolls back on silence.
 
    Any breach takes the strongest action among the breached guardrails (``rollback`` over
    ``pause``).
-   * ``kind="eval"``: the canary's golden-set score in the newest evaluation run finished
-     during the step, against its baseline (:mod:`vibesdk_server._eval.alarm`), as a
-     :class:`Drop`. Judged with the breakage rules (1.), since it does not depend on the
-     traffic split: breach when the one-sided lower ``1 - alpha`` bound on the drop is above
-     ``threshold`` (0: any drop the test proves). No judged run in the step yet holds, like a
-     guardrail short of data (3.): it never advances nor rolls back on silence.
 5. **Dwell**: with no breach, the step holds with ``"dwell_not_reached"`` until
    ``dwell_s >= min_dwell_s``, then **advances**.
 
 Metrics are looked up by name in each arm's :class:`ArmAggregates`: a proportion as
 :class:`Count` (events out of trials), a mean as :class:`~.stats.Moments` (count, sum, sum of
-squares). The guard loop names them; the usual names are in :data:`METRIC_NAMES`.
+squares), a golden-set drop as :class:`Drop`. The guard loop names them; the usual names are
+in :data:`METRIC_NAMES`.
 """
 
 from __future__ import annotations
