@@ -95,6 +95,14 @@ def test_sign_in_see_the_charts_and_roll_back(browser: Any, world: Any) -> None:
     server, app = world
     users = (f"user-{i}" for i in range(60))
     canary_user = next(u for u in users if app.assign("vibethinker", u).variant == "canary")
+    for canary_right in (18, 17, 5):  # the last run's drop rings the regression alarm
+        server.store_eval_run(
+            "vibethinker",
+            {
+                "stable": [1.0] * 12 + [0.0] * 8,
+                "canary": [1.0] * canary_right + [0.0] * (20 - canary_right),
+            },
+        )
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -126,7 +134,15 @@ def test_sign_in_see_the_charts_and_roll_back(browser: Any, world: Any) -> None:
         assert "canary" in legend
         assert "stable" in legend
         assert "canary" in page.locator("#totals").inner_text()
+        page.wait_for_selector("#golden-chart[data-ready='1']")
+        assert page.locator("#golden-chart").get_attribute("data-series") == (
+            "stable,stable low,stable high,canary,canary low,canary high"
+        )
+        assert page.locator("#golden-chart canvas").count() == 1
+        assert "Alarm:" in page.locator("#golden-set").inner_text()
         _shot(page, "flag")
+        if SHOTS:
+            page.locator("#golden-set").screenshot(path=str(Path(SHOTS) / "golden-set.png"))
 
         page.click("#rollback")
         page.fill("#reason", "canary answers look wrong")

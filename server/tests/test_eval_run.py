@@ -519,3 +519,30 @@ def test_the_real_small_model_is_evaluated_end_to_end(
         assert 0 <= figures["score"] <= 1
         low, high = figures["math"]["accuracy_ci95"]
         assert low <= figures["math"]["accuracy"] <= high
+
+
+def test_a_run_that_falls_below_its_baseline_prints_the_alarm(
+    capsys: pytest.CaptureFixture[str],
+    env: FlagServer,
+    flag: dict[str, Any],
+    right: FakeBackend,
+    wrong: FakeBackend,
+) -> None:
+    """The regression alarm end to end: the canary answers right, then (its backend swapped for
+    the wrong one) wrong; the second `vibe eval run` prints the alarm and --json carries it."""
+    args = ("eval", "run", "vibethinker", "--set", str(TINY), "--variants", "canary")
+    first = vibe_json(capsys, *args, "--repeat", "2")
+    (check,) = first["regression"]
+    assert (check["variant"], check["n"], check["baseline_n"], check["alarm"]) == (
+        "canary",
+        10,
+        0,
+        False,
+    )
+    env.apply(make_flag(stable_url=wrong.url, canary_url=wrong.url, rollout_bps=0, enabled=False))
+    code, out, err = vibe(capsys, *args, "--repeat", "2")
+    assert code == 0, err
+    assert (
+        "alarm: eval_regression: canary's golden-set score fell from 1.00 (baseline: 1 run(s),"
+        in out
+    )

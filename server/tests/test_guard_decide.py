@@ -210,7 +210,10 @@ def test_decision_is_json_ready_plain_data() -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: Guardrail("x", "median", "m", 0.0), "kind must be relative, absolute or breakage"),  # type: ignore[arg-type]
+        (
+            lambda: Guardrail("x", "median", "m", 0.0),
+            "kind must be relative, absolute, breakage or eval",
+        ),  # type: ignore[arg-type]
         (lambda: Guardrail("x", "breakage", "m", 2.0), "a breakage threshold is a share"),
         (lambda: Guardrail("x", "absolute", "m", 0.1, tolerance="ratio"), "only applies to"),
         (lambda: Guardrail("x", "relative", "m", 0.1, action="stop"), "action must be"),  # type: ignore[arg-type]

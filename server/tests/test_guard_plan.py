@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from vibesdk_server._guard.decide import Drop
 from vibesdk_server._guard.plan import GUARDRAILS, guardrail_rules
 from vibesdk_server._guard.release import default_guardrails, evaluate
 from vibesdk_server.testing import FlagServer
@@ -83,8 +84,8 @@ def _release(vibe: Vibe) -> dict[str, Any]:
         (
             {"guardrails": {"latncy": {"threshold": 0.05}}},
             "release.guardrails: unknown guardrail(s) latncy; use attempt_errors, breakage,"
-            " checks, errors, fallbacks, feedback_score, latency, output_length, reports,"
-            " review_score",
+            " checks, errors, eval_regression, fallbacks, feedback_score, latency, output_length,"
+            " reports, review_score",
         ),
         (
             {"guardrails": {"latency": {"threshold": 5}}},
@@ -103,6 +104,15 @@ def _release(vibe: Vibe) -> dict[str, Any]:
         (
             {"guardrails": {"reports": {"treshold": 0.01}}},
             "release.guardrails.reports: unknown key(s) treshold; use threshold, action",
+        ),
+        (
+            {"guardrails": {"eval_regression": {"threshold": 1}}},
+            "release.guardrails.eval_regression.threshold: must be a score difference, at least"
+            " 0 and below 1 (0.1 = 10 points), got 1",
+        ),
+        (
+            {"guardrails": {"eval_regression": {"action": "halt"}}},
+            "release.guardrails.eval_regression.action: must be rollback or pause, got 'halt'",
         ),
     ],
 )
@@ -263,9 +273,11 @@ RELEASE = {
 }
 
 
-def _judge(guardrails: dict[str, Any], measured: dict[str, Any]) -> tuple[str, dict[str, str]]:
+def _judge(
+    guardrails: dict[str, Any], measured: dict[str, Any], drop: Drop | None = None
+) -> tuple[str, dict[str, str]]:
     release = {**RELEASE, "plan": {"guardrails": guardrails}}
-    decision = evaluate(release, measured, now=600.0)
+    decision = evaluate(release, measured, now=600.0, drop=drop)
     return decision.action, {e.name: e.verdict for e in decision.evidence}
 
 
@@ -363,6 +375,31 @@ def test_silence_never_advances_and_never_rolls_back_a_new_guardrail(name: str) 
     assert action == "hold"
 
 
+def test_the_eval_guardrail_acts_on_a_proven_drop_and_holds_on_silence() -> None:
+    """``eval_regression`` judges the canary's golden-set Drop of the step (see
+    test_eval_trend.py for the alarm itself and the guard acting on it end to end)."""
+    quiet = {"canary": {"calls": 1000}, "stable": {"calls": 1000}}
+
+    def judge(threshold: float, drop: Drop | None, action: str = "rollback") -> tuple[str, str]:
+        spec = {**ONLY, "eval_regression": {"threshold": threshold, "action": action}}
+        verdict, verdicts = _judge(spec, quiet, drop)
+        return verdict, verdicts["eval_regression"]
+
+    fell = Drop(0.3, 0.1, 20, 60, run_id=4)  # lower bound 0.3 - 1.645 x 0.1 = 0.136
+    assert judge(0.0, fell) == ("rollback", "breach")
+    assert judge(0.0, fell, "pause") == ("pause", "breach")
+    assert judge(0.2, fell) == ("advance", "no_breach")  # within the tolerated drop
+    assert judge(0.0, Drop(0.1, 0.1, 20, 60)) == ("advance", "no_breach")  # noise
+    # No run in the step, or one without a verdict: never advances, never rolls back.
+    assert judge(0.0, None) == ("hold", "insufficient_data")
+    assert judge(0.0, Drop(None, 0.0, 5, 0)) == ("hold", "insufficient_data")
+    # Judged before the traffic's own checks: an eval breach acts with no calls at all.
+    release = {**RELEASE, "plan": {"guardrails": {**ONLY, "eval_regression": {}}}}
+    decision = evaluate(release, {}, now=600.0, drop=fell)
+    assert decision.action == "pause"
+    assert "eval_regression: baseline - canary" in decision.reasons[0].message
+
+
 def test_a_plan_without_guardrails_is_the_defaults_and_off_removes_one() -> None:
     assert guardrail_rules(None, ["refusal"]) == default_guardrails(["refusal"])
     assert [g.name for g in default_guardrails(["refusal"])] == [
@@ -458,10 +495,14 @@ def test_a_canary_answering_far_longer_is_caught_end_to_end(
             server_metrics_interval_s=1,
         ) as client:
             assert client.wait_until_ready(timeout=15)
-            deadline = time.monotonic() + 60
+            deadline = (
+                time.monotonic() + 180
+            )  # calls, not seconds, decide; a busy machine makes fewer
             i = 0
             while _release(vibe)["state"] == "running":
-                assert time.monotonic() < deadline, _release(vibe)
+                assert time.monotonic() < deadline, json.dumps(_release(vibe).get("decision"))[
+                    :3000
+                ]
                 client.chat(FLAG, f"user-{i}", [{"role": "user", "content": "hi"}])
                 i += 1
                 if i % 20 == 0:

@@ -8,6 +8,7 @@ same pages in Chromium.
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -366,3 +367,35 @@ def test_review_an_answer_from_the_flag_page_blind_with_csrf_and_audited(
     # The second reviewer gets the same answer.
     second = browsers.signed_in(server, server.reviewer_token)
     assert answer.trace_id in second.get(base).text
+
+
+def test_the_flag_page_shows_the_golden_set_trend_and_the_alarm(
+    server: FlagServer, browsers: Browsers
+) -> None:
+    """The golden-set section reads without JavaScript: a table of the trend's points (the
+    same figures as ``GET .../eval-trend``), the alarm, and the chart's data for golden.js."""
+    server.apply(make_flag(rollout_bps=0))
+    browser = browsers.signed_in(server)
+    base = f"/ui/environments/{server.environment}/flags/vibethinker"
+    assert "No finished evaluation runs in the last 30 days" in browser.get(base).text
+    ones = [1.0] * 17 + [0.0] * 3
+    for _ in range(2):
+        server.store_eval_run("vibethinker", {"stable": [1.0] * 10 + [0.0] * 10, "canary": ones})
+    server.store_eval_run("vibethinker", {"stable": [1.0] * 10 + [0.0] * 10, "canary": [0.0] * 20})
+    page = browser.get(base).text
+    golden = page[page.index('id="golden-set"') :]
+    assert "<strong>Alarm:</strong> eval_regression: canary&#39;s golden-set score fell" in golden
+    table = golden[golden.index('id="golden"') : golden.index("</table>")]
+    assert re.search(r"<td>canary</td><td>3</td><td>60</td>\s*<td>0.57</td>", table), table
+    assert re.search(r"<td>stable</td><td>3</td><td>60</td>\s*<td>0.50</td>", table), table
+    found = re.search(r'data-trend="([^"]+)"', golden)
+    assert found
+    trend = json.loads(html.unescape(found.group(1)))
+    api = server.admin_request(
+        "GET",
+        f"/v1/admin/environments/{server.environment}/eval-trend",
+        params={"flag": "vibethinker"},
+    ).json()
+    assert trend["points"] == api["points"]
+    assert '<script defer src="/ui/static/golden.js"></script>' in golden
+    assert browser.get("/ui/static/golden.js").status_code == 200

@@ -272,6 +272,46 @@ class FlagServer:
             )
         )
 
+    def store_eval_run(
+        self,
+        flag: str,
+        scores: Mapping[str, Sequence[float]],
+        *,
+        set_name: str = "test-set.jsonl",
+        set_digest: str = "sha256:test-set",
+        kind: str = "math",
+    ) -> dict[str, Any]:
+        """Store a finished evaluation run of ``flag`` whose answers score ``scores`` (per
+        variant, one answer per item), as ``vibe eval run`` stores one; the finished run, with
+        its ``summary`` and ``regression`` checks."""
+        base = f"{self._env_path}/eval-runs"
+        version = self.document().version
+        created = self._admin_ok(
+            "POST",
+            base,
+            json={
+                "flag": flag,
+                "set_name": set_name,
+                "set_digest": set_digest,
+                "items": max(len(s) for s in scores.values()),
+                "variants": list(scores),
+                "document_version": version,
+            },
+        )
+        rows = [
+            {
+                "item_id": f"item-{i}",
+                "variant": variant,
+                "kind": kind,
+                "score": score,
+                "document_version": version,
+            }
+            for variant, values in scores.items()
+            for i, score in enumerate(values)
+        ]
+        self._admin_ok("POST", f"{base}/{created['id']}/results", json={"results": rows})
+        return dict(self._admin_ok("POST", f"{base}/{created['id']}/finish"))
+
     def new_environment(self, name: str | None = None) -> FlagServer:
         """Create an environment (default: a random name) with its own SDK key, on this server."""
         name = name or f"test-{secrets.token_hex(4)}"

@@ -22,8 +22,10 @@ Z_95 = 1.959963984540054
 """The standard normal quantile for a two-sided 95% interval."""
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, float] | None:
     """The Wilson score interval of a proportion (95% by default); ``None`` for ``n == 0``.
+
+    ``successes`` may be fractional: ``mean x n`` for scores in [0, 1] (the trend's intervals).
 
     Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or ``n``
     successes, which small golden sets hit all the time.

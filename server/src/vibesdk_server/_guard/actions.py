@@ -10,6 +10,7 @@ action, a replica) the action is refused with a conflict, and the guard looks ag
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 from vibesdk import Flag, FlagDocument
 from vibesdk_server._domain import _changes
 from vibesdk_server._domain._errors import ConflictError, InvalidError, NotFoundError
+from vibesdk_server._guard.decide import Drop
 from vibesdk_server._guard.plan import resolve
 from vibesdk_server._guard.release import (
     check_steps,
@@ -25,7 +27,7 @@ from vibesdk_server._guard.release import (
     summary,
 )
 from vibesdk_server._guard.sources import MetricsSource, judge
-from vibesdk_server._storage import Mutation, SqlStore, Tx
+from vibesdk_server._storage import Mutation, SqlStore, Tx, rfc3339
 from vibesdk_server._storage._base import utcnow
 
 __all__ = [
@@ -348,7 +350,7 @@ def guard_release(
             version=published.version,
         )
         return "pause"
-    measured, decision = judge(source or store, release, now=now)
+    measured, decision = judge(source or store, release, now=now, drop=_eval_drop(store, release))
     data = decision.to_dict()
     why = summary(decision)
     recorded = {"decision": data, "decision_at": utcnow()}
@@ -384,6 +386,27 @@ def guard_release(
         evidence={"decision": data, "measurements": measured},
     )
     return decision.action
+
+
+def _eval_drop(store: SqlStore, release: Mapping[str, Any]) -> Drop | None:
+    """The canary's newest regression check made since the step started, as a :class:`Drop`
+    (its ``estimate`` ``None`` when the check had too few answers or no baseline)."""
+    started = dt.datetime.fromtimestamp(float(release["step_started_s"]), dt.timezone.utc)
+    check = store.latest_eval_check(
+        release["environment"],
+        release["flag_key"],
+        str(release["canary_variant"]),
+        since=rfc3339(started),
+    )
+    if check is None:
+        return None
+    return Drop(
+        check["drop"],
+        float(check["se"] or 0.0),
+        int(check["n"]),
+        int(check["baseline_n"]),
+        int(check["run_id"]),
+    )
 
 
 def _same(release: Mapping[str, Any], now: Mapping[str, Any]) -> bool:

@@ -25,6 +25,13 @@ The rules, in the order they are applied:
      20% below for ``harm="decrease"``).
    * ``kind="absolute"``: the canary alone against ``threshold``: "P95 latency < 3 s" is "at most
      5% of canary calls over 3 s", i.e. ``metric="slow_calls", threshold=0.05``.
+   * ``kind="eval"`` (not a confidence sequence: one test per evaluation run): the canary's
+     golden-set score in the newest evaluation run finished during the step, against its
+     baseline (:mod:`vibesdk_server._eval.alarm`), as a :class:`Drop`. Judged right after the
+     breakage rules (1.), since it does not depend on the traffic split: breach when the
+     one-sided lower ``1 - alpha`` bound on the drop is above ``threshold`` (0: any drop the
+     test proves). No judged run in the step yet holds, like a guardrail short of data (3.):
+     it never advances nor rolls back on silence.
 
    Any breach takes the strongest action among the breached guardrails (``rollback`` over
    ``pause``).
@@ -33,7 +40,8 @@ The rules, in the order they are applied:
 
 Metrics are looked up by name in each arm's :class:`ArmAggregates`: a proportion as
 :class:`Count` (events out of trials), a mean as :class:`~.stats.Moments` (count, sum, sum of
-squares). The guard loop names them; the usual names are in :data:`METRIC_NAMES`.
+squares), a golden-set drop as :class:`Drop`. The guard loop names them; the usual names are
+in :data:`METRIC_NAMES`.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from vibesdk_server._domain._errors import InvalidError
+from vibesdk_server._eval.alarm import drop_bound
 from vibesdk_server._guard.stats import (
     DEFAULT_ALPHA,
     DEFAULT_PLANNED_SAMPLES,
@@ -62,6 +71,7 @@ __all__ = [
     "ArmAggregates",
     "Count",
     "Decision",
+    "Drop",
     "Guardrail",
     "GuardrailEvidence",
     "Reason",
@@ -78,10 +88,11 @@ METRIC_NAMES = (
     "feedback_score",  # users' scores (Moments)
     "review_score",  # reviewers' scores, vibe review (Moments)
     "output_length",  # answer length (Moments)
+    "eval_regression",  # the golden-set score's fall from its baseline (Drop, canary only)
 )
 """Conventional metric names; any name works as long as both the guardrail and the arms use it."""
 
-GuardKind = Literal["relative", "absolute", "breakage"]
+GuardKind = Literal["relative", "absolute", "breakage", "eval"]
 GuardAction = Literal["rollback", "pause"]
 Tolerance = Literal["difference", "ratio"]
 Verdict = Literal["breach", "no_breach", "insufficient_data"]
@@ -104,11 +115,26 @@ class Count:
 
 
 @dataclass(frozen=True)
+class Drop:
+    """How far the canary's golden-set score fell from its baseline in one evaluation run.
+
+    ``estimate`` is baseline minus run, ``se`` its standard error; ``None`` when no run was
+    judged (none finished in the step, or too few answers or no baseline to test).
+    """
+
+    estimate: float | None
+    se: float = 0.0
+    n: int = 0
+    baseline_n: int = 0
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
 class ArmAggregates:
     """One arm's figures for the step so far: its calls and each metric by name."""
 
     calls: int
-    metrics: Mapping[str, Count | Moments] = field(default_factory=dict)
+    metrics: Mapping[str, Count | Moments | Drop] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.calls < 0:
@@ -133,9 +159,9 @@ class Guardrail:
     def __post_init__(self) -> None:
         if not self.name:
             raise InvalidError("a guardrail needs a name")
-        if self.kind not in ("relative", "absolute", "breakage"):
+        if self.kind not in ("relative", "absolute", "breakage", "eval"):
             raise InvalidError(
-                f"guardrail {self.name!r}: kind must be relative, absolute or breakage,"
+                f"guardrail {self.name!r}: kind must be relative, absolute, breakage or eval,"
                 f" got {self.kind!r}"
             )
         if self.action not in ("rollback", "pause"):
@@ -156,6 +182,11 @@ class Guardrail:
         if self.kind == "breakage" and not 0.0 < self.threshold <= 1.0:
             raise InvalidError(
                 f"guardrail {self.name!r}: a breakage threshold is a share of trials in (0, 1],"
+                f" got {self.threshold}"
+            )
+        if self.kind == "eval" and not 0.0 <= self.threshold < 1.0:
+            raise InvalidError(
+                f"guardrail {self.name!r}: an eval threshold is a score difference in [0, 1),"
                 f" got {self.threshold}"
             )
         if self.min_trials < 1:
@@ -250,6 +281,8 @@ def _metric(arm: ArmAggregates, rule: Guardrail, arm_name: str) -> Moments:
         ) from None
     if isinstance(value, Count):
         return value.moments()
+    if isinstance(value, Drop):
+        raise InvalidError(f"guardrail {rule.name!r}: metric {rule.metric!r} is an eval Drop")
     return value
 
 
@@ -257,6 +290,8 @@ def _contrast(rule: Guardrail) -> tuple[str, float, float]:
     """How a rule compares the arms: its description, the ratio on stable, and the limit."""
     if rule.kind == "breakage":
         return "canary share", 0.0, rule.threshold
+    if rule.kind == "eval":
+        return "baseline - canary", 0.0, rule.threshold
     if rule.kind == "absolute":
         return "canary", 0.0, rule.threshold
     if rule.tolerance == "ratio":
@@ -304,6 +339,21 @@ def _breakage(rule: Guardrail, canary: ArmAggregates) -> GuardrailEvidence:
     return _evidence(rule, verdict, Bound(share, share, 0.0), value.trials, None)
 
 
+def _eval(rule: Guardrail, canary: ArmAggregates, alpha: float) -> GuardrailEvidence:
+    value = canary.metrics.get(rule.metric, Drop(None))
+    if not isinstance(value, Drop):
+        raise InvalidError(
+            f"guardrail {rule.name!r}: an eval rule needs a Drop, but {rule.metric!r} is"
+            f" {type(value).__name__}"
+        )
+    if value.estimate is None:
+        return _evidence(rule, "insufficient_data", None, value.n, value.baseline_n)
+    bound = drop_bound(value.estimate, value.se, alpha)
+    verdict: Verdict = "breach" if bound > rule.threshold else "no_breach"
+    half = value.estimate - bound
+    return _evidence(rule, verdict, Bound(value.estimate, bound, half), value.n, value.baseline_n)
+
+
 def _statistical(
     rule: Guardrail,
     canary: ArmAggregates,
@@ -333,6 +383,20 @@ def _statistical(
     return _evidence(rule, verdict, bound, c.n, n_stable)
 
 
+def _unjudged_message(e: GuardrailEvidence, guardrails: Sequence[Guardrail]) -> str:
+    if e.kind == "eval":
+        return (
+            f"{e.name}: no evaluation run of the canary judged in this step yet (it needs one"
+            " finished during the step, with enough answers and a baseline); vibe eval run"
+        )
+    return (
+        f"{e.name}: {e.n_canary} canary"
+        + ("" if e.n_stable is None else f" / {e.n_stable} stable")
+        + f" observations of {e.metric}; it needs {_rule(guardrails, e).min_trials}"
+        + ("" if e.n_stable is None else " per arm")
+    )
+
+
 def _rule(guardrails: Sequence[Guardrail], evidence: GuardrailEvidence) -> Guardrail:
     return next(g for g in guardrails if g.name == evidence.name)
 
@@ -346,7 +410,8 @@ def _breach_message(e: GuardrailEvidence) -> str:
         found = f"{e.estimate:.4g} reaches {e.limit:g}"
     else:
         found = f"{e.estimate:.4g} (bound {e.bound:.4g}) is past {e.limit:g}"
-    samples = f"{e.n_canary} canary" + ("" if e.n_stable is None else f" / {e.n_stable} stable")
+    other = "baseline" if e.kind == "eval" else "stable"
+    samples = f"{e.n_canary} canary" + ("" if e.n_stable is None else f" / {e.n_stable} {other}")
     return f"{e.name}: {e.contrast} {e.metric} {found} with {samples} samples"
 
 
@@ -389,13 +454,14 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
     enough = min(canary.calls, stable.calls) >= min_samples_per_arm
 
     breakage = [_breakage(g, canary) for g in guardrails if g.kind == "breakage"]
+    evals = [_eval(g, canary, alpha) for g in guardrails if g.kind == "eval"]
     tested = [
         _statistical(g, canary, stable, enough=enough, alpha=alpha, planned_samples=planned_samples)
         for g in guardrails
-        if g.kind != "breakage"
+        if g.kind not in ("breakage", "eval")
     ]
     # Keep the caller's order in the evidence.
-    by_name = {e.name: e for e in [*breakage, *tested]}
+    by_name = {e.name: e for e in [*breakage, *evals, *tested]}
     evidence = tuple(by_name[n] for n in names)
 
     def result(action: DecisionAction, *reasons: Reason) -> Decision:
@@ -406,6 +472,9 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
     broken = [e for e in breakage if e.verdict == "breach"]
     if broken:
         return result(_strongest(broken), *_breach_reasons("breakage", broken))
+    fallen = [e for e in evals if e.verdict == "breach"]
+    if fallen:
+        return result(_strongest(fallen), *_breach_reasons("breach", fallen))
     if srm.p_value < srm_p_value:
         return result(
             "hold",
@@ -429,20 +498,11 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
     breached = [e for e in tested if e.verdict == "breach"]
     if breached:
         return result(_strongest(breached), *_breach_reasons("breach", breached))
-    unjudged = [e for e in tested if e.verdict == "insufficient_data"]
+    unjudged = [e for e in [*evals, *tested] if e.verdict == "insufficient_data"]
     if unjudged:
         return result(
             "hold",
-            *(
-                Reason(
-                    "too_few_samples",
-                    f"{e.name}: {e.n_canary} canary"
-                    + ("" if e.n_stable is None else f" / {e.n_stable} stable")
-                    + f" observations of {e.metric}; it needs {_rule(guardrails, e).min_trials}"
-                    + ("" if e.n_stable is None else " per arm"),
-                )
-                for e in unjudged
-            ),
+            *(Reason("too_few_samples", _unjudged_message(e, guardrails)) for e in unjudged),
         )
     if dwell_s < min_dwell_s:
         return result(

@@ -180,6 +180,14 @@ GUARDRAILS: dict[str, GuardrailSpec] = {
         0.005, "pause", False, 0.0, 1.0, False, _SHARE,
         _one("reports", "relative", "reports"),
     ),
+    "eval_regression": GuardrailSpec(
+        "the canary's golden-set score (vibe eval run) may fall below its baseline by this much;"
+        " 0: any drop the regression test proves. Each step waits for an evaluation run of the"
+        " canary finished during it",
+        0.0, "pause", False, 0.0, 1.0, True,
+        "a score difference, at least 0 and below 1 (0.1 = 10 points)",
+        _one("eval_regression", "eval", "eval_regression"),
+    ),
 }  # fmt: skip
 """Every guardrail a plan can name; those with ``on`` apply when a plan names none."""
 

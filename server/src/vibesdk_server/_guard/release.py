@@ -31,7 +31,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from vibesdk_server._domain._errors import InvalidError
-from vibesdk_server._guard.decide import ArmAggregates, Count, Decision, Guardrail, decide
+from vibesdk_server._guard.decide import (
+    ArmAggregates,
+    Count,
+    Decision,
+    Drop,
+    Guardrail,
+    decide,
+)
 from vibesdk_server._guard.plan import (
     BPS_MAX,
     CHECK,
@@ -108,7 +115,9 @@ def _count(events: float, trials: int) -> Count:
     return Count(max(0, min(round(events), trials)), trials)
 
 
-def aggregates(figures: Mapping[str, Any] | None, checks: Iterable[str] = ()) -> ArmAggregates:
+def aggregates(
+    figures: Mapping[str, Any] | None, checks: Iterable[str] = (), drop: Drop | None = None
+) -> ArmAggregates:
     """One arm's :class:`ArmAggregates` from its ``measurements`` figures (``None``: no calls).
 
     ``calls`` are the calls of users assigned to the arm; ``fallbacks`` is calls that fell back
@@ -118,13 +127,14 @@ def aggregates(figures: Mapping[str, Any] | None, checks: Iterable[str] = ()) ->
     calls, and ``check:<name>`` each of ``checks``'s failures out of calls (0 where the arm
     never failed it). ``output_length`` (output tokens per answer, its variance from the
     histogram: :func:`histogram_moments`), ``feedback_score`` (users' scores) and ``review_score``
-    (reviewers' scores, ``vibe review``) are means.
+    (reviewers' scores, ``vibe review``) are means. ``eval_regression`` is ``drop`` (the arm's
+    golden-set drop; none judged when ``None``).
     """
     f = figures or {}
     calls = int(f.get("calls", 0))
     tokens = f.get("output_tokens") or {}
     received = f.get("feedback_received") or {}
-    metrics: dict[str, Count | Moments] = {
+    metrics: dict[str, Count | Moments | Drop] = {
         "fallbacks": _count(sum(f.get("fallbacks", {}).values()), calls),
         "slow_calls": _count(f.get("slow_calls", 0), calls),
         "errors": _count(sum(f.get("errors", {}).values()), calls),
@@ -136,6 +146,7 @@ def aggregates(figures: Mapping[str, Any] | None, checks: Iterable[str] = ()) ->
         "feedback_score": _moments(received),
         "review_score": _moments(received.get("review") or {}),
     }
+    metrics["eval_regression"] = drop or Drop(None)
     failures = f.get("quality_failures", {})
     for name in checks:
         metrics[_CHECK + name] = _count(failures.get(name, 0), calls)
@@ -182,9 +193,14 @@ def step_since(step_started_s: float) -> int:
 
 
 def evaluate(
-    release: Mapping[str, Any], measured: Mapping[str, Mapping[str, Any]], *, now: float
+    release: Mapping[str, Any],
+    measured: Mapping[str, Mapping[str, Any]],
+    *,
+    now: float,
+    drop: Drop | None = None,
 ) -> Decision:
-    """The decision for ``release``'s current step, from ``measured`` (figures per variant)."""
+    """The decision for ``release``'s current step, from ``measured`` (figures per variant)
+    and ``drop``, the canary's golden-set drop judged in the step (``None``: none yet)."""
     canary, stable = release["canary_variant"], release["stable_variant"]
     if release.get("guardrails"):
         rules = guardrails_from_json(release["guardrails"])
@@ -195,7 +211,7 @@ def evaluate(
     bps = release["steps"][release["step"]]
     return decide(
         rules,
-        aggregates(measured.get(canary), checks),
+        aggregates(measured.get(canary), checks, drop),
         aggregates(measured.get(stable), checks),
         canary_share=bps / BPS_MAX,
         min_samples_per_arm=int(release["min_samples"]),

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 import httpx
 
 from vibesdk_server._domain._urls import check_http_url
-from vibesdk_server._guard.decide import Decision, Reason
+from vibesdk_server._guard.decide import Decision, Drop, Reason
 from vibesdk_server._guard.release import evaluate, step_since
 from vibesdk_server._storage._measurements import SLOW_S, _bump, _empty, _over
 
@@ -103,9 +103,10 @@ class MetricsUnavailable(Exception):
 
 
 def judge(
-    source: MetricsSource, release: Mapping[str, Any], *, now: float
+    source: MetricsSource, release: Mapping[str, Any], *, now: float, drop: Drop | None = None
 ) -> tuple[dict[str, dict[str, Any]], Decision]:
-    """The figures of ``release``'s current step from ``source``, and the decision on them.
+    """The figures of ``release``'s current step from ``source``, and the decision on them
+    (with ``drop``, the canary's golden-set drop judged in the step, if any).
 
     When the source cannot answer, the figures are empty and the decision is a hold whose one
     reason (``source_unavailable``) says why: no figures never advance and never roll back.
@@ -123,7 +124,7 @@ def judge(
             f"no measurements: {exc}; holding until the metrics source answers",
         )
         return {}, dataclasses.replace(held, action="hold", reasons=(reason,))
-    return measured, evaluate(release, measured, now=now)
+    return measured, evaluate(release, measured, now=now, drop=drop)
 
 
 def check_prometheus_url(url: str) -> str:

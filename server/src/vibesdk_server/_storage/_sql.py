@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._access import TokenStore
 from ._base import Mutation, Published, StoreBase, Tx, rfc3339, utcnow
 from ._documents import DocumentStore
-from ._eval import EvalStore
+from ._eval_checks import EvalCheckStore
 from ._feedback import FeedbackStore
 from ._measurements import MeasurementStore
 from ._prompts import PromptStore
@@ -32,7 +32,7 @@ class SqlStore(
     ReleaseStore,
     UiSessionStore,
     RequestLogStore,
-    EvalStore,
+    EvalCheckStore,
     ReviewStore,
 ):
     """Flag server storage; subclasses supply connections, locking and notification.
@@ -48,3 +48,4 @@ class SqlStore(
             self._lock(tx, "schema")
             self.init_eval_schema(tx)
             self.init_review_schema(tx)
+            self.init_eval_check_schema(tx)

@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from vibesdk_server._domain._errors import NotFoundError, ServerError
+from vibesdk_server._eval.trend import flag_trend
 from vibesdk_server._guard import actions
 from vibesdk_server._http import _admin, _review
 from vibesdk_server._http._schemas import EnabledBody, ReasonBody, RollbackBody
@@ -45,6 +46,8 @@ CSP = (
 _MAX_FORM = 64 * 1024
 #: At most this many points per series; a longer window is drawn in coarser steps.
 MAX_POINTS = 10_000
+GOLDEN_DAYS = 30
+"""Days of the flag page's golden-set trend."""
 _WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
 
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -233,6 +236,9 @@ def _flag_context(
         "checks": sorted({c for t in totals for c in t["checks"]}),
         "slow_s": SLOW_S,
         "windows": list(_WINDOWS),
+        "golden": flag_trend(store, env, key, days=GOLDEN_DAYS),
+        "golden_days": GOLDEN_DAYS,
+        "eval_alarms": store.eval_alarms(env, key),
     }
 
 

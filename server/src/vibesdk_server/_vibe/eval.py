@@ -21,6 +21,7 @@ from vibesdk import FlagDocumentError, parse_document
 
 from .context import Context, Subparsers
 from .errors import CliError, ExitCode
+from .eval_trend import register_trend
 from .render import table
 
 __all__ = ["register", "set_digest"]
@@ -85,6 +86,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("flag", help="flag key")
     p.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
     p.set_defaults(handler=history)
+    register_trend(commands, common)
 
 
 def set_digest(items: list[Any]) -> str:
@@ -266,9 +268,15 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     progress.close()
     finished = ctx.api.post(ctx.api.env_path("eval-runs", run_id, "finish"))
     if ctx.json_output:
-        ctx.emit_json(_as_json(finished, ctx.environment))
+        ctx.emit_json(
+            {**_as_json(finished, ctx.environment), "regression": finished.get("regression", [])}
+        )
         return ExitCode.OK
     _print_run(ctx, finished)
+    for check in finished.get("regression", ()):
+        if check["alarm"]:
+            ctx.out()
+            ctx.out(f"alarm: {check['message']}")
     return ExitCode.OK
 
 

@@ -218,6 +218,8 @@ def status(args: argparse.Namespace, ctx: Context) -> int:
     ctx.out(f"plan: {plan_text(release)}")
     if release.get("state_reason"):
         ctx.out(f"why: {release['state_reason']}")
+    for alarm in release.get("eval_alarms") or ():
+        ctx.out(f"alarm: {alarm['message']}")
     decision = release.get("decision")
     if not decision:
         ctx.out("no decision yet: the guard has not looked at this step")
