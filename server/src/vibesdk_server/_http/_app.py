@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from vibesdk_server import __version__
 from vibesdk_server._domain._errors import ServerError
+from vibesdk_server._eval.schedule import DEFAULT_EVAL_SCHEDULE_CHECK_S, Scheduler
 from vibesdk_server._guard.loop import DEFAULT_GUARD_INTERVAL_S, Guard
 from vibesdk_server._guard.sources import MetricsSource
 from vibesdk_server._storage import SqlStore
@@ -26,6 +27,7 @@ from vibesdk_server._ui import install as install_ui
 from ._admin import router as admin_router
 from ._auth import AuthMiddleware
 from ._eval import router as eval_router
+from ._eval_schedule import router as eval_schedule_router
 from ._hub import Hub
 from ._otlp import OtlpCounts
 from ._otlp import router as otlp_router
@@ -50,6 +52,7 @@ def create_app(
     ui_session_ttl_s: float = UI_SESSION_TTL_S,
     request_log: Retention = DEFAULT_RETENTION,
     metrics_source: MetricsSource | None = None,
+    eval_schedule_check_s: float = DEFAULT_EVAL_SCHEDULE_CHECK_S,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
@@ -65,11 +68,14 @@ def create_app(
     ``request_log``: how long, and how many entries per environment, the request log keeps.
     ``metrics_source``: where the guard reads the measurements it judges (default: the
     store's own, received over OTLP; or a ``PrometheusSource``).
+    ``eval_schedule_check_s``: how often the evaluation scheduler looks for due schedules (one
+    server looks: with PostgreSQL, the replica holding the scheduler's advisory lock).
     """
     if not guard_interval_s > 0:
         raise ValueError(f"guard_interval_s must be > 0, got {guard_interval_s}")
     hub = Hub(store.current)
     guard = Guard(store, interval_s=guard_interval_s, source=metrics_source)
+    scheduler = Scheduler(store, interval_s=eval_schedule_check_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,9 +86,11 @@ def create_app(
         if store.__class__.__name__ == "PostgresStore":
             listener, refresher = _start_replication(store, hub, refresh_s)
         guarding = asyncio.get_running_loop().create_task(guard.run(), name="vibesdk-guard")
+        scheduler.start()
         try:
             yield
         finally:
+            scheduler.stop()
             guarding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await guarding
@@ -107,6 +115,7 @@ def create_app(
     app.state.otlp = OtlpCounts()
     app.state.request_log = request_log
     app.state.guard = guard
+    app.state.scheduler = scheduler
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no auth)")
     async def healthz() -> dict[str, str]:
@@ -117,6 +126,7 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(releases_router)
     app.include_router(eval_router)
+    app.include_router(eval_schedule_router)
 
     @app.exception_handler(ServerError)
     async def _server_error(request: Request, exc: ServerError) -> JSONResponse:

@@ -12,6 +12,7 @@ from ._access import TokenStore
 from ._base import Mutation, Published, StoreBase, Tx, rfc3339, utcnow
 from ._documents import DocumentStore
 from ._eval import EvalStore
+from ._eval_schedule import EvalScheduleStore
 from ._feedback import FeedbackStore
 from ._measurements import MeasurementStore
 from ._prompts import PromptStore
@@ -32,6 +33,7 @@ class SqlStore(
     UiSessionStore,
     RequestLogStore,
     EvalStore,
+    EvalScheduleStore,
 ):
     """Flag server storage; subclasses supply connections, locking and notification.
 
@@ -45,3 +47,4 @@ class SqlStore(
         with self._tx(write=True) as tx:
             self._lock(tx, "schema")
             self.init_eval_schema(tx)
+            self.init_eval_schedule_schema(tx)

@@ -21,6 +21,7 @@ from vibesdk import FlagDocumentError, parse_document
 
 from .context import Context, Subparsers
 from .errors import CliError, ExitCode
+from .eval_schedule import register_schedule
 from .render import table
 
 __all__ = ["register", "set_digest"]
@@ -85,6 +86,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("flag", help="flag key")
     p.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
     p.set_defaults(handler=history)
+
+    register_schedule(commands, common)
 
 
 def set_digest(items: list[Any]) -> str:
@@ -284,6 +287,8 @@ def _as_json(stored: dict[str, Any], environment: str) -> dict[str, Any]:
         "repeat": stored["repeats"],
         "started_at": stored["started_at"],
         "finished_at": stored["finished_at"],
+        "trigger": stored["trigger"],
+        "error": stored["error"],
         "variants": stored["summary"] or {},
     }
 
@@ -398,11 +403,13 @@ def history(args: argparse.Namespace, ctx: Context) -> int:
         head = [
             stored["id"],
             stored["started_at"][:16].replace("T", " "),
+            stored["trigger"],
             stored["set_name"],
             stored["document_version"],
         ]
-        if summary is None:
-            rows.append([*head, "(unfinished)", None, None, None, None])
+        if not summary:
+            unfinished = "(unfinished)" if summary is None else "(no answers)"
+            rows.append([*head, unfinished, None, None, None, None])
             continue
         for i, (name, v) in enumerate(summary.items()):
             rows.append(
@@ -420,6 +427,7 @@ def history(args: argparse.Namespace, ctx: Context) -> int:
             [
                 "run",
                 "started (UTC)",
+                "trigger",
                 "set",
                 "version",
                 "variant",
@@ -431,4 +439,7 @@ def history(args: argparse.Namespace, ctx: Context) -> int:
             rows,
         )
     )
+    for stored in runs:
+        if stored["error"]:
+            ctx.out(f"run {stored['id']}: {stored['error']}")
     return ExitCode.OK
