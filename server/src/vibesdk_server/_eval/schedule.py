@@ -45,6 +45,9 @@ SCHEDULE_ACTOR = "eval-schedule"
 """Who scheduled runs are started and stored by, in the runs and the audit log."""
 DEFAULT_CONCURRENCY = 4
 DEFAULT_ITEM_TIMEOUT_S = 10.0
+SANDBOX_UID_BASE = 2_100_001_000
+"""The server's sandbox slots' first uid (as root): apart from ``vibe eval run``'s (the
+sandbox's default), so a scheduled run and a CLI run on one machine never reap each other's."""
 _DAILY = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 log = logging.getLogger("vibesdk_server")
 
@@ -196,7 +199,7 @@ class Scheduler:
             if self.stopping.is_set():
                 raise _Stopped
 
-        with Scorer(timeout_s=self.item_timeout_s) as scorer:
+        with Scorer(timeout_s=self.item_timeout_s, uid_base=SANDBOX_UID_BASE) as scorer:
             run_tasks(
                 document,
                 flag_key,
