@@ -443,3 +443,17 @@ def test_a_run_cut_short_by_a_shutdown_is_stored_with_what_it_had(store: SqlStor
     assert run["finished_at"] is not None
     assert len(store.eval_results("prod", run["id"])) == 1
     assert store.eval_schedule("prod", FLAG)["last_day"] == "2026-01-02"
+
+
+def test_server_refuses_a_look_interval_that_is_not_positive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vibe-server --eval-schedule-check-s 0 is a usage error naming the option; nothing runs."""
+    from vibesdk_server._cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--db", str(tmp_path / "x.db"), "--eval-schedule-check-s", "0"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--eval-schedule-check-s: give a number of seconds above 0" in err
+    assert not (tmp_path / "x.db").exists()
