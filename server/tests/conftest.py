@@ -37,12 +37,15 @@ def backend_process(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FlagServerProcess]:
     """One real server per back end for the session (heartbeat 0.5 s so pings are seen; the
-    guard loop looks every 0.5 s so guarded releases act within a test)."""
+    guard loop, and the evaluation scheduler, look every 0.5 s so guarded releases act and
+    scheduled runs start within a test)."""
     if request.param == "sqlite":
         db = str(tmp_path_factory.mktemp("sqlite") / "vibesdk.db")
     else:
         db = postgres_schema_url(request.getfixturevalue("postgres_url"))
-    with FlagServerProcess(db, heartbeat_s=0.5, guard_interval_s=0.5) as server:
+    with FlagServerProcess(
+        db, heartbeat_s=0.5, guard_interval_s=0.5, extra_args=["--eval-schedule-check-s", "0.5"]
+    ) as server:
         yield server
     if request.param == "postgres":
         drop_postgres_schema(request.getfixturevalue("postgres_url"), db)

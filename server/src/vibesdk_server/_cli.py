@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between the guard loop's looks at running releases (default 5)",
     )
     serve.add_argument(
+        "--eval-schedule-check-s",
+        type=_positive,
+        default=60.0,
+        help="seconds between the evaluation scheduler's looks for due daily runs (default 60)",
+    )
+    serve.add_argument(
         "--ui-session-ttl-s",
         type=_positive,
         default=8 * 3600.0,
@@ -376,6 +382,7 @@ def _serve(args: argparse.Namespace) -> int:
         ),
         metrics_source=source,
         logger_provider=logger_provider,
+        eval_schedule_check_s=args.eval_schedule_check_s,
     )
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

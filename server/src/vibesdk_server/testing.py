@@ -37,6 +37,7 @@ __all__ = [
     "SseEvent",
     "drop_postgres_schema",
     "iter_sse",
+    "make_eval_schedule_due",
     "postgres_schema_url",
 ]
 
@@ -550,3 +551,27 @@ def drop_postgres_schema(base_url: str, schema_url: str) -> None:
         return
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def make_eval_schedule_due(db: str | os.PathLike[str], environment: str, flag_key: str) -> None:
+    """Make the flag's evaluation schedule due now, as if it had been stored two days ago.
+
+    ``db``: the server's database (``FlagServerProcess.db``). A server running with a short
+    ``--eval-schedule-check-s`` then makes the scheduled run at its next look, once (the run is
+    for the latest day whose ``HH:MM`` has passed; the days before it are not caught up).
+    """
+    import datetime as dt
+
+    from ._storage import open_store, rfc3339
+
+    store = open_store(str(db))
+    try:
+        store.eval_schedule(environment, flag_key)  # 404 (NotFoundError) if there is none
+        since = rfc3339(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2))
+        with store._tx(write=True) as tx:
+            tx.run(
+                "UPDATE eval_schedules SET since = ? WHERE environment = ? AND flag_key = ?",
+                (since, environment, flag_key),
+            )
+    finally:
+        store.close()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["KINDS", "LANGS", "SHIPPED_SET", "GoldenSetError", "Item", "load_set"]
+__all__ = ["KINDS", "LANGS", "SHIPPED_SET", "GoldenSetError", "Item", "load_set", "parse_set"]
 
 #: The set we ship: original problems written for vibesdk (docs/concepts/evaluation.md).
 SHIPPED_SET: Path = Path(__file__).resolve().parent / "data" / "golden.jsonl"
@@ -72,6 +72,13 @@ def load_set(path: str | os.PathLike[str] | None = None) -> list[Item]:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise GoldenSetError(f"{file}:0: cannot read the golden set ({exc})") from exc
+    return parse_set(text, str(file))
+
+
+def parse_set(text: str, name: str) -> list[Item]:
+    """Every item of a golden set's JSONL ``text``, checked like :func:`load_set` checks a file
+    (``name`` stands for the file in the messages: ``NAME:LINE: ...``)."""
+    file = name
     items: list[Item] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):

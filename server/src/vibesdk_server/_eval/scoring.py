@@ -17,7 +17,7 @@ from vibesdk_server._eval.code_answer import conciseness, extract_code
 from vibesdk_server._eval.golden import Item
 from vibesdk_server._eval.math_answer import completeness, extract_answer
 from vibesdk_server._eval.math_verdict import MathVerifier
-from vibesdk_server._eval.sandbox import Limits, Sandbox
+from vibesdk_server._eval.sandbox import DEFAULT_UID_BASE, Limits, Sandbox
 
 __all__ = ["ItemScore", "Scorer"]
 
@@ -51,6 +51,8 @@ class Scorer:
     CPU count, at most 4) is how many items of each kind are scored at once. ``limits``
     replaces the sandbox's other limits (its ``timeout_s`` is set from ``timeout_s``);
     ``verify_timeout_s`` math-verify's own per-step timeout (default a third of ``timeout_s``).
+    ``uid_base``: the first uid the sandbox tries for a run (as root); each run takes one no
+    other run on the machine holds.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Scorer:
         workers: int | None = None,
         limits: Limits | None = None,
         verify_timeout_s: int | None = None,
+        uid_base: int = DEFAULT_UID_BASE,
     ) -> None:
         count = workers if workers is not None else min(4, os.cpu_count() or 1)
         if count < 1:
@@ -67,7 +70,9 @@ class Scorer:
         self._math = MathVerifier(
             workers=count, timeout_s=timeout_s, verify_timeout_s=verify_timeout_s
         )
-        self._sandbox = Sandbox(replace(limits or Limits(), timeout_s=timeout_s), slots=count)
+        self._sandbox = Sandbox(
+            replace(limits or Limits(), timeout_s=timeout_s), slots=count, uid_base=uid_base
+        )
 
     def score(self, item: Item, answer: str, finish_reason: str | None) -> ItemScore:
         """Score ``answer`` (the model's whole output) to ``item``; blocks until done."""

@@ -22,19 +22,21 @@ from vibesdk_server._guard.actions import Clock, guard_release
 from vibesdk_server._guard.sources import MetricsSource
 from vibesdk_server._storage import SqlStore
 
-__all__ = ["DEFAULT_GUARD_INTERVAL_S", "Guard"]
+__all__ = ["DEFAULT_GUARD_INTERVAL_S", "Guard", "leadership"]
 
 DEFAULT_GUARD_INTERVAL_S = 5.0
 log = logging.getLogger("vibesdk_server")
 
 
 class _PostgresLeadership:
-    """The guard's advisory lock, held on a dedicated connection."""
+    """An advisory lock of its own per ``task`` (the guard, the evaluation scheduler), held on a
+    dedicated connection: one replica leads each task."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, task: str = "guard") -> None:
         self._store = store
+        self._task = task
         self._conn: Any = None
-        self._key = zlib.crc32(f"vibesdk-guard {store.schema}".encode())
+        self._key = zlib.crc32(f"vibesdk-{task} {store.schema}".encode())
 
     def acquire(self) -> bool:
         """Whether this replica leads now (taking the lock if it is free)."""
@@ -50,10 +52,10 @@ class _PostgresLeadership:
                 conn.close()
                 return False
             self._conn = conn
-            log.info("guard: this replica leads the guard loop")
+            log.info("%s: this replica leads the %s loop", self._task, self._task)
             return True
         except Exception:
-            log.warning("guard: lost the leadership connection", exc_info=True)
+            log.warning("%s: lost the leadership connection", self._task, exc_info=True)
             self.release()
             return False
 
@@ -72,6 +74,14 @@ class _Alone:
         pass
 
 
+def leadership(store: SqlStore, task: str) -> _PostgresLeadership | _Alone:
+    """Who runs ``task``: with PostgreSQL, the replica holding ``task``'s advisory lock
+    (``acquire()`` says whether this one does now); with SQLite, the single server, always."""
+    if store.__class__.__name__ == "PostgresStore":
+        return _PostgresLeadership(store, task)
+    return _Alone()
+
+
 class Guard:
     """Runs :func:`~.actions.guard_release` on every running release, on the leader only."""
 
@@ -87,10 +97,7 @@ class Guard:
         self.source = source  # where the figures come from; None: the store's own
         self.interval_s = interval_s
         self.clock = clock
-        postgres = store.__class__.__name__ == "PostgresStore"
-        self._leadership: _PostgresLeadership | _Alone = (
-            _PostgresLeadership(store) if postgres else _Alone()
-        )
+        self._leadership = leadership(store, "guard")
 
     def tick(self) -> dict[int, str]:
         """One look at every running release if this server leads: ``{release id: action}``."""

@@ -17,6 +17,7 @@ from opentelemetry._logs import LoggerProvider
 
 from vibesdk_server import __version__
 from vibesdk_server._domain._errors import ServerError
+from vibesdk_server._eval.schedule import DEFAULT_EVAL_SCHEDULE_CHECK_S, Scheduler
 from vibesdk_server._guard.loop import DEFAULT_GUARD_INTERVAL_S, Guard
 from vibesdk_server._guard.sources import MetricsSource
 from vibesdk_server._storage import SqlStore
@@ -27,6 +28,7 @@ from vibesdk_server._ui import install as install_ui
 from ._admin import router as admin_router
 from ._auth import AuthMiddleware
 from ._eval import router as eval_router
+from ._eval_schedule import router as eval_schedule_router
 from ._hub import Hub
 from ._otlp import OtlpCounts
 from ._otlp import router as otlp_router
@@ -53,6 +55,7 @@ def create_app(
     request_log: Retention = DEFAULT_RETENTION,
     metrics_source: MetricsSource | None = None,
     logger_provider: LoggerProvider | None = None,
+    eval_schedule_check_s: float = DEFAULT_EVAL_SCHEDULE_CHECK_S,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
@@ -70,11 +73,14 @@ def create_app(
     store's own, received over OTLP; or a ``PrometheusSource``).
     ``logger_provider``: where review scores go as ``gen_ai.evaluation.result`` events
     (default: OpenTelemetry's global one, which does nothing until one is set).
+    ``eval_schedule_check_s``: how often the evaluation scheduler looks for due schedules (one
+    server looks: with PostgreSQL, the replica holding the scheduler's advisory lock).
     """
     if not guard_interval_s > 0:
         raise ValueError(f"guard_interval_s must be > 0, got {guard_interval_s}")
     hub = Hub(store.current)
     guard = Guard(store, interval_s=guard_interval_s, source=metrics_source)
+    scheduler = Scheduler(store, interval_s=eval_schedule_check_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,9 +91,11 @@ def create_app(
         if store.__class__.__name__ == "PostgresStore":
             listener, refresher = _start_replication(store, hub, refresh_s)
         guarding = asyncio.get_running_loop().create_task(guard.run(), name="vibesdk-guard")
+        scheduler.start()
         try:
             yield
         finally:
+            scheduler.stop()
             guarding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await guarding
@@ -113,17 +121,22 @@ def create_app(
     app.state.request_log = request_log
     app.state.guard = guard
     app.state.logger_provider = logger_provider
+    app.state.scheduler = scheduler
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no auth)")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(sdk_router)
-    app.include_router(otlp_router)
-    app.include_router(admin_router)
-    app.include_router(releases_router)
-    app.include_router(eval_router)
-    app.include_router(review_router)
+    for router in (
+        sdk_router,
+        otlp_router,
+        admin_router,
+        releases_router,
+        eval_router,
+        review_router,
+        eval_schedule_router,
+    ):
+        app.include_router(router)
 
     @app.exception_handler(ServerError)
     async def _server_error(request: Request, exc: ServerError) -> JSONResponse:

@@ -78,6 +78,8 @@ _RUN_COLUMNS = (
     "started_at",
     "finished_at",
     "summary",
+    "trigger",
+    "error",
 )
 _RUN_JSON = ("variants", "summary")
 _RESULT_COLUMNS = (
@@ -114,6 +116,7 @@ def _run(row: Any) -> dict[str, Any]:
     for name in _RUN_JSON:
         if out[name] is not None:
             out[name] = json.loads(out[name])
+    out["trigger"] = out["trigger"] or "manual"  # runs stored before schedules existed
     return out
 
 
@@ -150,9 +153,11 @@ class EvalStore(StoreBase):
         self, environment: str, fields: dict[str, Any], *, actor: str
     ) -> dict[str, Any]:
         """A new run from ``fields`` (flag_key, set_name, set_digest, items, variants, repeats,
-        document_version); 404 for an unknown environment or document version."""
-        names = [c for c in _RUN_COLUMNS if c not in ("id", "finished_at", "summary")]
+        document_version; ``trigger``: ``manual``, the default, or ``scheduled``); 404 for an
+        unknown environment or document version."""
+        names = [c for c in _RUN_COLUMNS if c not in ("id", "finished_at", "summary", "error")]
         values = {
+            "trigger": "manual",
             **fields,
             "environment": environment,
             "started_by": actor,
@@ -247,22 +252,30 @@ class EvalStore(StoreBase):
         return [_result(r) for r in rows]
 
     def finish_eval_run(
-        self, environment: str, run_id: int, summary: dict[str, Any], *, actor: str
+        self,
+        environment: str,
+        run_id: int,
+        summary: dict[str, Any],
+        *,
+        actor: str,
+        error: str | None = None,
     ) -> dict[str, Any]:
-        """Record the run's summary and when it was (last) finished; the run, with the
-        ``regression`` check of each variant against its baseline."""
+        """Record the run's summary, when it was (last) finished and ``error``, what stopped it
+        before every answer was in (``None``: nothing); the run, with the ``regression`` check of
+        each variant against its baseline (none for a run cut short: its answered items are not
+        the set, so their mean is no measure of a drop)."""
         with self._tx(write=True) as tx:
             self._eval_run(tx, environment, run_id)
             tx.run(
-                "UPDATE eval_runs SET summary = ?, finished_at = ? WHERE id = ?",
-                (json.dumps(summary), utcnow(), run_id),
+                "UPDATE eval_runs SET summary = ?, finished_at = ?, error = ? WHERE id = ?",
+                (json.dumps(summary), utcnow(), error, run_id),
             )
             run = self._eval_run(tx, environment, run_id)
             scores = {v: f["score"] for v, f in summary.items()}
             self._audit_run(
                 tx, "eval_run_finish", run, actor=actor, after={"id": run_id, "scores": scores}
             )
-            return {**run, "regression": self._finished_tx(tx, run)}
+            return {**run, "regression": [] if error else self._finished_tx(tx, run)}
 
     def _finished_tx(self, tx: Tx, run: dict[str, Any]) -> list[dict[str, Any]]:
         """What follows a run's finish in its transaction: the regression checks

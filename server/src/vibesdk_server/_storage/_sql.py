@@ -12,6 +12,7 @@ from ._access import TokenStore
 from ._base import Mutation, Published, StoreBase, Tx, rfc3339, utcnow
 from ._documents import DocumentStore
 from ._eval_checks import EvalCheckStore
+from ._eval_schedule import EvalScheduleStore
 from ._feedback import FeedbackStore
 from ._measurements import MeasurementStore
 from ._prompts import PromptStore
@@ -33,6 +34,7 @@ class SqlStore(
     UiSessionStore,
     RequestLogStore,
     EvalCheckStore,
+    EvalScheduleStore,
     ReviewStore,
 ):
     """Flag server storage; subclasses supply connections, locking and notification.
@@ -49,3 +51,4 @@ class SqlStore(
             self.init_eval_schema(tx)
             self.init_review_schema(tx)
             self.init_eval_check_schema(tx)
+            self.init_eval_schedule_schema(tx)

@@ -21,6 +21,7 @@ from vibesdk import FlagDocumentError, parse_document
 
 from .context import Context, Subparsers
 from .errors import CliError, ExitCode
+from .eval_schedule import register_schedule
 from .eval_trend import register_trend
 from .render import table
 
@@ -87,6 +88,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
     p.set_defaults(handler=history)
     register_trend(commands, common)
+
+    register_schedule(commands, common)
 
 
 def set_digest(items: list[Any]) -> str:
@@ -292,6 +295,8 @@ def _as_json(stored: dict[str, Any], environment: str) -> dict[str, Any]:
         "repeat": stored["repeats"],
         "started_at": stored["started_at"],
         "finished_at": stored["finished_at"],
+        "trigger": stored["trigger"],
+        "error": stored["error"],
         "variants": stored["summary"] or {},
     }
 
@@ -406,11 +411,13 @@ def history(args: argparse.Namespace, ctx: Context) -> int:
         head = [
             stored["id"],
             stored["started_at"][:16].replace("T", " "),
+            stored["trigger"],
             stored["set_name"],
             stored["document_version"],
         ]
-        if summary is None:
-            rows.append([*head, "(unfinished)", None, None, None, None])
+        if not summary:
+            unfinished = "(unfinished)" if summary is None else "(no answers)"
+            rows.append([*head, unfinished, None, None, None, None])
             continue
         for i, (name, v) in enumerate(summary.items()):
             rows.append(
@@ -428,6 +435,7 @@ def history(args: argparse.Namespace, ctx: Context) -> int:
             [
                 "run",
                 "started (UTC)",
+                "trigger",
                 "set",
                 "version",
                 "variant",
@@ -439,4 +447,7 @@ def history(args: argparse.Namespace, ctx: Context) -> int:
             rows,
         )
     )
+    for stored in runs:
+        if stored["error"]:
+            ctx.out(f"run {stored['id']}: {stored['error']}")
     return ExitCode.OK
