@@ -2,12 +2,17 @@
 
 Seeds a SQLite database with ``--days`` of measurements at every 10 s interval for a stable and
 a canary variant (the rows the OTLP receiver writes: the duration histogram, fallbacks, one
-output check, output tokens), starts the real vibe-server on it, signs in with headless
-Chromium (Debian's ``chromium``) and, for each step size, times from the click on "7d" until
-every chart is drawn, plus the series request alone (server time) and its size. Rounds
-alternate the step sizes.
+output check, output tokens; the server's write also adds them into its 1 min and 10 min
+rollups), starts the real vibe-server on it, signs in with headless Chromium (Debian's
+``chromium``) and, for each step size, times from the click on "7d" until every chart is
+drawn, plus the series request alone (server time) and its size. Rounds alternate the step
+sizes. ``auto`` is the page's own step (a point per pixel of the charts' width: 10 min
+multiples, read from the rollups); ``70`` is the page's step before the rollups (the finest
+under 10,000 points, read from the 10 s rows, as every step that is not a whole number of
+minutes still is). Then, in this process, it splits one series request's server time into
+the database read and fold (``measurement_series``), the columns and the JSON encoding.
 
-    python benchmarks/dashboard/run.py --out benchmarks/dashboard/results/run1.json
+    python benchmarks/dashboard/run.py --out benchmarks/dashboard/results/run2.json
 """
 
 from __future__ import annotations
@@ -90,12 +95,48 @@ def seed(db: str, days: float) -> int:
     return n
 
 
+#: The charts' width as the page's script computes it (ui.js ``draw``).
+WIDTH_JS = "Math.max(320, Math.min(document.getElementById('charts').clientWidth || 900, 1200))"
+
+
+def breakdown(db: str, steps: dict[str, int], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Per step, in this process: the store's read and fold, the columns, the JSON encoding
+    of a 7-day series (what the series route does, one part at a time)."""
+    import json
+
+    from vibesdk_server._storage import open_store
+    from vibesdk_server._ui._routes import _columns
+
+    store = open_store(db)
+    out: dict[str, dict[str, list[float]]] = {}
+    try:
+        for _ in range(rounds):
+            for name, step in steps.items():
+                times = out.setdefault(name, {"read_s": [], "columns_s": [], "json_s": []})
+                since = int(time.time()) - 7 * 86_400
+                t0 = time.perf_counter()
+                measured = store.measurement_series(
+                    environment="bench", flag_key="vibethinker", since=since, step_s=step
+                )
+                t1 = time.perf_counter()
+                columns = _columns(measured, step)
+                t2 = time.perf_counter()
+                json.dumps(columns, separators=(",", ":"))
+                t3 = time.perf_counter()
+                times["read_s"].append(t1 - t0)
+                times["columns_s"].append(t2 - t1)
+                times["json_s"].append(t3 - t2)
+    finally:
+        store.close()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
-        "--steps", default="auto,10", help="step sizes: auto (the page's) or seconds"
+        "--steps", default="70,auto,10", help="step sizes: auto (the page's) or seconds"
     )
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -135,9 +176,12 @@ def main() -> int:
                 page.wait_for_selector("text=Sign out")
                 cookie = {c["name"]: c["value"] for c in page.context.cookies()}
                 flag = "/ui/environments/bench/flags/vibethinker"
+                page.goto(server.url + flag)
+                page.wait_for_selector("#charts[data-ready='1']")
+                width = page.evaluate(WIDTH_JS)
                 for r in range(args.rounds):
                     for step in steps if r % 2 == 0 else steps[::-1]:
-                        query = "" if step == "auto" else f"&step={step}"
+                        query = f"&width={width}" if step == "auto" else f"&step={step}"
                         with httpx.Client(base_url=server.url, cookies=cookie, timeout=120) as http:
                             t0 = time.perf_counter()
                             body = http.get(f"{flag}/series?window=7d{query}")
@@ -146,6 +190,7 @@ def main() -> int:
                             sizes[step] = {
                                 "bytes": len(body.content),
                                 "points": len(body.json()["t"]),
+                                "step_s": body.json()["step_s"],
                             }
                         page.goto(server.url + flag + ("" if step == "auto" else f"?step={step}"))
                         page.wait_for_selector("#charts[data-ready='1']")
@@ -160,20 +205,30 @@ def main() -> int:
                             flush=True,
                         )
                 browser.close()
-    summary = {s: {k: summarize(v) for k, v in samples[s].items()} | sizes[s] for s in steps}
+        parts = breakdown(db, {s: sizes[s]["step_s"] for s in steps}, args.rounds)
+    summary = {
+        s: {k: summarize(v) for k, v in samples[s].items()}
+        | sizes[s]
+        | {k: summarize(v) for k, v in parts[s].items()}
+        for s in steps
+    }
     rows = [
         [
-            s,
+            f"{s} ({sizes[s]['step_s']} s)",
             f"{sizes[s]['points']:,}",
             f"{sizes[s]['bytes'] / 1e6:.1f} MB",
             f"{summary[s]['series_s']['median']:.3f}",
             f"{summary[s]['page_s']['median']:.3f}",
             f"{max(samples[s]['page_s']):.3f}",
+            f"{summary[s]['read_s']['median']:.3f}",
+            f"{summary[s]['columns_s']['median']:.3f}",
+            f"{summary[s]['json_s']['median']:.3f}",
         ]
         for s in steps
     ]
     header = ["step", "points per series", "series JSON", "series median s", "page median s"]
-    print(markdown_table([*header, "page max s"], rows))
+    parts_header = ["read + fold s", "columns s", "JSON s"]
+    print(markdown_table([*header, "page max s", *parts_header], rows))
     write_json(
         args.out,
         {
@@ -186,7 +241,9 @@ def main() -> int:
             ),
             "intervals_per_variant": intervals,
             "seed_s": seed_s,
+            "chart_width_px": width,
             "samples": samples,
+            "server_parts": parts,
             "summary": summary,
         },
     )

@@ -45,3 +45,4 @@ class SqlStore(
         with self._tx(write=True) as tx:
             self._lock(tx, "schema")
             self.init_eval_schema(tx)
+            self.init_rollups(tx)
