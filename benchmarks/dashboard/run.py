@@ -99,6 +99,31 @@ def seed(db: str, days: float) -> int:
 WIDTH_JS = "Math.max(320, Math.min(document.getElementById('charts').clientWidth || 900, 1200))"
 
 
+#: Before the click: note (in the page's clock) the click and the moment the charts are ready.
+WATCH_JS = """() => {
+  const root = document.getElementById('charts');
+  window.benchTimes = {};
+  document.addEventListener('click', () => { window.benchTimes.click = performance.now(); },
+                            { capture: true, once: true });
+  new MutationObserver((changes, observer) => {
+    if (root.dataset.ready !== '1') return;
+    window.benchTimes.ready = performance.now();
+    observer.disconnect();
+  }).observe(root, { attributes: true, attributeFilter: ['data-ready'] });
+}"""
+#: After: the browser's own split of click-to-ready (seconds): until the series' first byte
+#: (the request and the server's work), its download, then parsing and drawing every chart.
+SPLIT_JS = """() => {
+  const t = window.benchTimes;
+  const e = performance.getEntriesByType('resource')
+    .filter((r) => r.name.includes('window=7d')).pop();
+  return { in_page_s: (t.ready - t.click) / 1000,
+           first_byte_s: (e.responseStart - t.click) / 1000,
+           download_s: (e.responseEnd - e.responseStart) / 1000,
+           draw_s: (t.ready - e.responseEnd) / 1000 };
+}"""
+
+
 def breakdown(db: str, steps: dict[str, int], rounds: int) -> dict[str, dict[str, list[float]]]:
     """Per step, in this process: the store's read and fold, the columns, the JSON encoding
     of a 7-day series (what the series route does, one part at a time)."""
@@ -195,10 +220,13 @@ def main() -> int:
                         page.goto(server.url + flag + ("" if step == "auto" else f"?step={step}"))
                         page.wait_for_selector("#charts[data-ready='1']")
                         page.evaluate("document.querySelector('#charts').dataset.ready = ''")
+                        page.evaluate(WATCH_JS)
                         t0 = time.perf_counter()
                         page.click("a[data-window='7d']")
                         page.wait_for_selector("#charts[data-ready='1']")
                         samples[step]["page_s"].append(time.perf_counter() - t0)
+                        for name, value in page.evaluate(SPLIT_JS).items():
+                            samples[step].setdefault(name, []).append(value)
                         print(
                             f"round {r + 1} step {step}: page {samples[step]['page_s'][-1]:.3f} s,"
                             f" series {samples[step]['series_s'][-1]:.3f} s",
@@ -220,6 +248,9 @@ def main() -> int:
             f"{summary[s]['series_s']['median']:.3f}",
             f"{summary[s]['page_s']['median']:.3f}",
             f"{max(samples[s]['page_s']):.3f}",
+            f"{summary[s]['first_byte_s']['median']:.3f}",
+            f"{summary[s]['download_s']['median']:.3f}",
+            f"{summary[s]['draw_s']['median']:.3f}",
             f"{summary[s]['read_s']['median']:.3f}",
             f"{summary[s]['columns_s']['median']:.3f}",
             f"{summary[s]['json_s']['median']:.3f}",
@@ -228,7 +259,8 @@ def main() -> int:
     ]
     header = ["step", "points per series", "series JSON", "series median s", "page median s"]
     parts_header = ["read + fold s", "columns s", "JSON s"]
-    print(markdown_table([*header, "page max s", *parts_header], rows))
+    page_parts = ["first byte s", "download s", "parse + draw s"]
+    print(markdown_table([*header, "page max s", *page_parts, *parts_header], rows))
     write_json(
         args.out,
         {
