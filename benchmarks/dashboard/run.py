@@ -38,7 +38,6 @@ def seed(db: str, days: float) -> int:
     """Write the measurements; how many intervals per variant."""
     import random
 
-    from vibesdk_server._domain._otlp import Point
     from vibesdk_server._storage import open_store
 
     store = open_store(db)
@@ -46,53 +45,62 @@ def seed(db: str, days: float) -> int:
     rng = random.Random(7)
     now = int(time.time()) // INTERVAL_S * INTERVAL_S
     n = int(days * 86_400 / INTERVAL_S)
-    batch: list[Point] = []
+    batch: list[Any] = []
     for i in range(n):
-        t = now - (n - i) * INTERVAL_S
-        for variant, calls, slow in (("stable", 90, 0.3), ("canary", 10, 0.5)):
-            buckets = [0] * (len(BOUNDS) + 1)
-            for _ in range(calls):
-                seconds = rng.expovariate(1 / slow)
-                buckets[sum(seconds > b for b in BOUNDS)] += 1
-            point = {"flag_key": "vibethinker", "variant": variant, "interval_start": t}
-            batch += [
-                Point(
-                    **point,
-                    metric="gen_ai.client.operation.duration",
-                    labels="",
-                    count=calls,
-                    total=calls * slow,
-                    bounds=BOUNDS,
-                    buckets=tuple(buckets),
-                ),
-                Point(
-                    **point,
-                    metric="vibesdk.fallbacks",
-                    labels="vibesdk.fallback.reason=error",
-                    count=1,
-                    total=rng.random() < 0.1,
-                ),
-                Point(
-                    **point,
-                    metric="vibesdk.quality.failures",
-                    labels="vibesdk.quality.check=repetition",
-                    count=1,
-                    total=rng.random() < 0.05,
-                ),
-                Point(
-                    **point,
-                    metric="gen_ai.client.token.usage",
-                    labels="gen_ai.token.type=output",
-                    count=calls,
-                    total=calls * rng.uniform(200, 400),
-                ),
-            ]
+        batch += points_of(rng, now - (n - i) * INTERVAL_S)
         if len(batch) >= 20_000:
             store.add_points("bench", batch)
             batch = []
     store.add_points("bench", batch)
     store.close()
     return n
+
+
+def points_of(rng: Any, t: int) -> list[Any]:
+    """One 10 s interval's points, as one SDK export sends them: per variant, the duration
+    histogram, fallbacks, one output check's failures and output tokens."""
+    from vibesdk_server._domain._otlp import Point
+
+    out = []
+    for variant, calls, slow in (("stable", 90, 0.3), ("canary", 10, 0.5)):
+        buckets = [0] * (len(BOUNDS) + 1)
+        for _ in range(calls):
+            seconds = rng.expovariate(1 / slow)
+            buckets[sum(seconds > b for b in BOUNDS)] += 1
+        point = {"flag_key": "vibethinker", "variant": variant, "interval_start": t}
+        out += [
+            Point(
+                **point,
+                metric="gen_ai.client.operation.duration",
+                labels="",
+                count=calls,
+                total=calls * slow,
+                bounds=BOUNDS,
+                buckets=tuple(buckets),
+            ),
+            Point(
+                **point,
+                metric="vibesdk.fallbacks",
+                labels="vibesdk.fallback.reason=error",
+                count=1,
+                total=rng.random() < 0.1,
+            ),
+            Point(
+                **point,
+                metric="vibesdk.quality.failures",
+                labels="vibesdk.quality.check=repetition",
+                count=1,
+                total=rng.random() < 0.05,
+            ),
+            Point(
+                **point,
+                metric="gen_ai.client.token.usage",
+                labels="gen_ai.token.type=output",
+                count=calls,
+                total=calls * rng.uniform(200, 400),
+            ),
+        ]
+    return out
 
 
 #: The charts' width as the page's script computes it (ui.js ``draw``).
