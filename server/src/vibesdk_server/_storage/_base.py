@@ -20,15 +20,7 @@ from typing import Any
 from vibesdk import Flag, FlagDocument
 from vibesdk_server._domain._errors import NotFoundError
 
-__all__ = [
-    "SCHEMA",
-    "Mutation",
-    "Published",
-    "StoreBase",
-    "Tx",
-    "rfc3339",
-    "utcnow",
-]
+__all__ = ["SCHEMA", "Mutation", "Published", "StoreBase", "Tx", "rfc3339", "utcnow"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS environments (

@@ -262,7 +262,7 @@ def flag_page(
     log_variant: str | None = None,
     log_failed: str | None = None,
 ) -> HTMLResponse:
-    """``step``: the charts' step in seconds (default: the finest under MAX_POINTS points);
+    """``step``: the charts' step in seconds (default: a point per pixel, see :func:`series`);
     ``log_variant`` / ``log_failed``: the request log's filters."""
     context = _flag_context(request, env, key, log_variant=log_variant, log_failed=log_failed)
     return _page(request, "flag.html", {"session": session, "msg": msg, "step": step, **context})
