@@ -2,12 +2,17 @@
 
 Seeds a SQLite database with ``--days`` of measurements at every 10 s interval for a stable and
 a canary variant (the rows the OTLP receiver writes: the duration histogram, fallbacks, one
-output check, output tokens), starts the real vibe-server on it, signs in with headless
-Chromium (Debian's ``chromium``) and, for each step size, times from the click on "7d" until
-every chart is drawn, plus the series request alone (server time) and its size. Rounds
-alternate the step sizes.
+output check, output tokens; the server's write also adds them into its 1 min and 10 min
+rollups), starts the real vibe-server on it, signs in with headless Chromium (Debian's
+``chromium``) and, for each step size, times from the click on "7d" until every chart is
+drawn, plus the series request alone (server time) and its size. Rounds alternate the step
+sizes. ``auto`` is the page's own step (a point per pixel of the charts' width: 10 min
+multiples, read from the rollups); ``70`` is the page's step before the rollups (the finest
+under 10,000 points, read from the 10 s rows, as every step that is not a whole number of
+minutes still is). Then, in this process, it splits one series request's server time into
+the database read and fold (``measurement_series``), the columns and the JSON encoding.
 
-    python benchmarks/dashboard/run.py --out benchmarks/dashboard/results/run1.json
+    python benchmarks/dashboard/run.py --out benchmarks/dashboard/results/run2.json
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ def seed(db: str, days: float) -> int:
     """Write the measurements; how many intervals per variant."""
     import random
 
-    from vibesdk_server._domain._otlp import Point
     from vibesdk_server._storage import open_store
 
     store = open_store(db)
@@ -41,47 +45,9 @@ def seed(db: str, days: float) -> int:
     rng = random.Random(7)
     now = int(time.time()) // INTERVAL_S * INTERVAL_S
     n = int(days * 86_400 / INTERVAL_S)
-    batch: list[Point] = []
+    batch: list[Any] = []
     for i in range(n):
-        t = now - (n - i) * INTERVAL_S
-        for variant, calls, slow in (("stable", 90, 0.3), ("canary", 10, 0.5)):
-            buckets = [0] * (len(BOUNDS) + 1)
-            for _ in range(calls):
-                seconds = rng.expovariate(1 / slow)
-                buckets[sum(seconds > b for b in BOUNDS)] += 1
-            point = {"flag_key": "vibethinker", "variant": variant, "interval_start": t}
-            batch += [
-                Point(
-                    **point,
-                    metric="gen_ai.client.operation.duration",
-                    labels="",
-                    count=calls,
-                    total=calls * slow,
-                    bounds=BOUNDS,
-                    buckets=tuple(buckets),
-                ),
-                Point(
-                    **point,
-                    metric="vibesdk.fallbacks",
-                    labels="vibesdk.fallback.reason=error",
-                    count=1,
-                    total=rng.random() < 0.1,
-                ),
-                Point(
-                    **point,
-                    metric="vibesdk.quality.failures",
-                    labels="vibesdk.quality.check=repetition",
-                    count=1,
-                    total=rng.random() < 0.05,
-                ),
-                Point(
-                    **point,
-                    metric="gen_ai.client.token.usage",
-                    labels="gen_ai.token.type=output",
-                    count=calls,
-                    total=calls * rng.uniform(200, 400),
-                ),
-            ]
+        batch += points_of(rng, now - (n - i) * INTERVAL_S)
         if len(batch) >= 20_000:
             store.add_points("bench", batch)
             batch = []
@@ -90,12 +56,120 @@ def seed(db: str, days: float) -> int:
     return n
 
 
+def points_of(rng: Any, t: int) -> list[Any]:
+    """One 10 s interval's points, as one SDK export sends them: per variant, the duration
+    histogram, fallbacks, one output check's failures and output tokens."""
+    from vibesdk_server._domain._otlp import Point
+
+    out = []
+    for variant, calls, slow in (("stable", 90, 0.3), ("canary", 10, 0.5)):
+        buckets = [0] * (len(BOUNDS) + 1)
+        for _ in range(calls):
+            seconds = rng.expovariate(1 / slow)
+            buckets[sum(seconds > b for b in BOUNDS)] += 1
+        point = {"flag_key": "vibethinker", "variant": variant, "interval_start": t}
+        out += [
+            Point(
+                **point,
+                metric="gen_ai.client.operation.duration",
+                labels="",
+                count=calls,
+                total=calls * slow,
+                bounds=BOUNDS,
+                buckets=tuple(buckets),
+            ),
+            Point(
+                **point,
+                metric="vibesdk.fallbacks",
+                labels="vibesdk.fallback.reason=error",
+                count=1,
+                total=rng.random() < 0.1,
+            ),
+            Point(
+                **point,
+                metric="vibesdk.quality.failures",
+                labels="vibesdk.quality.check=repetition",
+                count=1,
+                total=rng.random() < 0.05,
+            ),
+            Point(
+                **point,
+                metric="gen_ai.client.token.usage",
+                labels="gen_ai.token.type=output",
+                count=calls,
+                total=calls * rng.uniform(200, 400),
+            ),
+        ]
+    return out
+
+
+#: The charts' width as the page's script computes it (ui.js ``draw``).
+WIDTH_JS = "Math.max(320, Math.min(document.getElementById('charts').clientWidth || 900, 1200))"
+
+
+#: Before the click: note (in the page's clock) the click and the moment the charts are ready.
+WATCH_JS = """() => {
+  const root = document.getElementById('charts');
+  window.benchTimes = {};
+  document.addEventListener('click', () => { window.benchTimes.click = performance.now(); },
+                            { capture: true, once: true });
+  new MutationObserver((changes, observer) => {
+    if (root.dataset.ready !== '1') return;
+    window.benchTimes.ready = performance.now();
+    observer.disconnect();
+  }).observe(root, { attributes: true, attributeFilter: ['data-ready'] });
+}"""
+#: After: the browser's own split of click-to-ready (seconds): until the series' first byte
+#: (the request and the server's work), its download, then parsing and drawing every chart.
+SPLIT_JS = """() => {
+  const t = window.benchTimes;
+  const e = performance.getEntriesByType('resource')
+    .filter((r) => r.name.includes('window=7d')).pop();
+  return { in_page_s: (t.ready - t.click) / 1000,
+           first_byte_s: (e.responseStart - t.click) / 1000,
+           download_s: (e.responseEnd - e.responseStart) / 1000,
+           draw_s: (t.ready - e.responseEnd) / 1000 };
+}"""
+
+
+def breakdown(db: str, steps: dict[str, int], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Per step, in this process: the store's read and fold, the columns, the JSON encoding
+    of a 7-day series (what the series route does, one part at a time)."""
+    import json
+
+    from vibesdk_server._storage import open_store
+    from vibesdk_server._ui._routes import _columns
+
+    store = open_store(db)
+    out: dict[str, dict[str, list[float]]] = {}
+    try:
+        for _ in range(rounds):
+            for name, step in steps.items():
+                times = out.setdefault(name, {"read_s": [], "columns_s": [], "json_s": []})
+                since = int(time.time()) - 7 * 86_400
+                t0 = time.perf_counter()
+                measured = store.measurement_series(
+                    environment="bench", flag_key="vibethinker", since=since, step_s=step
+                )
+                t1 = time.perf_counter()
+                columns = _columns(measured, step)
+                t2 = time.perf_counter()
+                json.dumps(columns, separators=(",", ":"))
+                t3 = time.perf_counter()
+                times["read_s"].append(t1 - t0)
+                times["columns_s"].append(t2 - t1)
+                times["json_s"].append(t3 - t2)
+    finally:
+        store.close()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
-        "--steps", default="auto,10", help="step sizes: auto (the page's) or seconds"
+        "--steps", default="70,auto,10", help="step sizes: auto (the page's) or seconds"
     )
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -135,9 +209,12 @@ def main() -> int:
                 page.wait_for_selector("text=Sign out")
                 cookie = {c["name"]: c["value"] for c in page.context.cookies()}
                 flag = "/ui/environments/bench/flags/vibethinker"
+                page.goto(server.url + flag)
+                page.wait_for_selector("#charts[data-ready='1']")
+                width = page.evaluate(WIDTH_JS)
                 for r in range(args.rounds):
                     for step in steps if r % 2 == 0 else steps[::-1]:
-                        query = "" if step == "auto" else f"&step={step}"
+                        query = f"&width={width}" if step == "auto" else f"&step={step}"
                         with httpx.Client(base_url=server.url, cookies=cookie, timeout=120) as http:
                             t0 = time.perf_counter()
                             body = http.get(f"{flag}/series?window=7d{query}")
@@ -146,34 +223,52 @@ def main() -> int:
                             sizes[step] = {
                                 "bytes": len(body.content),
                                 "points": len(body.json()["t"]),
+                                "step_s": body.json()["step_s"],
                             }
                         page.goto(server.url + flag + ("" if step == "auto" else f"?step={step}"))
                         page.wait_for_selector("#charts[data-ready='1']")
                         page.evaluate("document.querySelector('#charts').dataset.ready = ''")
+                        page.evaluate(WATCH_JS)
                         t0 = time.perf_counter()
                         page.click("a[data-window='7d']")
                         page.wait_for_selector("#charts[data-ready='1']")
                         samples[step]["page_s"].append(time.perf_counter() - t0)
+                        for name, value in page.evaluate(SPLIT_JS).items():
+                            samples[step].setdefault(name, []).append(value)
                         print(
                             f"round {r + 1} step {step}: page {samples[step]['page_s'][-1]:.3f} s,"
                             f" series {samples[step]['series_s'][-1]:.3f} s",
                             flush=True,
                         )
                 browser.close()
-    summary = {s: {k: summarize(v) for k, v in samples[s].items()} | sizes[s] for s in steps}
+        parts = breakdown(db, {s: sizes[s]["step_s"] for s in steps}, args.rounds)
+    summary = {
+        s: {k: summarize(v) for k, v in samples[s].items()}
+        | sizes[s]
+        | {k: summarize(v) for k, v in parts[s].items()}
+        for s in steps
+    }
     rows = [
         [
-            s,
+            f"{s} ({sizes[s]['step_s']} s)",
             f"{sizes[s]['points']:,}",
             f"{sizes[s]['bytes'] / 1e6:.1f} MB",
             f"{summary[s]['series_s']['median']:.3f}",
             f"{summary[s]['page_s']['median']:.3f}",
             f"{max(samples[s]['page_s']):.3f}",
+            f"{summary[s]['first_byte_s']['median']:.3f}",
+            f"{summary[s]['download_s']['median']:.3f}",
+            f"{summary[s]['draw_s']['median']:.3f}",
+            f"{summary[s]['read_s']['median']:.3f}",
+            f"{summary[s]['columns_s']['median']:.3f}",
+            f"{summary[s]['json_s']['median']:.3f}",
         ]
         for s in steps
     ]
     header = ["step", "points per series", "series JSON", "series median s", "page median s"]
-    print(markdown_table([*header, "page max s"], rows))
+    parts_header = ["read + fold s", "columns s", "JSON s"]
+    page_parts = ["first byte s", "download s", "parse + draw s"]
+    print(markdown_table([*header, "page max s", *page_parts, *parts_header], rows))
     write_json(
         args.out,
         {
@@ -186,7 +281,9 @@ def main() -> int:
             ),
             "intervals_per_variant": intervals,
             "seed_s": seed_s,
+            "chart_width_px": width,
             "samples": samples,
+            "server_parts": parts,
             "summary": summary,
         },
     )

@@ -399,3 +399,50 @@ def test_the_flag_page_shows_the_golden_set_trend_and_the_alarm(
     assert trend["points"] == api["points"]
     assert '<script defer src="/ui/static/golden.js"></script>' in golden
     assert browser.get("/ui/static/golden.js").status_code == 200
+
+
+def test_the_audit_query_by_flag_keeps_that_flags_entries_alone(db_url: str) -> None:
+    """store.audit(flag_key=): entries of that flag, alone or among several, newest first;
+    never a flag whose key differs in case or matches it only as a LIKE pattern would."""
+    from vibesdk_server._storage import open_store
+
+    store = open_store(db_url)
+    try:
+        with store._tx(write=True) as tx:
+            for flags in (["beta"], ["Beta"], ["bexta"], ["b%"], ["alpha", "beta"], ["be_ta"]):
+                store._audit(
+                    tx, actor="t", action="put", environment="prod", reason=None, flags=flags
+                )
+            store._audit(
+                tx, actor="t", action="put", environment="other", reason=None, flags=["beta"]
+            )
+        found = store.audit(environment="prod", flag_key="beta", limit=50)
+        assert [e["flags"] for e in found] == [["alpha", "beta"], ["beta"]]
+        assert [
+            e["flags"] for e in store.audit(environment="prod", flag_key="be_ta", limit=50)
+        ] == [["be_ta"]]
+        assert store.audit(environment="prod", flag_key="beta", limit=1)[0]["flags"] == [
+            "alpha",
+            "beta",
+        ]
+        assert len(store.audit(environment=None, flag_key="beta", limit=50)) == 3
+    finally:
+        store.close()
+
+
+def test_the_series_steps_to_the_charts_width_and_starts_at_a_whole_step(
+    server: FlagServer, browsers: Browsers
+) -> None:
+    """?width= gives at most a point per pixel, in 10 minutes for 7 days (a rollup read);
+    ``from`` is a whole step; a bad width is a one-line 400."""
+    browser = browsers.signed_in(server)
+    base = f"/ui/environments/{server.environment}/flags/vibethinker/series"
+    week = browser.get(base, params={"window": "7d", "width": 1200}).json()
+    assert week["step_s"] == 600
+    assert week["from"] % 600 == 0
+    assert week["to"] - week["from"] >= 7 * 86_400
+    assert browser.get(base, params={"window": "1h", "width": 1200}).json()["step_s"] == 10
+    assert browser.get(base, params={"window": "7d"}).json()["step_s"] == 120
+    bad = browser.get(base, params={"window": "7d", "width": 0})
+    assert bad.status_code == 400
+    assert bad.json()["detail"] == "width must be the charts' width in pixels, 1 or more, got 0"

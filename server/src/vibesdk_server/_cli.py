@@ -118,6 +118,26 @@ def _parser() -> argparse.ArgumentParser:
         " 0 keeps none)",
     )
     serve.add_argument(
+        "--measurement-days",
+        type=_days,
+        default=8.0,
+        help="days the 10 s measurements from the SDKs are kept (default 8; the guard and the"
+        " dashboard's finest steps read them)",
+    )
+    serve.add_argument(
+        "--measurement-rollup-days",
+        type=_days,
+        default=90.0,
+        help="days their 1 min and 10 min rollups are kept, at least --measurement-days"
+        " (default 90; the dashboard's long windows read them)",
+    )
+    serve.add_argument(
+        "--measurement-prune-s",
+        type=_positive,
+        default=3600.0,
+        help="seconds between drops of measurements past those ages (default 3600; one at start)",
+    )
+    serve.add_argument(
         "--metrics-source",
         choices=SOURCES,
         default="store",
@@ -191,6 +211,11 @@ def _serve_problem(args: argparse.Namespace) -> str | None:
         )
     if args.metrics_source != "prometheus" and args.prometheus_url:
         return "--prometheus-url is read only with --metrics-source prometheus; add that option"
+    if args.measurement_rollup_days < args.measurement_days:
+        return (
+            f"--measurement-rollup-days ({args.measurement_rollup_days:g}) must be at least"
+            f" --measurement-days ({args.measurement_days:g}): rollups outlive the 10 s rows"
+        )
     return None
 
 
@@ -353,6 +378,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ._http._app import create_app
+    from ._storage._measurements import MeasurementRetention
     from ._storage._requestlog import Retention
 
     store = _open_store(args.db)
@@ -383,6 +409,10 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_source=source,
         logger_provider=logger_provider,
         eval_schedule_check_s=args.eval_schedule_check_s,
+        measurements=MeasurementRetention(
+            raw_s=args.measurement_days * 86_400, rollups_s=args.measurement_rollup_days * 86_400
+        ),
+        prune_interval_s=args.measurement_prune_s,
     )
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

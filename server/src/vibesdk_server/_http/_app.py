@@ -21,6 +21,10 @@ from vibesdk_server._eval.schedule import DEFAULT_EVAL_SCHEDULE_CHECK_S, Schedul
 from vibesdk_server._guard.loop import DEFAULT_GUARD_INTERVAL_S, Guard
 from vibesdk_server._guard.sources import MetricsSource
 from vibesdk_server._storage import SqlStore
+from vibesdk_server._storage._measurements import (
+    DEFAULT_MEASUREMENT_RETENTION,
+    MeasurementRetention,
+)
 from vibesdk_server._storage._requestlog import DEFAULT_RETENTION, Retention
 from vibesdk_server._ui import SESSION_TTL_S as UI_SESSION_TTL_S
 from vibesdk_server._ui import install as install_ui
@@ -56,6 +60,8 @@ def create_app(
     metrics_source: MetricsSource | None = None,
     logger_provider: LoggerProvider | None = None,
     eval_schedule_check_s: float = DEFAULT_EVAL_SCHEDULE_CHECK_S,
+    measurements: MeasurementRetention = DEFAULT_MEASUREMENT_RETENTION,
+    prune_interval_s: float = 3600.0,
 ) -> FastAPI:
     """The flag server app over ``store``.
 
@@ -75,9 +81,13 @@ def create_app(
     (default: OpenTelemetry's global one, which does nothing until one is set).
     ``eval_schedule_check_s``: how often the evaluation scheduler looks for due schedules (one
     server looks: with PostgreSQL, the replica holding the scheduler's advisory lock).
+    ``measurements``: how long the 10 s measurements and their rollups are kept; rows past
+    that are dropped at start and then every ``prune_interval_s``.
     """
     if not guard_interval_s > 0:
         raise ValueError(f"guard_interval_s must be > 0, got {guard_interval_s}")
+    if not prune_interval_s > 0:
+        raise ValueError(f"prune_interval_s must be > 0, got {prune_interval_s}")
     hub = Hub(store.current)
     guard = Guard(store, interval_s=guard_interval_s, source=metrics_source)
     scheduler = Scheduler(store, interval_s=eval_schedule_check_s)
@@ -92,13 +102,17 @@ def create_app(
             listener, refresher = _start_replication(store, hub, refresh_s)
         guarding = asyncio.get_running_loop().create_task(guard.run(), name="vibesdk-guard")
         scheduler.start()
+        pruning = asyncio.get_running_loop().create_task(
+            _prune(store, measurements, prune_interval_s), name="vibesdk-prune"
+        )
         try:
             yield
         finally:
             scheduler.stop()
-            guarding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await guarding
+            for task in (guarding, pruning):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             hub.close()
             if refresher is not None:
                 refresher.cancel()
@@ -179,6 +193,18 @@ def _validation_response(errors: Any) -> JSONResponse:
 def _loc_part(part: Any) -> str:
     text = str(part)
     return text if text.isprintable() and not any(c.isspace() for c in text) else repr(text)
+
+
+async def _prune(store: SqlStore, retention: MeasurementRetention, interval_s: float) -> None:
+    """Drop measurements past ``retention`` now and every ``interval_s`` until cancelled."""
+    while True:
+        try:
+            raw, rolled = await anyio.to_thread.run_sync(store.prune_measurements, retention)
+            if raw or rolled:
+                log.info("dropped %d 10 s measurement rows and %d rollup rows", raw, rolled)
+        except Exception:
+            log.warning("could not drop old measurements", exc_info=True)
+        await asyncio.sleep(interval_s)
 
 
 def _start_replication(store: SqlStore, hub: Hub, refresh_s: float) -> tuple[Any, Any]:

@@ -122,6 +122,23 @@ CREATE TABLE IF NOT EXISTS measurements (
 );
 CREATE INDEX IF NOT EXISTS measurements_flag
     ON measurements (environment, flag_key, interval_start);
+CREATE INDEX IF NOT EXISTS measurements_age ON measurements (interval_start);
+CREATE TABLE IF NOT EXISTS measurement_rollups (
+    environment TEXT NOT NULL,
+    flag_key TEXT NOT NULL,
+    resolution_s INTEGER NOT NULL,
+    interval_start BIGINT NOT NULL,
+    variant TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    bounds TEXT NOT NULL,
+    count DOUBLE PRECISION NOT NULL,
+    total DOUBLE PRECISION NOT NULL,
+    buckets TEXT,
+    PRIMARY KEY (environment, flag_key, resolution_s, interval_start, variant, metric, labels,
+                 bounds)
+);
+CREATE INDEX IF NOT EXISTS measurement_rollups_age ON measurement_rollups (interval_start);
 CREATE TABLE IF NOT EXISTS releases (
     id {ID},
     environment TEXT NOT NULL,
@@ -299,6 +316,13 @@ class StoreBase:
 
     def _is_unique_violation(self, exc: BaseException) -> bool:
         raise NotImplementedError
+
+    #: SQL true when text column ``{0}`` holds the text parameter (case-sensitive).
+    _contains_sql = "instr({0}, ?) > 0"
+
+    def _holds_name(self, column: str, name: str) -> tuple[str, str]:
+        """SQL and its parameter: the JSON list of names in ``column`` holds ``name``."""
+        return self._contains_sql.format(column), json.dumps(name)
 
     def _is_broken(self, exc: BaseException) -> bool:
         return False

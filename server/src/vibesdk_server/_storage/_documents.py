@@ -300,15 +300,23 @@ class DocumentStore(StoreBase):
             )
         return out
 
-    def audit(self, *, environment: str | None, limit: int) -> list[dict[str, Any]]:
+    def audit(
+        self, *, environment: str | None, limit: int, flag_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit entries, newest first: of one environment, touching one flag (alone or among
+        several), or all."""
         sql = (
             "SELECT id, at, actor, action, environment, flag_key, flags, reason, version, before,"
-            " after, evidence FROM audit"
+            " after, evidence FROM audit WHERE 1 = 1"
         )
-        params: tuple[Any, ...] = ()
+        params: list[Any] = []
         if environment is not None:
-            sql += " WHERE environment = ?"
-            params = (environment,)
+            sql += " AND environment = ?"
+            params.append(environment)
+        if flag_key is not None:
+            holds, name = self._holds_name("flags", flag_key)
+            sql += f" AND (flag_key = ? OR {holds})"
+            params += [flag_key, name]
         with self._tx() as tx:
             rows = tx.all(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
         return [

@@ -3,6 +3,16 @@
 Append-only: each received data point is one row (several replicas may write
 the same interval at once); reading sums them. What a variant's rows add up to
 is :meth:`MeasurementStore.measurements`: the figures canary analysis compares.
+
+Beside the 10 s rows, the same write adds each point into coarser **rollups**
+(:data:`ROLLUPS`: 1 minute and 10 minutes), one row per (environment, flag, variant,
+resolution, interval, metric, labels, histogram bounds) holding the sums and the merged
+histogram. :meth:`MeasurementStore.measurement_series` reads the coarsest resolution that
+divides its step (a long window reads a few thousand rows instead of half a million); the
+figures are the same as from the 10 s rows, histogram quantiles included, because a step
+is a whole number of rollup intervals. The guard's :meth:`~MeasurementStore.measurements`
+reads the 10 s rows. :meth:`MeasurementStore.prune_measurements` drops rows older than a
+:class:`MeasurementRetention` (the server runs it periodically).
 """
 
 from __future__ import annotations
@@ -10,18 +20,52 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vibesdk_server._domain._otlp import Point
 
 from ._base import StoreBase, Tx, rfc3339, utcnow
 
-__all__ = ["SLOW_S", "MeasurementStore", "quantile"]
+__all__ = [
+    "DEFAULT_MEASUREMENT_RETENTION",
+    "ROLLUPS",
+    "SLOW_S",
+    "MeasurementRetention",
+    "MeasurementStore",
+    "quantile",
+]
 
 #: The latency guardrail's threshold: calls slower than this count as slow (the SDK's duration
 #: histogram has a bucket boundary here).
 SLOW_S = 3.0
+#: The coarser resolutions (seconds) kept beside the 10 s rows, finest first.
+ROLLUPS = (60, 600)
+_DURATION = "gen_ai.client.operation.duration"
+
+
+@dataclass(frozen=True)
+class MeasurementRetention:
+    """How long measurements are kept, by the start of their interval (seconds).
+
+    ``raw_s``: the 10 s rows (what the guard and the finest charts read); ``rollups_s``: the
+    1 min and 10 min rollups (what long chart windows read), kept at least as long.
+    """
+
+    raw_s: float = 8 * 86_400.0
+    rollups_s: float = 90 * 86_400.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.raw_s <= self.rollups_s:
+            raise ValueError(
+                f"keep the rollups ({self.rollups_s / 86_400:g} days) at least as long as the"
+                f" 10 s measurements ({self.raw_s / 86_400:g} days), both above 0"
+            )
+
+
+DEFAULT_MEASUREMENT_RETENTION = MeasurementRetention()
 
 
 class MeasurementStore(StoreBase):
@@ -48,7 +92,12 @@ class MeasurementStore(StoreBase):
         ]
         if not rows:
             return 0
+        rollups: _Rollups = {}
+        _roll_up(rows, rollups)
         with self._tx(write=True) as tx:
+            # Rollup rows are read, added to and written back: one writer per environment
+            # (SQLite's BEGIN IMMEDIATE already is; PostgreSQL replicas take this lock).
+            self._lock(tx, f"measurements {environment}")
             for row in rows:
                 tx.run(
                     "INSERT INTO measurements (environment, flag_key, variant, interval_start,"
@@ -56,7 +105,42 @@ class MeasurementStore(StoreBase):
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
+            for key, sums in rollups.items():
+                _add_rollup(tx, environment, key, sums)
         return len(rows)
+
+    def init_rollups(self, tx: Tx) -> None:
+        """Fill the rollups from the 10 s rows of a database written before they existed."""
+        if tx.one("SELECT 1 FROM measurement_rollups LIMIT 1") is not None:
+            return
+        for (environment,) in tx.all("SELECT DISTINCT environment FROM measurements"):
+            self._lock(tx, f"measurements {environment}")
+            cursor = tx.run(
+                "SELECT environment, flag_key, variant, interval_start, metric, labels, count,"
+                " total, bounds, buckets, received_at FROM measurements WHERE environment = ?",
+                (environment,),
+            )
+            rollups: _Rollups = {}
+            while chunk := cursor.fetchmany(10_000):
+                _roll_up(chunk, rollups)
+            for key, sums in rollups.items():
+                _add_rollup(tx, environment, key, sums)
+
+    def prune_measurements(
+        self, retention: MeasurementRetention, *, now: float | None = None
+    ) -> tuple[int, int]:
+        """Drop 10 s rows and rollups whose interval began longer ago than ``retention``
+        keeps them; how many of each."""
+        now = time.time() if now is None else now
+        with self._tx(write=True) as tx:
+            raw = tx.run(
+                "DELETE FROM measurements WHERE interval_start < ?", (int(now - retention.raw_s),)
+            ).rowcount
+            rolled = tx.run(
+                "DELETE FROM measurement_rollups WHERE interval_start < ?",
+                (int(now - retention.rollups_s),),
+            ).rowcount
+        return int(raw), int(rolled)
 
     def measurements(
         self, *, environment: str, flag_key: str, since: int | None = None
@@ -92,22 +176,7 @@ class MeasurementStore(StoreBase):
             sums = tx.all(sql + " GROUP BY variant, metric, labels", params)
             histograms = tx.all(hist_sql, params)
             received = _feedback_received(tx, environment, flag_key, since)
-        out: dict[str, dict[str, Any]] = {}
-        for variant, metric, labels, count, total, first, last in sums:
-            v = out.setdefault(variant, _empty())
-            v["first_interval"] = (
-                first if v["first_interval"] is None else min(first, v["first_interval"])
-            )
-            v["last_interval"] = (
-                last if v["last_interval"] is None else max(last, v["last_interval"])
-            )
-            _add(v, metric, _labels(labels), float(count), float(total))
-        for variant, metric, labels, bounds_text, buckets_text in histograms:
-            v = out.setdefault(variant, _empty())
-            if metric == "gen_ai.client.operation.duration":
-                _merge_histogram(v["duration_histogram"], bounds_text, buckets_text)
-            elif _labels(labels).get("gen_ai.token.type") == "output":
-                _merge_histogram(v["output_tokens"]["histogram"], bounds_text, buckets_text)
+        out: dict[str, dict[str, Any]] = _fold(sums, histograms)
         for variant, figures in received.items():
             out.setdefault(variant, _empty())["feedback_received"] = figures
         for v in out.values():
@@ -119,42 +188,124 @@ class MeasurementStore(StoreBase):
     ) -> dict[str, list[dict[str, Any]]]:
         """Per variant, oldest first: the figures of :meth:`measurements` per ``step_s`` seconds.
 
-        Each point is one step (its start, unix seconds, as ``t``) with at least one
-        measurement; steps are whole multiples of ``step_s``. Histogram quantiles are
-        :func:`quantile` estimates.
+        Each point is one whole step (its start, unix seconds, as ``t``) with at least one
+        measurement; steps are whole multiples of ``step_s``, from the one holding ``since``
+        on. Read from the coarsest rollup whose resolution divides ``step_s`` (else from the
+        10 s rows): the same figures either way. Histogram quantiles are :func:`quantile`
+        estimates.
         """
         step_s = max(int(step_s), 1)
-        params = (step_s, step_s, environment, flag_key, since)
+        start = since // step_s * step_s
+        resolution = max((r for r in ROLLUPS if step_s % r == 0), default=None)
+        if resolution is None:
+            table, where, params = "measurements", "", [environment, flag_key, start]
+        else:
+            table, where = "measurement_rollups", " AND resolution_s = ?"
+            params = [environment, flag_key, start, resolution]
+        where = "environment = ? AND flag_key = ? AND interval_start >= ?" + where
         sql = (
-            "SELECT variant, (interval_start / ?) * ? AS t, metric, labels, SUM(count), SUM(total)"
-            " FROM measurements WHERE environment = ? AND flag_key = ? AND interval_start >= ?"
+            "SELECT variant, (interval_start / ?) * ? AS t, metric, labels, SUM(count),"  # noqa: S608 -- fixed names
+            f" SUM(total), MIN(interval_start), MAX(interval_start) FROM {table} WHERE {where}"
             " GROUP BY variant, t, metric, labels"
         )
         hist_sql = (
-            "SELECT variant, (interval_start / ?) * ? AS t, bounds, buckets FROM measurements"
-            " WHERE environment = ? AND flag_key = ? AND interval_start >= ?"
-            " AND metric = 'gen_ai.client.operation.duration' AND buckets IS NOT NULL"
+            "SELECT variant, (interval_start / ?) * ? AS t, metric, labels, bounds, buckets"  # noqa: S608 -- fixed names
+            f" FROM {table} WHERE {where} AND metric = ? AND buckets IS NOT NULL"
         )
         with self._tx() as tx:
-            sums = tx.all(sql, params)
-            histograms = tx.all(hist_sql, params)
-        points: dict[tuple[str, int], dict[str, Any]] = {}
-        for variant, t, metric, labels, count, total in sums:
-            point = points.get((variant, t))
-            if point is None:
-                point = points[variant, t] = _empty()
-            _add(point, metric, _labels(labels), float(count), float(total))
-        for variant, t, bounds_text, buckets_text in histograms:
-            point = points.get((variant, t))
-            if point is None:
-                point = points[variant, t] = _empty()
-            _merge_histogram(point["duration_histogram"], bounds_text, buckets_text)
+            sums = tx.all(sql, [step_s, step_s, *params])
+            histograms = tx.all(hist_sql, [step_s, step_s, *params, _DURATION])
+        points: dict[tuple[str, int], dict[str, Any]] = _fold(
+            [((variant, t), *rest) for variant, t, *rest in sums],
+            [((variant, t), *rest) for variant, t, *rest in histograms],
+        )
         out: dict[str, list[dict[str, Any]]] = {}
         for (variant, t), point in sorted(points.items(), key=lambda item: item[0][1]):
             point["slow_calls"] = _over(point["duration_histogram"], SLOW_S)
+            # A rollup row's interval is its own start, not the 10 s one's: not a figure here.
+            del point["first_interval"], point["last_interval"]
             point["t"] = t
             out.setdefault(variant, []).append(point)
         return out
+
+
+def _fold(sums: Iterable[Any], histograms: Iterable[Any]) -> dict[Any, dict[str, Any]]:
+    """Figures per key from grouped sums ``(key, metric, labels, count, total, first, last)``
+    and histogram rows ``(key, metric, labels, bounds, buckets)``."""
+    out: dict[Any, dict[str, Any]] = {}
+    for key, metric, labels, count, total, first, last in sums:
+        v = out.get(key)
+        if v is None:
+            v = out[key] = _empty()
+        v["first_interval"] = (
+            first if v["first_interval"] is None else min(first, v["first_interval"])
+        )
+        v["last_interval"] = last if v["last_interval"] is None else max(last, v["last_interval"])
+        _add(v, metric, _labels(labels), float(count), float(total))
+    for key, metric, labels, bounds_text, buckets_text in histograms:
+        v = out.get(key)
+        if v is None:
+            v = out[key] = _empty()
+        if metric == _DURATION:
+            _merge_histogram(v["duration_histogram"], bounds_text, buckets_text)
+        elif _labels(labels).get("gen_ai.token.type") == "output":
+            _merge_histogram(v["output_tokens"]["histogram"], bounds_text, buckets_text)
+    return out
+
+
+_RollupKey = tuple[str, str, int, int, str, str, str]
+_Rollups = dict[_RollupKey, tuple[float, float, list[int] | None]]
+
+
+def _roll_up(rows: Iterable[Sequence[Any]], out: _Rollups) -> None:
+    """Add measurement rows (as the table's columns) into ``out``: per rollup key ``(flag,
+    variant, resolution, interval, metric, labels, bounds)``, count, total, and the histogram's
+    buckets added up (None: no histogram)."""
+    for _, flag, variant, start, metric, labels, count, total, bounds, buckets_text, _ in rows:
+        buckets = json.loads(buckets_text) if buckets_text else None
+        for resolution in ROLLUPS:
+            key = (flag, variant, resolution, start // resolution * resolution, metric, labels)
+            full = (*key, bounds or "")
+            seen = out.get(full)
+            if seen is None:
+                out[full] = (count, total, buckets)
+            else:
+                out[full] = (seen[0] + count, seen[1] + total, _sum_buckets(seen[2], buckets))
+
+
+def _sum_buckets(a: list[int] | None, b: list[int] | None) -> list[int] | None:
+    """Two bucket counts of one layout added up; one of another length is left out, as the
+    10 s rows' readers leave it out."""
+    if a is None or b is None:
+        return a if b is None else b
+    return [x + y for x, y in zip(a, b, strict=True)] if len(a) == len(b) else a
+
+
+def _add_rollup(
+    tx: Tx, environment: str, key: _RollupKey, sums: tuple[float, float, list[int] | None]
+) -> None:
+    """Add to one rollup row (made if missing); the caller holds the environment's lock."""
+    where = (
+        " WHERE environment = ? AND flag_key = ? AND variant = ? AND resolution_s = ?"
+        " AND interval_start = ? AND metric = ? AND labels = ? AND bounds = ?"
+    )
+    count, total, buckets = sums
+    params = (environment, *key)
+    row = tx.one("SELECT buckets FROM measurement_rollups" + where, params)  # noqa: S608 -- fixed names
+    if row is None:
+        tx.run(
+            "INSERT INTO measurement_rollups (environment, flag_key, variant, resolution_s,"
+            " interval_start, metric, labels, bounds, count, total, buckets)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*params, count, total, None if buckets is None else json.dumps(buckets)),
+        )
+        return
+    merged = _sum_buckets(json.loads(row[0]) if row[0] else None, buckets)
+    tx.run(
+        "UPDATE measurement_rollups SET count = count + ?, total = total + ?, buckets = ?"  # noqa: S608 -- fixed names
+        + where,
+        (count, total, None if merged is None else json.dumps(merged), *params),
+    )
 
 
 def _empty() -> dict[str, Any]:

@@ -41,6 +41,7 @@ class PostgresStore(SqlStore):
 
     placeholder = "%s"
     id_column = "BIGSERIAL PRIMARY KEY"
+    _contains_sql = "strpos({0}, ?) > 0"
 
     def __init__(self, url: str) -> None:
         super().__init__()

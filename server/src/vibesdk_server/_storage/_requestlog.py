@@ -153,8 +153,8 @@ class RequestLogStore(StoreBase):
             tx, environment, flag_key=flag_key, variant=variant, failed=None, limit=limit
         )
 
-    @staticmethod
     def _select(
+        self,
         tx: Tx,
         environment: str,
         *,
@@ -173,8 +173,8 @@ class RequestLogStore(StoreBase):
             params.append(variant)
         if failed is not None:
             # failed_checks is a JSON list of names: match one name, quoted.
-            sql += " AND failed_checks LIKE ? ESCAPE '!'"
-            quoted = json.dumps(failed).replace("!", "!!").replace("%", "!%").replace("_", "!_")
-            params.append(f"%{quoted}%")
+            holds, name = self._holds_name("failed_checks", failed)
+            sql += " AND " + holds
+            params.append(name)
         rows = tx.all(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
         return [_entry(r) for r in rows]

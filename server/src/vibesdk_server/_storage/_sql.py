@@ -52,3 +52,4 @@ class SqlStore(
             self.init_review_schema(tx)
             self.init_eval_check_schema(tx)
             self.init_eval_schedule_schema(tx)
+            self.init_rollups(tx)

@@ -32,7 +32,7 @@ from vibesdk_server._storage._measurements import SLOW_S, quantile
 from vibesdk_server._storage._sessions import UiSession
 from vibesdk_server._tokens import Principal
 
-__all__ = ["COOKIE", "CSP", "SESSION_TTL_S", "install", "router"]
+__all__ = ["COOKIE", "CSP", "SESSION_TTL_S", "default_step", "install", "router"]
 
 HERE = Path(__file__).parent
 COOKIE = "vibe_session"
@@ -44,10 +44,12 @@ CSP = (
     " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _MAX_FORM = 64 * 1024
-#: At most this many points per series; a longer window is drawn in coarser steps.
+#: At most this many points per series by default; a longer window is drawn in coarser steps.
 MAX_POINTS = 10_000
 GOLDEN_DAYS = 30
 """Days of the flag page's golden-set trend."""
+#: The charts' default steps (seconds), finest first; past the last, whole hours.
+STEPS = (10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 _WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
 
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -201,11 +203,7 @@ def _flag_context(
     flag = document.get("flags", {}).get(key)
     if flag is None:
         raise NotFoundError(f"flag {key!r} is not in environment {env!r}")
-    audit = [
-        entry
-        for entry in store.audit(environment=env, limit=500)
-        if entry["flag_key"] == key or key in (entry.get("flags") or [])
-    ][:50]
+    audit = store.audit(environment=env, flag_key=key, limit=50)
     incidents = [
         i for i in store.list_incidents(environment=env, limit=200) if i["flag_key"] == key
     ][:20]
@@ -247,25 +245,17 @@ def _rate(part: float, whole: float) -> float | None:
 
 
 def _totals(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for variant, m in sorted(measured.items()):
-        calls = m["calls"]
-        rows.append(
-            {
-                "variant": variant,
-                "calls": calls,
-                "p50": quantile(m["duration_histogram"], 0.5),
-                "p95": quantile(m["duration_histogram"], 0.95),
-                "errors": _rate(sum(m["errors"].values()), calls),
-                "fallbacks": _rate(sum(m["fallbacks"].values()), calls),
-                "slow": _rate(m["slow_calls"], calls),
-                "checks": {c: _rate(n, calls) for c, n in m["quality_failures"].items()},
-                "output_tokens": _rate(m["output_tokens"]["sum"], m["output_tokens"]["count"]),
-                "feedback": _rate(m["feedback"]["sum"], m["feedback"]["count"]),
-                "reports": m["reports"],
-            }
-        )
-    return rows
+    """The table's rows: per variant, the charts' figures plus slow calls, checks and reports."""
+    return [
+        {
+            "variant": variant,
+            **{name: figure(m) for name, figure in _FIGURES.items()},
+            "slow": _rate(m["slow_calls"], m["calls"]),
+            "checks": {c: _rate(n, m["calls"]) for c, n in m["quality_failures"].items()},
+            "reports": m["reports"],
+        }
+        for variant, m in sorted(measured.items())
+    ]
 
 
 @router.get("/environments/{env}/flags/{key}")
@@ -280,7 +270,7 @@ def flag_page(
     log_variant: str | None = None,
     log_failed: str | None = None,
 ) -> HTMLResponse:
-    """``step``: the charts' step in seconds (default: the finest under MAX_POINTS points);
+    """``step``: the charts' step in seconds (default: a point per pixel, see :func:`series`);
     ``log_variant`` / ``log_failed``: the request log's filters."""
     context = _flag_context(request, env, key, log_variant=log_variant, log_failed=log_failed)
     context["review"] = _review_context(_store(request), env, key, session.actor)
@@ -363,35 +353,50 @@ def series(
     session: Session,
     window: str = "1h",
     step: int | None = None,
+    width: int | None = None,
 ) -> JSONResponse:
     """The charts' data: one shared time axis, a column per variant and figure (null: none).
 
-    ``step`` (seconds, a multiple of the 10 s interval) defaults to the finest that keeps a
-    series under :data:`MAX_POINTS` points.
+    ``step`` (seconds, a multiple of the 10 s interval) defaults to :func:`default_step`
+    for at most one point per pixel of the charts' ``width`` (and never more than
+    :data:`MAX_POINTS`). ``from`` is the start of the first whole step in the window.
     """
     seconds = _WINDOWS.get(window)
     if seconds is None:
         raise _BadQuery(f"window must be one of {', '.join(_WINDOWS)}, got {window!r}")
+    if width is not None and width < 1:
+        raise _BadQuery(f"width must be the charts' width in pixels, 1 or more, got {width}")
     if step is None:
-        step = max(10, math.ceil(seconds / MAX_POINTS / 10) * 10)
+        step = default_step(seconds, min(width or MAX_POINTS, MAX_POINTS))
     elif step < 10 or step % 10 or seconds // step > 10 * MAX_POINTS:
         raise _BadQuery(
             f"step must be a multiple of 10 s giving at most {10 * MAX_POINTS:,} points"
             f" in the window, got {step}"
         )
-    since = int(time.time()) - seconds
+    now = int(time.time())
     measured = _store(request).measurement_series(
-        environment=env, flag_key=key, since=since, step_s=step
+        environment=env, flag_key=key, since=now - seconds, step_s=step
     )
-    return JSONResponse({"from": since, "to": since + seconds, **_columns(measured, step)})
+    start = (now - seconds) // step * step
+    return JSONResponse({"from": start, "to": now, **_columns(measured, step)})
+
+
+def default_step(seconds: int, points: int) -> int:
+    """The finest of :data:`STEPS` (then whole hours) giving at most ``points`` points over
+    ``seconds``. From a minute on each is a whole number of minutes, from 10 minutes on of
+    10 minutes: the resolutions the measurements are kept in, so a long window reads rollups."""
+    needed = seconds / max(points, 1)
+    step = next((s for s in STEPS if s >= needed), None)
+    return step if step is not None else math.ceil(needed / 3600) * 3600
 
 
 class _BadQuery(ServerError):
     """A series query the dashboard cannot answer (400)."""
 
 
+#: The figures of one variant's measurements that the charts draw and the table shows.
 _FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
-    "calls": lambda m: float(m["calls"]),
+    "calls": lambda m: m["calls"],
     "p50": lambda m: quantile(m["duration_histogram"], 0.5),
     "p95": lambda m: quantile(m["duration_histogram"], 0.95),
     "errors": lambda m: _rate(sum(m["errors"].values()), m["calls"]),

@@ -48,7 +48,9 @@
   }
 
   async function draw(root, windowName) {
-    const step = root.dataset.step ? "&step=" + encodeURIComponent(root.dataset.step) : "";
+    const width = Math.max(320, Math.min(root.clientWidth || 900, 1200));
+    // At most a point per pixel unless the page asks for a step (?step=).
+    const step = root.dataset.step ? "&step=" + encodeURIComponent(root.dataset.step) : "&width=" + width;
     const response = await fetch(root.dataset.series + "?window=" + encodeURIComponent(windowName) + step,
                                  { credentials: "same-origin" });
     if (!response.ok) { root.textContent = "Could not load the measurements (" + response.status + ")."; return; }
@@ -57,7 +59,6 @@
     plots = [];
     root.replaceChildren();
     if (data.t.length === 0) { root.textContent = "No measurements in this window."; return; }
-    const width = Math.max(320, Math.min(root.clientWidth || 900, 1200));
     const specs = CHARTS.slice();
     data.checks.forEach((c) => specs.splice(3, 0, { title: "Output check failing: " + c, figures: ["check:" + c], fmt: pct }));
     specs.forEach((spec) => chart(root, data, spec, width));
