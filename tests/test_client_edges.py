@@ -415,6 +415,32 @@ def test_span_attempts_fallback_event_and_metrics(make: Any) -> None:
         assert cap.metric_count("gen_ai.client.token.usage") == 2
 
 
+def test_a_failed_attempt_is_marked_on_the_calls_duration_even_when_a_retry_answers(
+    make: Any,
+) -> None:
+    """The canary's first attempt fails (503) and its retry answers: the user got the canary's
+    answer, no fallback, and the call's duration carries ``vibesdk.attempt.failed`` -- the only
+    trace of the failure in the metrics the guard reads. A clean call carries no such label."""
+    answered = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        answered["n"] += 1
+        return httpx.Response(503) if answered["n"] == 1 else ok(request)
+
+    backends = Backends(canary=flaky, stable=ok)
+    with SpanCapture() as cap:
+        d = make(backends)
+        r = d.chat("vibethinker", CANARY_USER, USER)
+        assert (r.variant, r.fallback) == ("canary", False)
+        assert len(backends.to("canary")) == 2
+        failed = {"feature_flag.result.variant": "canary", "vibesdk.attempt.failed": True}
+        assert cap.metric_count("gen_ai.client.operation.duration", failed) == 1
+        d.chat("vibethinker", CANARY_USER, USER)  # both attempts fine now
+        assert cap.metric_count("gen_ai.client.operation.duration", failed) == 1
+        canary = {"feature_flag.result.variant": "canary"}
+        assert cap.metric_count("gen_ai.client.operation.duration", canary) == 2
+
+
 def test_quality_failures_travel_on_result_span_and_metrics(make: Any) -> None:
     """A broken python block fails python_syntax on the result, span and metric."""
     code = "Here:\n```python\ndef f(:\n    pass\n```\n"

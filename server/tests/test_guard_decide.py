@@ -111,6 +111,19 @@ def test_absolute_guardrail_catches_slow_canary_calls() -> None:
     assert ev.bound > 0.05
 
 
+def test_the_bound_is_tuned_to_the_steps_gate_so_gross_harm_is_proven_at_it() -> None:
+    """18% of 100 canary calls over 3 s, stable's 0%: the guard's sequence (tuned to the step's
+    100 calls per arm) proves both the absolute and the relative rule at the gate; the same
+    figures judged with a sequence tuned to 10,000 calls do not yet."""
+    relative = Guardrail("slower than stable", "relative", "slow_calls", 0.05)
+    canary, stable = _arm(100, slow=18), _arm(900)
+    d = _decide(canary, stable, [SLOW, relative])
+    assert [e.verdict for e in d.evidence] == ["breach", "breach"]
+    assert d.action == "rollback"
+    wide = _decide(canary, stable, [SLOW, relative], planned_samples=10_000)
+    assert [e.verdict for e in wide.evidence] == ["no_breach", "no_breach"]
+
+
 def test_obvious_breakage_rolls_back_without_a_test() -> None:
     """>= 50% of >= 20 canary attempts failing rolls back, even under SRM and before samples."""
     d = _decide(_arm(20, 10), _arm(9_000, 180), dwell_s=5.0)

@@ -222,14 +222,17 @@ def test_counts_from_separate_exports_are_capped_at_the_calls() -> None:
 
 def test_default_guardrails_and_one_per_failed_check() -> None:
     rules = {g.name: g for g in default_guardrails(["refusal"])}
-    assert set(rules) == {"breakage", "latency", "fallbacks", "check:refusal"}
+    assert set(rules) == {"breakage", "slow_calls", "failed_attempts", "fallbacks", "check:refusal"}
     assert (rules["breakage"].threshold, rules["breakage"].min_trials) == (0.5, 20)
-    assert (rules["latency"].kind, rules["latency"].threshold) == ("absolute", 0.05)
+    assert rules["breakage"].metric == "failed_attempts"
+    assert rules["failed_attempts"].kind == "relative"
+    assert (rules["slow_calls"].kind, rules["slow_calls"].threshold) == ("relative", 0.05)
     assert rules["fallbacks"].kind == "relative"
 
 
 def test_evaluate_judges_the_step_from_the_variants_measurements() -> None:
-    """Half the canary's calls falling back is breakage; the SRM uses the step's share."""
+    """Half the canary's calls with a failed attempt (they fell back) is breakage; the SRM
+    uses the step's share."""
     release = {
         "canary_variant": "canary",
         "stable_variant": "stable",
@@ -241,7 +244,7 @@ def test_evaluate_judges_the_step_from_the_variants_measurements() -> None:
         "guardrails": None,
     }
     measured = {
-        "canary": {"calls": 30, "fallbacks": {"http_500": 15}},
+        "canary": {"calls": 30, "fallbacks": {"http_500": 15}, "failed_attempts": 15},
         "stable": {"calls": 270},
     }
     decision = evaluate(release, measured, now=1010.0)

@@ -84,8 +84,8 @@ def _release(vibe: Vibe) -> dict[str, Any]:
         (
             {"guardrails": {"latncy": {"threshold": 0.05}}},
             "release.guardrails: unknown guardrail(s) latncy; use attempt_errors, breakage,"
-            " checks, errors, eval_regression, fallbacks, feedback_score, latency, output_length,"
-            " reports, review_score",
+            " checks, errors, eval_regression, failed_attempts, fallbacks, feedback_score, latency,"
+            " output_length, reports, review_score, slow_calls",
         ),
         (
             {"guardrails": {"latency": {"threshold": 5}}},
@@ -233,6 +233,8 @@ def test_release_start_follows_the_flags_plan_and_options_override_it(
     assert set(evidence) == {
         "breakage",
         "latency",
+        "slow_calls",
+        "failed_attempts",
         "output_length:longer",
         "output_length:shorter",
     }
@@ -287,6 +289,7 @@ def _arm(
     *,
     failed: float = 0.0,
     errors: float = 0.0,
+    slow: float = 0.0,
     reports: float = 0.0,
     tokens: tuple[int, int] = (100, 200),
     scores: tuple[int, ...] = (3, 4, 4, 5, 5),
@@ -304,6 +307,7 @@ def _arm(
     return {
         "calls": calls,
         "failed_attempts": sum(rng.random() < failed for _ in range(calls)),
+        "slow_calls": sum(rng.random() < slow for _ in range(calls)),
         "errors": {"all_failed": sum(rng.random() < errors for _ in range(calls))},
         "output_tokens": {
             "count": calls,
@@ -319,11 +323,21 @@ def _arm(
     }
 
 
-ONLY = {"breakage": "off", "latency": "off", "fallbacks": "off", "checks": "off"}
+ONLY = {
+    "breakage": "off",
+    "slow_calls": "off",
+    "failed_attempts": "off",
+    "fallbacks": "off",
+    "checks": "off",
+}
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     # name: (canary's breaching figures, stable's, what A/A both arms get)
     "attempt_errors": ({"failed": 0.15}, {"failed": 0.01}, {"failed": 0.02}),
+    "failed_attempts": ({"failed": 0.2}, {"failed": 0.01}, {"failed": 0.02}),
     "errors": ({"errors": 0.08}, {"errors": 0.01}, {"errors": 0.01}),
+    "latency": ({"slow": 0.15}, {"slow": 0.01}, {"slow": 0.01}),
+    # Both arms slow (an overloaded app) is no harm of the canary's: the relative rule holds.
+    "slow_calls": ({"slow": 0.5}, {"slow": 0.3}, {"slow": 0.4}),
     "output_length": ({"tokens": (300, 600)}, {"tokens": (100, 200)}, {"tokens": (100, 200)}),
     "feedback_score": (
         {"scores": (1, 2, 3, 3, 4), "scored": 300},
@@ -350,6 +364,17 @@ def test_each_new_guardrail_breaches_on_harm_and_not_on_a_a(name: str) -> None:
             spec, {"canary": _arm(rng, 1000, **same), "stable": _arm(rng, 1000, **same)}
         )
         assert action == "advance", (seed, verdicts)
+
+
+def test_an_overloaded_app_slows_both_arms_and_only_the_absolute_latency_rule_rolls_back() -> None:
+    """Both arms with 40% of calls over 3 s: the app is slow, not the canary. The default
+    (relative) rule holds; the absolute P95 rule, still available, cannot tell."""
+    rng = random.Random("overload")
+    measured = {"canary": _arm(rng, 1000, slow=0.4), "stable": _arm(rng, 1000, slow=0.4)}
+    action, verdicts = _judge({}, measured)
+    assert (action, verdicts["slow_calls"]) == ("advance", "no_breach")
+    action, verdicts = _judge({"latency": {}}, measured)
+    assert (action, verdicts["latency"]) == ("rollback", "breach")
 
 
 def test_output_length_breaches_a_shorter_canary_too() -> None:
@@ -404,11 +429,14 @@ def test_a_plan_without_guardrails_is_the_defaults_and_off_removes_one() -> None
     assert guardrail_rules(None, ["refusal"]) == default_guardrails(["refusal"])
     assert [g.name for g in default_guardrails(["refusal"])] == [
         "breakage",
-        "latency",
+        "slow_calls",
+        "failed_attempts",
         "fallbacks",
         "check:refusal",
     ]
-    rules = guardrail_rules({"latency": "off", "errors": {"threshold": 0.02}}, [])
+    rules = guardrail_rules(
+        {"slow_calls": "off", "failed_attempts": "off", "errors": {"threshold": 0.02}}, []
+    )
     assert [(g.name, g.threshold) for g in rules] == [
         ("breakage", 0.5),
         ("errors", 0.02),
@@ -420,8 +448,9 @@ def test_a_plan_without_guardrails_is_the_defaults_and_off_removes_one() -> None
 def test_measurements_keep_failed_attempts_the_output_histogram_and_the_steps_feedback(
     db_url: str,
 ) -> None:
-    """On SQLite and PostgreSQL: calls that fell back or raised, the output-token histogram,
-    and the feedback and reports tables' scores and reports received since the step began."""
+    """On SQLite and PostgreSQL: calls that were retried, fell back or raised, the output-token
+    histogram, and the feedback and reports tables' scores and reports received since the step
+    began."""
     from vibesdk_server._domain._otlp import Point
     from vibesdk_server._storage import open_store
 
@@ -444,6 +473,10 @@ def test_measurements_keep_failed_attempts_the_output_histogram_and_the_steps_fe
                 point(duration, "vibesdk.fallback=false", 7, 7.0, (7, 0)),
                 point(duration, "vibesdk.fallback=true", 2, 2.0, (2, 0)),
                 point(duration, "error.type=all_failed,vibesdk.fallback=true", 1, 1.0, (1, 0)),
+                # A failed attempt that a retry recovered from: answered, still a failed attempt.
+                point(
+                    duration, "vibesdk.attempt.failed=true,vibesdk.fallback=false", 4, 4.0, (4, 0)
+                ),
                 point(tokens, "gen_ai.token.type=input", 10, 90.0, (0, 0, 10, 0, 0, 0)),
                 point(tokens, out, 10, 500.0, (0, 0, 0, 10, 0, 0)),
             ],
@@ -453,8 +486,8 @@ def test_measurements_keep_failed_attempts_the_output_histogram_and_the_steps_fe
             store.add_feedback("prod", "k", {**cohort, "score": score})
         store.add_report("prod", "k", cohort)
         canary = store.measurements(environment="prod", flag_key=FLAG, since=now - 60)["canary"]
-        assert canary["calls"] == 10
-        assert canary["failed_attempts"] == 3
+        assert canary["calls"] == 14
+        assert canary["failed_attempts"] == 7
         assert canary["output_tokens"] == {
             "count": 10,
             "sum": 500.0,

@@ -429,6 +429,21 @@ class Figures:
         return dict(self.figures)
 
 
+def test_calls_count_as_failed_attempts_by_each_label_that_says_so() -> None:
+    """The duration count's series: a retried call (``vibesdk_attempt_failed``), one that fell
+    back and one that raised are failed attempts; a clean one is not."""
+    from vibesdk_server._guard.sources import READS
+    from vibesdk_server._storage._measurements import _empty
+
+    calls = READS[0]
+    figures = _empty()
+    calls.add(figures, {"vibesdk_fallback": "false"}, 10.0)
+    calls.add(figures, {"vibesdk_fallback": "false", "vibesdk_attempt_failed": "true"}, 4.0)
+    calls.add(figures, {"vibesdk_fallback": "true", "vibesdk_attempt_failed": "true"}, 2.0)
+    calls.add(figures, {"vibesdk_fallback": "false", "error_type": "all_failed"}, 1.0)
+    assert (figures["calls"], figures["failed_attempts"]) == (17, 7)
+
+
 def test_judge_holds_with_the_reason_when_the_source_cannot_answer() -> None:
     """The same step rolls back on breaking figures, and holds when they cannot be read."""
     now = time.time()

@@ -15,6 +15,7 @@ from vibesdk_server._guard.stats import (
     mixture_margin,
     one_sided_alpha,
     srm_test,
+    step_planned_samples,
     tuned_rho,
 )
 
@@ -61,6 +62,30 @@ def test_tuned_rho_makes_the_margin_tightest_near_the_planned_size() -> None:
     assert best < mixture_margin(5_000, rho / 2, level)
     c = -2 * math.log(level)
     assert rho == pytest.approx(math.sqrt((c + math.log(1 + c)) / 5_000))
+
+
+def test_a_step_is_planned_for_its_first_judgement() -> None:
+    """The canary alone: its min calls; a difference: both arms' calls when the smaller arm
+    reaches its min (200 per arm at 10% -> 2,000; at 50% -> 400; at 90% -> 2,000)."""
+    assert step_planned_samples(200, 0.1, relative=False) == 200
+    assert step_planned_samples(200, 0.1, relative=True) == pytest.approx(2_000)
+    assert step_planned_samples(200, 0.5, relative=True) == pytest.approx(400)
+    assert step_planned_samples(200, 0.9, relative=True) == pytest.approx(2_000)
+    assert step_planned_samples(50, 0.01, relative=True) == pytest.approx(5_000)
+
+
+def test_a_step_tuned_sequence_proves_gross_harm_at_the_gate_and_stays_close_later() -> None:
+    """40 of 100 canary calls over 3 s (the limit 5%): proven when tuned to 100 calls, not
+    when tuned to 10,000; far from t* the step-tuned margin is only a little wider than the
+    best one there (at most 25% at 100·t*, 35% at 1,000·t*)."""
+    slow = Moments.of_count(40, 100)
+    assert canary_bound(slow, planned_samples=100).bound > 0.05
+    assert canary_bound(slow, planned_samples=10_000).bound < 0.05
+    level = one_sided_alpha(0.05)
+    for t, wider in ((1_000, 1.25), (10_000, 1.25), (100_000, 1.35)):
+        step = mixture_margin(t, tuned_rho(100), level)
+        best = mixture_margin(t, tuned_rho(t), level)
+        assert best <= step <= wider * best
 
 
 def test_canary_bound_is_the_papers_formula_on_a_simulated_proportion() -> None:
@@ -157,6 +182,8 @@ def test_srm_flags_a_split_off_by_one_point() -> None:
         (lambda: srm_test(1, 2, 1.0), "canary_share must be in (0, 1)"),
         (lambda: one_sided_alpha(0.7), "alpha must be in (0, 0.5)"),
         (lambda: tuned_rho(0), "planned_samples must be > 0"),
+        (lambda: step_planned_samples(0, 0.1, relative=True), "min_samples_per_arm must be >= 1"),
+        (lambda: step_planned_samples(200, 1.0, relative=True), "canary_share must be in (0, 1)"),
         (lambda: Moments.of_count(5, 3), "need 0 <= events <= trials"),
         (lambda: canary_bound(Moments.of_count(1, 3), harm="up"), "harm must be"),  # type: ignore[arg-type]
     ],

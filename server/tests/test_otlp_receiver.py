@@ -93,11 +93,13 @@ def _cohort(variant: str) -> dict[str, Any]:
 
 
 def _record(r: Recorder) -> None:
-    """Canary: 5 calls (one slow, one fell back, one failed), stable: 3 quick ones."""
+    """Canary: 6 calls (one slow, one fell back, one failed, one answered by a retry after a
+    failed attempt), stable: 3 quick ones."""
     for seconds in (0.5, 0.7, 4.2):
         r.call("canary", seconds)
     r.call("canary", 1.0, **{"vibesdk.fallback": True})
     r.call("canary", 2.0, **{"error.type": "all_failed"})
+    r.call("canary", 0.6, **{"vibesdk.attempt.failed": True})
     for seconds in (0.2, 0.3, 0.4):
         r.call("stable", seconds)
     r.fallbacks.add(1, {**_cohort("canary"), "vibesdk.fallback.reason": "timeout_connect"})
@@ -120,7 +122,7 @@ def test_sdk_metrics_exported_over_otlp_add_up_per_variant(
     assert provider.force_flush(10_000)
     measured = _measured(server)
     canary, stable = measured["canary"], measured["stable"]
-    assert (canary["calls"], stable["calls"]) == (5, 3)
+    assert (canary["calls"], stable["calls"]) == (6, 3)
     assert canary["slow_calls"] == 1  # 4.2 s: over the 3 s bucket bound
     assert stable["slow_calls"] == 0
     assert canary["errors"] == {"all_failed": 1}
@@ -128,11 +130,12 @@ def test_sdk_metrics_exported_over_otlp_add_up_per_variant(
     assert canary["quality_failures"] == {"empty": 2, "loop": 1}
     tokens = stable["output_tokens"]
     assert (tokens["count"], tokens["sum"], sum(tokens["histogram"]["counts"])) == (1, 40.0, 1)
-    assert canary["failed_attempts"] == 2  # the call that raised and the one that fell back
+    # The call that raised, the one that fell back and the one a retry answered.
+    assert canary["failed_attempts"] == 3
     assert canary["feedback"] == {"count": 2, "sum": 6.0}
     assert canary["reports"] == 1
-    assert canary["latency_sum_s"] == pytest.approx(8.4)
-    assert sum(canary["duration_histogram"]["counts"]) == 5
+    assert canary["latency_sum_s"] == pytest.approx(9.0)
+    assert sum(canary["duration_histogram"]["counts"]) == 6
     assert 3.0 in canary["duration_histogram"]["bounds"]
 
     # A second export adds to the first (delta temporality), it does not replace it.

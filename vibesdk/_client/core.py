@@ -82,6 +82,7 @@ class Call:
 
     __slots__ = (
         "assignment",
+        "attempt_failed",
         "backend",
         "ctx",
         "ended",
@@ -122,6 +123,8 @@ class Call:
         # meets an open breaker (opened meanwhile by other calls), the fallback reason is
         # this root cause ("connect"), not "circuit_open".
         self.step_error: BaseException | None = None
+        # An attempt on the assigned variant (the first step) failed, whatever came after.
+        self.attempt_failed = False
         self.span: Span = trace.INVALID_SPAN
         self.backend: str | None = None  # the base URL of the latest attempt
         self.ctx: Any = None
@@ -472,6 +475,12 @@ class ClientCore:
                 breaker.abandon(permit)
         if isinstance(exc, BackendError) and attempt.call.step_error is None:
             attempt.call.step_error = exc
+        if (
+            isinstance(exc, BackendError)
+            and not _saturated(exc)
+            and attempt.call.fallback_reason is None  # still on the assigned variant
+        ):
+            attempt.call.attempt_failed = True
         span = attempt.span
         if exc is not None and span.is_recording():
             span.set_attribute(sc.ERROR_TYPE, _error_type(exc))
@@ -606,6 +615,7 @@ class ClientCore:
             fallback=step.is_fallback,
             response_model=completion.model,
             backend=backend,
+            attempt_failed=call.attempt_failed,
         )
         m.record_tokens(
             flag_key=flag_key,
@@ -696,6 +706,7 @@ class ClientCore:
             error_type=error_type,
             fallback=call.fallback_reason is not None,
             backend=call.backend,
+            attempt_failed=call.attempt_failed,
         )
 
     def _log(

@@ -371,9 +371,12 @@ def _call_attributes(  # noqa: PLR0917 -- positional: lru_cache keys keyword cal
     error_type: str | None,
     response_model: str | None,
     backend: str | None,
+    attempt_failed: bool = False,
 ) -> Mapping[str, AttributeValue]:
     attrs = _base(flag_key, variant, model, provider, backend)
     attrs[sc.VIBESDK_FALLBACK] = fallback
+    if attempt_failed:  # only when true: a healthy call's series stay as they were
+        attrs[sc.VIBESDK_ATTEMPT_FAILED] = True
     if error_type is not None:
         attrs[sc.ERROR_TYPE] = error_type
     if response_model is not None:
@@ -447,11 +450,14 @@ class Metrics:
         fallback: bool = False,
         response_model: str | None = None,
         backend: str | None = None,
+        attempt_failed: bool = False,
     ) -> None:
         """Record one call (all attempts, any fallback) in ``gen_ai.client.operation.duration``.
 
         ``error_type`` is set only when the caller got an error (e.g.
-        ``all_failed``); ``fallback`` when stable answered for the variant.
+        ``all_failed``); ``fallback`` when stable answered for the variant;
+        ``attempt_failed`` when an attempt on the assigned variant failed, even if a
+        retry then answered.
         """
         try:
             attrs = _call_attributes(
@@ -463,6 +469,7 @@ class Metrics:
                 error_type,
                 response_model,
                 backend,
+                bool(attempt_failed) or bool(fallback) or error_type is not None,
             )
             self._get().duration.record(max(0.0, float(duration_s)), attrs)
         except Exception as exc:  # telemetry never breaks the call

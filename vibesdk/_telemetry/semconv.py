@@ -76,6 +76,9 @@ FEATURE_FLAG_PROVIDER_VALUE: Final = "vibesdk"
 VIBESDK_BUCKET: Final = "vibesdk.bucket"  # the unit's bucket, 0..9999
 VIBESDK_RULE_ID: Final = "vibesdk.rule.id"  # the targeting rule that matched, if any
 VIBESDK_FALLBACK: Final = "vibesdk.fallback"  # bool: stable answered for the assigned variant
+# bool, only when true: an attempt on the assigned variant failed (retried, fallen back from or
+# raised), whatever answered in the end (metric attribute of the call's duration)
+VIBESDK_ATTEMPT_FAILED: Final = "vibesdk.attempt.failed"
 VIBESDK_FALLBACK_REASON: Final = "vibesdk.fallback.reason"  # BackendError.kind: timeout_first_token
 VIBESDK_FALLBACK_FROM: Final = "vibesdk.fallback.from"  # the variant that failed
 VIBESDK_FALLBACK_TO: Final = "vibesdk.fallback.to"  # the variant that answered instead

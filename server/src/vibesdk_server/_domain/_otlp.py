@@ -71,6 +71,7 @@ KEPT_METRICS = frozenset(
 KEPT_LABELS = (
     "error.type",
     "gen_ai.token.type",
+    "vibesdk.attempt.failed",
     "vibesdk.fallback",
     "vibesdk.fallback.reason",
     "vibesdk.quality.check",

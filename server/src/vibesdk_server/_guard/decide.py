@@ -16,7 +16,9 @@ The rules, in the order they are applied:
    ``min_trials`` observations (default 20; e.g. sparse feedback scores), once the rest found
    no breach. Silence never advances and never rolls back.
 4. **Statistical guardrails**, each a one-sided always-valid confidence sequence
-   (:mod:`.stats`), checked at every call of the loop:
+   (:mod:`.stats`) tuned to be tightest where the step is first judged (its
+   ``min_samples_per_arm``, :func:`~.stats.step_planned_samples`), checked at every call of
+   the loop:
 
    * ``kind="relative"``: canary against stable. ``tolerance="difference"``: breach when the
      bound on ``canary - stable`` is beyond ``threshold`` (an absolute margin in the metric's
@@ -55,7 +57,6 @@ from vibesdk_server._domain._errors import InvalidError
 from vibesdk_server._eval.alarm import drop_bound
 from vibesdk_server._guard.stats import (
     DEFAULT_ALPHA,
-    DEFAULT_PLANNED_SAMPLES,
     Bound,
     Harm,
     Moments,
@@ -63,6 +64,7 @@ from vibesdk_server._guard.stats import (
     canary_bound,
     difference_bound,
     srm_test,
+    step_planned_samples,
 )
 
 __all__ = [
@@ -81,7 +83,7 @@ __all__ = [
 DEFAULT_SRM_P_VALUE = 0.001
 
 METRIC_NAMES = (
-    "failed_attempts",  # canary attempts that failed (Count over attempts)
+    "failed_attempts",  # calls with a failed attempt on their variant (Count over calls)
     "fallbacks",  # calls answered by stable after a canary failure (Count over calls)
     "slow_calls",  # calls over 3 s (Count over calls)
     "check:<name>",  # failures of one output check (Count over checked answers)
@@ -361,9 +363,15 @@ def _statistical(
     *,
     enough: bool,
     alpha: float,
-    planned_samples: float,
+    planned_samples: float | None,
+    min_samples_per_arm: int,
+    canary_share: float,
 ) -> GuardrailEvidence:
     c = _metric(canary, rule, "canary")
+    if planned_samples is None:
+        planned_samples = step_planned_samples(
+            min_samples_per_arm, canary_share, relative=rule.kind == "relative"
+        )
     sign = 1.0 if rule.harm == "increase" else -1.0
     _, ratio, limit = _contrast(rule)
     if rule.kind == "absolute":
@@ -431,15 +439,17 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
     dwell_s: float,
     min_dwell_s: float,
     alpha: float = DEFAULT_ALPHA,
-    planned_samples: float = DEFAULT_PLANNED_SAMPLES,
+    planned_samples: float | None = None,
     srm_p_value: float = DEFAULT_SRM_P_VALUE,
 ) -> Decision:
     """The decision for one step; see the module docstring for the rules and their order.
 
     ``canary_share`` is the configured share of the step (0.1 for 10%); ``dwell_s`` the time
     the step has run, ``min_dwell_s`` the time it must run before advancing; ``planned_samples``
-    tunes the confidence sequence (:mod:`.stats`). Raises :class:`InvalidError` for bad input
-    (a guardrail's metric missing from an arm, a share outside (0, 1), ...).
+    tunes the confidence sequence (:mod:`.stats`); ``None`` (the guard's choice) plans each
+    guardrail for the step's first judgement, :func:`~.stats.step_planned_samples`. Raises
+    :class:`InvalidError` for bad input (a guardrail's metric missing from an arm, a share
+    outside (0, 1), ...).
     """
     if min_samples_per_arm < 1:
         raise InvalidError(f"min_samples_per_arm must be >= 1, got {min_samples_per_arm}")
@@ -456,7 +466,16 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
     breakage = [_breakage(g, canary) for g in guardrails if g.kind == "breakage"]
     evals = [_eval(g, canary, alpha) for g in guardrails if g.kind == "eval"]
     tested = [
-        _statistical(g, canary, stable, enough=enough, alpha=alpha, planned_samples=planned_samples)
+        _statistical(
+            g,
+            canary,
+            stable,
+            enough=enough,
+            alpha=alpha,
+            planned_samples=planned_samples,
+            min_samples_per_arm=min_samples_per_arm,
+            canary_share=canary_share,
+        )
         for g in guardrails
         if g.kind not in ("breakage", "eval")
     ]

@@ -10,7 +10,7 @@ A flag with no ``release:`` section uses the defaults::
       dwell: 2                          # least time per step: minutes, or "90s", "5m", "1h"
       min_samples: 200                  # least calls per arm per step
       guardrails:                       # merged onto the defaults; "off" turns one off
-        latency: {threshold: 0.05, action: rollback}
+        slow_calls: {threshold: 0.05, action: rollback}
         output_length: {threshold: 0.25, action: pause}
 
 :data:`GUARDRAILS` names every guardrail a plan can use, with its default threshold and action
@@ -127,20 +127,32 @@ def _output_length(threshold: float, action: str, checks: Sequence[str]) -> list
 _SHARE = "a share between 0 and 1 (0.05 = 5%)"
 GUARDRAILS: dict[str, GuardrailSpec] = {
     "breakage": GuardrailSpec(
-        "at least this share of at least 20 canary calls fell back to stable: no test, at once",
+        "at least this share of at least 20 canary calls had an attempt on the canary fail"
+        " (retried, fell back to stable or raised): no test, at once",
         0.5, "rollback", True, 0.0, 1.0, False, _SHARE,
-        _one("breakage", "breakage", "fallbacks"),
+        _one("breakage", "breakage", "failed_attempts"),
     ),
     "latency": GuardrailSpec(
         "absolute: at most this share of canary calls over 3 s (0.05: P95 under 3 s)",
-        0.05, "rollback", True, 0.0, 1.0, True, _SHARE,
+        0.05, "rollback", False, 0.0, 1.0, True, _SHARE,
         _one("latency", "absolute", "slow_calls"),
     ),
+    "slow_calls": GuardrailSpec(
+        "relative: the canary's share of calls over 3 s may exceed stable's by this much",
+        0.05, "rollback", True, 0.0, 1.0, False, _SHARE,
+        _one("slow_calls", "relative", "slow_calls"),
+    ),
     "attempt_errors": GuardrailSpec(
-        "absolute: at most this share of canary calls whose canary attempt failed"
-        " (it fell back to stable or raised)",
+        "absolute: at most this share of canary calls with a failed attempt on the canary"
+        " (retried, fell back to stable or raised)",
         0.05, "rollback", False, 0.0, 1.0, True, _SHARE,
         _one("attempt_errors", "absolute", "failed_attempts"),
+    ),
+    "failed_attempts": GuardrailSpec(
+        "relative: the canary's share of calls with a failed attempt on their own variant"
+        " (retried, fell back to stable or raised) may exceed stable's by this much",
+        0.01, "rollback", True, 0.0, 1.0, False, _SHARE,
+        _one("failed_attempts", "relative", "failed_attempts"),
     ),
     "errors": GuardrailSpec(
         "relative: the canary's share of calls that raised may exceed stable's by this much",

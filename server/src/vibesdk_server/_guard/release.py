@@ -9,18 +9,25 @@ at 100% there is no stable arm left to compare with.
 
 The default guardrails (:func:`default_guardrails`), each judged on the step's figures:
 
-* ``breakage`` -- at least 50% of at least 20 canary calls fell back to stable: roll back at
-  once, no test.
-* ``latency`` -- absolute: at most 5% of canary calls slower than 3 s (P95 < 3 s); roll back
-  when the confidence bound proves more.
+* ``breakage`` -- at least 50% of at least 20 canary calls had a failed attempt on the canary
+  (retried, fell back to stable or raised): roll back at once, no test.
+* ``slow_calls`` -- relative: the canary's share of calls slower than 3 s against stable's,
+  tolerating 5 percentage points more; roll back when the bound proves more. Relative, so an
+  app that is slow for both arms (overloaded, a slow provider) does not roll a canary back.
+* ``failed_attempts`` -- relative: the canary's share of calls with a failed attempt on their
+  own variant against stable's, tolerating 1 percentage point more. A retry that hides the
+  failure from the user still counts: a canary whose backend fails one attempt in five is
+  broken even while the retries keep its users answered.
 * ``fallbacks`` -- relative: the canary's share of calls that fell back against stable's,
   tolerating 1 percentage point more; roll back when the bound proves more.
 * ``check:<name>`` -- relative, one per output check that failed in either arm: its failure
   share against stable's (tolerance 0); roll back when the bound proves more.
 
 A flag's release plan (:mod:`.plan`, the ``release:`` section of its flags file) may change
-their thresholds and actions, turn them off, or turn on the others: ``attempt_errors``,
-``errors``, ``output_length``, ``feedback_score``, ``review_score`` and ``reports``.
+their thresholds and actions, turn them off, or turn on the others: ``latency`` (absolute: at
+most 5% of canary calls over 3 s, P95 < 3 s, whatever stable does), ``attempt_errors``,
+``errors``, ``output_length``, ``feedback_score``, ``review_score``, ``eval_regression`` and
+``reports``.
 """
 
 from __future__ import annotations
@@ -122,13 +129,13 @@ def aggregates(
 
     ``calls`` are the calls of users assigned to the arm; ``fallbacks`` is calls that fell back
     to stable (all reasons) out of calls, ``slow_calls`` calls over 3 s out of calls, ``errors``
-    calls that raised out of calls, ``failed_attempts`` calls whose attempt on the assigned
-    variant failed (fell back or raised) out of calls, ``reports`` reports users filed out of
-    calls, and ``check:<name>`` each of ``checks``'s failures out of calls (0 where the arm
-    never failed it). ``output_length`` (output tokens per answer, its variance from the
-    histogram: :func:`histogram_moments`), ``feedback_score`` (users' scores) and ``review_score``
-    (reviewers' scores, ``vibe review``) are means. ``eval_regression`` is ``drop`` (the arm's
-    golden-set drop; none judged when ``None``).
+    calls that raised out of calls, ``failed_attempts`` calls with a failed attempt on the
+    assigned variant (retried, fell back or raised) out of calls, ``reports`` reports users
+    filed out of calls, and ``check:<name>`` each of ``checks``'s failures out of calls (0
+    where the arm never failed it). ``output_length`` (output tokens per answer, its variance
+    from the histogram: :func:`histogram_moments`), ``feedback_score`` (users' scores) and
+    ``review_score`` (reviewers' scores, ``vibe review``) are means. ``eval_regression`` is
+    ``drop`` (the arm's golden-set drop; none judged when ``None``).
     """
     f = figures or {}
     calls = int(f.get("calls", 0))

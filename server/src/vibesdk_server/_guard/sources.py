@@ -20,7 +20,8 @@ braces (``{fallback}``) are dropped (:data:`READS` lists every query):
 * ``vibesdk.feedback.score`` -> ``vibesdk_feedback_score_{count,sum,bucket}`` (users' scores);
 * ``vibesdk.reports`` -> ``vibesdk_reports_total`` (reports users filed).
 
-``failed_attempts`` are the calls with ``error_type`` or ``vibesdk_fallback="true"``. Users'
+``failed_attempts`` are the calls with ``error_type``, ``vibesdk_fallback="true"`` or
+``vibesdk_attempt_failed="true"``. Users'
 scores and reports (``feedback_received``) come from the SDK's counts of them here, not from
 the server's feedback and reports tables.
 
@@ -165,7 +166,8 @@ def _calls(f: dict[str, Any], labels: Mapping[str, str], value: float) -> None:
     f["calls"] += round(value)
     if labels.get("error_type"):
         _bump(f["errors"], labels["error_type"], value)
-    if labels.get("error_type") or labels.get("vibesdk_fallback") == "true":
+    fell_back = labels.get("vibesdk_fallback") == "true"
+    if fell_back or labels.get("vibesdk_attempt_failed") == "true" or labels.get("error_type"):
         f["failed_attempts"] += round(value)
 
 
@@ -206,7 +208,11 @@ def _by(key: str, label: str) -> Add:
 _OUTPUT = ('gen_ai_token_type="output"',)
 _LE = "le"  # cumulative buckets, kept under this key until _finish()
 READS = (
-    Read(f"{_DURATION}_count", _calls, by=("error_type", "vibesdk_fallback")),
+    Read(
+        f"{_DURATION}_count",
+        _calls,
+        by=("error_type", "vibesdk_fallback", "vibesdk_attempt_failed"),
+    ),
     Read(f"{_DURATION}_sum", _into("latency_sum_s", count=False)),
     Read(f"{_DURATION}_bucket", _buckets(_LE, "duration"), by=("le",)),  # and calls over 3 s
     Read(

@@ -134,20 +134,28 @@ class ReleaseBody(_Body):
         default=None,
         min_length=1,
         max_length=100,
-        description="rollout steps in basis points, rising (default 100, 500, 1000, 2500, 5000,"
-        " 10000: 1 -> 5 -> 10 -> 25 -> 50 -> 100%)",
+        description="rollout steps in basis points, rising (absent: the flag's release plan,"
+        " else 100, 500, 1000, 2500, 5000, 10000: 1 -> 5 -> 10 -> 25 -> 50 -> 100%)",
     )
     min_dwell_s: float | None = Field(
-        default=None, ge=0, le=30 * 86400, description="least time per step (default 120 s)"
+        default=None,
+        ge=0,
+        le=30 * 86400,
+        description="least time per step, seconds (absent: the flag's release plan, else 120)",
     )
     min_samples_per_arm: int | None = Field(
-        default=None, ge=1, le=10**9, description="least calls per arm per step (default 200)"
+        default=None,
+        ge=1,
+        le=10**9,
+        description="least calls per arm per step, and the sample size the guard's confidence"
+        " sequence is tuned for (absent: the flag's release plan, else 200)",
     )
     guardrails: list[dict[str, Any]] | None = Field(
         default=None,
         max_length=50,
-        description="replaces the default guardrails: objects with name, kind, metric,"
-        " threshold and optionally action, harm, tolerance, min_trials",
+        description="replaces the plan's guardrails and the defaults (breakage, slow_calls,"
+        " fallbacks, checks): objects with name, kind, metric, threshold and optionally"
+        " action, harm, tolerance, min_trials",
     )
     reason: Reason = None
 

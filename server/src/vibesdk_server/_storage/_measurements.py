@@ -150,8 +150,9 @@ class MeasurementStore(StoreBase):
         Each variant's figures: ``calls`` (and ``slow_calls``, over :data:`SLOW_S`;
         ``latency_sum_s``), ``errors`` (calls that raised, by ``error.type``),
         ``fallbacks`` (by reason), ``quality_failures`` (by check), ``output_tokens``
-        (count, sum and their ``histogram``), ``failed_attempts`` (calls that fell back or
-        raised), ``feedback`` (count, sum of scores) and ``reports`` as the SDKs exported them,
+        (count, sum and their ``histogram``), ``failed_attempts`` (calls with a failed attempt
+        on their variant: retried, fell back or raised), ``feedback`` (count, sum of scores) and
+        ``reports`` as the SDKs exported them,
         ``feedback_received`` (users' scores -- count, sum, sum of squares -- and reports
         received in the feedback and reports tables since ``since``), the ``duration_histogram``
         (bounds, counts) and the first and last interval seen.
@@ -388,7 +389,8 @@ def _add(
         v["latency_sum_s"] += total
         if "error.type" in labels:
             _bump(v["errors"], labels["error.type"], count)
-        if "error.type" in labels or labels.get("vibesdk.fallback") == "true":
+        failed = labels.get("vibesdk.fallback") == "true"
+        if failed or "error.type" in labels or labels.get("vibesdk.attempt.failed") == "true":
             v["failed_attempts"] += round(count)
     elif metric == "vibesdk.fallbacks":
         _bump(v["fallbacks"], labels.get("vibesdk.fallback.reason", "unknown"), total)

@@ -666,12 +666,12 @@ class _Demo:
                 )
                 if watch.rollout_bps == 0:
                     # The guard found the healthy canary worse than its guardrails allow --
-                    # on a busy machine the CPU models can be slower than the 3 s latency rule.
+                    # on a busy machine the canary's CPU model can be slower than stable's.
                     self._show_incident()
                     raise DemoError(
                         "the guard rolled the canary back before the demo broke it (its incident "
-                        "is above); on a busy machine the CPU models can be slower than the "
-                        "latency guardrail's 3 s: run it again when the machine is quieter"
+                        "is above); on a busy machine the canary's CPU model can have more "
+                        "calls over 3 s than stable's: run it again when the machine is quieter"
                     )
                 if (watch.rollout_bps or 0) < second:
                     raise DemoError(
