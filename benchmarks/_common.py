@@ -62,6 +62,21 @@ def source() -> dict[str, Any]:
     }
 
 
+def vibesdk_code() -> dict[str, Any]:
+    """Where the vibesdk that was timed was imported from, and the PYTHONPATH that chose it.
+
+    A baseline is timed by putting another commit's ``vibesdk`` first on PYTHONPATH
+    (``git archive <commit> vibesdk | tar -x -C <dir>``); ``source`` still names the
+    checkout that ran the benchmark.
+    """
+    module = sys.modules.get("vibesdk")
+    path = getattr(module, "__file__", None)
+    return {
+        "imported_from": os.path.dirname(path) if path else None,
+        "pythonpath": os.environ.get("PYTHONPATH"),
+    }
+
+
 def versions(distributions: Iterable[str]) -> dict[str, str]:
     """Installed version of each distribution ("missing" when not installed)."""
     found: dict[str, str] = {}
@@ -97,6 +112,7 @@ def result_header(
         "date": started,
         "command": command_line(),
         "source": source(),
+        "vibesdk_code": vibesdk_code(),
         "machine": machine()
         | {"loadavg_before": load_before, "loadavg_after": load_after or os.getloadavg()},
         "versions": versions(distributions),

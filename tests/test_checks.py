@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vibesdk
-from vibesdk._quality.checks import CHECKS, QualityReport, check_answer, split_reasoning
+from vibesdk._quality.checks import (
+    _ASCII_TOKEN,
+    CHECKS,
+    QualityReport,
+    _ascii_token_count,
+    check_answer,
+    split_reasoning,
+)
 from vibesdk._telemetry import semconv as sc
 from vibesdk.testing import (
     FakeBackend,
@@ -278,6 +285,22 @@ def test_never_raises_on_any_text(text: str, user_input: str | None, max_chars: 
     report = check_answer(text, user_input=user_input, max_chars=max_chars)
     assert report.passed == (not report.failures)
     assert set(report.failures) <= set(CHECKS)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=400)
+    | st.lists(
+        st.sampled_from(["a", "_", "1", " ", "\n", "\t", "\x0b", "\x1c", ".", "(", "-"])
+    ).map("".join)
+)
+def test_the_token_count_of_ascii_text_is_the_tokenizers(text: str) -> None:
+    """The diversity rule's count (no tokens built) equals the tokenizer's, so its verdict holds.
+
+    The count decides whether an answer has the tokens to judge at all; below the minimum the
+    answer is never tokenized.
+    """
+    assert _ascii_token_count(text) == len(_ASCII_TOKEN.findall(text))
 
 
 _pieces = st.sampled_from(

@@ -18,7 +18,7 @@ import vibesdk
 from tests.client_harness import Driver
 from tests.telemetry_harness import ASK, USER, canary_document, loopback_backends
 from vibesdk._telemetry import semconv as sc
-from vibesdk.testing import InMemoryFlagSource, SpanCapture
+from vibesdk.testing import InMemoryFlagSource, SpanCapture, make_document, make_flag
 
 PROVIDER = "llama.cpp"  # make_flag's provider for both variants
 
@@ -230,3 +230,56 @@ def test_the_flag_evaluation_event_setting_reads_the_environment(
     with SpanCapture() as capture:
         d.chat("falls-back", USER, ASK)
     assert len(_evaluations(capture.find("chat"))) == 1
+
+
+# -- the call span's first attributes, built once per variant and document version ------------
+
+
+def test_the_call_span_follows_a_flip_of_the_flag_document(kind: str, urls: dict[str, str]) -> None:
+    """After a flip the call span names the new version, model and params; each call its own unit.
+
+    The call span's flag and request attributes are built once per variant and document
+    version: a new version must never reuse the old one's, and the unit id and bucket are
+    the call's own.
+    """
+
+    def flag(version_marker: str, temperature: float) -> vibesdk.Flag:
+        return make_flag(
+            "flips",
+            rollout_bps=10_000,
+            fallback={"retries": 0},
+            variants={
+                "stable": {
+                    "backend": {"urls": [urls["good"]], "provider": PROVIDER},
+                    "model": "stable-model",
+                },
+                "canary": {
+                    "backend": {"urls": [urls["good"]], "provider": PROVIDER},
+                    "model": f"model-{version_marker}",
+                    "params": {"temperature": temperature},
+                },
+            },
+        )
+
+    source = InMemoryFlagSource(make_document(flag("one", 0.5)))
+    d = Driver(kind, flag_source=source, cache_dir="")
+    try:
+        with SpanCapture() as capture:
+            d.chat("flips", "user-a", ASK)
+            d.chat("flips", "user-b", ASK)
+            source.update(flag("two", 0.25))
+            d.chat("flips", "user-a", ASK)
+        first_a, first_b, after = (s.attributes or {} for s in capture.find_all("chat"))
+    finally:
+        d.dispose()
+    store = InMemoryFlagSource(make_document(flag("one", 0.5))).store
+    for attrs, user, version, model, temperature in (
+        (first_a, "user-a", "1", "model-one", 0.5),
+        (first_b, "user-b", "1", "model-one", 0.5),
+        (after, "user-a", "2", "model-two", 0.25),
+    ):
+        assert attrs[sc.FEATURE_FLAG_CONTEXT_ID] == user
+        assert attrs[sc.VIBESDK_BUCKET] == store.evaluate("flips", user, None).bucket
+        assert attrs[sc.FEATURE_FLAG_VERSION] == version
+        assert attrs[sc.GEN_AI_REQUEST_MODEL] == model
+        assert attrs[sc.GEN_AI_REQUEST_TEMPERATURE] == temperature

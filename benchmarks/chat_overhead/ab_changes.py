@@ -1,22 +1,23 @@
 # ruff: noqa: E402 -- sys.path is set up before the local imports
-"""Interleaved A/B of the 2026-11-28 overhead changes: each one reverted in place, one at a time.
+"""Interleaved A/B of the latest speed changes: each one reverted in place, one at a time.
 
-Same set-up as breakdown.py (``httpx.MockTransport``, real OTel SDK with a
-batch span processor and a MeterProvider, thread CPU time, interleaved rounds),
-but the variants put back the code as it was before each change, taken from
-git, so the difference to "current" is what that change saves:
+The set-up of breakdown.py (``httpx.MockTransport``, real OTel SDK with a batch
+span processor and a MeterProvider, thread CPU time, interleaved rounds), with
+variants that put back the code of ``--base`` (default c656f69, before the
+changes), taken from git, so the difference to "current" is what each change
+saves, measured in one process where the machine's noise hits every variant
+alike:
 
-* ``old tenacity`` (commit 8d95b83): a ``Retrying``/``AsyncRetrying`` built for
-  every step, attempt 1 included;
-* ``old checks`` (commit f5464ab): ``check_answer`` from f5464ab^;
-* ``old metrics`` (commit 277d84c): ``Metrics.record_call/tokens/ttft`` from
-  277d84c^ (attribute dicts built per record);
+* ``old checks``: ``check_answer`` of the base (the diversity rule tokenized
+  every answer, even those too short to judge);
+* ``old span attributes``: ``ClientCore._start_attributes`` of the base (the
+  call span's flag and request attributes built on every call);
+* ``old watching``: the generator-based ``watching`` context manager of the
+  base (three per call);
 * ``all old``: the three together.
 
-And three what-ifs for the steps still open (each changes behaviour, so none
-is in the client): ``what-if no attempt span`` (the ``vibesdk.attempt`` child
-span not opened), ``what-if checks without ast.parse`` (the python-syntax check
-skipped) and ``what-if no checks`` (``check_answer`` not run at all).
+(The 2026-11-28 changes were measured by this script as it was at c656f69:
+``git show c656f69:benchmarks/chat_overhead/ab_changes.py``.)
 
     benchmarks/.venv-bench/bin/python benchmarks/chat_overhead/ab_changes.py \\
         --out benchmarks/chat_overhead/results/DATE-MACHINE-ab.json
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -50,17 +52,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from tenacity import AsyncRetrying, Retrying
 
 import vibesdk
-import vibesdk._client.aio as aio_mod
+import vibesdk._client.calls_aio as aio_mod
+import vibesdk._client.calls_sync as sync_mod
 import vibesdk._client.core as core_mod
-import vibesdk._client.sync as sync_mod
-import vibesdk._quality.checks as checks_mod
+import vibesdk._watch as watch_mod
 from server import ANSWER, COMPLETION
-from vibesdk import QualityReport
-from vibesdk._resilience import retry_strategy
-from vibesdk._telemetry import instruments
 from vibesdk.testing import InMemoryFlagSource, make_document, make_flag
 
 FLAG = "vibethinker"
@@ -78,8 +76,8 @@ def _old_module(name: str, commit: str, path: str, tmp: Path) -> ModuleType:
         ["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout
     # The old file's relative imports point at the current package (unchanged parts).
-    package = path.removeprefix("src/").rsplit("/", 1)[0].replace("/", ".")
-    source = source.replace("from . import", f"from {package} import")
+    package = path.rsplit("/", 1)[0].replace("/", ".")
+    source = source.replace("from .", f"from {package}.")
     file = tmp / f"{name}.py"
     file.write_text(source)
     spec = importlib.util.spec_from_file_location(name, file)
@@ -91,22 +89,14 @@ def _old_module(name: str, commit: str, path: str, tmp: Path) -> ModuleType:
     return module
 
 
-def _old_run_step(self: Any, call: Any, step: Any) -> Any:
-    body = self._core.request_body(call, step)
-    headers = self._core.headers(step)
-    for attempt in Retrying(sleep=self._sleep, **retry_strategy(call.policy)):
-        with attempt:
-            return self._post(call, step, body, headers, attempt.retry_state.attempt_number)
-    raise AssertionError
-
-
-async def _old_arun_step(self: Any, call: Any, step: Any) -> Any:
-    body = self._core.request_body(call, step)
-    headers = self._core.headers(step)
-    async for attempt in AsyncRetrying(sleep=self._sleep, **retry_strategy(call.policy)):
-        with attempt:
-            return await self._post(call, step, body, headers, attempt.retry_state.attempt_number)
-    raise AssertionError
+@contextlib.contextmanager
+def _old_watching(watch: Any) -> Iterator[None]:
+    # The base's watching(), word for word, on the current module's context variable.
+    token = watch_mod.current.set(watch)
+    try:
+        yield
+    finally:
+        watch_mod.current.reset(token)
 
 
 @contextmanager
@@ -119,74 +109,39 @@ def _patch(obj: Any, name: str, value: Any) -> Iterator[None]:
         setattr(obj, name, saved)
 
 
-def _without_backend(method: Callable[..., None]) -> Callable[..., None]:
-    """An old ``record_*`` method called the way the client calls it today.
-
-    The old methods predate ``backend=`` (server.address/port); it is dropped, so the
-    comparison is of everything else.
-    """
-
-    def record(self: Any, **kwargs: Any) -> None:
-        kwargs.pop("backend", None)
-        method(self, **kwargs)
-
-    return record
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out")
+    parser.add_argument("--base", default="c656f69", help="the commit to compare with")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--calls", type=int, default=40)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="vibesdk-ab-"))
-    old_checks = _old_module("old_checks", "f5464ab^", "src/vibesdk/_quality/checks.py", tmp)
-    old_instr = _old_module(
-        "old_instruments", "277d84c^", "src/vibesdk/_telemetry/instruments.py", tmp
-    )
-
-    def old_tenacity() -> AbstractContextManager[Any]:
-        stack = ExitStack()
-        stack.enter_context(_patch(sync_mod.Client, "_run_step", _old_run_step))
-        stack.enter_context(_patch(aio_mod.AsyncClient, "_run_step", _old_arun_step))
-        return stack
+    old_checks = _old_module("old_checks", args.base, "vibesdk/_quality/checks.py", tmp)
+    old_core = _old_module("old_core", args.base, "vibesdk/_client/core.py", tmp)
 
     def old_checks_() -> AbstractContextManager[Any]:
         return _patch(core_mod, "check_answer", old_checks.check_answer)
 
-    def old_metrics() -> AbstractContextManager[Any]:
+    def old_attributes() -> AbstractContextManager[Any]:
+        old = old_core.ClientCore._start_attributes
+        return _patch(core_mod.ClientCore, "_start_attributes", old)
+
+    def old_watching() -> AbstractContextManager[Any]:
         stack = ExitStack()
-        for name in ("record_call", "record_tokens", "record_ttft"):
-            old = _without_backend(getattr(old_instr.Metrics, name))
-            stack.enter_context(_patch(instruments.Metrics, name, old))
+        stack.enter_context(_patch(sync_mod, "watching", _old_watching))
+        stack.enter_context(_patch(aio_mod, "watching", _old_watching))
         return stack
-
-    start_span = core_mod._start_span
-
-    def no_attempt_span() -> AbstractContextManager[Any]:
-        def start(name: str, context: Any) -> Any:
-            return trace.INVALID_SPAN if name == "vibesdk.attempt" else start_span(name, context)
-
-        return _patch(core_mod, "_start_span", start)
-
-    def no_syntax_check() -> AbstractContextManager[Any]:
-        return _patch(checks_mod, "_syntax_error", lambda source: None)
-
-    def no_checks() -> AbstractContextManager[Any]:
-        return _patch(core_mod, "check_answer", lambda *a, **kw: QualityReport())
 
     changes: dict[str, list[Callable[[], AbstractContextManager[Any]]]] = {
         "current": [],
-        "old tenacity": [old_tenacity],
         "old checks": [old_checks_],
-        "old metrics": [old_metrics],
-        "all old": [old_tenacity, old_checks_, old_metrics],
-        "what-if no attempt span": [no_attempt_span],
-        "what-if checks without ast.parse": [no_syntax_check],
-        "what-if no checks": [no_checks],
+        "old span attributes": [old_attributes],
+        "old watching": [old_watching],
+        "all old": [old_checks_, old_attributes, old_watching],
     }
 
     tp = TracerProvider()

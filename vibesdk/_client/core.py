@@ -38,7 +38,7 @@ from vibesdk._errors import (
     StreamInterruptedError,
     VibeError,
 )
-from vibesdk._flags.document import Backend, FallbackPolicy, Flag, GenerationParams
+from vibesdk._flags.document import Backend, FallbackPolicy, Flag, GenerationParams, Variant
 from vibesdk._flags.evaluation import Assignment, ErrorCode
 from vibesdk._quality.checks import QualityReport, check_answer
 from vibesdk._resilience import CircuitBreaker, Step, fallback_reason, plan
@@ -222,6 +222,7 @@ class ClientCore:
         self._endpoints: dict[str, httpx.URL] = {}
         self._local_urls: dict[str, tuple[str, ...]] = {}
         self._recent: OrderedDict[str, Recalled] = OrderedDict()
+        self._span_bases: dict[tuple[Any, ...], tuple[Variant | None, dict[str, Any]]] = {}
 
     # -- begin ---------------------------------------------------------------
 
@@ -276,18 +277,50 @@ class ClientCore:
     def _start_attributes(self, call: Call, span: Span) -> None:
         a = call.assignment
         config = a.config
-        attrs = flag_attributes(
+        # All but the unit and its bucket are the same for every call of one variant of one
+        # document version: built once. The variant's config is compared by identity, so a
+        # new document (new Variant objects) never reuses another's attributes.
+        if a.flag_key.__class__ is not str:  # a caller's mistake (about to fail): no caching
+            attrs = self._span_base(a, call.stream)
+        else:
+            key = (
+                a.flag_key,
+                a.variant,
+                a.reason,
+                a.flag_version,
+                a.rule_id,
+                a.error_code,
+                call.stream,
+            )
+            found = self._span_bases.get(key)
+            if found is None or found[0] is not config:
+                found = (config, self._span_base(a, call.stream))
+                if len(self._span_bases) > 1024:
+                    self._span_bases.clear()
+                self._span_bases[key] = found
+            attrs = found[1].copy()
+        if a.user_id is not None:
+            attrs[sc.FEATURE_FLAG_CONTEXT_ID] = a.user_id
+        if a.bucket is not None:
+            attrs[sc.VIBESDK_BUCKET] = a.bucket
+        span.set_attributes(attrs)
+        if self.settings.flag_evaluation_events:
+            span.add_event(sc.EVENT_FEATURE_FLAG_EVALUATION, flag_evaluation_event(a))
+
+    @staticmethod
+    def _span_base(a: Assignment, stream: bool) -> dict[str, Any]:
+        """The call span's first attributes, but for the unit's id and bucket."""
+        config = a.config
+        attrs: dict[str, Any] = flag_attributes(
             flag_key=a.flag_key,
             variant=a.variant,
             reason=a.reason,
-            user_id=a.user_id,
             flag_version=a.flag_version,
-            bucket=a.bucket,
             rule_id=a.rule_id,
             error_code=a.error_code,
         )
         attrs[sc.GEN_AI_OPERATION_NAME] = sc.GEN_AI_OPERATION_CHAT
-        attrs[sc.GEN_AI_REQUEST_STREAM] = call.stream
+        attrs[sc.GEN_AI_REQUEST_STREAM] = stream
         if config is not None:
             attrs[sc.GEN_AI_REQUEST_MODEL] = config.model
             attrs[sc.GEN_AI_PROVIDER_NAME] = config.backend.provider
@@ -303,9 +336,7 @@ class ClientCore:
             ):
                 if value is not None:
                     attrs[name] = value
-        span.set_attributes(attrs)
-        if self.settings.flag_evaluation_events:
-            span.add_event(sc.EVENT_FEATURE_FLAG_EVALUATION, flag_evaluation_event(a))
+        return attrs
 
     # -- requests ------------------------------------------------------------
 

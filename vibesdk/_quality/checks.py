@@ -290,11 +290,35 @@ def _periodic_tail(tail: str) -> tuple[int, int] | None:
         return p, (lo + p) // p
 
 
+# _ASCII_TOKEN's tokens counted without building them: each ASCII character is mapped to its
+# class as the pattern sees it (w: \w, space: \s, p: anything else), and a token starts
+# wherever a w or p follows a character of another class.
+def _ascii_class(char: str) -> int:
+    if re.match(r"\w", char, re.ASCII):
+        return ord("w")
+    return ord(" ") if re.match(r"\s", char, re.ASCII) else ord("p")
+
+
+_ASCII_CLASSES = bytes(_ascii_class(chr(b)) for b in range(128)) + bytes(128)
+
+
+def _ascii_token_count(window: str) -> int:
+    """``len(_ASCII_TOKEN.findall(window))`` for ASCII ``window``, at a fraction of the cost."""
+    classes = b" " + window.encode("ascii").translate(_ASCII_CLASSES)
+    return classes.count(b" w") + classes.count(b" p") + classes.count(b"pw") + classes.count(b"wp")
+
+
 def _diversity(tail: str) -> float | None:
     """Distinct share of the word n-grams among the last tokens (None: too little text)."""
     # 200 tokens fit in the last ~1,600 characters of real text; tokenize no more.
     window = tail[-1600:]
-    pattern = _ASCII_TOKEN if window.isascii() else _TOKEN
+    if window.isascii():
+        # Most answers are too short to judge: count before building any token.
+        if _ascii_token_count(window) < _NGRAM_MIN_TOKENS:
+            return None
+        pattern = _ASCII_TOKEN
+    else:
+        pattern = _TOKEN
     tokens = pattern.findall(window)[-_NGRAM_WINDOW:]
     if len(tokens) < _NGRAM_MIN_TOKENS:
         return None
