@@ -59,7 +59,13 @@ patches=("$here"/patches/*.patch)
 [[ -e ${patches[0]} ]] || patches=()
 tools=("$here"/tools/*.cpp)
 [[ -e ${tools[0]} ]] || tools=()
-patches_id="$(cat /dev/null "${patches[@]}" "${tools[@]}" | sha256sum | cut -c1-12)"
+# The CPU build is for this machine (-march=native) but never uses AMX: on virtual machines
+# that report AMX without granting it (Firecracker guests, for one), ggml's AMX matrix
+# kernels die with SIGILL on the first prompt of a few dozen tokens. The tile units only
+# speed up long prompts on Xeon servers; the CPU build is for laptops and CI.
+# (The flags are part of the id, for every flavour, so that --print-id names one build.)
+cpu_flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+patches_id="$(cat /dev/null "${patches[@]}" "${tools[@]}" <(echo "$cpu_flags") | sha256sum | cut -c1-12)"
 [[ -n "$print_id" ]] && { echo "$patches_id"; exit 0; }
 stamp="$out/.built-${LLAMA_CPP_PYTHON_VERSION}-${flavour}-${patches_id}"
 
@@ -118,6 +124,7 @@ build() {
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_MTMD=OFF
     -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib' -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
   )
+  [[ -z "$cuda_arch" ]] && args+=("-DCMAKE_C_FLAGS=$cpu_flags" "-DCMAKE_CXX_FLAGS=$cpu_flags")
   local targets=(llama-server llama-quantize)
   if [[ -n "$cuda_arch" ]]; then
     args+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${cuda_arch}" -DGGML_NATIVE=OFF)
