@@ -6,7 +6,7 @@ postgres_url, ...) are loaded through the package's pytest11 entry point.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,9 @@ from vibesdk_server.testing import (
     drop_postgres_schema,
     postgres_schema_url,
 )
+
+import vibesdk
+from vibesdk.testing import FakeBackend, make_flag
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -72,5 +75,46 @@ def vibe(
         code = main(list(args))
         out = capsys.readouterr()
         return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture
+def logged_canary_calls(server: FlagServer) -> Callable[..., list[vibesdk.ChatResult]]:
+    """A real app's calls of flag vibethinker, every user on the canary and every call logged
+    (log_share 1): ``run(questions, answer=..., reports=[(index, reason), ...])`` asks each
+    question (user ``u<index>``), reports those answers in that order with ``client.report``,
+    and closes the client, which sends what is queued (the caller waits for it to arrive)."""
+
+    def run(
+        questions: Sequence[str],
+        *,
+        answer: str = "The answer is \\boxed{4}.",
+        reports: Sequence[tuple[int, str]] = (),
+    ) -> list[vibesdk.ChatResult]:
+        with (
+            FakeBackend(default="stable answer") as stable,
+            FakeBackend(default=answer) as canary,
+        ):
+            server.apply(
+                make_flag(
+                    stable_url=stable.url,
+                    canary_url=canary.url,
+                    rollout_bps=10_000,
+                    log_share={"canary": 1.0},
+                )
+            )
+            client = vibesdk.Client(server_url=server.url, sdk_key=server.sdk_key, cache_dir="")
+            try:
+                assert client.wait_until_ready(15)
+                results = [
+                    client.chat("vibethinker", f"u{i}", [{"role": "user", "content": q}])
+                    for i, q in enumerate(questions)
+                ]
+                for index, reason in reports:
+                    client.report(results[index].trace_id, reason)
+            finally:
+                client.close()
+        return results
 
     return run

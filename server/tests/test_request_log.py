@@ -1,6 +1,7 @@
 """The request log on the real flag server (SQLite and PostgreSQL): POST /v1/otlp/v1/traces from
 the real OTel exporter, retention, the admin route, ``vibe log`` and incidents.
 
+The reported filter is fed by a real vibesdk.Client (calls logged, one reported).
 Spans are made as the SDK makes them (scope ``vibesdk.request_log``, the GenAI content
 attributes as JSON) on a TracerProvider whose BatchSpanProcessor exports with
 ``opentelemetry-exporter-otlp-proto-http`` (protobuf, gzip) and the SDK key.
@@ -23,8 +24,12 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from vibesdk_server._domain._otlp_traces import Entry
+from vibesdk_server._storage import open_store
+from vibesdk_server._storage._requestlog import DEFAULT_RETENTION
 from vibesdk_server.testing import FlagServer, FlagServerProcess
 
+import vibesdk
 from vibesdk.testing import make_flag
 
 FLAG = "vibethinker"
@@ -365,7 +370,8 @@ def test_vibe_log_prints_a_table_newest_first_and_json(
     assert code == 0
     header, first, second = out.splitlines()
     assert header.split() == [
-        "TIME", "VARIANT", "LATENCY", "TOKENS", "FINISH", "FAILED", "TRACE", "QUESTION", "ANSWER",
+        "TIME", "VARIANT", "LATENCY", "TOKENS", "FINISH", "FAILED", "REPORTED", "TRACE", "QUESTION",
+        "ANSWER",
     ]  # fmt: skip
     assert b in first
     assert "too_long" in first
@@ -408,3 +414,87 @@ def test_an_aborted_release_records_an_incident_with_the_canarys_last_calls(
     assert "the canary's last 20 logged calls" in out
     assert canary[-1] in out
     assert "measurements at the decision" not in out  # a person's abort has no decision
+
+
+# -- reported answers (client.report joined by trace id) -----------------------------------------
+def _reported_calls(
+    server: FlagServer, logged_canary_calls: Callable[..., list[vibesdk.ChatResult]]
+) -> tuple[list[str], str]:
+    """Three canary calls of a real vibesdk.Client, every one logged (log_share 1); the user
+    reports the second, twice: (trace ids oldest first, the reported one)."""
+    results = logged_canary_calls(
+        ["q0", "q1", "q2"], reports=[(1, "made up a number"), (1, "still wrong")]
+    )
+    ids = [r.trace_id for r in results]
+    deadline = time.monotonic() + 15
+    while len(_log(server, flag=FLAG, reported="true")) < 1 or len(_log(server)) < 3:
+        assert time.monotonic() < deadline, "the calls or the report never reached the server"
+        time.sleep(0.1)
+    return ids, ids[1]
+
+
+def test_reported_true_keeps_the_answers_a_user_reported(
+    server: FlagServer,
+    vibe: Callable[..., tuple[int, str, str]],
+    logged_canary_calls: Callable[..., list[vibesdk.ChatResult]],
+) -> None:
+    """?reported=true: only entries with a report (joined by trace id); every entry says
+    "reported"; the other filters still apply; the store's entry lists the reasons."""
+    ids, reported = _reported_calls(server, logged_canary_calls)
+    entries = _log(server, flag=FLAG)
+    assert [e["trace_id"] for e in entries] == ids[::-1]
+    assert [e["reported"] for e in entries] == [False, True, False]
+    (only,) = _log(server, flag=FLAG, reported="true")
+    assert only["trace_id"] == reported
+    assert only["reported"] is True
+    assert [e["trace_id"] for e in _log(server, flag=FLAG, reported="false")] == ids[::-1]
+    assert _log(server, flag=FLAG, reported="true", variant="stable") == []
+    assert _log(server, flag=FLAG, reported="true", failed="too_long") == []
+    assert _log(server, flag="other", reported="true") == []
+    bad = server.admin_request(
+        "GET",
+        f"/v1/admin/environments/{server.environment}/request-log",
+        params={"reported": "maybe"},
+    )
+    assert bad.status_code == 422
+    # vibe log --reported: the same filter, and a REPORTED column in the table.
+    code, out, _ = vibe("log", FLAG, "--reported")
+    assert code == 0
+    header, line = out.splitlines()
+    assert "REPORTED" in header.split()
+    assert reported in line
+    assert "yes" in line.split()
+    code, out, _ = vibe("log", FLAG, "--reported", "--variant", "stable")
+    assert code == 0
+    assert out == (
+        f"no logged calls of {FLAG!r}, variant 'stable', reported in environment"
+        f" {server.environment!r}; a variant's log_share in the flag document turns logging on\n"
+    )
+    code, out, _ = vibe("log", FLAG, "--reported", "--json")
+    assert [e["trace_id"] for e in json.loads(out)] == [reported]
+
+
+def test_a_single_entry_lists_its_reports_oldest_first(db_url: str) -> None:
+    """request_entry: ``reports`` with each report's time and reason (a reason may be None);
+    an entry nobody reported has none. Reports of another environment do not count."""
+    store = open_store(db_url)
+    try:
+        entries = [
+            Entry(FLAG, "canary", trace, time.time_ns(), 0.1, answered_by="canary")
+            for trace in ("a" * 32, "b" * 32)
+        ]
+        store.add_requests("prod", entries, DEFAULT_RETENTION)
+        item = {"trace_id": "a" * 32, "flag_key": FLAG, "variant": "canary"}
+        store.add_report("prod", "sdk", {**item, "reason": "rude"})
+        store.add_report("prod", "sdk", {**item, "reason": None})
+        store.add_report("dev", "sdk", {**item, "trace_id": "b" * 32, "reason": "elsewhere"})
+        first, second = sorted(store.request_log("prod"), key=lambda e: e["trace_id"])
+        one = store.request_entry("prod", first["id"])
+        assert one["reported"] is True
+        assert [r["reason"] for r in one["reports"]] == ["rude", None]
+        assert all(r["at"] for r in one["reports"])
+        other = store.request_entry("prod", second["id"])
+        assert (other["reported"], other["reports"]) == (False, [])
+        assert [e["trace_id"] for e in store.request_log("prod", reported=True)] == ["a" * 32]
+    finally:
+        store.close()

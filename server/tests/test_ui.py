@@ -11,7 +11,7 @@ import html
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -268,40 +268,20 @@ def test_the_flag_page_and_its_series_show_what_the_sdk_measured(
     series: dict[str, Any] = browser.get(base + "/series?window=1h").json()
     assert series["t"]
     assert series["step_s"] == 10
-    canary_calls = [c for c in series["variants"]["canary"]["calls"] if c is not None]
-    assert sum(canary_calls) == 4
+    logged_canary_calls = [c for c in series["variants"]["canary"]["calls"] if c is not None]
+    assert sum(logged_canary_calls) == 4
     assert max(v for v in series["variants"]["canary"]["fallbacks"] if v is not None) == 1.0
     bad = browser.get(base + "/series?window=2y")
     assert bad.status_code == 400
     assert "window must be one of" in bad.json()["detail"]
 
 
-def _logged_canary_answer(server: FlagServer) -> vibesdk.ChatResult:
-    """A real app's answer to "What is 2+2?" from the canary, logged in full (log_share 1)."""
-    with (
-        FakeBackend(default="stable answer") as stable,
-        FakeBackend(default="The answer is \\boxed{4}.") as canary,
-    ):
-        server.apply(
-            make_flag(
-                stable_url=stable.url,
-                canary_url=canary.url,
-                rollout_bps=10_000,
-                log_share={"canary": 1.0},
-            )
-        )
-        client = vibesdk.Client(server_url=server.url, sdk_key=server.sdk_key, cache_dir="")
-        try:
-            assert client.wait_until_ready(15)
-            return client.chat("vibethinker", "u1", [{"role": "user", "content": "What is 2+2?"}])
-        finally:
-            client.close()  # sends what is queued
-
-
 def test_the_request_log_on_the_flag_page_and_one_call_in_full(
-    server: FlagServer, browsers: Browsers
+    server: FlagServer,
+    browsers: Browsers,
+    logged_canary_calls: Callable[..., list[vibesdk.ChatResult]],
 ) -> None:
-    answer = _logged_canary_answer(server)
+    (answer,) = logged_canary_calls(["What is 2+2?"])
     browser = browsers.signed_in(server)
     base = f"/ui/environments/{server.environment}/flags/vibethinker"
     deadline = time.monotonic() + 15
@@ -322,12 +302,61 @@ def test_the_request_log_on_the_flag_page_and_one_call_in_full(
     assert browser.get(f"{base}/requests/999999").status_code == 404
 
 
+def test_the_request_log_filters_reported_answers_and_shows_the_reasons(
+    server: FlagServer,
+    browsers: Browsers,
+    logged_canary_calls: Callable[..., list[vibesdk.ChatResult]],
+) -> None:
+    """ "reported only" keeps the answers a user reported (client.report), which the table
+    marks; the entry's page shows each report's reason."""
+    logged_canary_calls(
+        ["What is 2+2?", "What is 3+3?"],
+        answer="The answer is \\boxed{5}.",
+        reports=[(0, "2+2 is not <5>")],
+    )
+    browser = browsers.signed_in(server)
+    base = f"/ui/environments/{server.environment}/flags/vibethinker"
+
+    def request_log(**params: str) -> str:
+        page = browser.get(base, params=params)
+        assert page.status_code == 200, page.text
+        section = page.text[page.text.index('<section id="request-log">') :]
+        return section[: section.index("</section>")]
+
+    deadline = time.monotonic() + 15
+    while 'class="bad reported"' not in (everything := request_log()) or "3+3" not in everything:
+        assert time.monotonic() < deadline, "the calls or the report never reached the flag page"
+        time.sleep(0.2)
+    assert 'name="log_reported" value="true">' in everything  # the box, not ticked
+    rows = everything[everything.index("<tbody>") :].split("<tr>")[1:]
+    assert len(rows) == 2
+    (marked,) = [row for row in rows if 'class="bad reported"' in row]
+    (plain,) = [row for row in rows if row is not marked]
+    assert "2+2" in marked
+    only = request_log(log_reported="true")
+    assert 'name="log_reported" value="true" checked>' in only
+    assert "What is 2+2?" in only
+    assert "What is 3+3?" not in only
+    assert "match" in request_log(log_reported="true", log_variant="stable")
+    link = re.search(rf'href="({re.escape(base)}/requests/\d+)"', only)
+    assert link
+    entry = browser.get(link.group(1)).text
+    reports = entry[entry.index('id="reports"') :]
+    assert html.escape("2+2 is not <5>") in reports[: reports.index("</td>")]
+    other = re.search(rf'href="({re.escape(base)}/requests/\d+)"', plain)
+    assert other
+    unreported = browser.get(other.group(1)).text
+    assert '<td id="reports">no</td>' in unreported
+
+
 def test_review_an_answer_from_the_flag_page_blind_with_csrf_and_audited(
-    server: FlagServer, browsers: Browsers
+    server: FlagServer,
+    browsers: Browsers,
+    logged_canary_calls: Callable[..., list[vibesdk.ChatResult]],
 ) -> None:
     """The flag page offers the signed-in reviewer one logged answer without its variant; the
     score form needs the CSRF token, refuses what the API refuses, and reveals the variant."""
-    answer = _logged_canary_answer(server)
+    (answer,) = logged_canary_calls(["What is 2+2?"])
     browser = browsers.signed_in(server)
     base = f"/ui/environments/{server.environment}/flags/vibethinker"
     deadline = time.monotonic() + 15

@@ -482,11 +482,16 @@ def request_log(
     failed: Annotated[
         str | None, Query(max_length=64, description="only calls that failed this output check")
     ] = None,
+    reported: Annotated[
+        bool, Query(description="true: only calls whose answer a user reported")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[dict[str, Any]]:
     store = _store(request)
     store.current_version(env)  # 404 for an environment that does not exist
-    return store.request_log(env, flag_key=flag, variant=variant, failed=failed, limit=limit)
+    return store.request_log(
+        env, flag_key=flag, variant=variant, failed=failed, reported=reported, limit=limit
+    )
 
 
 @router.get(

@@ -106,6 +106,7 @@ CREATE TABLE IF NOT EXISTS reports (
     user_id TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_env ON reports (environment, id);
+CREATE INDEX IF NOT EXISTS reports_trace ON reports (environment, trace_id, at);
 CREATE TABLE IF NOT EXISTS measurements (
     id {ID},
     environment TEXT NOT NULL,

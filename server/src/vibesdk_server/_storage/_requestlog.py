@@ -3,7 +3,9 @@
 Bounded as it is written: every write first drops the environment's entries
 received more than :attr:`Retention.max_age_s` ago, then all but its newest
 :attr:`Retention.max_rows` (``vibe-server --request-log-days`` and
-``--request-log-rows``). Entries are read newest first (in the order received).
+``--request-log-rows``). Entries are read newest first (in the order received), each with
+``reported``: whether a user reported its answer (``client.report``, the ``reports`` table,
+joined by trace id with :data:`REPORTED_JOIN`, which the review queue shares).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from vibesdk_server._domain._otlp_traces import Entry
 
 from ._base import StoreBase, Tx, rfc3339
 
-__all__ = ["DEFAULT_RETENTION", "Retention", "RequestLogStore"]
+__all__ = ["DEFAULT_RETENTION", "REPORTED_JOIN", "Retention", "RequestLogStore"]
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,21 @@ _COLUMNS = (
     "failed_checks",
     "content",
 )
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM request_log"  # noqa: S608 -- fixed names
+REPORTED_JOIN = (
+    " LEFT JOIN (SELECT trace_id, MIN(at) AS reported_at FROM reports"
+    " WHERE environment = ? GROUP BY trace_id) rep ON rep.trace_id = rl.trace_id"
+)
+"""Joins the reports of one environment (its one parameter) to ``request_log rl``:
+``rep.reported_at`` is the time of the entry's first report, NULL if none."""
+_SELECT = (
+    f"SELECT {', '.join('rl.' + c for c in _COLUMNS)}, rep.reported_at"  # noqa: S608 -- fixed names
+    " FROM request_log rl" + REPORTED_JOIN
+)
 
 
 def _entry(row: Any) -> dict[str, Any]:
-    out = dict(zip(_COLUMNS, row, strict=True))
+    out = dict(zip(_COLUMNS, row[:-1], strict=True))
+    out["reported"] = row[-1] is not None
     out["flag"] = out.pop("flag_key")
     checks = out.pop("failed_checks")
     out["failed_checks"] = None if checks is None else json.loads(checks)
@@ -126,31 +138,55 @@ class RequestLogStore(StoreBase):
         flag_key: str | None = None,
         variant: str | None = None,
         failed: str | None = None,
+        reported: bool = False,
         limit: int = 50,
     ) -> list[dict[str, Any]]:
-        """Entries, newest first: of one flag, one (assigned) variant, that failed a check."""
+        """Entries, newest first: of one flag, one (assigned) variant, that failed a check,
+        that a user reported (``reported=True``; False: reported or not)."""
         with self._tx() as tx:
             return self._select(
-                tx, environment, flag_key=flag_key, variant=variant, failed=failed, limit=limit
+                tx,
+                environment,
+                flag_key=flag_key,
+                variant=variant,
+                failed=failed,
+                reported=reported,
+                limit=limit,
             )
 
     def request_entry(self, environment: str, entry_id: int) -> dict[str, Any]:
-        """One entry of ``environment`` by its id; NotFoundError if it is gone (or never was)."""
+        """One entry of ``environment`` by its id, with ``reports`` (``at`` and ``reason`` of
+        each, oldest first); NotFoundError if it is gone (or never was)."""
         with self._tx() as tx:
-            row = tx.one(_SELECT + " WHERE environment = ? AND id = ?", (environment, entry_id))
-        if row is None:
-            raise NotFoundError(
-                f"no request-log entry {entry_id} in environment {environment!r}; it may have"
-                " been trimmed (vibe-server --request-log-days / --request-log-rows)"
+            row = tx.one(
+                _SELECT + " WHERE rl.environment = ? AND rl.id = ?",
+                (environment, environment, entry_id),
             )
-        return _entry(row)
+            if row is None:
+                raise NotFoundError(
+                    f"no request-log entry {entry_id} in environment {environment!r}; it may"
+                    " have been trimmed (vibe-server --request-log-days / --request-log-rows)"
+                )
+            entry = _entry(row)
+            reports = tx.all(
+                "SELECT at, reason FROM reports WHERE environment = ? AND trace_id = ? ORDER BY id",
+                (environment, entry["trace_id"]),
+            )
+        entry["reports"] = [{"at": at, "reason": reason} for at, reason in reports]
+        return entry
 
     def recent_requests_tx(
         self, tx: Tx, environment: str, flag_key: str, variant: str, limit: int
     ) -> list[dict[str, Any]]:
         """Inside another transaction: the newest ``limit`` entries of one flag's variant."""
         return self._select(
-            tx, environment, flag_key=flag_key, variant=variant, failed=None, limit=limit
+            tx,
+            environment,
+            flag_key=flag_key,
+            variant=variant,
+            failed=None,
+            reported=False,
+            limit=limit,
         )
 
     def _select(
@@ -161,20 +197,23 @@ class RequestLogStore(StoreBase):
         flag_key: str | None,
         variant: str | None,
         failed: str | None,
+        reported: bool,
         limit: int,
     ) -> list[dict[str, Any]]:
-        sql = _SELECT + " WHERE environment = ?"
-        params: list[Any] = [environment]
+        sql = _SELECT + " WHERE rl.environment = ?"
+        params: list[Any] = [environment, environment]
         if flag_key is not None:
-            sql += " AND flag_key = ?"
+            sql += " AND rl.flag_key = ?"
             params.append(flag_key)
         if variant is not None:
-            sql += " AND variant = ?"
+            sql += " AND rl.variant = ?"
             params.append(variant)
         if failed is not None:
             # failed_checks is a JSON list of names: match one name, quoted.
-            holds, name = self._holds_name("failed_checks", failed)
+            holds, name = self._holds_name("rl.failed_checks", failed)
             sql += " AND " + holds
             params.append(name)
-        rows = tx.all(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+        if reported:
+            sql += " AND rep.reported_at IS NOT NULL"
+        rows = tx.all(sql + " ORDER BY rl.id DESC LIMIT ?", (*params, limit))
         return [_entry(r) for r in rows]

@@ -21,6 +21,7 @@ from typing import Any
 from vibesdk_server._domain._errors import ConflictError, NotFoundError
 
 from ._base import StoreBase, Tx, utcnow
+from ._requestlog import REPORTED_JOIN
 
 __all__ = ["MAX_REVIEWERS", "REVIEW_SCHEMA", "ReviewStore", "blind_item"]
 
@@ -65,8 +66,7 @@ _SCORED = (
 )
 # Parameters: environment (reports), environment, flag, reviewer.
 _QUEUE = (
-    " FROM request_log rl LEFT JOIN (SELECT trace_id, MIN(at) AS reported_at FROM reports"  # noqa: S608 -- fixed names
-    " WHERE environment = ? GROUP BY trace_id) rep ON rep.trace_id = rl.trace_id"
+    f" FROM request_log rl{REPORTED_JOIN}"  # noqa: S608 -- fixed names
     " WHERE rl.environment = ? AND rl.flag_key = ? AND rl.answered_by IS NOT NULL"
     " AND NOT EXISTS (SELECT 1 FROM review_scores s WHERE s.environment = rl.environment"
     " AND s.trace_id = rl.trace_id AND s.reviewer = ?)"

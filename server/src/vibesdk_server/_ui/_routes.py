@@ -196,7 +196,13 @@ def home(request: Request, session: Session) -> HTMLResponse:
 
 
 def _flag_context(
-    request: Request, env: str, key: str, *, log_variant: str | None, log_failed: str | None
+    request: Request,
+    env: str,
+    key: str,
+    *,
+    log_variant: str | None,
+    log_failed: str | None,
+    log_reported: bool,
 ) -> dict[str, Any]:
     store = _store(request)
     document = _document(store, env)
@@ -210,7 +216,12 @@ def _flag_context(
     since = int(time.time()) - 3600
     totals = _totals(store.measurements(environment=env, flag_key=key, since=since))
     requests = store.request_log(
-        env, flag_key=key, variant=log_variant or None, failed=log_failed or None, limit=20
+        env,
+        flag_key=key,
+        variant=log_variant or None,
+        failed=log_failed or None,
+        reported=log_reported,
+        limit=20,
     )
     return {
         "requests": [
@@ -223,6 +234,7 @@ def _flag_context(
         ],
         "log_variant": log_variant or "",
         "log_failed": log_failed or "",
+        "log_reported": log_reported,
         "env": env,
         "key": key,
         "version": document["version"],
@@ -269,10 +281,18 @@ def flag_page(
     step: int | None = None,
     log_variant: str | None = None,
     log_failed: str | None = None,
+    log_reported: bool = False,
 ) -> HTMLResponse:
     """``step``: the charts' step in seconds (default: a point per pixel, see :func:`series`);
-    ``log_variant`` / ``log_failed``: the request log's filters."""
-    context = _flag_context(request, env, key, log_variant=log_variant, log_failed=log_failed)
+    ``log_variant`` / ``log_failed`` / ``log_reported``: the request log's filters."""
+    context = _flag_context(
+        request,
+        env,
+        key,
+        log_variant=log_variant,
+        log_failed=log_failed,
+        log_reported=log_reported,
+    )
     context["review"] = _review_context(_store(request), env, key, session.actor)
     return _page(request, "flag.html", {"session": session, "msg": msg, "step": step, **context})
 

@@ -13,6 +13,10 @@ from .render import table
 __all__ = ["log_table", "register"]
 
 _TEXT_WIDTH = 40
+_COLUMNS = (
+    "time", "variant", "latency", "tokens", "finish", "failed", "reported", "trace", "question",
+    "answer",
+)  # fmt: skip
 _MAX_LIMIT = 1000
 
 
@@ -23,13 +27,19 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="the calls logged in full for a flag (the request log), newest first",
         description="Show the request log of FLAG, newest first: for each logged call its time, "
         "the variant assigned (-> the one that answered, after a fallback), latency, tokens, "
-        "finish reason, failed output checks, trace id and the start of the question and the "
-        "answer. A variant's log_share in the flag document decides which calls are logged. "
+        "finish reason, failed output checks, whether a user reported the answer, trace id and "
+        "the start of the question and the answer. A variant's log_share in the flag document "
+        "decides which calls are logged. "
         "--json prints every entry whole (messages included) as a JSON list.",
     )
     p.add_argument("flag", help="flag key")
     p.add_argument("--variant", help="only calls of this (assigned) variant, e.g. canary")
     p.add_argument("--failed", metavar="CHECK", help="only calls that failed this output check")
+    p.add_argument(
+        "--reported",
+        action="store_true",
+        help="only calls whose answer a user reported (client.report)",
+    )
     p.add_argument(
         "--limit",
         type=int,
@@ -45,6 +55,8 @@ def show_log(args: argparse.Namespace, ctx: Context) -> int:
     params: dict[str, Any] = {"flag": args.flag, "variant": args.variant, "limit": args.limit}
     if args.failed is not None:
         params["failed"] = args.failed
+    if args.reported:
+        params["reported"] = "true"
     entries = ctx.api.get(f"/v1/admin/environments/{ctx.environment}/request-log", params=params)
     if ctx.json_output:
         ctx.emit_json(entries)
@@ -53,6 +65,8 @@ def show_log(args: argparse.Namespace, ctx: Context) -> int:
         what = f"{args.flag!r}" + ("" if args.variant is None else f", variant {args.variant!r}")
         if args.failed is not None:
             what += f", failed {args.failed!r}"
+        if args.reported:
+            what += ", reported"
         ctx.out(
             f"no logged calls of {what} in environment {ctx.environment!r}; a variant's "
             "log_share in the flag document turns logging on"
@@ -65,7 +79,7 @@ def show_log(args: argparse.Namespace, ctx: Context) -> int:
 def log_table(entries: Iterable[Mapping[str, Any]]) -> str:
     """Request-log entries as a table, one line each (``vibe log``, ``vibe incident show``)."""
     return table(
-        ["time", "variant", "latency", "tokens", "finish", "failed", "trace", "question", "answer"],
+        _COLUMNS,
         ([*_cells(e)] for e in entries),
     )
 
@@ -88,6 +102,7 @@ def _cells(e: Mapping[str, Any]) -> list[object]:
         tokens,
         e.get("finish_reason") or e.get("error_type"),
         ",".join(failed) if failed else None,
+        "yes" if e.get("reported") else None,
         e.get("trace_id"),
         _start(_last_text(e.get("input_messages"), "user")),
         _start(_last_text(e.get("output_messages"), "assistant")),
