@@ -21,6 +21,7 @@ PARAMS = {
     "prompt_id": "p",
     "incident_id": "1",
     "run_id": "1",
+    "flag": "vibethinker",
 }
 
 

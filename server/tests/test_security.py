@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import hmac
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +101,15 @@ def _admin_write_routes(tmp_path: Path) -> set[str]:
         paths = create_app(store).openapi()["paths"]
     finally:
         store.close()
-    return {p for p, ops in paths.items() if p.startswith("/v1/admin/") and "post" in ops}
+    writes = {"post", "put", "patch", "delete"}
+    return {p for p, ops in paths.items() if p.startswith("/v1/admin/") and writes & set(ops)}
 
 
 def test_every_admin_write_is_attributed_to_the_token_that_made_it(
-    server: FlagServer, tmp_path: Path
+    server: FlagServer, tmp_path: Path, logged_canary_calls: Callable[..., list[Any]]
 ) -> None:
-    """Each admin POST route, called once, leaves an audit row whose actor is the token's name."""
+    """Each admin write route (POST, PUT, DELETE), called once, leaves an audit row whose
+    actor is the token's name."""
     env_path = f"/v1/admin/environments/{server.environment}"
     pid = f"attr-{server.environment}"
     new_env = f"{server.environment}-x"
@@ -217,12 +221,15 @@ def test_every_admin_write_is_attributed_to_the_token_that_made_it(
             "eval_run_start",
         ),
     ]
-    # An evaluation run's answers and its finish need the run's id: called below.
-    run_routes = {
+    # Called below: an evaluation run's answers and its finish (they need the run's id), a
+    # review score (it needs a logged answer), and the evaluation schedule (PUT and DELETE).
+    later = {
         "/v1/admin/environments/{env}/eval-runs/{run_id}/results",
         "/v1/admin/environments/{env}/eval-runs/{run_id}/finish",
+        "/v1/admin/environments/{env}/flags/{key}/review/scores",
+        "/v1/admin/environments/{env}/eval-schedules/{flag}",
     }
-    assert {template for template, *_ in calls} | run_routes == _admin_write_routes(tmp_path)
+    assert {template for template, *_ in calls} | later == _admin_write_routes(tmp_path)
     actors = []
     for _, path, body, headers, action in calls:
         response = server.admin_request("POST", path, json=body, headers=headers)
@@ -253,3 +260,27 @@ def test_every_admin_write_is_attributed_to_the_token_that_made_it(
     assert server.admin_request("POST", f"{runs}/finish").status_code == 200
     newest = server.admin_request("GET", "/v1/admin/audit", params={"limit": 1}).json()[0]
     assert (newest["action"], newest["actor"][:10]) == ("eval_run_finish", "test-admin")
+
+    schedule = f"{env_path}/eval-schedules/vibethinker"
+    for method, body, headers, action in (
+        ("PUT", {"daily_at": "03:30"}, reviewer, "eval_schedule_set"),
+        ("DELETE", None, {}, "eval_schedule_remove"),
+    ):
+        done = server.admin_request(method, schedule, json=body, headers=headers)
+        assert done.status_code == 200, done.text
+        newest = server.admin_request("GET", "/v1/admin/audit", params={"limit": 1}).json()[0]
+        expected = "test-reviewer" if headers else "test-admin"
+        assert (newest["action"], newest["actor"][: len(expected)]) == (action, expected)
+
+    (logged,) = logged_canary_calls(["What is 2+2?"])
+    review = f"{env_path}/flags/vibethinker/review"
+    deadline = time.monotonic() + 15
+    while server.admin_request("GET", f"{review}/next", headers=reviewer).json()["item"] is None:
+        assert time.monotonic() < deadline, "the logged answer never reached the review queue"
+        time.sleep(0.2)
+    scored = server.admin_request(
+        "POST", f"{review}/scores", json={"trace_id": logged.trace_id, "score": 4}, headers=reviewer
+    )
+    assert scored.status_code == 201, scored.text
+    newest = server.admin_request("GET", "/v1/admin/audit", params={"limit": 1}).json()[0]
+    assert (newest["action"], newest["actor"][:13]) == ("review_score", "test-reviewer")
