@@ -59,10 +59,10 @@ patches=("$here"/patches/*.patch)
 [[ -e ${patches[0]} ]] || patches=()
 tools=("$here"/tools/*.cpp)
 [[ -e ${tools[0]} ]] || tools=()
-# The CPU build is for this machine (-march=native) but never uses AMX: on virtual machines
-# that report AMX without granting it (Firecracker guests, for one), ggml's AMX matrix
-# kernels die with SIGILL on the first prompt of a few dozen tokens. The tile units only
-# speed up long prompts on Xeon servers; the CPU build is for laptops and CI.
+# The CPU build is for this machine (-march=native) but never uses AMX: on an Intel Xeon
+# virtual machine (a Firecracker guest) that reports AMX, ggml's AMX matrix kernel died with
+# SIGILL at its first tile instruction, on the first prompt of a few dozen tokens. The tile
+# units only speed up long prompts on Xeon servers; the CPU build is for laptops and CI.
 # (The flags are part of the id, for every flavour, so that --print-id names one build.)
 cpu_flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 patches_id="$(cat /dev/null "${patches[@]}" "${tools[@]}" <(echo "$cpu_flags") | sha256sum | cut -c1-12)"
