@@ -2,7 +2,9 @@
 
 Our llama.cpp build replaces llama-server's per-sequence sampling graphs (under
 ``--backend-sampling``) by one ``GGML_OP_SAMPLE_ROWS`` over all output rows;
-``LLAMA_BATCHED_SAMPLING=0`` in the server's environment brings the stock graphs back. These tests
+``LLAMA_BATCHED_SAMPLING=0`` in the server's environment brings the stock graphs back, and a decode
+step of fewer rows than ``LLAMA_BATCHED_SAMPLING_MIN_ROWS`` (default 2: one sequence alone) keeps
+them too. These tests
 run the build's own check program (the op against llama.cpp's CPU samplers, on every device the
 build has) and a real llama-server on SmolLM2, the batched path against the stock one.
 """
@@ -71,10 +73,12 @@ def test_sample_rows_op_matches_llama_cpp_samplers(llama_bin: Path) -> None:
     assert lines[-1] == "all checks passed"
 
 
-def _serve(model: Path, tmp_path: Path, batched: bool) -> Any:
+def _serve(model: Path, tmp_path: Path, batched: bool, min_rows: int | None = None) -> Any:
     profile = get_profile("cpu-small").with_overrides(parallel=2, backend_sampling=True)
     env = {"LLAMA_BATCHED_SAMPLING": "1" if batched else "0"}
-    log_dir = tmp_path / ("batched" if batched else "stock")
+    if min_rows is not None:
+        env["LLAMA_BATCHED_SAMPLING_MIN_ROWS"] = str(min_rows)
+    log_dir = tmp_path / ("batched" if batched else "stock") / str(min_rows)
     # log verbosity 4 shows llama.cpp's own info lines, among them the batched op's one
     return serve(model, profile, log_dir=log_dir, env=env, extra_args=["-lv", "4"])
 
@@ -110,10 +114,29 @@ def test_batched_sampling_gives_stock_greedy_answers_for_concurrent_requests(
     assert all(a.strip() for a in answers[True])
 
 
+def test_one_sequence_alone_keeps_the_stock_graphs_until_a_second_joins(
+    smollm2: Path, tmp_path: Path
+) -> None:
+    """By default the op samples only steps of two or more sequences, and then it does."""
+    with _serve(smollm2, tmp_path, batched=True) as group:
+        url = group.urls[0]
+        alone = _chat(url, PROMPTS[0], temperature=0.0)
+        assert "batched backend sampling" not in _server_log(group)
+        with ThreadPoolExecutor(2) as pool:
+            together = [
+                f.result() for f in [pool.submit(_chat, url, p, temperature=0.0) for p in PROMPTS]
+            ]
+        assert "batched backend sampling" in _server_log(group)
+    # the request decoded alone (stock graphs) and with a neighbour (the op): one greedy answer
+    assert alone == together[0]
+    assert alone.strip()
+
+
 def test_batched_sampling_draws_from_the_request_seed(smollm2: Path, tmp_path: Path) -> None:
     """Model-card sampling (temperature 0.6, top-p 0.95, no top-k): one seed, one answer."""
     sampling = {"temperature": 0.6, "top_p": 0.95, "top_k": 0, "min_p": 0.0}
-    with _serve(smollm2, tmp_path, batched=True) as group:
+    # one request at a time: a minimum of one row makes the op sample it
+    with _serve(smollm2, tmp_path, batched=True, min_rows=1) as group:
         url = group.urls[0]
         first = _chat(url, PROMPTS[1], seed=7, **sampling)
         again = _chat(url, PROMPTS[1], seed=7, **sampling)
