@@ -187,7 +187,8 @@ def test_an_ended_session_and_a_forged_form_are_refused(browser: Any, world: Any
 
 def test_review_an_answer_in_the_browser(browser: Any) -> None:
     """The flag page's review section: a logged answer shown blind, scored with a note; the
-    notice reveals the variant and the per-variant table counts the score."""
+    notice reveals the variant, the per-variant table counts the score and the review chart
+    (absent before) draws it in the step of the answer."""
     with (
         FlagServerProcess(heartbeat_s=0.5) as server,
         FakeBackend(default="4") as stable,
@@ -225,6 +226,8 @@ def test_review_an_answer_in_the_browser(browser: Any) -> None:
             assert "\\boxed{4}" in page.locator("#review-answer").inner_text()
             assert "What is 2 + 2?" in review.inner_text()
             assert "canary" not in review.inner_text()
+            page.wait_for_selector("#charts[data-ready='1']")
+            assert page.locator("#charts .chart[data-figure='review']").count() == 0
             _shot(page, "review", "#review")
             page.check("#review input[name=score][value='3']")
             page.fill("#review-note", "right, but no working shown")
@@ -233,6 +236,16 @@ def test_review_an_answer_in_the_browser(browser: Any) -> None:
             assert page.locator("#review-empty").count() == 1
             assert "canary" in page.locator("#review-summary").inner_text()
             assert "3.00" in page.locator("#review-summary").inner_text()
+            page.wait_for_selector("#charts[data-ready='1']")
+            chart = page.locator("#charts .chart[data-figure='review']")
+            assert chart.locator("h3").inner_text() == "Review score (1\u20135)"
+            assert "canary" in chart.locator(".u-legend").inner_text()
+            series = page.evaluate(
+                "async (path) => (await fetch(path + '?window=1h')).json()", flag_page + "/series"
+            )
+            scored = series["variants"]["canary"]
+            reviews = zip(scored["review"], scored["review_count"], strict=True)
+            assert [(mean, n) for mean, n in reviews if n] == [(3.0, 1)]
             scores = server.admin_request(
                 "GET",
                 f"/v1/admin/environments/{server.environment}/flags/vibethinker/review/scores",

@@ -99,6 +99,7 @@ def _merge(into: dict[str, Any], point: dict[str, Any]) -> None:
     for name in ("count", "sum"):
         into["output_tokens"][name] += point["output_tokens"][name]
         into["feedback"][name] += point["feedback"][name]
+        into["review"][name] += point["review"][name]
     for hist, more in (
         (into["duration_histogram"], point["duration_histogram"]),
         (into["output_tokens"]["histogram"], point["output_tokens"]["histogram"]),
@@ -116,7 +117,7 @@ def _regroup(raw: dict[str, list[dict[str, Any]]], step: int) -> dict[str, list[
         for p in points:
             t = p["t"] // step * step
             if t not in steps:
-                steps[t] = {**_empty(), "t": t}
+                steps[t] = {**_empty(), "review": {"count": 0, "sum": 0.0}, "t": t}
                 del steps[t]["first_interval"], steps[t]["last_interval"]
             _merge(steps[t], p)
         out[variant] = [steps[t] for t in sorted(steps)]

@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
+from vibesdk_server._domain._otlp import Point
+from vibesdk_server._domain._otlp_traces import Entry
 from vibesdk_server._guard import plan
 from vibesdk_server._guard.release import aggregates
 from vibesdk_server._guard.stats import Moments
 from vibesdk_server._review import events, stats
 from vibesdk_server._storage import open_store
+from vibesdk_server._storage._requestlog import DEFAULT_RETENTION
 from vibesdk_server.testing import FlagServer, FlagServerProcess
 
 import vibesdk
@@ -363,3 +366,52 @@ def test_review_scores_feed_the_review_score_guardrail_of_a_release(server: Flag
         "pause",
     )
     assert "review_score" not in {r.name for r in plan.guardrail_rules(None)}  # opt-in
+
+
+def test_the_charts_series_counts_each_score_in_the_step_its_answer_was_logged_in(
+    db_url: str,
+) -> None:
+    """``measurement_series`` gives each step the count and sum of the scores of the answers
+    logged in it (not of the scores given in it); a step with no scored answer has no review
+    point, and a measured step without scores has a count of 0."""
+    t0 = 1_800_000_000 // 600 * 600  # a whole minute, long after the scores are given
+    logged = {  # trace id: (variant, seconds after t0 the call ended)
+        "a" * 32: ("canary", 5),
+        "b" * 32: ("canary", 59),
+        "c" * 32: ("stable", 61),
+        "d" * 32: ("canary", 70),  # never scored: its step has no canary point
+        "e" * 32: ("canary", -1),  # before the window
+    }
+    store = open_store(db_url)
+    try:
+        store.create_environment("prod", actor="t", reason=None)
+        entries = [
+            Entry(FLAG, variant, trace, (t0 + s) * 10**9 + 500_000_000, 0.5, answered_by=variant)
+            for trace, (variant, s) in logged.items()
+        ]
+        store.add_requests("prod", entries, DEFAULT_RETENTION)
+        scores = [
+            ("a", 5, "ann"),
+            ("a", 4, "bob"),
+            ("b", 2, "ann"),
+            ("c", 3, "ann"),
+            ("e", 1, "ann"),
+        ]
+        for trace, score, reviewer in scores:
+            store.add_review_score(
+                "prod", FLAG, trace * 32, score=score, note=None, reviewer=reviewer
+            )
+        # A measured step (two minutes in) where nothing was scored.
+        store.add_points("prod", [Point(FLAG, "canary", t0 + 120, "vibesdk.reports", "", 1, 1)])
+        series = store.measurement_series(environment="prod", flag_key=FLAG, since=t0, step_s=60)
+        stored = store.review_scores("prod", FLAG)
+    finally:
+        store.close()
+    reviews = {
+        variant: [(p["t"] - t0, p["review"]) for p in points] for variant, points in series.items()
+    }
+    assert reviews == {
+        "canary": [(0, {"count": 3, "sum": 11.0}), (120, {"count": 0, "sum": 0.0})],
+        "stable": [(60, {"count": 1, "sum": 3.0})],
+    }
+    assert stored[0]["answered_at"] == "2027-01-15T08:00:05.500Z"  # the call's end, kept

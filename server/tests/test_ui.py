@@ -271,6 +271,8 @@ def test_the_flag_page_and_its_series_show_what_the_sdk_measured(
     logged_canary_calls = [c for c in series["variants"]["canary"]["calls"] if c is not None]
     assert sum(logged_canary_calls) == 4
     assert max(v for v in series["variants"]["canary"]["fallbacks"] if v is not None) == 1.0
+    for variant in series["variants"].values():  # nothing reviewed: gaps, not zeros
+        assert set(variant["review"]) == set(variant["review_count"]) == {None}
     bad = browser.get(base + "/series?window=2y")
     assert bad.status_code == 400
     assert "window must be one of" in bad.json()["detail"]

@@ -190,10 +190,12 @@ class MeasurementStore(StoreBase):
         """Per variant, oldest first: the figures of :meth:`measurements` per ``step_s`` seconds.
 
         Each point is one whole step (its start, unix seconds, as ``t``) with at least one
-        measurement; steps are whole multiples of ``step_s``, from the one holding ``since``
-        on. Read from the coarsest rollup whose resolution divides ``step_s`` (else from the
-        10 s rows): the same figures either way. Histogram quantiles are :func:`quantile`
-        estimates.
+        measurement or review score; steps are whole multiples of ``step_s``, from the one
+        holding ``since`` on. Read from the coarsest rollup whose resolution divides ``step_s``
+        (else from the 10 s rows): the same figures either way. Histogram quantiles are
+        :func:`quantile` estimates. ``review`` (count and sum of reviewers' 1..5 scores) counts
+        each score in the step of the answer it scores (when the logged call ended), not in the
+        step it was given in, so that it lines up with the rollout that answered.
         """
         step_s = max(int(step_s), 1)
         start = since // step_s * step_s
@@ -216,12 +218,16 @@ class MeasurementStore(StoreBase):
         with self._tx() as tx:
             sums = tx.all(sql, [step_s, step_s, *params])
             histograms = tx.all(hist_sql, [step_s, step_s, *params, _DURATION])
+            reviews = _review_series(tx, environment, flag_key, start, step_s)
         points: dict[tuple[str, int], dict[str, Any]] = _fold(
             [((variant, t), *rest) for variant, t, *rest in sums],
             [((variant, t), *rest) for variant, t, *rest in histograms],
         )
+        for key, review in reviews.items():
+            points.setdefault(key, _empty())["review"] = review
         out: dict[str, list[dict[str, Any]]] = {}
         for (variant, t), point in sorted(points.items(), key=lambda item: item[0][1]):
+            point.setdefault("review", {"count": 0, "sum": 0.0})
             point["slow_calls"] = _over(point["duration_histogram"], SLOW_S)
             # A rollup row's interval is its own start, not the 10 s one's: not a figure here.
             del point["first_interval"], point["last_interval"]
@@ -349,6 +355,26 @@ def _feedback_received(
     # Reviewers' scores (vibe review), stored since ``since``: the review_score guardrail's.
     for variant, moments in _score_moments(tx, "review_scores", where, params).items():
         out.setdefault(variant, dict(empty))["review"] = moments
+    return out
+
+
+def _review_series(
+    tx: Tx, environment: str, flag_key: str, start: int, step_s: int
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Per (variant, step start): the count and sum of reviewers' scores of the answers logged
+    from ``start`` (unix seconds) on, by the answer's time (a score stored without it: its own)."""
+    since = rfc3339(dt.datetime.fromtimestamp(start, dt.timezone.utc))
+    rows = tx.all(
+        "SELECT variant, COALESCE(answered_at, at), score FROM review_scores"
+        " WHERE environment = ? AND flag_key = ? AND COALESCE(answered_at, at) >= ?",
+        (environment, flag_key, since),
+    )
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for variant, answered, score in rows:
+        when = dt.datetime.fromisoformat(answered.replace("Z", "+00:00")).timestamp()
+        review = out.setdefault((variant, int(when) // step_s * step_s), {"count": 0, "sum": 0.0})
+        review["count"] += 1
+        review["sum"] += float(score)
     return out
 
 

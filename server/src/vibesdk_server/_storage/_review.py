@@ -8,9 +8,10 @@ rest, newest first. A reviewer is never offered an answer they scored, nor one t
 scored already. What a reviewer sees is blind (:func:`blind_item`): no variant, model, prompt
 reference or figures, which the stored score reveals afterwards.
 
-A score is stored with the trace id, the reviewer (the admin token's name) and the variant and
-model copied from the request log, so the figures outlive the log's retention. One score per
-reviewer and answer (a second is a 409); each is audited (``review_score``).
+A score is stored with the trace id, the reviewer (the admin token's name) and the variant, model
+and time of the answer (``answered_at``) copied from the request log, so the figures outlive the
+log's retention. One score per reviewer and answer (a second is a 409); each is audited
+(``review_score``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS review_scores (
     note TEXT,
     reviewer TEXT NOT NULL,
     at TEXT NOT NULL,
+    answered_at TEXT,
     UNIQUE (environment, trace_id, reviewer)
 );
 CREATE INDEX IF NOT EXISTS review_scores_flag ON review_scores (environment, flag_key, id);
@@ -59,6 +61,7 @@ _SCORE_COLUMNS = (
     "note",
     "reviewer",
     "at",
+    "answered_at",
 )
 _SCORED = (
     "(SELECT COUNT(*) FROM review_scores s"
@@ -111,6 +114,8 @@ class ReviewStore(StoreBase):
         for stmt in REVIEW_SCHEMA.replace("{ID}", self.id_column).split(";"):
             if stmt.strip():
                 tx.run(stmt)
+        # Added after the table: scores stored before it have none (read as their ``at``).
+        self._add_column(tx, "review_scores", "answered_at", "TEXT")
 
     def next_review(self, environment: str, flag_key: str, reviewer: str) -> dict[str, Any]:
         """``{"item": <blind item> | None, "remaining": n}`` for ``reviewer`` (see the module)."""
@@ -138,7 +143,7 @@ class ReviewStore(StoreBase):
         with self._tx(write=True) as tx:
             self._env_row(tx, environment)
             entry = tx.one(
-                "SELECT variant, answered_by, model, prompt_ref FROM request_log WHERE"
+                "SELECT variant, answered_by, model, prompt_ref, at FROM request_log WHERE"
                 " environment = ? AND flag_key = ? AND trace_id = ? AND answered_by IS NOT NULL"
                 " ORDER BY id DESC LIMIT 1",
                 (environment, flag_key, trace_id),
@@ -158,8 +163,8 @@ class ReviewStore(StoreBase):
             try:
                 row = tx.one(
                     "INSERT INTO review_scores (environment, flag_key, trace_id, variant,"  # noqa: S608 -- fixed names
-                    " answered_by, model, prompt_ref, score, note, reviewer, at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING "
+                    " answered_by, model, prompt_ref, answered_at, score, note, reviewer, at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING "
                     + ", ".join(_SCORE_COLUMNS),
                     (environment, flag_key, trace_id, *entry, score, note, reviewer, utcnow()),
                 )

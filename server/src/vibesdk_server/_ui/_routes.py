@@ -424,6 +424,13 @@ _FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "output_tokens": lambda m: _rate(m["output_tokens"]["sum"], m["output_tokens"]["count"]),
     "feedback": lambda m: _rate(m["feedback"]["sum"], m["feedback"]["count"]),
 }
+#: What the charts draw: those, and reviewers' scores (mean, count; none: null) of the answers
+#: logged in each step.
+_SERIES_FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
+    **_FIGURES,
+    "review": lambda m: _rate(m["review"]["sum"], m["review"]["count"]),
+    "review_count": lambda m: m["review"]["count"] or None,
+}
 
 
 def _columns(measured: dict[str, list[dict[str, Any]]], step: int) -> dict[str, Any]:
@@ -434,11 +441,13 @@ def _columns(measured: dict[str, list[dict[str, Any]]], step: int) -> dict[str, 
     )
     variants: dict[str, Any] = {}
     for variant, points in sorted(measured.items()):
-        columns: dict[str, list[float | None]] = {name: [None] * len(times) for name in _FIGURES}
+        columns: dict[str, list[float | None]] = {
+            name: [None] * len(times) for name in _SERIES_FIGURES
+        }
         check_columns: dict[str, list[float | None]] = {c: [None] * len(times) for c in checks}
         for p in points:
             i = at[p["t"]]
-            for name, figure in _FIGURES.items():
+            for name, figure in _SERIES_FIGURES.items():
                 columns[name][i] = figure(p)
             for c in checks:
                 check_columns[c][i] = _rate(p["quality_failures"].get(c, 0), p["calls"])

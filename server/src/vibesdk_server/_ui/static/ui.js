@@ -11,6 +11,10 @@
     { title: "Fallbacks to stable", figures: ["fallbacks"], fmt: pct },
     { title: "Output tokens per call", figures: ["output_tokens"], fmt: num },
     { title: "Feedback score (1–5)", figures: ["feedback"], fmt: num },
+    // Reviewers' scores, each in the step of the answer it scores (the legend adds n, how many);
+    // sparse, so drawn as points too.
+    { title: "Review score (1–5)", figures: ["review"], fmt: num, range: [1, 5], count: "review_count",
+      points: true },
     { title: "Calls", figures: ["calls"], fmt: num },
   ];
   let plots = [];
@@ -22,8 +26,12 @@
     names.forEach((name, i) => {
       spec.figures.forEach((figure, j) => {
         const column = figure.startsWith("check:") ? data.variants[name].checks[figure.slice(6)] : data.variants[name][figure];
-        series.push({ label: spec.figures.length > 1 ? name + " " + figure : name, stroke: COLORS[i % COLORS.length],
-                      dash: j > 0 ? [6, 4] : undefined, width: 1.5, spanGaps: false, value: (u, v) => spec.fmt(v) });
+        const counts = spec.count ? data.variants[name][spec.count] : null;
+        const s = { label: spec.figures.length > 1 ? name + " " + figure : name, stroke: COLORS[i % COLORS.length],
+                    dash: j > 0 ? [6, 4] : undefined, width: 1.5, spanGaps: false,
+                    value: (u, v, si, k) => spec.fmt(v) + (counts && k != null && counts[k] ? " (n=" + counts[k] + ")" : "") };
+        if (spec.points) s.points = { show: true, size: 6 };
+        series.push(s);
         columns.push(column);
       });
     });
@@ -40,9 +48,11 @@
     box.appendChild(h);
     root.appendChild(box);
     const plot = new uPlot({ width: width, height: 180, series: series,
-                             axes: [{}, { size: 70, values: (u, vals) => vals.map(spec.fmt) }],
+                             axes: [{}, { size: 70, values: (u, vals) => vals.map(spec.fmt),
+                                          splits: spec.range ? () => [1, 2, 3, 4, 5] : undefined }],
                              scales: { x: { time: true, range: () => [data.from, data.to] },
-                                       y: spec.fmt === pct ? { range: (u, lo, hi) => [0, Math.max(hi || 0, 0.05) * 1.1] } : {} } },
+                                       y: spec.range ? { range: () => spec.range }
+                                          : spec.fmt === pct ? { range: (u, lo, hi) => [0, Math.max(hi || 0, 0.05) * 1.1] } : {} } },
                            columns, box);
     plots.push(plot);
   }
