@@ -42,6 +42,7 @@ PINNED_NAMES = {
     "METRIC_SERVER_TIME_TO_FIRST_TOKEN": "gen_ai.server.time_to_first_token",
     "METRIC_FALLBACKS": "vibesdk.fallbacks",
     "METRIC_QUALITY_FAILURES": "vibesdk.quality.failures",
+    "METRIC_EXPOSURES": "vibesdk.exposures",
     "VIBESDK_FALLBACK_REASON": "vibesdk.fallback.reason",
     "VIBESDK_BUCKET": "vibesdk.bucket",
     "VIBESDK_PROMPT_REF": "vibesdk.prompt.ref",

@@ -15,13 +15,15 @@ BROKEN = Guardrail("canary broken", "breakage", "failed_attempts", 0.5)
 SCORE = Guardrail("feedback", "relative", "feedback_score", 0.0, action="pause", harm="decrease")
 
 
-def _arm(calls: int, failed: int = 0, slow: int = 0, **extra: Count | Moments) -> ArmAggregates:
+def _arm(
+    calls: int, failed: int = 0, slow: int = 0, users: int = 0, **extra: Count | Moments
+) -> ArmAggregates:
     metrics: dict[str, Count | Moments] = {
         "failed_attempts": Count(failed, calls),
         "slow_calls": Count(slow, calls),
         **extra,
     }
-    return ArmAggregates(calls, metrics)
+    return ArmAggregates(calls, metrics, users=users)
 
 
 def _decide(
@@ -160,6 +162,39 @@ def test_srm_stops_the_analysis() -> None:
     assert "sample ratio mismatch" in d.reasons[0].message
 
 
+def test_srm_counts_users_so_a_few_busy_users_do_not_stop_the_analysis() -> None:
+    """100 canary users of 1,000 (10%, as configured) made 1,700 of 10,000 calls: the calls'
+    split is far off, the users' is not. The users are tested, and the step advances."""
+    d = _decide(_arm(1_700, 34, 17, users=100), _arm(8_300, 166, 83, users=900))
+    assert (d.srm.unit, d.srm.canary_users, d.srm.stable_users) == ("users", 100, 900)
+    assert (d.srm.canary_calls, d.srm.stable_calls) == (1_700, 8_300)
+    assert d.srm.observed_canary_share == pytest.approx(0.1)
+    assert d.action == "advance", d.reasons
+    assert "1700 canary / 8300 stable calls" in d.reasons[0].message
+
+
+def test_srm_on_users_holds_when_the_users_split_is_off() -> None:
+    """1,300 canary users of 10,000 where 10% was configured, calls evenly split: hold."""
+    d = _decide(_arm(1_000, 20, 10, users=1_300), _arm(9_000, 180, 90, users=8_700))
+    assert d.srm.unit == "users"
+    assert d.srm.p_value < 0.001
+    assert d.action == "hold"
+    assert _codes(d) == ["srm"]
+    assert "sample ratio mismatch: 1300 canary / 8700 stable users (13.00% canary" in (
+        d.reasons[0].message
+    )
+
+
+def test_srm_counts_calls_when_no_sdk_counted_users() -> None:
+    """Older SDKs send no user counts: the calls are tested, and the evidence says so."""
+    d = _decide(_arm(1_300, 100, 10), _arm(8_700, 170, 90))
+    assert (d.srm.unit, d.srm.canary_users, d.srm.stable_users) == ("calls", None, None)
+    assert "1300 canary / 8700 stable calls" in d.reasons[0].message
+    # Users in one arm only are a count too: no canary user at all is a mismatch.
+    d = _decide(_arm(1_000, 20, 10), _arm(9_000, 180, 90, users=900))
+    assert (d.srm.unit, d.srm.canary_users, _codes(d)) == ("users", 0, ["srm"])
+
+
 def test_pause_action_pauses_and_rollback_wins_over_pause() -> None:
     """A breached 'pause' guardrail pauses; with a breached 'rollback' one too, it rolls back."""
     low = Moments(n=500, total=500 * 3.2, total_sq=500 * (3.2**2 + 1.0))
@@ -218,6 +253,9 @@ def test_decision_is_json_ready_plain_data() -> None:
     assert data["srm"]["p_value"] == pytest.approx(1.0)
     silent = _decide(_arm(0), _arm(0)).to_dict()
     json.dumps(silent, allow_nan=False)
+    assert data["srm"]["unit"] == "calls"
+    users = _decide(_arm(1_000, users=10), _arm(9_000, users=90)).to_dict()["srm"]
+    assert (users["unit"], users["canary_users"], users["stable_users"]) == ("users", 10, 90)
 
 
 @pytest.mark.parametrize(
@@ -250,6 +288,7 @@ def test_decision_is_json_ready_plain_data() -> None:
         ),
         (lambda: _decide(_arm(1_000), _arm(9_000), canary_share=0.0), "canary_share must be"),
         (lambda: _decide(_arm(1_000), _arm(9_000), min_samples_per_arm=0), "min_samples_per_arm"),
+        (lambda: ArmAggregates(10, users=-1), "users must be >= 0, got -1"),
     ],
 )
 def test_bad_input_says_what_to_fix(make: Any, message: str) -> None:

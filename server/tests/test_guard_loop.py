@@ -149,6 +149,11 @@ def test_a_healthy_canary_advances_a_step_once_samples_and_dwell_are_met(
     assert decision["action"] == "advance"
     assert decision["srm"]["canary_calls"] >= 25
     assert decision["srm"]["stable_calls"] >= 25
+    # The client counted its users (vibesdk.exposures, one new user per call here): the
+    # sample-ratio test counted them, not the calls.
+    assert decision["srm"]["unit"] == "users"
+    assert decision["srm"]["canary_users"] >= 1
+    assert decision["srm"]["stable_users"] >= 1
     assert {e["verdict"] for e in decision["evidence"]} == {"no_breach"}
     assert release["state"] in ("running", "completed")
 
@@ -302,6 +307,7 @@ def test_release_commands_start_pause_resume_promote_and_abort(
     assert "GUARDRAIL" in out
     assert "breakage" in out
     assert "insufficient_data" in out
+    assert "split: 0 canary / 0 stable calls (0.0% canary, configured 10.0%)" in out
     assert "next: hold" in out
     assert vibe("release", "pause", FLAG, "--reason", "lunch")[:2] == (
         0,
@@ -443,3 +449,23 @@ def test_a_database_from_before_releases_gets_the_audit_evidence_column(tmp_path
     finally:
         store.close()
     assert [(r["actor"], r["evidence"]) for r in rows] == [("new", None), ("old", None)]
+
+
+def test_release_status_names_the_unit_the_split_was_tested_on() -> None:
+    """Users when the SDKs counted them; calls for a decision without users (older SDKs or
+    decisions stored before users were counted, which have no unit)."""
+    from vibesdk_server._vibe.releases import _split_text
+
+    srm = {
+        "canary_calls": 1_700,
+        "stable_calls": 8_300,
+        "expected_canary_share": 0.1,
+        "p_value": 0.74,
+    }
+    users = {**srm, "unit": "users", "canary_users": 101, "stable_users": 899}
+    assert _split_text({**users, "observed_canary_share": 0.101}) == (
+        "101 canary / 899 stable users (10.1% canary, configured 10.0%), sample-ratio test p 0.74"
+    )
+    assert _split_text({**srm, "observed_canary_share": 0.17}).startswith(
+        "1700 canary / 8300 stable calls (17.0% canary"
+    )

@@ -216,6 +216,7 @@ def _settled(figures: dict[str, dict[str, Any]], calls: int) -> bool:
 
 COMPARED = (
     "calls",
+    "users",
     "slow_calls",
     "errors",
     "failed_attempts",

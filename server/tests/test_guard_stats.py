@@ -176,10 +176,24 @@ def test_srm_flags_a_split_off_by_one_point() -> None:
     assert srm_test(0, 0, 0.1).p_value == 1.0
 
 
+def test_srm_tests_users_when_given_and_keeps_the_calls() -> None:
+    """With user counts the chi-square is on users; the calls stay in the result as they were."""
+    got = srm_test(1_700, 8_300, 0.1, canary_users=110, stable_users=890)
+    assert (got.unit, got.canary_users, got.stable_users) == ("users", 110, 890)
+    assert (got.canary_calls, got.stable_calls) == (1_700, 8_300)
+    assert got.chi2 == pytest.approx(10**2 / 100 + 10**2 / 900)
+    assert got.observed_canary_share == pytest.approx(0.11)
+    assert got.p_value > 0.2
+    on_calls = srm_test(1_700, 8_300, 0.1)
+    assert (on_calls.unit, on_calls.canary_users) == ("calls", None)
+    assert on_calls.p_value < 1e-100
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda: srm_test(1, 2, 1.0), "canary_share must be in (0, 1)"),
+        (lambda: srm_test(1, 2, 0.1, canary_users=-1, stable_users=2), "counts must be >= 0"),
         (lambda: one_sided_alpha(0.7), "alpha must be in (0, 0.5)"),
         (lambda: tuned_rho(0), "planned_samples must be > 0"),
         (lambda: step_planned_samples(0, 0.1, relative=True), "min_samples_per_arm must be >= 1"),

@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from vibesdk_server._guard.release import evaluate
 from vibesdk_server.testing import FlagServer
 
 DELTA = {Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA}
@@ -78,6 +79,7 @@ class Recorder:
         self.feedback = meter.create_histogram("vibesdk.feedback.score")
         self.reports = meter.create_counter("vibesdk.reports")
         self.rejected = meter.create_counter("vibesdk.flags.rejected")
+        self.exposures = meter.create_counter("vibesdk.exposures", unit="{user}")
 
     def call(self, variant: str, seconds: float, **extra: Any) -> None:
         self.duration.record(seconds, {**_cohort(variant), **extra})
@@ -147,6 +149,47 @@ def test_sdk_metrics_exported_over_otlp_add_up_per_variant(
     assert after["requests"] - before["requests"] == 2
     assert after["points_stored"] > before["points_stored"]
     assert after["points_refused"] == before["points_refused"]
+
+
+def test_users_counted_by_sdks_reach_the_store_and_the_sample_ratio_test(
+    server: FlagServer, provider: MeterProvider
+) -> None:
+    """A 10% step where 10 canary users make 300 calls and 90 stable users 900: the calls'
+    split (25%) is far off, the users' (10%) is not. The exposures exported over OTLP are the
+    arms' users, and the guard's decision tests the users: no sample-ratio hold. Without them
+    (figures from SDKs too old to count users) it tests the calls, and holds."""
+    r = Recorder(provider)
+    for variant, users, calls in (("canary", 10, 300), ("stable", 90, 900)):
+        r.exposures.add(users, _cohort(variant))
+        for _ in range(calls):
+            r.call(variant, 0.3)
+    assert provider.force_flush(10_000)
+    measured = _measured(server)
+    assert {v: (f["users"], f["calls"]) for v, f in measured.items()} == {
+        "canary": (10, 300),
+        "stable": (90, 900),
+    }
+    release = {
+        "canary_variant": "canary",
+        "stable_variant": "stable",
+        "steps": [1000, 10_000],
+        "step": 0,
+        "step_started_s": 0.0,
+        "min_dwell_s": 0.0,
+        "min_samples": 100,
+    }
+    decision = evaluate(release, measured, now=60.0).to_dict()
+    srm = decision["srm"]
+    assert (srm["unit"], srm["canary_users"], srm["stable_users"]) == ("users", 10, 90)
+    assert (srm["canary_calls"], srm["stable_calls"]) == (300, 900)
+    assert srm["p_value"] == pytest.approx(1.0)
+    assert decision["action"] == "advance", decision["reasons"]
+
+    old_sdks = {v: {**f, "users": 0} for v, f in measured.items()}
+    held = evaluate(release, old_sdks, now=60.0)
+    assert (held.srm.unit, held.srm.canary_users) == ("calls", None)
+    assert [r.code for r in held.reasons] == ["srm"]
+    assert "300 canary / 900 stable calls" in held.reasons[0].message
 
 
 def test_the_environment_is_the_keys_and_cumulative_points_are_refused(

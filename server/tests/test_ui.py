@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from vibesdk_server._ui._routes import router as ui_router
+from vibesdk_server._ui._routes import templates
 from vibesdk_server.testing import FlagServer, FlagServerProcess
 
 import vibesdk
@@ -477,3 +478,43 @@ def test_the_series_steps_to_the_charts_width_and_starts_at_a_whole_step(
     bad = browser.get(base, params={"window": "7d", "width": 0})
     assert bad.status_code == 400
     assert bad.json()["detail"] == "width must be the charts' width in pixels, 1 or more, got 0"
+
+
+@pytest.mark.parametrize(
+    ("srm", "shown"),
+    [
+        (
+            {"unit": "users", "canary_users": 101, "stable_users": 899},
+            "Split: 101 canary / 899 stable users (10.1% canary, configured 10.0%)",
+        ),
+        # Older SDKs, or a decision stored before users were counted (no unit): calls.
+        ({"unit": "calls"}, "Split: 1700 canary / 8300 stable calls (10.1% canary"),
+        ({}, "Split: 1700 canary / 8300 stable calls (10.1% canary"),
+    ],
+)
+def test_the_release_panel_shows_the_split_in_the_unit_tested(
+    srm: dict[str, Any], shown: str
+) -> None:
+    """The dashboard names what the sample-ratio test counted, next to the calls per arm."""
+    decision = {
+        "action": "hold",
+        "reasons": [],
+        "evidence": [],
+        "min_samples_per_arm": 200,
+        "srm": {
+            "canary_calls": 1_700,
+            "stable_calls": 8_300,
+            "expected_canary_share": 0.1,
+            "observed_canary_share": 0.101,
+            "p_value": 0.74,
+            **srm,
+        },
+    }
+    release = {"id": 1, "state": "running", "step": 0, "steps": [1000, 10_000]}
+    html = templates.env.get_template("_release.html").render(
+        env="prod", key="vibethinker", release={**release, "decision": decision}
+    )
+    text = " ".join(html.split())
+    assert "Samples 1700 canary / 8300 stable (each arm needs 200)." in text
+    assert shown in text
+    assert "sample-ratio test p 0.74." in text

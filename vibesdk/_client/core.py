@@ -44,6 +44,7 @@ from vibesdk._quality.checks import QualityReport, check_answer
 from vibesdk._resilience import CircuitBreaker, Step, fallback_reason, plan
 from vibesdk._settings import Settings
 from vibesdk._telemetry import semconv as sc
+from vibesdk._telemetry.exposures import Exposures
 from vibesdk._telemetry.instruments import (
     Metrics,
     emit_feedback,
@@ -223,6 +224,7 @@ class ClientCore:
         self._local_urls: dict[str, tuple[str, ...]] = {}
         self._recent: OrderedDict[str, Recalled] = OrderedDict()
         self._span_bases: dict[tuple[Any, ...], tuple[Variant | None, dict[str, Any]]] = {}
+        self._exposures = Exposures()
 
     # -- begin ---------------------------------------------------------------
 
@@ -243,6 +245,14 @@ class ClientCore:
         """
         assignment = self.store.evaluate(flag_key, user_id, attributes)
         flag = self.store.flag(flag_key) if assignment.config is not None else None
+        if flag is not None and self._exposures.first(flag, assignment.variant, user_id):
+            config = assignment.config
+            self.metrics.record_exposure(
+                flag_key=flag_key,
+                variant=assignment.variant,
+                model=None if config is None else config.model,
+                provider=None if config is None else config.backend.provider,
+            )
         steps = plan(assignment, flag)
         call = Call(
             assignment=assignment,

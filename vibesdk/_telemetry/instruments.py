@@ -272,6 +272,7 @@ class _Instruments:
     quality_failures: otel_metrics.Counter
     feedback: otel_metrics.Histogram
     reports: otel_metrics.Counter
+    exposures: otel_metrics.Counter
     flags_rejected: otel_metrics.Counter
     local_queue_wait: otel_metrics.Histogram
 
@@ -322,6 +323,11 @@ def _create_instruments(meter: otel_metrics.Meter) -> _Instruments:
             sc.METRIC_REPORTS,
             unit="{report}",
             description="Answers users reported as wrong or harmful (client.report).",
+        ),
+        exposures=meter.create_counter(
+            sc.METRIC_EXPOSURES,
+            unit="{user}",
+            description="Users met for the first time in the flag's current rollout step.",
         ),
         flags_rejected=meter.create_counter(
             sc.METRIC_FLAGS_REJECTED,
@@ -624,6 +630,24 @@ class Metrics:
             self._get().reports.add(1, _base(flag_key, variant, model, provider))
         except Exception as exc:
             swallow("record_report", exc)
+
+    def record_exposure(
+        self,
+        *,
+        flag_key: str,
+        variant: str,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        """Count one user met for the first time in the flag's step (``vibesdk.exposures``).
+
+        ``variant`` is the one the user was assigned; the attributes are those of
+        :meth:`record_report`. Which users are new is :class:`~.exposures.Exposures`' call.
+        """
+        try:
+            self._get().exposures.add(1, _base_attributes(flag_key, variant, model, provider))
+        except Exception as exc:
+            swallow("record_exposure", exc)
 
     def record_flag_rejected(self, *, origin: str) -> None:
         """Count one flag document that failed validation (``vibesdk.flags.rejected``).

@@ -120,6 +120,9 @@ METRIC_FALLBACKS: Final = "vibesdk.fallbacks"  # counter, {fallback}
 METRIC_QUALITY_FAILURES: Final = "vibesdk.quality.failures"  # counter, {failure}
 METRIC_FEEDBACK_SCORE: Final = "vibesdk.feedback.score"  # histogram, 1..5
 METRIC_REPORTS: Final = "vibesdk.reports"  # counter, {report}: answers users reported
+# counter, {user}: users a client met for the first time in a flag's current rollout step,
+# per variant (the flag server's sample-ratio test counts these; see _telemetry/exposures.py)
+METRIC_EXPOSURES: Final = "vibesdk.exposures"
 METRIC_LOCAL_QUEUE_WAIT: Final = "vibesdk.local.queue_wait"  # histogram, s: llama-cpp-python
 METRIC_FLAGS_REJECTED: Final = "vibesdk.flags.rejected"  # counter: invalid flag documents
 VIBESDK_FLAGS_ORIGIN: Final = "vibesdk.flags.origin"  # where a rejected document came from

@@ -65,6 +65,7 @@ KEPT_METRICS = frozenset(
         "vibesdk.quality.failures",
         "vibesdk.feedback.score",
         "vibesdk.reports",
+        "vibesdk.exposures",
     }
 )
 #: The attributes a point keeps besides its flag and variant (what analysis splits by).

@@ -7,9 +7,11 @@ The rules, in the order they are applied:
 1. **Obvious breakage** (``kind="breakage"``): the canary alone, no test. With at least
    ``min_trials`` canary trials (default 20) and a share of events ``>= threshold`` (e.g. 0.5 of
    ``failed_attempts``), the guardrail's action is taken at once.
-2. **Sample ratio mismatch**: chi-square of the calls per arm against the configured canary
-   share; ``p < srm_p_value`` (default 0.001) stops the analysis and holds with ``"srm"``: the
+2. **Sample ratio mismatch**: chi-square of the users per arm (:attr:`ArmAggregates.users`)
+   against the configured canary share -- of the calls when no arm counted users (older
+   SDKs); ``p < srm_p_value`` (default 0.001) stops the analysis and holds with ``"srm"``: the
    figures of a step whose traffic is not split as configured cannot be trusted either way.
+   The decision's ``srm`` says which unit was tested (:class:`~.stats.SrmResult`).
 3. **Too few samples**: either arm below ``min_samples_per_arm`` calls holds with
    ``"too_few_samples"``; the statistical guardrails are not judged yet (verdict
    ``"insufficient_data"``). So does a guardrail whose own metric has fewer than its
@@ -133,14 +135,21 @@ class Drop:
 
 @dataclass(frozen=True)
 class ArmAggregates:
-    """One arm's figures for the step so far: its calls and each metric by name."""
+    """One arm's figures for the step so far: its calls, its users and each metric by name.
+
+    ``users`` are the users the SDKs counted in the arm (``vibesdk.exposures``); 0 in both
+    arms means none were counted (SDKs too old to count them) and the split is tested on calls.
+    """
 
     calls: int
     metrics: Mapping[str, Count | Moments | Drop] = field(default_factory=dict)
+    users: int = 0
 
     def __post_init__(self) -> None:
         if self.calls < 0:
             raise InvalidError(f"calls must be >= 0, got {self.calls}")
+        if self.users < 0:
+            raise InvalidError(f"users must be >= 0, got {self.users}")
 
 
 @dataclass(frozen=True)
@@ -429,6 +438,13 @@ def _breach_reasons(
     return tuple(Reason(code, _breach_message(e)) for e in breached)
 
 
+def _split(srm: SrmResult) -> str:
+    """The tested counts, with their unit: ``12 canary / 98 stable users``."""
+    if srm.unit == "users":
+        return f"{srm.canary_users} canary / {srm.stable_users} stable users"
+    return f"{srm.canary_calls} canary / {srm.stable_calls} stable calls"
+
+
 def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring lists them
     guardrails: Sequence[Guardrail],
     canary: ArmAggregates,
@@ -460,7 +476,14 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
     names = [g.name for g in guardrails]
     if len(set(names)) != len(names):
         raise InvalidError(f"guardrail names must be unique, got {names}")
-    srm = srm_test(canary.calls, stable.calls, canary_share)
+    counted = canary.users + stable.users > 0  # else no SDK counted users: test calls
+    srm = srm_test(
+        canary.calls,
+        stable.calls,
+        canary_share,
+        canary_users=canary.users if counted else None,
+        stable_users=stable.users if counted else None,
+    )
     enough = min(canary.calls, stable.calls) >= min_samples_per_arm
 
     breakage = [_breakage(g, canary) for g in guardrails if g.kind == "breakage"]
@@ -499,8 +522,8 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
             "hold",
             Reason(
                 "srm",
-                f"sample ratio mismatch: {srm.canary_calls} canary / {srm.stable_calls} stable"
-                f" calls ({srm.observed_canary_share:.2%} canary, configured"
+                f"sample ratio mismatch: {_split(srm)} ({srm.observed_canary_share:.2%}"
+                " canary, configured"
                 f" {srm.expected_canary_share:.2%}), chi2 {srm.chi2:.2f}, p {srm.p_value:.2g}"
                 f" < {srm_p_value:g}: analysis stopped until the split is fixed",
             ),

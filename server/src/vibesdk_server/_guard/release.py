@@ -135,7 +135,8 @@ def aggregates(
     where the arm never failed it). ``output_length`` (output tokens per answer, its variance
     from the histogram: :func:`histogram_moments`), ``feedback_score`` (users' scores) and
     ``review_score`` (reviewers' scores, ``vibe review``) are means. ``eval_regression`` is
-    ``drop`` (the arm's golden-set drop; none judged when ``None``).
+    ``drop`` (the arm's golden-set drop; none judged when ``None``). ``users`` are the users
+    the SDKs counted in the arm (``vibesdk.exposures``), which the sample-ratio test counts.
     """
     f = figures or {}
     calls = int(f.get("calls", 0))
@@ -157,7 +158,7 @@ def aggregates(
     failures = f.get("quality_failures", {})
     for name in checks:
         metrics[_CHECK + name] = _count(failures.get(name, 0), calls)
-    return ArmAggregates(calls, metrics)
+    return ArmAggregates(calls, metrics, users=int(f.get("users", 0)))
 
 
 def _moments(scores: Mapping[str, Any]) -> Moments:

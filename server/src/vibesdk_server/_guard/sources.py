@@ -18,7 +18,9 @@ braces (``{fallback}``) are dropped (:data:`READS` lists every query):
   ``vibesdk_quality_check``);
 * ``gen_ai.client.token.usage`` -> ``gen_ai_client_token_usage_{count,sum}`` (output tokens);
 * ``vibesdk.feedback.score`` -> ``vibesdk_feedback_score_{count,sum,bucket}`` (users' scores);
-* ``vibesdk.reports`` -> ``vibesdk_reports_total`` (reports users filed).
+* ``vibesdk.reports`` -> ``vibesdk_reports_total`` (reports users filed);
+* ``vibesdk.exposures`` -> ``vibesdk_exposures_total`` (users, each counted by an SDK client
+  the first time it met them in the flag's current rollout step).
 
 ``failed_attempts`` are the calls with ``error_type``, ``vibesdk_fallback="true"`` or
 ``vibesdk_attempt_failed="true"``. Users'
@@ -233,6 +235,7 @@ READS = (
     Read(f"{_FEEDBACK}_sum", _into("feedback.sum", "feedback_received.sum", count=False)),
     Read(f"{_FEEDBACK}_bucket", _buckets(_LE, "feedback"), by=("le",)),
     Read("vibesdk_reports_total", _into("reports", "feedback_received.reports")),
+    Read("vibesdk_exposures_total", _into("users")),
 )
 """Every query of one read of a step's figures, in order."""
 

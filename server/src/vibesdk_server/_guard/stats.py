@@ -54,9 +54,13 @@ tolerance) is, to first order, the mean of the i.i.d. per-call influence values
 ``N·(s_c²/n_c + r²·s_s²/n_s)``; the CS above is applied to that sequence with
 ``t = N = n_c + n_s``, the calls of both arms together.
 
-**Sample ratio mismatch.** Pearson's chi-square goodness-of-fit of the calls per arm against
+**Sample ratio mismatch.** Pearson's chi-square goodness-of-fit of the units per arm against
 the configured split, with one degree of freedom; its survival function is
-``P(χ²₁ > x) = erfc(sqrt(x / 2))``.
+``P(χ²₁ > x) = erfc(sqrt(x / 2))``. The unit is the user when the SDKs counted users: users are
+what assignment hashes, so under a correct split each lands in the canary independently with
+probability π and the test's assumptions hold. Calls are not independent draws (one user's
+calls all land in one arm), so a few busy users move the calls' share far more than the test
+allows for; calls are tested only when no user counts came (older SDKs).
 """
 
 from __future__ import annotations
@@ -252,7 +256,12 @@ def chi2_sf_1df(x: float) -> float:
 
 @dataclass(frozen=True)
 class SrmResult:
-    """Pearson's chi-square test of the calls per arm against the configured canary share."""
+    """Pearson's chi-square test of the units per arm against the configured canary share.
+
+    ``canary_calls`` and ``stable_calls`` are always the arms' calls; ``unit`` says what was
+    tested: ``"users"`` (then ``canary_users`` and ``stable_users`` hold the counts) or
+    ``"calls"``. ``observed_canary_share``, ``chi2`` and ``p_value`` are the tested unit's.
+    """
 
     canary_calls: int
     stable_calls: int
@@ -260,20 +269,49 @@ class SrmResult:
     observed_canary_share: float
     chi2: float
     p_value: float
+    unit: Literal["users", "calls"] = "calls"
+    canary_users: int | None = None
+    stable_users: int | None = None
 
 
-def srm_test(canary_calls: int, stable_calls: int, canary_share: float) -> SrmResult:
-    """Whether the observed split fits the configured ``canary_share`` (0 < share < 1)."""
+def srm_test(
+    canary_calls: int,
+    stable_calls: int,
+    canary_share: float,
+    *,
+    canary_users: int | None = None,
+    stable_users: int | None = None,
+) -> SrmResult:
+    """Whether the observed split fits the configured ``canary_share`` (0 < share < 1).
+
+    Tested on users when both user counts are given, else on calls.
+    """
     if not 0.0 < canary_share < 1.0:
         raise InvalidError(f"canary_share must be in (0, 1), got {canary_share}")
-    if canary_calls < 0 or stable_calls < 0:
-        raise InvalidError(f"call counts must be >= 0, got {canary_calls} and {stable_calls}")
-    total = canary_calls + stable_calls
-    if total == 0:
-        return SrmResult(0, 0, canary_share, 0.0, 0.0, 1.0)
-    expect_c = total * canary_share
-    expect_s = total - expect_c
-    chi2 = (canary_calls - expect_c) ** 2 / expect_c + (stable_calls - expect_s) ** 2 / expect_s
+    counts = (canary_calls, stable_calls, canary_users or 0, stable_users or 0)
+    if min(counts) < 0:
+        raise InvalidError(f"call and user counts must be >= 0, got {counts}")
+    unit: Literal["users", "calls"] = "calls"
+    canary, stable = canary_calls, stable_calls
+    if canary_users is not None and stable_users is not None:
+        unit, canary, stable = "users", canary_users, stable_users
+    else:
+        canary_users = stable_users = None
+    total = canary + stable
+    share, chi2 = 0.0, 0.0
+    if total:
+        expect_c = total * canary_share
+        expect_s = total - expect_c
+        share = canary / total
+        chi2 = (canary - expect_c) ** 2 / expect_c + (stable - expect_s) ** 2 / expect_s
     return SrmResult(
-        canary_calls, stable_calls, canary_share, canary_calls / total, chi2, chi2_sf_1df(chi2)
+        canary_calls,
+        stable_calls,
+        canary_share,
+        share,
+        chi2,
+        chi2_sf_1df(chi2),
+        unit,
+        canary_users,
+        stable_users,
     )

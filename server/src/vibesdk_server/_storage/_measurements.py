@@ -152,7 +152,10 @@ class MeasurementStore(StoreBase):
         ``fallbacks`` (by reason), ``quality_failures`` (by check), ``output_tokens``
         (count, sum and their ``histogram``), ``failed_attempts`` (calls with a failed attempt
         on their variant: retried, fell back or raised), ``feedback`` (count, sum of scores) and
-        ``reports`` as the SDKs exported them,
+        ``reports`` as the SDKs exported them, ``users`` (``vibesdk.exposures``: each SDK
+        client counts a user the first time it meets them in the flag's current rollout step;
+        0 when the SDKs are too old to count them; a user two processes met counts twice,
+        in the same variant),
         ``feedback_received`` (users' scores -- count, sum, sum of squares -- and reports
         received in the feedback and reports tables since ``since``), the ``duration_histogram``
         (bounds, counts) and the first and last interval seen.
@@ -326,6 +329,7 @@ def _empty() -> dict[str, Any]:
         "output_tokens": {"count": 0, "sum": 0.0, "histogram": {"bounds": [], "counts": []}},
         "feedback": {"count": 0, "sum": 0.0},
         "reports": 0,
+        "users": 0,
         "feedback_received": {"count": 0, "sum": 0.0, "sum_sq": 0.0, "reports": 0},
         "failed_attempts": 0,
         "duration_histogram": {"bounds": [], "counts": []},
@@ -430,6 +434,8 @@ def _add(
         v["feedback"]["sum"] += total
     elif metric == "vibesdk.reports":
         v["reports"] += round(total)
+    elif metric == "vibesdk.exposures":
+        v["users"] += round(total)
 
 
 def _merge_histogram(hist: dict[str, Any], bounds_text: str | None, buckets_text: str) -> None:

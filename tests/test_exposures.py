@@ -1,0 +1,110 @@
+"""vibesdk.exposures: each user counted once per flag step and variant, by Client and AsyncClient.
+
+The flag server's sample-ratio test counts these users per arm (see _telemetry/exposures.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.client_harness import Backends, Driver, answer
+from vibesdk._telemetry.exposures import Exposures
+from vibesdk.testing import InMemoryFlagSource, SpanCapture, make_document, make_flag
+
+USER = [{"role": "user", "content": "Solve 2+2."}]
+EXPOSURES = "vibesdk.exposures"
+CALLS = "gen_ai.client.operation.duration"
+ARMS = ("stable", "canary")
+
+
+def _ok(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json=answer("fine answer"))
+
+
+def _flag(rollout_bps: int = 5000, **fields: Any) -> Any:
+    urls = {"stable_url": "http://stable/v1", "canary_url": "http://canary/v1"}
+    return make_flag(rollout_bps=rollout_bps, **urls, **fields)
+
+
+@pytest.fixture
+def app(kind: str) -> Iterator[tuple[Driver, InMemoryFlagSource]]:
+    source = InMemoryFlagSource(make_document(_flag(5000)))
+    driver = Driver(
+        kind,
+        flag_source=source,
+        transport=Backends(stable=_ok, canary=_ok).transport(),
+        cache_dir="",
+    )
+    yield driver, source
+    driver.dispose()
+
+
+def _counts(cap: SpanCapture, name: str) -> dict[str, int]:
+    return {v: cap.metric_count(name, {"feature_flag.result.variant": v}) for v in ARMS}
+
+
+def test_each_user_counts_once_per_step_and_again_after_a_rollout_change(
+    app: tuple[Driver, InMemoryFlagSource],
+) -> None:
+    """20 users calling 3 times each: 60 calls, 20 exposures split as the users are; a new
+    document that leaves the step alone counts nobody again; a new rollout counts everyone
+    once more, in the variant they have now."""
+    d, source = app
+    users = [f"user-{i}" for i in range(20)]
+    with SpanCapture() as cap:
+        for _ in range(3):
+            for u in users:
+                d.chat("vibethinker", u, USER)
+        at_half = {v: sum(d.assign("vibethinker", u).variant == v for u in users) for v in ARMS}
+        assert sum(_counts(cap, CALLS).values()) == 60
+        assert _counts(cap, EXPOSURES) == at_half
+        assert 0 < at_half["canary"] < 20  # both arms met users
+
+        source.update(_flag(5000, description="same split, new words"))  # not a new step
+        for u in users:
+            d.chat("vibethinker", u, USER)
+        assert _counts(cap, EXPOSURES) == at_half
+
+        source.update(_flag(10_000))  # the guard advanced: a new step, everyone on the canary
+        for _ in range(2):
+            for u in users:
+                d.chat("vibethinker", u, USER)
+        assert _counts(cap, EXPOSURES) == {
+            "stable": at_half["stable"],
+            "canary": at_half["canary"] + 20,
+        }
+
+
+def test_past_the_bound_new_users_wait_for_the_next_step() -> None:
+    """At the bound, users not met yet are not counted (none is counted twice); a new step
+    starts counting again."""
+    seen = Exposures(limit=3)
+    flag = _flag(5000)
+    assert [seen.first(flag, "stable", f"u{i}") for i in range(5)] == [True] * 3 + [False] * 2
+    assert not seen.first(flag, "stable", "u0")
+    assert seen.first(_flag(2500), "stable", "u4")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rollout_bps": 2500},
+        {"salt": "reshuffled"},
+        {"enabled": False},
+        {"rules": [{"id": "staff", "clauses": [{"attribute": "team", "op": "equals",
+                                                "values": ["ops"]}], "variant": "canary"}]},
+    ],
+)  # fmt: skip
+def test_whatever_changes_assignments_starts_a_new_step(change: dict[str, Any]) -> None:
+    """The rollout, salt, kill switch and rules decide who gets what: each starts a new step.
+    The same user in another variant is another exposure, even within a step."""
+    seen = Exposures()
+    assert seen.first(_flag(5000), "stable", "u1")
+    assert not seen.first(_flag(5000), "stable", "u1")  # a new document, the same step
+    assert seen.first(_flag(5000), "canary", "u1")
+    fields = {"rollout_bps": 5000, **change}
+    assert seen.first(_flag(**fields), "stable", "u1")

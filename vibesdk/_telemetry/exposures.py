@@ -1,0 +1,93 @@
+"""Which users a client has met in a flag's current rollout step: the ``vibesdk.exposures`` count.
+
+The flag server checks that a step's traffic splits as configured (its sample-ratio test).
+Assignment hashes *users*, so the user is the unit that splits: a test on calls mistakes a few
+busy users for a skewed split. :class:`Exposures` answers "is this the first time this client
+meets this user, in this variant, in this flag's current step?", and the client counts each
+"yes" in ``vibesdk.exposures``, so the server can count users per arm.
+
+* **A step** is what decides who gets which variant: the flag's kill switch, salt, default
+  and rollout variants, rollout and targeting rules. When any of these changes (the guard
+  advanced the rollout, an operator rolled back), the users met so far are forgotten and every
+  user counts again, once, in the new step. A change elsewhere in the document (another flag,
+  a variant's prompt) keeps the step.
+* **Bounded**: at most ``limit`` users per flag and step are remembered (each as a 64-bit hash
+  of variant and user id, so a set of 50,000 takes a few MB). Past it, users not met yet are
+  not counted until the next step. Assignment does not depend on when a user first calls, so
+  the users counted are still split as configured; forgetting and counting again instead
+  would count the same users twice and make the split look more certain than it is.
+* **Per client**: two processes (or two clients in one) that meet one user both count them,
+  always in the same variant (assignment is deterministic), so the split's expected ratio is
+  unchanged; the server's test is then somewhat overconfident, up to a factor of the number
+  of processes a typical user reaches (see the guarded-releases docs).
+
+Pure and thread-safe: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Final
+
+from vibesdk._flags.document import Flag
+
+__all__ = ["MAX_USERS_PER_STEP", "Exposures"]
+
+#: Users remembered per flag and step before new ones stop being counted (see the module).
+MAX_USERS_PER_STEP: Final = 50_000
+
+
+def step_of(flag: Flag) -> tuple[Any, ...]:
+    """What decides a flag's assignments: a change in it starts a new step."""
+    rules = tuple(
+        (r.id, r.variant, tuple((c.attribute, c.op, tuple(c.values)) for c in r.clauses))
+        for r in flag.rules
+    )
+    return (
+        flag.enabled,
+        flag.effective_salt,
+        flag.default_variant,
+        flag.rollout_variant,
+        flag.rollout_bps,
+        rules,
+    )
+
+
+class _Step:
+    __slots__ = ("flag", "key", "seen")
+
+    def __init__(self, flag: Flag, key: tuple[Any, ...]) -> None:
+        self.flag = flag  # the document's object: the same one until the next document
+        self.key = key
+        self.seen: set[int] = set()
+
+
+class Exposures:
+    """The users met per flag in its current step; :meth:`first` says whether one is new."""
+
+    def __init__(self, limit: int = MAX_USERS_PER_STEP) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._steps: dict[str, _Step] = {}
+
+    def first(self, flag: Flag, variant: str, user_id: str) -> bool:
+        """Whether ``user_id`` in ``variant`` is new in ``flag``'s current step (then remembered).
+
+        ``False`` for a user met before in this step, and for every new user once the step has
+        met ``limit`` users.
+        """
+        entry = hash((variant, user_id))
+        with self._lock:
+            step = self._steps.get(flag.key)
+            if step is None or step.flag is not flag:
+                key = step_of(flag)
+                if step is None or step.key != key:
+                    step = _Step(flag, key)
+                    self._steps[flag.key] = step
+                else:
+                    step.flag = flag  # a new document, the same step
+            seen = step.seen
+            if entry in seen or len(seen) >= self._limit:
+                return False
+            seen.add(entry)
+            return True
