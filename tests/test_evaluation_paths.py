@@ -9,7 +9,9 @@ hold), then the bucket.
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -181,3 +183,17 @@ def test_a_pending_fork_hook_runs_on_the_next_assign(served_first: bool) -> None
     if not served_first:
         store.apply(make_document(version=4), origin="poll")
         assert view.assign("vibethinker", "u1").flag_version == 4
+
+
+def test_the_store_holds_its_views_weakly() -> None:
+    """A view that is gone is dropped; the store goes on serving the views that remain."""
+    store = FlagStore()
+    gone = _View(store)
+    ref = weakref.ref(gone)
+    kept = _View(store)
+    del gone
+    gc.collect()
+    assert ref() is None
+    store.apply(make_document(version=5), origin="poll")
+    assert kept.assign("vibethinker", "u1").flag_version == 5
+    assert kept._flags is store._flags

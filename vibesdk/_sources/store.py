@@ -72,7 +72,8 @@ class FlagStore:
         # compiled flags, or empty when evaluation must go through ``evaluate``
         # (no document yet, or a hook waits in run_before_next_evaluate).
         self._flags: Mapping[str, Any] = {}
-        self._views: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Copy-on-write, so that _publish may walk it without the lock (after fork).
+        self._views: tuple[weakref.ref[Any], ...] = ()
 
     # -- reads (lock-free) -------------------------------------------------
 
@@ -114,13 +115,16 @@ class FlagStore:
         before the first document and a pending run_before_next_evaluate hook.
         """
         with self._lock:
-            self._views.add(view)
+            alive = tuple(ref for ref in self._views if ref() is not None)
+            self._views = (*alive, weakref.ref(view))
             view._flags = self._flags
 
     def _publish(self, flags: Mapping[str, Any]) -> None:
         self._flags = flags
-        for view in list(self._views):
-            view._flags = flags
+        for ref in self._views:
+            view = ref()
+            if view is not None:
+                view._flags = flags
 
     # -- writes ------------------------------------------------------------
 
