@@ -16,7 +16,7 @@ import httpx
 
 from vibesdk._backends import local
 from vibesdk._errors import ClientClosedError
-from vibesdk._flags.evaluation import Assignment
+from vibesdk._flags.evaluation import Assignment, evaluator
 from vibesdk._settings import Settings, load_settings
 from vibesdk._telemetry.instruments import metrics
 from vibesdk._telemetry.request_log import RequestLog
@@ -126,6 +126,8 @@ class AsyncClient:
             flag_source = AsyncFlagSource(settings, transport=server_transport)
         self._source = flag_source
         self._store = flag_source.store
+        self._flags: Mapping[str, Any] = {}
+        self._store.bind(self)  # keeps self._flags current for assign()
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self._transport = transport
@@ -224,10 +226,17 @@ class AsyncClient:
             ready = await ready
         return bool(ready)
 
+    @evaluator  # evaluates in this frame, from the flags the store pushes to self._flags
     def assign(
         self, flag: str, user_id: str, attributes: Mapping[str, Any] | None = None
     ) -> Assignment:
         """The variant of ``flag`` for ``user_id`` (sticky, pure). Never raises."""
+        raise NotImplementedError  # pragma: no cover - replaced by @evaluator
+
+    def _evaluate_missing(
+        self, flag: str, user_id: str, attributes: Mapping[str, Any] | None
+    ) -> Assignment:
+        # No document yet, an unknown flag, or a hook to run first: the store decides.
         return self._store.evaluate(flag, user_id, attributes)  # type: ignore[no-any-return]
 
     # -- chat -----------------------------------------------------------------

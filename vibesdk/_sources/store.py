@@ -2,8 +2,9 @@
 
 Reads are lock-free: the store swaps one immutable :class:`CompiledDocument`
 reference, so ``evaluate`` costs one bound-method call on top of the pure
-evaluation. Writes (``apply``) take a lock so that the version check and the
-swap happen together.
+evaluation, and it pushes the compiled flags to the clients bound to it
+(:meth:`FlagStore.bind`), whose ``assign`` evaluates in its own frame. Writes
+(``apply``) take a lock so that the version check and the swap happen together.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -66,6 +68,12 @@ class FlagStore:
         self._state_listeners: list[StateListener] = []
         self._ready = threading.Event()
         self.evaluate = _evaluate_not_ready
+        # What bound views read lock-free as ``_flags``: the served document's
+        # compiled flags, or empty when evaluation must go through ``evaluate``
+        # (no document yet, or a hook waits in run_before_next_evaluate).
+        self._flags: Mapping[str, Any] = {}
+        # Copy-on-write, so that _publish may walk it without the lock (after fork).
+        self._views: tuple[weakref.ref[Any], ...] = ()
 
     # -- reads (lock-free) -------------------------------------------------
 
@@ -98,6 +106,26 @@ class FlagStore:
             return None
         return compiled.document.flags.get(flag_key)
 
+    def bind(self, view: Any) -> None:
+        """Keep ``view._flags`` set to the flags being served, from now on.
+
+        ``view`` (a client, held weakly) evaluates with
+        :func:`vibesdk._flags.evaluation.evaluator` and answers a key missing
+        from ``_flags`` through :attr:`evaluate`, which also covers the time
+        before the first document and a pending run_before_next_evaluate hook.
+        """
+        with self._lock:
+            alive = tuple(ref for ref in self._views if ref() is not None)
+            self._views = (*alive, weakref.ref(view))
+            view._flags = self._flags
+
+    def _publish(self, flags: Mapping[str, Any]) -> None:
+        self._flags = flags
+        for ref in self._views:
+            view = ref()
+            if view is not None:
+                view._flags = flags
+
     # -- writes ------------------------------------------------------------
 
     def apply(self, document: FlagDocument, *, origin: str, replace: bool = False) -> bool:
@@ -118,6 +146,7 @@ class FlagStore:
             self._compiled = compiled
             self._origin = origin
             self.evaluate = compiled.evaluate
+            self._publish(compiled.flags)
             listeners = tuple(self._listeners)
         if self.is_ready():
             self._ready.set()
@@ -206,6 +235,7 @@ class FlagStore:
             if self.evaluate is trampoline:
                 compiled = self._compiled
                 self.evaluate = _evaluate_not_ready if compiled is None else compiled.evaluate
+                self._publish({} if compiled is None else compiled.flags)
                 try:
                     hook()
                 except Exception:
@@ -213,6 +243,7 @@ class FlagStore:
             return self.evaluate(flag_key, user_id, attributes)
 
         self.evaluate = trampoline
+        self._publish({})  # bound views miss every key, so they call the trampoline too
 
     def _after_fork_in_child(self) -> None:
         # A thread of the parent may have held these at fork time; in the child
