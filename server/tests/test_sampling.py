@@ -114,24 +114,6 @@ def test_batched_sampling_gives_stock_greedy_answers_for_concurrent_requests(
     assert all(a.strip() for a in answers[True])
 
 
-def test_one_sequence_alone_keeps_the_stock_graphs_until_a_second_joins(
-    smollm2: Path, tmp_path: Path
-) -> None:
-    """By default the op samples only steps of two or more sequences, and then it does."""
-    with _serve(smollm2, tmp_path, batched=True) as group:
-        url = group.urls[0]
-        alone = _chat(url, PROMPTS[0], temperature=0.0)
-        assert "batched backend sampling" not in _server_log(group)
-        with ThreadPoolExecutor(2) as pool:
-            together = [
-                f.result() for f in [pool.submit(_chat, url, p, temperature=0.0) for p in PROMPTS]
-            ]
-        assert "batched backend sampling" in _server_log(group)
-    # the request decoded alone (stock graphs) and with a neighbour (the op): one greedy answer
-    assert alone == together[0]
-    assert alone.strip()
-
-
 def test_batched_sampling_draws_from_the_request_seed(smollm2: Path, tmp_path: Path) -> None:
     """Model-card sampling (temperature 0.6, top-p 0.95, no top-k): one seed, one answer."""
     sampling = {"temperature": 0.6, "top_p": 0.95, "top_k": 0, "min_p": 0.0}
