@@ -42,6 +42,7 @@ WHITE_BOX = {
     "tests/test_client_resilience.py": "unit tests of the retry strategy",
     "tests/test_docs_flag_document.py": "compiles documents to check the page's claims",
     "tests/test_evaluation.py": "unit tests of the compiled evaluator",
+    "tests/test_evaluation_paths.py": "every evaluation path against a reference evaluation",
     "tests/test_exposures.py": "unit tests of the exposure counter's bound and steps",
     "tests/test_instruments.py": "unit tests of the telemetry instruments",
     "tests/test_local_backend.py": "counts the in-process model's loads and generations",
