@@ -329,13 +329,23 @@ PLANS: dict[str, tuple[Builder, str]] = {
     **{p: (_fixed(partial(_session2, p)), "filters") for p in ("s2a", "s2b", "s2c", "s2d", "s2e")},
 }
 MATRIX_WORDS = ("client", "llama-cpp-python", "transformers")
+MODELS = ("q8_0", "q4_k_m", "f16")  # the model files setup writes: MODELS_DIR/vt-{model}.gguf
 
 
-def build(plan: str, family: str, only: Sequence[str], cells: Sequence[Cell] = ()) -> list[Step]:
+def build(
+    plan: str,
+    family: str,
+    only: Sequence[str],
+    cells: Sequence[Cell] = (),
+    model: str | None = None,
+) -> list[Step]:
     """The steps of ``plan``; :class:`UnknownConfigError` for a name that is not valid there.
 
-    ``cells`` (when given) replaces the cells of every step that has some.
+    ``cells`` (when given) replaces the cells of every step that has some; ``model`` (when
+    given: ``q8_0``, ``q4_k_m`` or ``f16``) the model file of every llama-server step.
     """
+    if model is not None and model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; models: {', '.join(MODELS)}")
     if plan not in PLANS:
         raise UnknownConfigError(f"unknown plan {plan!r}; plans: {', '.join(PLANS)}")
     make, how = PLANS[plan]
@@ -354,6 +364,8 @@ def build(plan: str, family: str, only: Sequence[str], cells: Sequence[Cell] = (
         steps = [s for s in steps if s.name in only]
     if cells:
         steps = [replace(s, cells=tuple(cells)) if s.cells else s for s in steps]
+    if model is not None:
+        steps = [replace(s, model=model) if s.kind == "llama-server" else s for s in steps]
     return steps
 
 

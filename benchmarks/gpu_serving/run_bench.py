@@ -532,6 +532,12 @@ def main(argv: list[str] | None = None) -> None:
         help="which profiles headline uses (auto: h200-* when nvidia-smi names an H200)",
     )
     ap.add_argument("--models", type=Path, help="the directory with vt-q8_0.gguf (and q4_k_m)")
+    ap.add_argument(
+        "--model",
+        choices=plans.MODELS,
+        help="run every llama-server step on this model file instead of the plan's "
+        "(q4_k_m needs run_gpu.sh's q4 stage)",
+    )
     ap.add_argument("--out", type=Path)
     ap.add_argument("--logs", type=Path, help="server logs (default: OUT/logs)")
     ap.add_argument(
@@ -543,7 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     try:
         cells = plans.parse_cells(args.cells)
-        steps = plans.build(args.plan, family, only, cells)
+        steps = plans.build(args.plan, family, only, cells, args.model)
     except (UnknownConfigError, ValueError) as exc:
         print(f"run_bench.py --plan {args.plan}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
