@@ -31,6 +31,9 @@ RUNS = {
     # session 7: the result hand-off (patch 0003) against the stock one, same build
     "h100-s7-run1-headline.jsonl": "s7run1",
     "h100-s7-run2-sdk-mps.jsonl": "s7run2",
+    # session 9: one stream keeps llama.cpp's own sampling graphs (patch 0002, from two rows)
+    "h100-s9-run1-headline.jsonl": "s9run1",
+    "h100-s9-run1-op-always.jsonl": "s9run1op",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
@@ -95,6 +98,8 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("model card, hand-off patch: 1 x 64 (s7)", "s7run1", "h100-vibethinker"),
         ("model card, stock hand-off: 1 x 64 (s7)", "s7run1", "h100-vibethinker+stock-handoff"),
         ("top-k 64, hand-off patch: 1 x 64 (s7)", "s7run1", "h100-vibethinker-topk"),
+        ("model card, op from 2 rows: 1 x 64 (s9)", "s9run1", "h100-vibethinker"),
+        ("top-k 64, op from 2 rows: 1 x 64 (s9)", "s9run1", "h100-vibethinker-topk"),
         ("llama-cpp-python server", "run2", "llama-cpp-python"),
         ("transformers generate()", "run3", "transformers"),
     ]
@@ -111,7 +116,7 @@ def chart(data: list[dict[str, Any]]) -> None:
             )
             if pts:
                 # tab10 has ten colours: the later sessions' series get square markers
-                marker = "s" if "(s7)" in label else "o"
+                marker = "s" if "(s7)" in label else "^" if "(s9)" in label else "o"
                 ax.plot(*zip(*pts, strict=True), marker=marker, label=label)
         ax.axhline(8000, color="red", lw=0.8, ls=":")
         ax.text(5, 8200, "target 8,000 at 64 streams", color="red", fontsize=8)
@@ -144,6 +149,9 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("s7, model card, stock hand-off, 1 x 64", "s7run1", "h100-vibethinker+stock-handoff", 1),
         ("s7, model card, hand-off patch, 1 x 64", "s7run1", "h100-vibethinker", 1),
         ("s7, top-k, hand-off patch, 1 x 64", "s7run1", "h100-vibethinker-topk", 1),
+        ("s9, model card, op from 2 rows, 1 x 64", "s9run1", "h100-vibethinker", 1),
+        ("s9, top-k, op from 2 rows, 1 x 64", "s9run1", "h100-vibethinker-topk", 1),
+        ("s9, top-k, 4 x 16 + MPS", "s9run1", "h100-vibethinker-mps-topk", 1),
     ]
     names, values = [], []
     for label, run, config, rps in bars:
@@ -166,7 +174,7 @@ def chart(data: list[dict[str, Any]]) -> None:
     fig.suptitle(
         "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0) on one NVIDIA H100 80GB HBM3, "
         "llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28, (s4, s5) 2026-12-05, "
-        "(s7) 2026-12-06"
+        "(s7, s9) 2026-12-06"
     )
     fig.tight_layout()
     fig.savefig(RESULTS / "gpu_serving.png", dpi=110)
