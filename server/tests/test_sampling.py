@@ -6,7 +6,9 @@ Our llama.cpp build replaces llama-server's per-sequence sampling graphs (under
 step of fewer rows than ``LLAMA_BATCHED_SAMPLING_MIN_ROWS`` (default 2: one sequence alone) keeps
 them too. These tests
 run the build's own check program (the op against llama.cpp's CPU samplers, on every device the
-build has) and a real llama-server on SmolLM2, the batched path against the stock one.
+build has) and a real llama-server on SmolLM2, the batched path against the stock one. Which path
+sampled shows in two counters on the server's ``/metrics``, counted per decode graph computed
+(``llamacpp:batched_sampling_steps_total`` and ``llamacpp:stock_sampling_steps_total``).
 """
 
 from __future__ import annotations
@@ -79,8 +81,7 @@ def _serve(model: Path, tmp_path: Path, batched: bool, min_rows: int | None = No
     if min_rows is not None:
         env["LLAMA_BATCHED_SAMPLING_MIN_ROWS"] = str(min_rows)
     log_dir = tmp_path / ("batched" if batched else "stock") / str(min_rows)
-    # log verbosity 4 shows llama.cpp's own info lines, among them the batched op's one
-    return serve(model, profile, log_dir=log_dir, env=env, extra_args=["-lv", "4"])
+    return serve(model, profile, log_dir=log_dir, env=env)
 
 
 def _chat(url: str, prompt: str, **sampling: Any) -> str:
@@ -91,9 +92,27 @@ def _chat(url: str, prompt: str, **sampling: Any) -> str:
 
 PROMPTS = ["Name three rivers of Europe.", "Write a haiku about the sea."]
 
+BATCHED, STOCK = "llamacpp:batched_sampling_steps_total", "llamacpp:stock_sampling_steps_total"
 
-def _server_log(group: Any) -> str:
-    return "".join(Path(s.log_path).read_text(errors="replace") for s in group.servers)
+
+def _steps(group: Any) -> dict[str, int]:
+    """The server's decode steps so far sampled by the batched op and by the stock graphs."""
+    text = httpx.get(group.servers[0].base_url + "/metrics", timeout=30).text
+    values = dict(line.split() for line in text.splitlines() if line.startswith("llamacpp:"))
+    missing = {BATCHED, STOCK} - values.keys()
+    assert not missing, f"/metrics has no {sorted(missing)}: rebuild with server/llama/build.sh"
+    return {name: int(float(values[name])) for name in (BATCHED, STOCK)}
+
+
+def test_one_stream_alone_samples_with_the_stock_graphs(smollm2: Path, tmp_path: Path) -> None:
+    """Default threshold (two rows): one request at a time never uses the op; the stock graphs
+    sample every step. (The op is in the graph reserved at start all the same.)"""
+    with _serve(smollm2, tmp_path, batched=True) as group:
+        before = _steps(group)
+        _chat(group.urls[0], PROMPTS[0], temperature=0.0)
+        after = _steps(group)
+    assert after[BATCHED] == 0
+    assert after[STOCK] > before[STOCK]
 
 
 def test_batched_sampling_gives_stock_greedy_answers_for_concurrent_requests(
@@ -101,15 +120,20 @@ def test_batched_sampling_gives_stock_greedy_answers_for_concurrent_requests(
 ) -> None:
     """Two requests decoding together (two rows of one op) get the stock graphs' greedy answers."""
     answers: dict[bool, list[str]] = {}
+    steps: dict[bool, dict[str, int]] = {}
     for batched in (False, True):
         with _serve(smollm2, tmp_path, batched) as group:
             url = group.urls[0]
+            before = _steps(group)
             with ThreadPoolExecutor(2) as pool:
                 futures = [pool.submit(_chat, url, p, temperature=0.0) for p in PROMPTS]
                 answers[batched] = [f.result() for f in futures]
-            log = _server_log(group)
-        # the batched op is what ran (and only when asked for)
-        assert ("batched backend sampling" in log) is batched
+            after = _steps(group)
+        steps[batched] = {name: after[name] - before[name] for name in (BATCHED, STOCK)}
+    # the op sampled the steps the two shared, and never when turned off (LLAMA_BATCHED_SAMPLING=0)
+    assert steps[True][BATCHED] > 0
+    assert steps[False][BATCHED] == 0
+    assert steps[False][STOCK] > 0
     assert answers[True] == answers[False]
     assert all(a.strip() for a in answers[True])
 
@@ -120,10 +144,14 @@ def test_batched_sampling_draws_from_the_request_seed(smollm2: Path, tmp_path: P
     # one request at a time: a minimum of one row makes the op sample it
     with _serve(smollm2, tmp_path, batched=True, min_rows=1) as group:
         url = group.urls[0]
+        before = _steps(group)
         first = _chat(url, PROMPTS[1], seed=7, **sampling)
         again = _chat(url, PROMPTS[1], seed=7, **sampling)
         others = {_chat(url, PROMPTS[1], seed=s, **sampling) for s in (8, 9, 10)}
-        assert "batched backend sampling" in _server_log(group)
+        after = _steps(group)
+    # every step of one stream alone went through the op, none through the stock graphs
+    assert after[BATCHED] > before[BATCHED]
+    assert after[STOCK] == before[STOCK]
     assert first == again
     assert first.strip()
     # a sampler that ignored its draws would answer the same whatever the seed
