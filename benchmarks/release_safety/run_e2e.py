@@ -76,6 +76,7 @@ FALLBACK = {
     "breaker_cooldown_s": 10.0,
 }
 DISTRIBUTIONS = ["vibesdk", "vibesdk-server", "httpx", "opentelemetry-sdk"]
+SRM_FIELDS = ("unit", "canary_users", "stable_users", "canary_calls", "stable_calls", "p_value")
 
 
 class Models(Fakes):
@@ -106,6 +107,7 @@ class Load:
         self.rng = random.Random(seed)
         self.calls: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.error_kinds: Counter[tuple[str, str]] = Counter()  # (assigned variant, error)
         self.started = 0.0
         self.sent = 0
         self.stopping = False
@@ -116,7 +118,9 @@ class Load:
             result = await self.client.chat(FLAG, user, MESSAGES)
         except Exception as exc:  # the promise is that none gets here
             self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            assigned = self.client.assign(FLAG, user).variant
             self.calls.append({"t0": t0, "t1": time.monotonic(), "error": True})
+            self.error_kinds[(assigned, f"{type(exc).__name__}: {exc}")] += 1
             return
         self.calls.append(
             {
@@ -211,13 +215,17 @@ async def run_one(
                     key = (r["step"], r["state"], r.get("decision_at"))
                     if key != seen:
                         seen = key
-                        reasons = (r.get("decision") or {}).get("reasons") or []
+                        decision = r.get("decision") or {}
+                        reasons = decision.get("reasons") or []
+                        srm = decision.get("srm") or {}
                         decisions.append(
                             {
                                 "t_s": round(time.monotonic() - t_release, 2),
                                 "step": r["step"],
                                 "state": r["state"],
                                 "why": "; ".join(x["message"] for x in reasons),
+                                # The sample-ratio test as judged: its unit, counts and p.
+                                "srm": {k: srm.get(k) for k in SRM_FIELDS} if srm else None,
                             }
                         )
                     await asyncio.sleep(0.5)
@@ -274,6 +282,11 @@ async def run_one(
     def degraded(c: dict[str, Any]) -> bool:
         return c["answered"] != "stable" and (bool(c["failures"]) or c["t1"] - c["t0"] > SLOW_S)
 
+    def names(text: str) -> str:
+        for name in ("stable", "canary"):
+            text = text.replace(models.url(name), name)
+        return text
+
     window = (t_back if t_back is not None else t_end) - t_release
     return {
         "fault": fault,
@@ -291,6 +304,11 @@ async def run_one(
         "offered_per_s": round(load.sent / max(1e-9, t_end - load.started), 1),
         "errors_raised": len(load.errors),
         "error_samples": load.errors[:5],
+        # Every error by the variant its caller was assigned and its text, the ports named.
+        "error_kinds": [
+            {"assigned": variant, "error": names(text), "count": n}
+            for (variant, text), n in load.error_kinds.most_common()
+        ],
         "canary_calls_after_onset": sum(1 for c in after_onset if c["assigned"] != "stable"),
         "degraded_before_rollback": sum(1 for c in after_onset if degraded(c)),
         "degraded_after_rollback": sum(
@@ -316,6 +334,9 @@ async def run_one(
         if incident is None
         else (incident["measurements"].get("canary") or {}).get("calls"),
         "incident_reason": None if incident is None else incident["reason"],
+        "incident_srm": None
+        if incident is None
+        else {k: ((incident.get("decision") or {}).get("srm") or {}).get(k) for k in SRM_FIELDS},
     }
 
 
