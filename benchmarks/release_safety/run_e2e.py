@@ -114,11 +114,12 @@ class Load:
 
     async def one(self, user: str) -> None:
         t0 = time.monotonic()
+        # The variant the call starts with (the rollout may move while a queued call waits).
+        assigned = self.client.assign(FLAG, user).variant
         try:
             result = await self.client.chat(FLAG, user, MESSAGES)
         except Exception as exc:  # the promise is that none gets here
             self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            assigned = self.client.assign(FLAG, user).variant
             self.calls.append({"t0": t0, "t1": time.monotonic(), "error": True})
             self.error_kinds[(assigned, f"{type(exc).__name__}: {exc}")] += 1
             return
@@ -304,7 +305,7 @@ async def run_one(
         "offered_per_s": round(load.sent / max(1e-9, t_end - load.started), 1),
         "errors_raised": len(load.errors),
         "error_samples": load.errors[:5],
-        # Every error by the variant its caller was assigned and its text, the ports named.
+        # Every error by the variant its call started with and its text, the ports named.
         "error_kinds": [
             {"assigned": variant, "error": names(text), "count": n}
             for (variant, text), n in load.error_kinds.most_common()
