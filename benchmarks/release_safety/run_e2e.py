@@ -159,6 +159,7 @@ async def run_one(
 ) -> dict[str, Any]:
     """One release with one fault; the measurements of the run as a JSON-able dict."""
     loop = asyncio.get_running_loop()
+    cpu_started = time.process_time()  # the app's CPU (all its threads) over the run
     users = [f"user-{i:04d}" for i in range(args.users)]
     with FlagServerProcess(guard_interval_s=args.guard_interval_s) as server:
         env_path = f"/v1/admin/environments/{server.environment}"
@@ -273,6 +274,7 @@ async def run_one(
             "GET", "/v1/admin/incidents", params={"environment": server.environment}
         ).json()
 
+    app_cpu_s = time.process_time() - cpu_started
     t_back = rolled_back()
     t_adv = advanced()
     incident = incidents[0] if incidents else None
@@ -303,6 +305,9 @@ async def run_one(
         "calls": len(calls),
         "calls_per_s": round(len(calls) / max(1e-9, t_end - load.started), 1),
         "offered_per_s": round(load.sent / max(1e-9, t_end - load.started), 1),
+        # The app process's CPU over the run (server start and stop included), per call.
+        "app_cpu_s": round(app_cpu_s, 2),
+        "app_cpu_ms_per_call": round(1000 * app_cpu_s / max(1, len(calls)), 2),
         "errors_raised": len(load.errors),
         "error_samples": load.errors[:5],
         # Every error by the variant its call started with and its text, the ports named.
