@@ -14,27 +14,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.client_harness import Driver, answer, flag_source
-from vibesdk._client.gate import AsyncGate, Gate
-from vibesdk._watch import Watch
+from vibesdk._client.gate import MAX_CONNECTIONS, POOL_SHARDS, AsyncGate, Gate
+from vibesdk._watch import Watch, async_transport, sync_transport
 from vibesdk.testing import make_document, make_flag
 
 USER = [{"role": "user", "content": "2+2?"}]
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops connects made all at once
+
+
 class CountingServer:
     """A loopback chat backend that answers after ``delay_s`` and counts requests at once."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, together: int = 0) -> None:
         self.delay_s = delay_s
+        # Requests answered only once this many are in flight at once (0: each on its own).
+        self.together = threading.Barrier(together, timeout=10) if together else None
         self.now = 0
         self.most = 0
         self.served = 0
@@ -49,6 +57,8 @@ class CountingServer:
                 with lock:
                     server.now += 1
                     server.most = max(server.most, server.now)
+                if server.together is not None:
+                    server.together.wait()
                 time.sleep(server.delay_s)
                 with lock:
                     server.now -= 1
@@ -63,7 +73,7 @@ class CountingServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http = _Listener(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
@@ -107,6 +117,57 @@ def test_requests_beyond_the_gate_wait_for_a_place_and_all_are_answered(
     assert [getattr(r, "text", r) for r in results] == ["four"] * 6
     assert slow.served == 6
     assert slow.most == 2  # never more than the gate's places at once
+
+
+def test_requests_in_flight_are_spread_over_the_pools(kind: str) -> None:
+    # httpcore's bookkeeping per request grows with the square of one pool's connections, so
+    # the client's connections are split into POOL_SHARDS pools, each request to the least busy.
+    share = MAX_CONNECTIONS // POOL_SHARDS
+    n = share + share // 2  # more calls at once than one pool's share
+    server = CountingServer(delay_s=0.0, together=n)  # answers once all n are in flight
+    flag = make_flag("ask", stable_url=server.url, canary_url=server.url, rollout_bps=0)
+    driver = Driver(kind, flag_source=flag_source(make_document(flag)))
+    try:
+        calls = [(("ask", f"user-{i}", USER), {}) for i in range(n)]
+        results = driver.chat_many(calls, concurrency=n)
+        transport = driver.client._calls.http._transport
+        pools = getattr(transport, "_pools", None) or [transport._pool]
+        connections = sorted((len(pool.connections) for pool in pools), reverse=True)
+        busy = transport._shards.busy() if hasattr(transport, "_shards") else []
+    finally:
+        driver.dispose()
+        server.close()
+    assert [getattr(r, "text", r) for r in results] == ["four"] * n
+    assert server.most == n
+    assert sum(connections) == n  # one connection per request in flight, all kept
+    assert connections[0] <= share, connections  # no pool holds more than its share
+    assert len(connections) == POOL_SHARDS
+    assert busy == [0] * POOL_SHARDS  # every answer, once closed, gave its pool's place back
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_request_that_fails_gives_its_pools_place_back(kind: str) -> None:
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/chat/completions"
+    if kind == "sync":
+        transport: Any = sync_transport(shards=2)
+        with httpx.Client(transport=transport) as http:
+            for _ in range(3):
+                with pytest.raises(httpx.ConnectError):
+                    http.post(url, json={})
+    else:
+
+        async def scenario() -> Any:
+            transport = async_transport(shards=2)
+            async with httpx.AsyncClient(transport=transport) as http:
+                for _ in range(3):
+                    with pytest.raises(httpx.ConnectError):
+                        await http.post(url, json={})
+            return transport
+
+        transport = asyncio.run(scenario())
+    assert transport._shards.busy() == [0, 0]
 
 
 def test_no_place_before_the_deadline_falls_back_as_a_queue_timeout_and_spares_the_breaker(

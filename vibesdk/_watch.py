@@ -22,7 +22,9 @@ left suspended between chunks never leaks its watch into the caller's context.
 The transports are httpx transports over httpcore's connection pool, built with
 its public ``network_backend`` argument (``httpx.HTTPTransport`` has no way to
 pass one): a request is converted and httpcore's errors mapped to httpx's as
-``httpx.HTTPTransport`` does. Proxies from the environment are not theirs: an
+``httpx.HTTPTransport`` does. A transport may split its connections between
+``shards`` pools (``_Shards``): httpcore's work per request grows with the
+square of one pool's connections. Proxies from the environment are not theirs: an
 ``httpx.Client`` mounts its own transports for those.
 """
 
@@ -32,6 +34,7 @@ import contextlib
 import functools
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -318,59 +321,122 @@ def _core_request(request: httpx.Request) -> httpcore.Request:
     )
 
 
-def _pool_options(limits: httpx.Limits, verify: bool) -> dict[str, Any]:
-    return {
-        "ssl_context": httpx.create_ssl_context(verify=verify),
-        "max_connections": limits.max_connections,
-        "max_keepalive_connections": limits.max_keepalive_connections,
-        "keepalive_expiry": limits.keepalive_expiry,
-    }
+def _pool_options(limits: httpx.Limits, verify: bool, shards: int) -> list[dict[str, Any]]:
+    """The options of each of ``shards`` pools that share ``limits`` between them."""
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    ssl_context = httpx.create_ssl_context(verify=verify)  # one for all: it is costly to make
+
+    def share(total: int | None, i: int) -> int | None:
+        return None if total is None else total // shards + (i < total % shards)
+
+    return [
+        {
+            "ssl_context": ssl_context,
+            "max_connections": share(limits.max_connections, i),
+            "max_keepalive_connections": share(limits.max_keepalive_connections, i),
+            "keepalive_expiry": limits.keepalive_expiry,
+        }
+        for i in range(shards)
+    ]
+
+
+class _Shards:
+    """Requests in flight per pool; a request goes to the pool with the fewest (ties: the first).
+
+    httpcore's pool does work proportional to its connections, and for each idle one to all
+    of them again, every time a request enters or leaves it (httpcore 1.0.9): one pool of n
+    connections costs ~n² a request, k pools of n / k cost ~(n / k)². A client whose gate
+    keeps its requests within the pools' connections in all never finds the least busy pool
+    full. Thread-safe.
+    """
+
+    __slots__ = ("_busy", "_lock")
+
+    def __init__(self, shards: int) -> None:
+        self._busy = [0] * shards
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            busy = self._busy
+            i = busy.index(min(busy))
+            busy[i] += 1
+            return i
+
+    def give(self, i: int) -> None:
+        with self._lock:
+            self._busy[i] -= 1
+
+    def busy(self) -> list[int]:
+        """Requests in flight per pool (a snapshot)."""
+        with self._lock:
+            return list(self._busy)
 
 
 class _Body(httpx.SyncByteStream):
-    def __init__(self, inner: Iterable[bytes]) -> None:
+    def __init__(self, inner: Iterable[bytes], done: Callable[[], None] | None = None) -> None:
         self._inner = inner
+        self._done = done
 
     def __iter__(self) -> Iterator[bytes]:
         with _httpx_errors():
             yield from self._inner
 
     def close(self) -> None:
-        close = getattr(self._inner, "close", None)
-        if close is not None:
-            with _httpx_errors():
-                close()
+        done, self._done = self._done, None
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                with _httpx_errors():
+                    close()
+        finally:
+            if done is not None:
+                done()
 
 
 class WatchedTransport(httpx.BaseTransport):
     """An httpx transport whose requests a :class:`Watch` can cut (see the module)."""
 
-    def __init__(self, *, limits: httpx.Limits = _DEFAULT_LIMITS, verify: bool = True) -> None:
+    def __init__(
+        self, *, limits: httpx.Limits = _DEFAULT_LIMITS, verify: bool = True, shards: int = 1
+    ) -> None:
         import httpcore
 
         self.network_backend = _Backend(httpcore.SyncBackend())
-        self._pool = httpcore.ConnectionPool(
-            **_pool_options(limits, verify),
-            network_backend=self.network_backend,  # type: ignore[arg-type]  # duck-typed
-        )
+        self._pools = [
+            httpcore.ConnectionPool(
+                **options,
+                network_backend=self.network_backend,  # type: ignore[arg-type]  # duck-typed
+            )
+            for options in _pool_options(limits, verify, shards)
+        ]
+        self._shards = _Shards(shards)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        with _httpx_errors():
-            response = self._pool.handle_request(_core_request(request))
+        i = self._shards.take()
+        try:
+            with _httpx_errors():
+                response = self._pools[i].handle_request(_core_request(request))
+        except BaseException:
+            self._shards.give(i)
+            raise
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,
-            stream=_Body(response.stream),  # type: ignore[arg-type]  # an iterable of bytes
+            stream=_Body(response.stream, functools.partial(self._shards.give, i)),  # type: ignore[arg-type]
             extensions=response.extensions,
         )
 
     def close(self) -> None:
-        self._pool.close()
+        for pool in self._pools:
+            pool.close()
 
 
 class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, inner: AsyncIterable[bytes]) -> None:
+    def __init__(self, inner: AsyncIterable[bytes], done: Callable[[], None] | None = None) -> None:
         self._inner = inner
+        self._done = done
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _httpx_errors():
@@ -378,43 +444,62 @@ class _AsyncBody(httpx.AsyncByteStream):
                 yield part
 
     async def aclose(self) -> None:
-        aclose = getattr(self._inner, "aclose", None)
-        if aclose is not None:
-            with _httpx_errors():
-                await aclose()
+        done, self._done = self._done, None
+        try:
+            aclose = getattr(self._inner, "aclose", None)
+            if aclose is not None:
+                with _httpx_errors():
+                    await aclose()
+        finally:
+            if done is not None:
+                done()
 
 
 class AsyncWatchedTransport(httpx.AsyncBaseTransport):
     """The asynchronous :class:`WatchedTransport`."""
 
-    def __init__(self, *, limits: httpx.Limits = _DEFAULT_LIMITS, verify: bool = True) -> None:
+    def __init__(
+        self, *, limits: httpx.Limits = _DEFAULT_LIMITS, verify: bool = True, shards: int = 1
+    ) -> None:
         import httpcore
 
         self.network_backend = _AsyncBackend(httpcore.AnyIOBackend())
-        self._pool = httpcore.AsyncConnectionPool(
-            **_pool_options(limits, verify),
-            network_backend=self.network_backend,  # type: ignore[arg-type]  # duck-typed
-        )
+        self._pools = [
+            httpcore.AsyncConnectionPool(
+                **options,
+                network_backend=self.network_backend,  # type: ignore[arg-type]  # duck-typed
+            )
+            for options in _pool_options(limits, verify, shards)
+        ]
+        self._shards = _Shards(shards)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        with _httpx_errors():
-            response = await self._pool.handle_async_request(_core_request(request))
+        i = self._shards.take()
+        try:
+            with _httpx_errors():
+                response = await self._pools[i].handle_async_request(_core_request(request))
+        except BaseException:
+            self._shards.give(i)
+            raise
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,
-            stream=_AsyncBody(response.stream),  # type: ignore[arg-type]  # async bytes
+            stream=_AsyncBody(response.stream, functools.partial(self._shards.give, i)),  # type: ignore[arg-type]
             extensions=response.extensions,
         )
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
 
-def sync_transport(*, limits: httpx.Limits = _DEFAULT_LIMITS) -> WatchedTransport:
-    """A transport whose requests a :class:`Watch` can cut."""
-    return WatchedTransport(limits=limits)
+def sync_transport(*, limits: httpx.Limits = _DEFAULT_LIMITS, shards: int = 1) -> WatchedTransport:
+    """A transport whose requests a :class:`Watch` can cut, over ``shards`` pools."""
+    return WatchedTransport(limits=limits, shards=shards)
 
 
-def async_transport(*, limits: httpx.Limits = _DEFAULT_LIMITS) -> AsyncWatchedTransport:
-    """A transport whose requests a :class:`Watch` can end."""
-    return AsyncWatchedTransport(limits=limits)
+def async_transport(
+    *, limits: httpx.Limits = _DEFAULT_LIMITS, shards: int = 1
+) -> AsyncWatchedTransport:
+    """A transport whose requests a :class:`Watch` can end, over ``shards`` pools."""
+    return AsyncWatchedTransport(limits=limits, shards=shards)

@@ -76,6 +76,7 @@ FALLBACK = {
     "breaker_cooldown_s": 10.0,
 }
 DISTRIBUTIONS = ["vibesdk", "vibesdk-server", "httpx", "opentelemetry-sdk"]
+SRM_FIELDS = ("unit", "canary_users", "stable_users", "canary_calls", "stable_calls", "p_value")
 
 
 class Models(Fakes):
@@ -106,17 +107,21 @@ class Load:
         self.rng = random.Random(seed)
         self.calls: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.error_kinds: Counter[tuple[str, str]] = Counter()  # (assigned variant, error)
         self.started = 0.0
         self.sent = 0
         self.stopping = False
 
     async def one(self, user: str) -> None:
         t0 = time.monotonic()
+        # The variant the call starts with (the rollout may move while a queued call waits).
+        assigned = self.client.assign(FLAG, user).variant
         try:
             result = await self.client.chat(FLAG, user, MESSAGES)
         except Exception as exc:  # the promise is that none gets here
             self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
             self.calls.append({"t0": t0, "t1": time.monotonic(), "error": True})
+            self.error_kinds[(assigned, f"{type(exc).__name__}: {exc}")] += 1
             return
         self.calls.append(
             {
@@ -154,6 +159,7 @@ async def run_one(
 ) -> dict[str, Any]:
     """One release with one fault; the measurements of the run as a JSON-able dict."""
     loop = asyncio.get_running_loop()
+    cpu_started = time.process_time()  # the app's CPU (all its threads) over the run
     users = [f"user-{i:04d}" for i in range(args.users)]
     with FlagServerProcess(guard_interval_s=args.guard_interval_s) as server:
         env_path = f"/v1/admin/environments/{server.environment}"
@@ -211,13 +217,17 @@ async def run_one(
                     key = (r["step"], r["state"], r.get("decision_at"))
                     if key != seen:
                         seen = key
-                        reasons = (r.get("decision") or {}).get("reasons") or []
+                        decision = r.get("decision") or {}
+                        reasons = decision.get("reasons") or []
+                        srm = decision.get("srm") or {}
                         decisions.append(
                             {
                                 "t_s": round(time.monotonic() - t_release, 2),
                                 "step": r["step"],
                                 "state": r["state"],
                                 "why": "; ".join(x["message"] for x in reasons),
+                                # The sample-ratio test as judged: its unit, counts and p.
+                                "srm": {k: srm.get(k) for k in SRM_FIELDS} if srm else None,
                             }
                         )
                     await asyncio.sleep(0.5)
@@ -264,6 +274,7 @@ async def run_one(
             "GET", "/v1/admin/incidents", params={"environment": server.environment}
         ).json()
 
+    app_cpu_s = time.process_time() - cpu_started
     t_back = rolled_back()
     t_adv = advanced()
     incident = incidents[0] if incidents else None
@@ -273,6 +284,11 @@ async def run_one(
 
     def degraded(c: dict[str, Any]) -> bool:
         return c["answered"] != "stable" and (bool(c["failures"]) or c["t1"] - c["t0"] > SLOW_S)
+
+    def names(text: str) -> str:
+        for name in ("stable", "canary"):
+            text = text.replace(models.url(name), name)
+        return text
 
     window = (t_back if t_back is not None else t_end) - t_release
     return {
@@ -289,8 +305,16 @@ async def run_one(
         "calls": len(calls),
         "calls_per_s": round(len(calls) / max(1e-9, t_end - load.started), 1),
         "offered_per_s": round(load.sent / max(1e-9, t_end - load.started), 1),
+        # The app process's CPU over the run (server start and stop included), per call.
+        "app_cpu_s": round(app_cpu_s, 2),
+        "app_cpu_ms_per_call": round(1000 * app_cpu_s / max(1, len(calls)), 2),
         "errors_raised": len(load.errors),
         "error_samples": load.errors[:5],
+        # Every error by the variant its call started with and its text, the ports named.
+        "error_kinds": [
+            {"assigned": variant, "error": names(text), "count": n}
+            for (variant, text), n in load.error_kinds.most_common()
+        ],
         "canary_calls_after_onset": sum(1 for c in after_onset if c["assigned"] != "stable"),
         "degraded_before_rollback": sum(1 for c in after_onset if degraded(c)),
         "degraded_after_rollback": sum(
@@ -316,6 +340,9 @@ async def run_one(
         if incident is None
         else (incident["measurements"].get("canary") or {}).get("calls"),
         "incident_reason": None if incident is None else incident["reason"],
+        "incident_srm": None
+        if incident is None
+        else {k: ((incident.get("decision") or {}).get("srm") or {}).get(k) for k in SRM_FIELDS},
     }
 
 

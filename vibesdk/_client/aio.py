@@ -28,6 +28,7 @@ from .core import ClientCore, validate_chat
 from .feedback import REPORT as _REPORT
 from .feedback import AsyncFeedbackSender
 from .gate import LIMITS as _LIMITS
+from .gate import POOL_SHARDS as _POOL_SHARDS
 from .results import ChatChunk, ChatResult
 
 __all__ = ["AsyncClient"]
@@ -388,7 +389,9 @@ def _mounts() -> dict[str, Any]:
 
 def _transport(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport:
     # Real sockets by default, in a transport whose reads obey the call's Watch.
-    return transport if transport is not None else async_transport(limits=_LIMITS)
+    return (
+        transport if transport is not None else async_transport(limits=_LIMITS, shards=_POOL_SHARDS)
+    )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -10,6 +10,12 @@ loop, and made even the stable backend's calls miss their connect deadline
 for a free connection here, in arrival order, each no longer than its
 attempt's deadline.
 
+Under the gate, httpcore's bookkeeping still grows with the square of a pool's
+connections (for every idle connection it counts all of them again, each time a
+request enters or leaves): the client's transport splits its connections
+between :data:`POOL_SHARDS` pools and sends each request to the least busy
+(``vibesdk._watch``), which the gate keeps from being full.
+
 A gate belongs to one connection pool: a client that replaces its pool (after
 a fork, or in a new event loop) makes a new gate with it, and an attempt leaves
 the gate it entered.
@@ -25,7 +31,7 @@ import httpx
 
 from vibesdk._watch import Watch
 
-__all__ = ["LIMITS", "MAX_CONNECTIONS", "AsyncGate", "Gate"]
+__all__ = ["LIMITS", "MAX_CONNECTIONS", "POOL_SHARDS", "AsyncGate", "Gate"]
 
 #: Connections of a client's pool, and requests of the client in flight at once. Every one of
 #: them may stay open between requests (httpx closes it after 5 s idle): a pool that kept fewer
@@ -33,6 +39,9 @@ __all__ = ["LIMITS", "MAX_CONNECTIONS", "AsyncGate", "Gate"]
 #: bookkeeping costs connections x connections per request, hence not more.
 MAX_CONNECTIONS = 256
 LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS)
+#: The connections are split between this many pools of 32, each request going to the least
+#: busy: httpcore's bookkeeping per request grows with the square of one pool's connections.
+POOL_SHARDS = 8
 
 
 def _left(watch: Watch) -> float | None:

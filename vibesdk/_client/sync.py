@@ -25,6 +25,7 @@ from .core import ClientCore, validate_chat
 from .feedback import REPORT as _REPORT
 from .feedback import FeedbackSender
 from .gate import LIMITS as _LIMITS
+from .gate import POOL_SHARDS as _POOL_SHARDS
 from .results import ChatChunk, ChatResult
 
 __all__ = ["Client"]
@@ -311,4 +312,6 @@ def _mounts() -> dict[str, Any]:
 
 def _transport(transport: httpx.BaseTransport | None) -> httpx.BaseTransport:
     # Real sockets by default, in a transport whose reads obey the call's Watch.
-    return transport if transport is not None else sync_transport(limits=_LIMITS)
+    return (
+        transport if transport is not None else sync_transport(limits=_LIMITS, shards=_POOL_SHARDS)
+    )
