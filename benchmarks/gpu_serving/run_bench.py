@@ -102,7 +102,7 @@ def llama_build() -> dict[str, Any]:
 def sampling_path(batched_env: str | None, patches: list[str] | None) -> str:
     """How the servers sample: "stock" under LLAMA_BATCHED_SAMPLING=0 or on a build whose known
     patches hold none about sampling, else "batched" (or "unknown" when the build's patches are
-    not the tree's)."""
+    not the tree's). What each cell's steps really took is its row's ``sampling_steps``."""
     if batched_env == "0":
         return "stock"
     if patches is None:
@@ -110,6 +110,34 @@ def sampling_path(batched_env: str | None, patches: list[str] | None) -> str:
     if not any("sampl" in p for p in patches):
         return "stock (the build has no batched-sampling patch)"
     return "batched"
+
+
+STEP_COUNTERS = {
+    "batched": "llamacpp:batched_sampling_steps_total",
+    "stock": "llamacpp:stock_sampling_steps_total",
+}
+
+
+def sampling_steps(metrics_urls: list[str]) -> dict[str, int] | None:
+    """Decode steps sampled so far by the batched op and by llama.cpp's own graphs, summed over
+    the servers: patch 0002's counters on llama-server's ``/metrics``. None when a server has
+    no such counters (a build from before them, or without the patch) or cannot be read."""
+    import urllib.request
+
+    total = dict.fromkeys(STEP_COUNTERS, 0)
+    for url in metrics_urls:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        lines = (line.split() for line in text.splitlines() if line.startswith("llamacpp:"))
+        values = {parts[0]: parts[1] for parts in lines if len(parts) >= 2}
+        for path, name in STEP_COUNTERS.items():
+            if name not in values:
+                return None
+            total[path] += int(float(values[name]))
+    return total
 
 
 class Recorder:
@@ -206,6 +234,7 @@ def run_cells(
     urls: list[str],
     cells: tuple[Cell, ...],
     meta: dict[str, Any],
+    metrics_urls: list[str] | None = None,
     **load_kw: Any,
 ) -> None:
     for cell in cells:
@@ -216,7 +245,13 @@ def run_cells(
                 name, cell, f"skipped: ~{expected:.0f} s, {rec.time_left():.0f} s left", **meta
             )
             continue
+        before = sampling_steps(metrics_urls) if metrics_urls else None
         res = loadgen.run_load(urls, concurrency=c, n_predict=n, requests_per_stream=rps, **load_kw)
+        after = sampling_steps(metrics_urls) if before is not None else None
+        # which path the cell's decode steps took, counted by the servers (None: not counted)
+        res["sampling_steps"] = (
+            None if before is None or after is None else {k: after[k] - before[k] for k in after}
+        )
         res["requests_per_stream"] = rps
         raw = res.pop("raw")
         res["raw_e2e"] = sorted(round(r["e2e"], 4) for r in raw)
@@ -304,7 +339,9 @@ def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps:
             "LLAMA_BATCHED_SAMPLING": batched_env,
             "sampling_path": sampling_path(batched_env, rec.facts["llama_patches"]),
         }
-        run_cells(rec, name, config.profile, group.urls, step.cells, meta, **step.load)
+        run_cells(
+            rec, name, config.profile, group.urls, step.cells, meta, group.metrics_urls, **step.load
+        )
         if step.clients:
             run_clients(rec, step, group.urls, meta)
 
