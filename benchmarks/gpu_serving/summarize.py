@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,16 @@ RUNS = {
     # session 9: one stream keeps llama.cpp's own sampling graphs (patch 0002, from two rows)
     "h100-s9-run1-headline.jsonl": "s9run1",
     "h100-s9-run1-op-always.jsonl": "s9run1op",
+    # session 10: Q8_0, Q4_K_M and F16 side by side (run_bench.py --model)
+    "h100-s10-run1-quant.jsonl": "s10run1",
+    "h100-s10-run2-f16.jsonl": "s10run2",
+    "h100-s10-run3-f16-mps.jsonl": "s10run3",
+    "h100-s10-run3-f16-headline.jsonl": "s10run3h",
+    "h100-s10-run4-f16-repeat.jsonl": "s10run4",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
-    "requests_per_stream", "instances", "mps", "requests",
+    "requests_per_stream", "instances", "mps", "model", "requests",
     "errors", "tokens", "wall_s", "total_tps", "per_stream_tps_p50", "ttft_p50_s", "ttft_p95_s",
     "e2e_p50_s", "e2e_p95_s", "note",
 ]  # fmt: skip
@@ -118,6 +125,19 @@ def chart(data: list[dict[str, Any]]) -> None:
                 # tab10 has ten colours: the later sessions' series get square markers
                 marker = "s" if "(s7)" in label else "^" if "(s9)" in label else "o"
                 ax.plot(*zip(*pts, strict=True), marker=marker, label=label)
+        # session 10: one server, F16 weights, every run (several per cell): markers only
+        for label, config, marker in (
+            ("model card, F16 weights, 1 x 64 (s10)", "h100-vibethinker", "D"),
+            ("top-k 64, F16 weights, 1 x 64 (s10)", "h100-vibethinker-topk", "P"),
+        ):
+            pts = [
+                (r["concurrency"], r["total_tps"])
+                for r in data
+                if r["run"].startswith("s10") and r["config"] == config
+                and r.get("model") == "vt-f16.gguf" and r["n_predict"] == n
+            ]  # fmt: skip
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker, ls="none", color="k", label=label)
         ax.axhline(8000, color="red", lw=0.8, ls=":")
         ax.text(5, 8200, "target 8,000 at 64 streams", color="red", fontsize=8)
         ax.set_xscale("log", base=2)
@@ -126,7 +146,8 @@ def chart(data: list[dict[str, Any]]) -> None:
         ax.set_ylabel("tokens/s, all streams")
         ax.set_title(f"{n}-token answers")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper left")
+    axes[0].set_ylim(top=17000)  # room for the legend above the curves
+    axes[0].legend(fontsize=6, loc="upper left", ncol=2)
 
     # P95 end-to-end latency, 16 streams x 512 tokens; "steady" = 3 requests per stream, so new
     # requests arrive while others decode, on a server that has served a 64-stream load before.
@@ -152,16 +173,24 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("s9, model card, op from 2 rows, 1 x 64", "s9run1", "h100-vibethinker", 1),
         ("s9, top-k, op from 2 rows, 1 x 64", "s9run1", "h100-vibethinker-topk", 1),
         ("s9, top-k, 4 x 16 + MPS", "s9run1", "h100-vibethinker-mps-topk", 1),
+        ("s10, model card, Q8_0, 1 x 64", "s10run1", "h100-vibethinker", 1, "vt-q8_0.gguf"),
+        ("s10, top-k, Q4_K_M, 1 x 64", "s10run1", "h100-vibethinker-topk", 1, "vt-q4_k_m.gguf"),
+        ("s10, model card, F16, 1 x 64", "s10run4", "h100-vibethinker", 1, "vt-f16.gguf"),
+        ("s10, top-k, F16, 1 x 64", "s10run4", "h100-vibethinker-topk", 1, "vt-f16.gguf"),
     ]
     names, values = [], []
-    for label, run, config, rps in bars:
+    for label, run, config, rps, *model in bars:
         found = [
             r["e2e_p95_s"]
             for r in data
             if r["run"] == run and r["config"] == config and r["concurrency"] == 16
             and r["n_predict"] == 512 and r.get("requests_per_stream", 1) == rps
+            and (not model or r.get("model") == model[0])
         ]  # fmt: skip
-        if found:
+        if found and model:  # session 10 ran each cell several times: their median
+            names.append(label + (f" (median of {len(found)})" if len(found) > 1 else ""))
+            values.append(statistics.median(found))
+        elif found:  # the first run of the cell (a fresh server)
             names.append(label)
             values.append(found[0])
     ax.barh(names, values, color=["#c44" if v > 3 else "#4a4" for v in values])
@@ -172,9 +201,10 @@ def chart(data: list[dict[str, Any]]) -> None:
     ax.set_title("latency under steady load")
     ax.invert_yaxis()
     fig.suptitle(
-        "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0) on one NVIDIA H100 80GB HBM3, "
-        "llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28, (s4, s5) 2026-12-05, "
-        "(s7, s9) 2026-12-06"
+        "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0 unless named) on one NVIDIA H100 "
+        "80GB HBM3, llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28, (s4, s5) 2026-12-05, "
+        "(s7, s9, s10) 2026-12-06",
+        fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(RESULTS / "gpu_serving.png", dpi=110)
