@@ -195,7 +195,8 @@ FIGURES = {
 
 
 def test_measurements_map_to_counts_out_of_the_arms_calls() -> None:
-    """fallbacks (all reasons), slow calls, errors and each check are counts out of calls."""
+    """fallbacks (the canary's reasons), slow calls, errors and each check are counts out of
+    calls."""
     arm = aggregates(FIGURES, ["refusal", "too_long"])
     assert arm.calls == 100
     counts = {k: (v.events, v.trials) for k, v in arm.metrics.items() if isinstance(v, Count)}
@@ -208,6 +209,15 @@ def test_measurements_map_to_counts_out_of_the_arms_calls() -> None:
         "check:refusal": (5, 100),
         "check:too_long": (0, 100),
     }
+
+
+def test_fallbacks_for_the_apps_own_full_queue_are_not_the_canarys() -> None:
+    """A call that found no free connection in its own client (``timeout_queue``) fell back for
+    the app's load: stable's calls in that queue raise instead, so the fallbacks rule leaves it
+    out; every other reason counts."""
+    arm = aggregates({"calls": 100, "fallbacks": {"timeout_queue": 30, "http_503": 4}}, [])
+    fallbacks = arm.metrics["fallbacks"]
+    assert (fallbacks.events, fallbacks.trials) == (4, 100)  # type: ignore[union-attr]
 
 
 def test_an_arm_with_no_measurements_is_zero_calls_not_an_error() -> None:

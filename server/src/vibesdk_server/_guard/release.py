@@ -117,6 +117,13 @@ def guardrails_from_json(data: Sequence[Mapping[str, Any]]) -> list[Guardrail]:
     return rules
 
 
+#: Fallback reasons that say nothing about the canary: ``timeout_queue`` is a call that found no
+#: free connection in its own client before its deadline (the app's overload). A stable call in
+#: the same queue raises instead of falling back, so counted, they would weigh the app's load
+#: against the canary alone.
+CLIENT_SIDE_FALLBACKS = frozenset({"timeout_queue"})
+
+
 def _count(events: float, trials: int) -> Count:
     # Counters and the duration histogram arrive in separate exports: cap, never fail.
     return Count(max(0, min(round(events), trials)), trials)
@@ -128,22 +135,26 @@ def aggregates(
     """One arm's :class:`ArmAggregates` from its ``measurements`` figures (``None``: no calls).
 
     ``calls`` are the calls of users assigned to the arm; ``fallbacks`` is calls that fell back
-    to stable (all reasons) out of calls, ``slow_calls`` calls over 3 s out of calls, ``errors``
-    calls that raised out of calls, ``failed_attempts`` calls with a failed attempt on the
-    assigned variant (retried, fell back or raised) out of calls, ``reports`` reports users
-    filed out of calls, and ``check:<name>`` each of ``checks``'s failures out of calls (0
-    where the arm never failed it). ``output_length`` (output tokens per answer, its variance
-    from the histogram: :func:`histogram_moments`), ``feedback_score`` (users' scores) and
-    ``review_score`` (reviewers' scores, ``vibe review``) are means. ``eval_regression`` is
-    ``drop`` (the arm's golden-set drop; none judged when ``None``). ``users`` are the users
-    the SDKs counted in the arm (``vibesdk.exposures``), which the sample-ratio test counts.
+    to stable (every reason but :data:`CLIENT_SIDE_FALLBACKS`) out of calls, ``slow_calls``
+    calls over 3 s out of calls, ``errors`` calls that raised out of calls, ``failed_attempts``
+    calls with a failed attempt on the assigned variant (retried, fell back or raised) out of
+    calls, ``reports`` reports users filed out of calls, and ``check:<name>`` each of
+    ``checks``'s failures out of calls (0 where the arm never failed it). ``output_length``
+    (output tokens per answer, its variance from the histogram: :func:`histogram_moments`),
+    ``feedback_score`` (users' scores) and ``review_score`` (reviewers' scores, ``vibe review``)
+    are means. ``eval_regression`` is ``drop`` (the arm's golden-set drop; none judged when
+    ``None``). ``users`` are the users the SDKs counted in the arm (``vibesdk.exposures``),
+    which the sample-ratio test counts.
     """
     f = figures or {}
     calls = int(f.get("calls", 0))
     tokens = f.get("output_tokens") or {}
     received = f.get("feedback_received") or {}
     metrics: dict[str, Count | Moments | Drop] = {
-        "fallbacks": _count(sum(f.get("fallbacks", {}).values()), calls),
+        "fallbacks": _count(
+            sum(n for why, n in f.get("fallbacks", {}).items() if why not in CLIENT_SIDE_FALLBACKS),
+            calls,
+        ),
         "slow_calls": _count(f.get("slow_calls", 0), calls),
         "errors": _count(sum(f.get("errors", {}).values()), calls),
         "failed_attempts": _count(f.get("failed_attempts", 0), calls),
