@@ -230,7 +230,7 @@ class Mps:
 def run_cells(
     rec: Recorder,
     name: str,
-    prof: ServerProfile,
+    prof: ServerProfile | None,
     urls: list[str],
     cells: tuple[Cell, ...],
     meta: dict[str, Any],
@@ -398,13 +398,13 @@ def bench_llama_cpp_python(rec: Recorder, model: Path, cells: tuple[Cell, ...], 
             "command": cmd[1:],
         }
         sampling = {"temperature": 0.6, "top_p": 0.95, "top_k": 64, "min_p": 0.0}
-        run_cells(
+        run_cells(  # no llama-server profile: plans.cell_seconds' prior for this server
             rec,
             "llama-cpp-python",
+            None,
             [f"http://127.0.0.1:{port}/v1"],
             cells,
-            est_tps=lambda c: 300.0,
-            meta=meta,
+            meta,
             server="openai",
             sampling=sampling,
         )
