@@ -32,7 +32,14 @@ import loadgen
 import plans
 from configs import Config, UnknownConfigError
 from plans import Cell, Step, unpack
-from vibesdk_server.serving import ServerProfile, find_llama_server, free_port, mps_running, serve
+from vibesdk_server.serving import (
+    ServerGroup,
+    ServerProfile,
+    find_llama_server,
+    free_port,
+    mps_running,
+    serve,
+)
 from vibesdk_server.serving import gpu_name as serving_gpu_name
 
 from vibesdk import ConfigError
@@ -110,34 +117,6 @@ def sampling_path(batched_env: str | None, patches: list[str] | None) -> str:
     if not any("sampl" in p for p in patches):
         return "stock (the build has no batched-sampling patch)"
     return "batched"
-
-
-STEP_COUNTERS = {
-    "batched": "llamacpp:batched_sampling_steps_total",
-    "stock": "llamacpp:stock_sampling_steps_total",
-}
-
-
-def sampling_steps(metrics_urls: list[str]) -> dict[str, int] | None:
-    """Decode steps sampled so far by the batched op and by llama.cpp's own graphs, summed over
-    the servers: patch 0002's counters on llama-server's ``/metrics``. None when a server has
-    no such counters (a build from before them, or without the patch) or cannot be read."""
-    import urllib.request
-
-    total = dict.fromkeys(STEP_COUNTERS, 0)
-    for url in metrics_urls:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:
-                text = r.read().decode()
-        except OSError:
-            return None
-        lines = (line.split() for line in text.splitlines() if line.startswith("llamacpp:"))
-        values = {parts[0]: parts[1] for parts in lines if len(parts) >= 2}
-        for path, name in STEP_COUNTERS.items():
-            if name not in values:
-                return None
-            total[path] += int(float(values[name]))
-    return total
 
 
 class Recorder:
@@ -234,7 +213,7 @@ def run_cells(
     urls: list[str],
     cells: tuple[Cell, ...],
     meta: dict[str, Any],
-    metrics_urls: list[str] | None = None,
+    group: ServerGroup | None = None,
     **load_kw: Any,
 ) -> None:
     for cell in cells:
@@ -245,9 +224,9 @@ def run_cells(
                 name, cell, f"skipped: ~{expected:.0f} s, {rec.time_left():.0f} s left", **meta
             )
             continue
-        before = sampling_steps(metrics_urls) if metrics_urls else None
+        before = group.sampling_steps() if group is not None else None
         res = loadgen.run_load(urls, concurrency=c, n_predict=n, requests_per_stream=rps, **load_kw)
-        after = sampling_steps(metrics_urls) if before is not None else None
+        after = group.sampling_steps() if group is not None and before is not None else None
         # which path the cell's decode steps took, counted by the servers (None: not counted)
         res["sampling_steps"] = (
             None if before is None or after is None else {k: after[k] - before[k] for k in after}
@@ -339,9 +318,7 @@ def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps:
             "LLAMA_BATCHED_SAMPLING": batched_env,
             "sampling_path": sampling_path(batched_env, rec.facts["llama_patches"]),
         }
-        run_cells(
-            rec, name, config.profile, group.urls, step.cells, meta, group.metrics_urls, **step.load
-        )
+        run_cells(rec, name, config.profile, group.urls, step.cells, meta, group, **step.load)
         if step.clients:
             run_clients(rec, step, group.urls, meta)
 

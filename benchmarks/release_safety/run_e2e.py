@@ -119,9 +119,10 @@ class Load:
         try:
             result = await self.client.chat(FLAG, user, MESSAGES)
         except Exception as exc:  # the promise is that none gets here
-            self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            error = f"{type(exc).__name__}: {exc}"
+            self.errors.append(error[:300])
             self.calls.append({"t0": t0, "t1": time.monotonic(), "error": True})
-            self.error_kinds[(assigned, f"{type(exc).__name__}: {exc}")] += 1
+            self.error_kinds[(assigned, error)] += 1
             return
         self.calls.append(
             {

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from vibesdk_server.serving import find_llama_server, get_profile, models, serve
+from vibesdk_server.serving import ServerGroup, find_llama_server, get_profile, models, serve
 
 from vibesdk import ConfigError
 
@@ -92,16 +92,16 @@ def _chat(url: str, prompt: str, **sampling: Any) -> str:
 
 PROMPTS = ["Name three rivers of Europe.", "Write a haiku about the sea."]
 
-BATCHED, STOCK = "llamacpp:batched_sampling_steps_total", "llamacpp:stock_sampling_steps_total"
+BATCHED, STOCK = "batched", "stock"
 
 
-def _steps(group: Any) -> dict[str, int]:
+def _steps(group: ServerGroup) -> dict[str, int]:
     """The server's decode steps so far sampled by the batched op and by the stock graphs."""
-    text = httpx.get(group.servers[0].base_url + "/metrics", timeout=30).text
-    values = dict(line.split() for line in text.splitlines() if line.startswith("llamacpp:"))
-    missing = {BATCHED, STOCK} - values.keys()
-    assert not missing, f"/metrics has no {sorted(missing)}: rebuild with server/llama/build.sh"
-    return {name: int(float(values[name])) for name in (BATCHED, STOCK)}
+    steps = group.sampling_steps()
+    assert steps is not None, (
+        "/metrics has no sampling step counters: rebuild with server/llama/build.sh"
+    )
+    return steps
 
 
 def test_one_stream_alone_samples_with_the_stock_graphs(smollm2: Path, tmp_path: Path) -> None:

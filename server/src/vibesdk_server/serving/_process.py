@@ -177,6 +177,13 @@ class LlamaServer:
         return int(self.process.returncode)
 
 
+#: Patch 0002's counters on ``/metrics``: decode steps sampled by each path.
+SAMPLING_STEP_COUNTERS = {
+    "batched": "llamacpp:batched_sampling_steps_total",
+    "stock": "llamacpp:stock_sampling_steps_total",
+}
+
+
 @dataclass
 class ServerGroup:
     """The instances of one profile serving one model; a context manager that stops them."""
@@ -194,6 +201,25 @@ class ServerGroup:
     @property
     def metrics_urls(self) -> list[str]:
         return [s.base_url + "/metrics" for s in self.servers]
+
+    def sampling_steps(self) -> dict[str, int] | None:
+        """Decode steps sampled so far by the batched op (``batched``) and by llama.cpp's own
+        per-sequence graphs (``stock``), summed over the instances: our build's counters on
+        ``/metrics`` (patch 0002). ``None`` when an instance has none (a build without them) or
+        cannot be read."""
+        total = dict.fromkeys(SAMPLING_STEP_COUNTERS, 0)
+        for url in self.metrics_urls:
+            try:
+                text = httpx.get(url, timeout=10).text
+            except httpx.HTTPError:
+                return None
+            lines = (line.split() for line in text.splitlines() if line.startswith("llamacpp:"))
+            values = {parts[0]: parts[1] for parts in lines if len(parts) >= 2}
+            for path, name in SAMPLING_STEP_COUNTERS.items():
+                if name not in values:
+                    return None
+                total[path] += int(float(values[name]))
+        return total
 
     def backend_config(self, *, model_name: str | None = None) -> dict[str, Any]:
         """A flag document variant fragment: ``backend`` (urls, provider), ``model`` (the name
