@@ -1,7 +1,7 @@
 // Checks ggml_sample_rows (the batched backend sampling of patches/0002) against llama.cpp's own
 // CPU samplers, on every ggml device found (the CPU, and a GPU in a CUDA build), and times it.
 //
-//   vibe-sample-rows-check [check|bench] [--vocab N] [--draws N] [--seed N]
+//   vibe-sample-rows-check [check|bench] [--vocab N] [--draws N] [--seed N] [--sigma S]
 //
 // check: (1) greedy decoding: for random logit rows with ties, every device's op picks the same
 //        token as the stock greedy sampler chain (temperature 0, top-k 1, or greedy);
@@ -10,8 +10,10 @@
 //        profile; (3) devices agree: with the same uniform draws, each other device gives the
 //        CPU op's tokens (a few differences at float rounding boundaries are reported, not
 //        failed, up to 0.5%).
-// bench: median time of one op over R rows (1, 16, 64) of a 151,936-token vocabulary, per device
-//        and sampling profile.
+// bench: median time of one op over R rows (1, 2, 16, 64) of a 151,936-token vocabulary, per
+//        device and sampling profile; logits N(0, S^2), S = --sigma (default 3; a small S gives the
+//        flat rows of a model with random weights, where top-p keeps most of the vocabulary).
+//        On CUDA, GGML_CUDA_SAMPLE_ROWS_TEAM=N samples each row with N blocks (1: one block).
 // Exit code 0 when every check passes; each line printed says what was compared.
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -341,16 +343,18 @@ int check(int64_t n_vocab, int n_draws, uint32_t seed) {
     return failures == 0 ? 0 : 1;
 }
 
-int bench(uint32_t seed) {
+int bench(uint32_t seed, float sigma) {
     const int64_t n_vocab = 151936;
     std::mt19937 rng(seed);
-    std::normal_distribution<float> nd(0.0f, 3.0f);
+    std::normal_distribution<float> nd(0.0f, sigma);
     std::uniform_real_distribution<double> ud(0.0, 1.0);
     const auto devs = devices();
+    const char * team = getenv("GGML_CUDA_SAMPLE_ROWS_TEAM");
+    printf("logits N(0, %g^2); GGML_CUDA_SAMPLE_ROWS_TEAM=%s\n\n", sigma, team ? team : "(unset: automatic)");
     printf("| device | sampling | rows | median per op |\n|---|---|---:|---:|\n");
     for (const auto & d : devs) {
         for (const auto & pr : PROFILES) {
-            for (int64_t n_rows : { 1, 16, 64 }) {
+            for (int64_t n_rows : { 1, 2, 16, 64 }) {
                 std::vector<float> logits(n_vocab*n_rows), params;
                 for (auto & v : logits) v = nd(rng);
                 for (int64_t r = 0; r < n_rows; ++r) {
@@ -374,18 +378,20 @@ int main(int argc, char ** argv) {
     int64_t n_vocab = 8192;
     int n_draws = 20000;
     uint32_t seed = 1234;
+    float sigma = 3.0f;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "check" || a == "bench") mode = a;
         else if (a == "--vocab" && i + 1 < argc) n_vocab = std::atoll(argv[++i]);
         else if (a == "--draws" && i + 1 < argc) n_draws = std::atoi(argv[++i]);
         else if (a == "--seed" && i + 1 < argc) seed = (uint32_t) std::atoll(argv[++i]);
-        else { fprintf(stderr, "usage: %s [check|bench] [--vocab N] [--draws N] [--seed N]\n", argv[0]); return 2; }
+        else if (a == "--sigma" && i + 1 < argc && std::atof(argv[i + 1]) > 0) sigma = (float) std::atof(argv[++i]);
+        else { fprintf(stderr, "usage: %s [check|bench] [--vocab N] [--draws N] [--seed N] [--sigma S > 0]\n", argv[0]); return 2; }
     }
     llama_log_set([](ggml_log_level, const char *, void *) {}, nullptr);
     ggml_log_set([](ggml_log_level, const char *, void *) {}, nullptr);
     llama_backend_init();
-    const int rc = mode == "bench" ? bench(seed) : check(n_vocab, n_draws, seed);
+    const int rc = mode == "bench" ? bench(seed, sigma) : check(n_vocab, n_draws, seed);
     llama_backend_free();
     return rc;
 }
