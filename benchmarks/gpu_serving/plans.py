@@ -9,6 +9,7 @@ defaults, every other plan keeps only its steps of those names.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,10 +32,13 @@ from vibesdk import ConfigError
 Cell = tuple[int, ...]  # (concurrency, n_predict[, requests per stream])
 FULL: Sequence[Cell] = [(c, n) for n in (256, 1024) for c in (1, 4, 16, 32, 64)] + [(16, 512)]
 SWEEP: list[Cell] = [(1, 256), (16, 256), (64, 256)]
-# The answer table's cells, in the order of its targets: tokens/s in total at 64 streams, per
-# stream at one, P95 end-to-end at 16 x 512.
-HEADLINE: list[Cell] = [(64, 256), (1, 256), (16, 512)]
-HEADLINE_MPS: list[Cell] = [(64, 256), (16, 512)]
+# The answer table's cells: tokens/s in total at 64 streams and P95 end-to-end at 16 x 512 (plan
+# headline runs them on F16 weights, the fastest file from 16 sequences on), and tokens/s per
+# stream at one (on Q4_K_M, the fastest file for one sequence).
+MANY_STREAMS: list[Cell] = [(64, 256), (16, 512)]
+ONE_STREAM: list[Cell] = [(1, 256)]
+# A warm-up cell: the step's most streams, this many tokens each (see warmup_cell).
+WARMUP_TOKENS = 64
 # Chat requests sent directly and through vibesdk.AsyncClient, in turn, on one server group.
 DIRECT_THEN_SDK = (("direct-aiohttp", "aiohttp"), ("vibesdk-AsyncClient", "sdk"))
 SDK_FIRST = (
@@ -58,7 +62,9 @@ class Step:
     not start), False stops a daemon this run started, None leaves it as it is. ``mps_tag``
     appends ``-mps`` to the recorded name while the daemon runs (runs 4-5 named cells so).
     After ``cells``, the same chat requests are sent by each of ``clients`` (record name,
-    loadgen client) in turn, ``rounds`` times, at each of ``client_cells``.
+    loadgen client) in turn, ``rounds`` times, at each of ``client_cells``. ``warmup``: a cell
+    run on the fresh servers before the others and recorded as a warm-up, not a measurement
+    (:func:`build` sets it). ``extra``: beyond the answer table, which the deadline drops first.
     """
 
     kind: str  # "llama-server", "llama-cpp-python" or "transformers"
@@ -72,6 +78,8 @@ class Step:
     clients: tuple[tuple[str, str], ...] = ()
     client_cells: tuple[Cell, ...] = ()
     rounds: int = 1
+    warmup: Cell | None = None
+    extra: bool = False
 
 
 def server(
@@ -123,36 +131,48 @@ def gpu_family(gpu_name: str | None) -> str:
 def headline(family: str, only: Sequence[str]) -> list[Step]:
     """Every figure of the README's answer table for the GPU family, in one call with the build.
 
-    First the three targets with the model card's sampling (the SDK-vs-direct comparison on the
-    same servers after them), then each configuration again with stock sampling, the MPS
-    profile, the top-k profile; last what the table does not need, which the deadline drops
-    first. Profiles are looked up only for the steps that run.
+    Each one-server profile runs twice, on the file that wins its cells: 64 x 256 and 16 x 512
+    on F16, then one stream on Q4_K_M (a server of its own). First the model card's sampling
+    (the SDK-vs-direct comparison on its F16 servers), then top-k, then both with stock
+    sampling; last what the table does not need, which the deadline drops first: the model card
+    on Q8_0 side by side, llama-server's defaults, the MPS profiles (on F16). Profiles are
+    looked up only for the steps that run.
     """
     f = family
     sdk = {"clients": DIRECT_THEN_SDK, "client_cells": ((16, 512),), "rounds": 3}
-    plan: list[tuple[str, list[Cell], dict[str, Any]]] = [
-        (f"{f}-vibethinker", HEADLINE, sdk),
-        (f"{f}-vibethinker+stock-sampling", HEADLINE, {}),
-        (f"{f}-vibethinker-mps", HEADLINE_MPS, {}),
-        (f"{f}-vibethinker-topk", HEADLINE, {}),
-        (f"{f}-vibethinker-topk+stock-sampling", HEADLINE, {}),
-        # beyond the table's figures
-        ("default", [(16, 512)], {}),
-        (f"{f}-vibethinker-mps+stock-sampling", HEADLINE_MPS, {}),
-        (f"{f}-vibethinker-mps-topk", HEADLINE_MPS, {}),
-        (f"{f}-vibethinker-mps-topk+stock-sampling", HEADLINE_MPS, {}),
+
+    def table(name: str, **kw: Any) -> list[tuple[str, list[Cell], str, dict[str, Any]]]:
+        """A one-server configuration's steps for the table: many streams, then one."""
+        return [(name, MANY_STREAMS, "f16", kw), (name, ONE_STREAM, "q4_k_m", {})]
+
+    plan = [
+        *table(f"{f}-vibethinker", **sdk),
+        *table(f"{f}-vibethinker-topk"),
+        *table(f"{f}-vibethinker+stock-sampling"),
+        *table(f"{f}-vibethinker-topk+stock-sampling"),
+    ]
+    extra = [
+        (f"{f}-vibethinker", MANY_STREAMS, "q8_0", {}),
+        ("default", [(16, 512)], "f16", {}),
+        *(
+            (f"{f}-vibethinker-mps{s}", MANY_STREAMS, "f16", {})
+            for s in ("", "+stock-sampling", "-topk", "-topk+stock-sampling")
+        ),
     ]
     if only:
-        listed = [name for name, _, _ in plan]
-        plan = [p for p in plan if p[0] in only] + [(n, [], {}) for n in only if n not in listed]
+        listed = {p[0] for p in plan + extra}
+        plan = [p for p in plan if p[0] in only]
+        extra = [p for p in extra if p[0] in only]
+        for name in only:
+            if name not in listed:  # one server: the table's two steps; several: MPS's cells
+                several = resolve(name).profile.instances > 1
+                plan += [(name, MANY_STREAMS, "f16", {})] if several else table(name)
     steps = []
-    for name, cells, kw in plan:
+    for i, (name, cells, model, kw) in enumerate(plan + extra):
         config = resolve(name)
-        several = config.profile.instances > 1
         # MPS for a group of servers (each alone would take turns on the GPU), none for one
-        steps.append(
-            server(config, cells or (HEADLINE_MPS if several else HEADLINE), mps=several, **kw)
-        )
+        several = config.profile.instances > 1
+        steps.append(server(config, cells, mps=several, model=model, extra=i >= len(plan), **kw))
     return steps
 
 
@@ -332,17 +352,36 @@ MATRIX_WORDS = ("client", "llama-cpp-python", "transformers")
 MODELS = ("q8_0", "q4_k_m", "f16")  # the model files setup writes: MODELS_DIR/vt-{model}.gguf
 
 
+def warmup_cell(step: Step) -> Cell | None:
+    """The warm-up of a llama-server step: its most streams at WARMUP_TOKENS tokens each.
+
+    A fresh server's first load ran ~10% slower than the same cell after another (at 64 x 256,
+    F16, one H100), and one earlier cell of 16 streams was enough to make the next 64-stream
+    cell warm; the most streams also send the step's largest prompt batch and touch the KV
+    cache of every slot its cells use. 64 tokens keep it to ~1 s on a GPU.
+    """
+    cells = list(step.cells) + list(step.client_cells)
+    if step.kind != "llama-server" or not cells:
+        return None
+    return (max(c for c, *_ in cells), WARMUP_TOKENS)
+
+
 def build(
     plan: str,
     family: str,
     only: Sequence[str],
     cells: Sequence[Cell] = (),
     model: str | None = None,
+    *,
+    warmup: bool = True,
 ) -> list[Step]:
     """The steps of ``plan``; :class:`UnknownConfigError` for a name that is not valid there.
 
     ``cells`` (when given) replaces the cells of every step that has some; ``model`` (when
-    given: ``q8_0``, ``q4_k_m`` or ``f16``) the model file of every llama-server step.
+    given: ``q8_0``, ``q4_k_m`` or ``f16``) the model file of every llama-server step, and a
+    step that then repeats an earlier one (same name, file, cells and clients) is dropped.
+    ``warmup`` gives every llama-server step its :func:`warmup_cell`; without it each step's
+    first cell is its servers' first load.
     """
     if model is not None and model not in MODELS:
         raise ValueError(f"unknown model {model!r}; models: {', '.join(MODELS)}")
@@ -365,62 +404,142 @@ def build(
     if cells:
         steps = [replace(s, cells=tuple(cells)) if s.cells else s for s in steps]
     if model is not None:
-        steps = [replace(s, model=model) if s.kind == "llama-server" else s for s in steps]
+        forced = [replace(s, model=model) if s.kind == "llama-server" else s for s in steps]
+        steps = [s for i, s in enumerate(forced) if not any(_repeats(s, t) for t in forced[:i])]
+    if warmup:
+        steps = [replace(s, warmup=warmup_cell(s)) for s in steps]
     return steps
+
+
+def _repeats(a: Step, b: Step) -> bool:
+    """Whether llama-server step ``a`` measures nothing that the earlier ``b`` does not."""
+
+    def what(s: Step) -> tuple[Any, ...]:
+        return (s.kind, s.name, s.config, s.model, s.cells, s.mps, s.mps_tag, s.load)
+
+    return a.kind == "llama-server" and not a.clients and what(a) == what(b)
+
+
+def model_files(steps: Sequence[Step]) -> list[str]:
+    """The model files the steps load (``vt-{model}.gguf``), in MODELS' order."""
+    used = {s.model for s in steps if s.kind != "transformers"}
+    return [f"vt-{m}.gguf" for m in MODELS if m in used]
 
 
 # ---- estimates ------------------------------------------------------------------------------
 
-# Tokens/s in total measured on one H100 (runs 5-6, Q8_0, top-k 64, stock sampling): one server
-# of 64 slots, and 4 x 16 under MPS.
-_ONE = {1: 430, 4: 1200, 16: 2000, 32: 2500, 64: 2900}
-_MPS = {1: 430, 4: 760, 16: 2500, 32: 3600, 64: 4900}
+# Tokens/s in total on one H100 with patches 0001-0003, by concurrency; the lowest of each cell's
+# runs (a fresh server's first load among them). Keys: the model file and whether the profile
+# cuts to the top 64 tokens (True) or samples as the model card says (False). One server of 64
+# slots, batched sampling: results/h100-s10-*.jsonl.
+_ONE: dict[tuple[str, bool], dict[int, float]] = {
+    ("f16", False): {1: 298, 16: 2624, 64: 7321},
+    ("f16", True): {1: 366, 16: 2769, 64: 7312},
+    ("q8_0", False): {1: 351, 16: 2521, 64: 5987},
+    ("q8_0", True): {1: 427, 16: 2636, 64: 6256},
+    ("q4_k_m", False): {1: 380, 16: 2619, 64: 5957},
+    ("q4_k_m", True): {1: 471, 16: 2759, 64: 5999},
+}
+# 4 servers x 16 under MPS, batched sampling, any file: F16 (results/h100-s10-run3-f16-mps.jsonl)
+# and Q8_0 (sessions 5, 7, 9), the lower; one and four streams from run 6.
+_MPS = {1: 430, 4: 760, 16: 2223, 64: 5527}
+# Stock sampling (LLAMA_BATCHED_SAMPLING=0; every sequence sampled in its own graphs), Q8_0
+# (sessions 4, 5, 9), by (several servers under MPS, top-k cut). Sampling, not the weights,
+# bounds these, so they stand for every file; the file's rate above caps them.
+_STOCK: dict[tuple[bool, bool], dict[int, float]] = {
+    (False, False): {1: 335, 16: 743, 64: 808},
+    (False, True): {1: 394, 16: 1580, 64: 1802},
+    (True, False): {1: 335, 16: 1403, 64: 1946},
+    (True, True): {1: 394, 16: 2512, 64: 4940},
+}
+# A fresh GPU machine's setup (run_gpu.sh): the wheels and the probe, the build (228-324 s on
+# 16 cores, the model written meanwhile), then quantizing each file the plan needs (Q8_0 always,
+# 5-6 s).
+BUILD_S = 15.0 + 300.0
+QUANTIZE_S = {"q8_0": 7.0, "q4_k_m": 7.0, "f16": 0.0}
 
 
-def prior_tps(prof: ServerProfile, concurrency: int) -> float:
+def _rate(table: dict[int, float], concurrency: int) -> float:
+    """``table`` at ``concurrency``: log-log between its keys, in proportion below the first,
+    flat above the last."""
+    keys = sorted(table)
+    c = max(concurrency, 1)
+    if c <= keys[0]:
+        return table[keys[0]] * c / keys[0]
+    for lo, hi in itertools.pairwise(keys):
+        if c <= hi:
+            t = math.log(c / lo) / math.log(hi / lo)
+            return float(table[lo] ** (1 - t) * table[hi] ** t)
+    return table[keys[-1]]
+
+
+def prior_tps(
+    prof: ServerProfile, concurrency: int, model: str = "q8_0", stock: bool = False
+) -> float:
     """A rough tokens/s in total before a cell is measured: the skip logic's first guess.
 
-    Without a top-k cut every sequence sorts the whole vocabulary: 638 against 2,000 tokens/s at
-    16 streams in session 1; assumed alike for batched sampling until it is measured.
+    ``model`` is the file (MODELS), ``stock`` whether the servers sample the stock way. A build
+    without the batched-sampling patch samples the stock way whatever ``stock`` says, and its
+    cells take longer than this; runs 1-7 measured such builds.
     """
     if prof.parallel is None:  # llama-server's defaults: 4 slots, the other streams queue
         return min(400.0 * concurrency, 650.0)
-    table = _MPS if prof.instances > 1 else _ONE
-    near = min(table, key=lambda k: abs(math.log(k) - math.log(max(concurrency, 1))))
-    tps = table[near] * (concurrency / near if concurrency < near else 1.0)
-    if prof.sampling.top_k == 0:
-        tps *= 0.7 if concurrency == 1 else 0.32
-    return float(tps)
+    several, cut = prof.instances > 1, prof.sampling.top_k > 0
+    tps = _rate(_MPS if several else _ONE[model, cut], concurrency)
+    if stock:
+        tps = min(tps, _rate(_STOCK[several, cut], concurrency))
+    return tps
 
 
-def cell_seconds(prof: ServerProfile | None, cell: Cell, tps: float | None = None) -> float:
+def cell_seconds(
+    prof: ServerProfile | None,
+    cell: Cell,
+    tps: float | None = None,
+    *,
+    model: str = "q8_0",
+    stock: bool = False,
+) -> float:
     """A llama-server cell's seconds at ``tps`` (default: the prior); without a profile, one of
     llama-cpp-python's server (one request at a time: 43 tokens/s, 92 in total at 16 streams)."""
     c, n, rps = unpack(cell)
     if tps is None:
-        tps = min(43.0 * c, 90.0) if prof is None else prior_tps(prof, c)
+        tps = min(43.0 * c, 90.0) if prof is None else prior_tps(prof, c, model, stock)
     return rps * c * n / max(tps, 1.0) + CELL_OVERHEAD_S
 
 
 def step_seconds(step: Step) -> float:
+    """The step's estimated seconds: server start, warm-up, cells, the clients' rounds."""
     if step.kind == "transformers":  # one batch, 13 tokens/s per sequence, after ~20 s to load
         return 20.0 + sum(n / 13.0 + 5 for _, n, *_ in step.cells)
     prof = step.config.profile if step.config else None
+    stock = step.config.stock_sampling if step.config else False
     cells = list(step.cells) + [c for c in step.client_cells for _ in step.clients * step.rounds]
+    cells += [step.warmup] if step.warmup else []
     start = SERVER_START_S if step.kind == "llama-server" else 20.0
-    return start + sum(cell_seconds(prof, cell) for cell in cells)
+    return start + sum(cell_seconds(prof, c, model=step.model, stock=stock) for c in cells)
+
+
+def quantized_files(steps: Sequence[Step]) -> list[str]:
+    """The files run_gpu.sh quantizes for the steps (Q8_0 always: setup writes it)."""
+    used = {"q8_0"} | {s.model for s in steps if s.kind != "transformers"}
+    return [m for m in MODELS if m in used and QUANTIZE_S[m]]
+
+
+def setup_seconds(steps: Sequence[Step]) -> float:
+    """A fresh machine's run_gpu.sh setup for the steps: build, then quantize what they load."""
+    return BUILD_S + sum(QUANTIZE_S[m] for m in quantized_files(steps))
 
 
 def describe(step: Step) -> str:
-    """One line: name, MPS, cells, the clients' rounds, and the estimated seconds."""
+    """One line: name, MPS, model file, warm-up, cells, the clients' rounds, estimated seconds."""
 
     def fmt(cells: Sequence[Cell]) -> str:
         return " ".join("x".join(map(str, c)) for c in cells)
 
     mps = {True: "on", False: "off", None: "-"}[step.mps]
-    text = f"{step.name:44} mps {mps:3} {fmt(step.cells) or '-'}"
-    if step.model != "q8_0":
-        text += f" ({step.model})"
+    model = step.model if step.kind != "transformers" else "-"
+    warm = f"(warm-up {fmt([step.warmup])}) " if step.warmup else ""
+    text = f"{step.name:40} mps {mps:3} {model:6} {warm}{fmt(step.cells) or '-'}"
     if step.clients:
         order = ", ".join(n for n, _ in step.clients)
         text += f"; then chat at {fmt(step.client_cells)}: {order}"

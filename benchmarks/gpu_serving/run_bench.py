@@ -2,9 +2,11 @@
 
 Every finished cell is appended at once to ``OUT/results.jsonl`` (so a run cut off by a time limit
 keeps what it measured) and printed as one table row; a cell that would not finish before the
-deadline is recorded as skipped. Every row carries the GPU, the llama.cpp build (its
-``.built-*`` stamp), the git commit, and for llama-server whether MPS ran, the sampling and
-``LLAMA_BATCHED_SAMPLING`` of its servers and their command line. Servers are started through
+deadline is recorded as skipped. Each llama-server step first runs a warm-up cell on its fresh
+servers, recorded with ``"warmup": true`` and left out of every figure (``--no-warmup``: none).
+Every row carries the GPU, the llama.cpp build (its ``.built-*`` stamp), the git commit, and for
+llama-server the model file, whether MPS ran, the sampling and ``LLAMA_BATCHED_SAMPLING`` of its
+servers and their command line. Servers are started through
 ``vibesdk_server.serving`` (the same launcher ops use), llama-cpp-python's server as a
 subprocess, transformers in-process. The plans are in plans.py, the configuration names in
 configs.py.
@@ -12,6 +14,7 @@ configs.py.
     python run_bench.py --plan headline --list                  # what would run, no GPU needed
     python run_bench.py --plan headline --models DIR --out DIR [--deadline-s 540]
         [--only h100-vibethinker,h100-vibethinker+stock-sampling] [--cells 64x256,16x512]
+        [--model f16] [--no-warmup]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from vibesdk_server.serving import gpu_name as serving_gpu_name
 from vibesdk import ConfigError
 
 T0 = time.monotonic()
+MARGIN_S = 20.0  # a cell runs only if it is expected to end this long before the deadline
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -124,22 +128,30 @@ class Recorder:
         self.path = out / "results.jsonl"
         self.deadline_s = deadline_s
         self.facts = facts
-        # config name -> (concurrency, tokens/s in total) of its last measured cell
-        self.measured: dict[str, tuple[int, float]] = {}
+        # (config name, model file) -> (concurrency, tokens/s in total) of its last measured cell
+        self.measured: dict[tuple[str, str], tuple[int, float]] = {}
 
     def time_left(self) -> float:
         return self.deadline_s - (time.monotonic() - T0)
 
-    def expected_s(self, name: str, prof: ServerProfile | None, cell: Cell) -> float:
-        """A cell's seconds: the prior of plans.py, scaled by what this config measured so far."""
-        seen = self.measured.get(name)
+    def expected_s(
+        self,
+        name: str,
+        prof: ServerProfile | None,
+        cell: Cell,
+        model: str = "q8_0",
+        stock: bool = False,
+    ) -> float:
+        """A cell's seconds: the prior of plans.py, scaled by what this config measured so far on
+        the same model file (warm-up cells are no measurement)."""
+        seen = self.measured.get((name, model))
         if prof is None or seen is None:
-            return plans.cell_seconds(prof, cell)
-        tps = plans.prior_tps(prof, cell[0]) * seen[1] / plans.prior_tps(prof, seen[0])
-        return plans.cell_seconds(prof, cell, tps)
+            return plans.cell_seconds(prof, cell, model=model, stock=stock)
+        prior = lambda c: plans.prior_tps(prof, c, model, stock)  # noqa: E731
+        return plans.cell_seconds(prof, cell, prior(cell[0]) * seen[1] / prior(seen[0]))
 
     def fits(self, expected_s: float) -> bool:
-        return expected_s <= self.time_left() - 20
+        return expected_s <= self.time_left() - MARGIN_S
 
     def skip(self, config: str, cell: Cell | None, note: str, **meta: Any) -> None:
         c, n, _ = unpack(cell) if cell else (0, 0, 1)
@@ -214,15 +226,22 @@ def run_cells(
     cells: tuple[Cell, ...],
     meta: dict[str, Any],
     group: ServerGroup | None = None,
+    *,
+    model: str = "q8_0",
+    stock: bool = False,
+    warmup: Cell | None = None,
     **load_kw: Any,
 ) -> None:
-    for cell in cells:
+    """Each cell in turn, after ``warmup`` (when given): a cell whose row says ``"warmup":
+    true`` and that nothing takes for a measurement; every other row says false."""
+    for cell, is_warmup in [(warmup, True)] * (warmup is not None) + [(c, False) for c in cells]:
+        assert cell is not None
         c, n, rps = unpack(cell)
-        expected = rec.expected_s(name, prof, cell)
+        row_meta = {**meta, "warmup": is_warmup}
+        expected = rec.expected_s(name, prof, cell, model, stock)
         if not rec.fits(expected):
-            rec.skip(
-                name, cell, f"skipped: ~{expected:.0f} s, {rec.time_left():.0f} s left", **meta
-            )
+            left = f"{rec.time_left():.0f} s left"
+            rec.skip(name, cell, f"skipped: ~{expected:.0f} s, {left}", **row_meta)
             continue
         before = group.sampling_steps() if group is not None else None
         res = loadgen.run_load(urls, concurrency=c, n_predict=n, requests_per_stream=rps, **load_kw)
@@ -234,9 +253,11 @@ def run_cells(
         res["requests_per_stream"] = rps
         raw = res.pop("raw")
         res["raw_e2e"] = sorted(round(r["e2e"], 4) for r in raw)
-        rec.write({"config": name, **meta, **res})
-        if res.get("total_tps"):
-            rec.measured[name] = (c, res["total_tps"])
+        if is_warmup:
+            res["note"] = "warm-up: not a measurement"
+        rec.write({"config": name, **row_meta, **res})
+        if res.get("total_tps") and not is_warmup:
+            rec.measured[name, model] = (c, res["total_tps"])
 
 
 def run_clients(rec: Recorder, step: Step, urls: list[str], meta: dict[str, Any]) -> None:
@@ -253,7 +274,9 @@ def run_clients(rec: Recorder, step: Step, urls: list[str], meta: dict[str, Any]
         c, n, _ = unpack(cell)
         for r in range(1, step.rounds + 1):
             for name, kind in clients:
-                expected = rec.expected_s(step.name, prof, cell)
+                expected = rec.expected_s(
+                    step.name, prof, cell, step.model, step.config.stock_sampling
+                )
                 if not rec.fits(expected):
                     rec.skip(name, cell, "skipped: time", round=r, **meta)
                     continue
@@ -291,7 +314,7 @@ def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps:
         group = serve(
             model,
             config.profile,
-            log_dir=logs / name.replace("+", "_"),
+            log_dir=logs / f"{name.replace('+', '_')}-{step.model}",
             ready_timeout_s=240,
             env=env,
         )
@@ -301,7 +324,7 @@ def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps:
     with group:
         if running:
             # MPS clients show as type M+C in nvidia-smi: the record that MPS was in use
-            with (logs / f"{name}-nvidia-smi.txt").open("w") as f:
+            with (logs / f"{name}-{step.model}-nvidia-smi.txt").open("w") as f:
                 subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False)
         batched_env = env.get("LLAMA_BATCHED_SAMPLING", os.environ.get("LLAMA_BATCHED_SAMPLING"))
         sampling = config.profile.sampling
@@ -317,8 +340,21 @@ def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps:
             "sampling": {**sampling.request_params(), "samplers": sampling.samplers},
             "LLAMA_BATCHED_SAMPLING": batched_env,
             "sampling_path": sampling_path(batched_env, rec.facts["llama_patches"]),
+            "warmup": False,  # run_cells marks its warm-up row
         }
-        run_cells(rec, name, config.profile, group.urls, step.cells, meta, group, **step.load)
+        run_cells(
+            rec,
+            name,
+            config.profile,
+            group.urls,
+            step.cells,
+            meta,
+            group,
+            model=step.model,
+            stock=config.stock_sampling,
+            warmup=step.warmup,
+            **step.load,
+        )
         if step.clients:
             run_clients(rec, step, group.urls, meta)
 
@@ -509,14 +545,33 @@ def run_step(rec: Recorder, step: Step, models: Path, logs: Path, mps: Mps) -> N
 
 
 def print_plan(plan: str, steps: list[Step], family: str, gpu: str | None, deadline: float) -> None:
-    total = sum(plans.step_seconds(s) for s in steps)
+    """The steps, each with its seconds and when it would end, and whether the answer table's
+    steps fit a fresh machine's GPU_BUDGET_S after the build."""
+    seconds = [plans.step_seconds(s) for s in steps]
     print(
-        f"plan {plan}: {len(steps)} configs, ~{total:.0f} s of cells and server starts "
+        f"plan {plan}: {len(steps)} configs, ~{sum(seconds):.0f} s of cells and server starts "
         f"(estimated from the H100 runs), deadline {deadline:.0f} s after start; "
-        f"profiles {family}-* (GPU: {gpu or 'none found'})"
+        f"profiles {family}-* (GPU: {gpu or 'none found'}); "
+        f"model files: {' '.join(plans.model_files(steps)) or '-'}"
     )
-    for i, step in enumerate(steps, 1):
-        print(f"{i:2}  {plans.describe(step)}")
+    done = 0.0
+    for i, (step, secs) in enumerate(zip(steps, seconds, strict=True), 1):
+        if step.extra and (i == 1 or not steps[i - 2].extra):
+            print("    beyond the answer table (the deadline drops these first):")
+        done += secs
+        print(f"{i:2}  {plans.describe(step)}, ends ~{done:.0f} s")
+    table = [s for s in steps if not s.extra]
+    if table and len(table) < len(steps):
+        setup, budget = plans.setup_seconds(steps), float(os.environ.get("GPU_BUDGET_S", "570"))
+        ends = setup + sum(seconds[: len(table)])
+        print(
+            f"steps 1-{len(table)} (the answer table): ~{sum(seconds[: len(table)]):.0f} s; "
+            f"after a fresh machine's setup (~{setup:.0f} s: build, then quantizing "
+            f"{' and '.join(plans.quantized_files(steps))}) "
+            f"they end ~{ends:.0f} s after the start, "
+            f"{'within' if ends <= budget - MARGIN_S else 'PAST'} GPU_BUDGET_S {budget:.0f} "
+            f"less the {MARGIN_S:.0f} s a cell leaves before the deadline"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -545,12 +600,20 @@ def main(argv: list[str] | None = None) -> None:
         default="auto",
         help="which profiles headline uses (auto: h200-* when nvidia-smi names an H200)",
     )
-    ap.add_argument("--models", type=Path, help="the directory with vt-q8_0.gguf (and q4_k_m)")
+    ap.add_argument(
+        "--models", type=Path, help="the directory with the model files (--list names them)"
+    )
     ap.add_argument(
         "--model",
         choices=plans.MODELS,
-        help="run every llama-server step on this model file instead of the plan's "
-        "(q4_k_m needs run_gpu.sh's q4 stage)",
+        help="run every llama-server step on this model file instead of the plan's own "
+        "(run_gpu.sh writes the files --list names)",
+    )
+    ap.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="measure each step's first cell on its fresh servers (by default a warm-up cell, "
+        "recorded with warmup: true, runs first)",
     )
     ap.add_argument("--out", type=Path)
     ap.add_argument("--logs", type=Path, help="server logs (default: OUT/logs)")
@@ -563,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     try:
         cells = plans.parse_cells(args.cells)
-        steps = plans.build(args.plan, family, only, cells, args.model)
+        steps = plans.build(args.plan, family, only, cells, args.model, warmup=not args.no_warmup)
     except (UnknownConfigError, ValueError) as exc:
         print(f"run_bench.py --plan {args.plan}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

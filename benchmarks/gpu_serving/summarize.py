@@ -55,7 +55,8 @@ def rows() -> list[dict[str, Any]]:
     for name, run in RUNS.items():
         for line in (RESULTS / name).read_text().splitlines():
             r = json.loads(line)
-            if not r.get("concurrency") or r.get("total_tps") is None:
+            # skipped cells, and warm-up cells (not measurements: run_bench.py records them so)
+            if not r.get("concurrency") or r.get("total_tps") is None or r.get("warmup"):
                 continue
             r["run"] = run
             out.append(r)
