@@ -349,7 +349,9 @@ PLANS: dict[str, tuple[Builder, str]] = {
     **{p: (_fixed(partial(_session2, p)), "filters") for p in ("s2a", "s2b", "s2c", "s2d", "s2e")},
 }
 MATRIX_WORDS = ("client", "llama-cpp-python", "transformers")
-MODELS = ("q8_0", "q4_k_m", "f16")  # the model files setup writes: MODELS_DIR/vt-{model}.gguf
+# The model files run_gpu.sh writes: MODELS_DIR/vt-{model}.gguf. bf16 is VibeThinker's own
+# weight type (converted from the F16 file, which holds the same random weights).
+MODELS = ("q8_0", "q4_k_m", "f16", "bf16")
 
 
 def warmup_cell(step: Step) -> Cell | None:
@@ -378,8 +380,8 @@ def build(
     """The steps of ``plan``; :class:`UnknownConfigError` for a name that is not valid there.
 
     ``cells`` (when given) replaces the cells of every step that has some; ``model`` (when
-    given: ``q8_0``, ``q4_k_m`` or ``f16``) the model file of every llama-server step, and a
-    step that then repeats an earlier one (same name, file, cells and clients) is dropped.
+    given: one of MODELS) the model file of every llama-server step, and a step that then
+    repeats an earlier one (same name, file, cells and clients) is dropped.
     ``warmup`` gives every llama-server step its :func:`warmup_cell`; without it each step's
     first cell is its servers' first load.
     """
@@ -456,7 +458,7 @@ _STOCK: dict[tuple[bool, bool], dict[int, float]] = {
 # 16 cores, the model written meanwhile), then quantizing each file the plan needs (Q8_0 always,
 # 5-6 s).
 BUILD_S = 15.0 + 300.0
-QUANTIZE_S = {"q8_0": 7.0, "q4_k_m": 7.0, "f16": 0.0}
+QUANTIZE_S = {"q8_0": 7.0, "q4_k_m": 7.0, "f16": 0.0, "bf16": 7.0}
 
 
 def _rate(table: dict[int, float], concurrency: int) -> float:
@@ -485,7 +487,8 @@ def prior_tps(
     if prof.parallel is None:  # llama-server's defaults: 4 slots, the other streams queue
         return min(400.0 * concurrency, 650.0)
     several, cut = prof.instances > 1, prof.sampling.top_k > 0
-    tps = _rate(_MPS if several else _ONE[model, cut], concurrency)
+    # BF16 not yet measured: F16's rates, the same size of weights
+    tps = _rate(_MPS if several else _ONE["f16" if model == "bf16" else model, cut], concurrency)
     if stock:
         tps = min(tps, _rate(_STOCK[several, cut], concurrency))
     return tps

@@ -16,7 +16,8 @@
 #             direct, warm servers; then Q8_0 side by side and the MPS profiles (the plan starts
 #             and stops the daemon). ~2.5 min for the answer table after setup, ~4 min in all;
 #             run_bench.py --plan headline --list shows it.
-#   q4        also quantize Q4_K_M (a plan stage whose --list names vt-q4_k_m.gguf does it).
+#   q4        also quantize Q4_K_M (a plan stage whose --list names vt-q4_k_m.gguf does it;
+#             likewise vt-bf16.gguf, converted from the F16 file, for BENCH_ARGS="--model bf16").
 #   engine    llama-bench and llama-batched-bench: the engine's own decode rate, no server.
 #   mps-on    start the CUDA MPS control daemon (kernels of several processes then share the GPU
 #             at the same time instead of taking turns); mps-off stops it.
@@ -110,12 +111,13 @@ stage_setup() {
   fi
 }
 
-stage_q4() {
-  [[ -f "$models/vt-q4_k_m.gguf" ]] && return
+stage_quantize() {  # FILE TYPE: vt-FILE.gguf from the F16 file, unless it is there
+  [[ -f "$models/vt-$1.gguf" ]] && return
   local t0=$SECONDS
-  "$prefix/bin/llama-quantize" "$models/vt-f16.gguf" "$models/vt-q4_k_m.gguf" Q4_K_M "$(nproc)" >>"$logs/quantize.log" 2>&1
-  log "Q4_K_M quantized in $((SECONDS - t0)) s"; ls -la "$models"
+  "$prefix/bin/llama-quantize" "$models/vt-f16.gguf" "$models/vt-$1.gguf" "$2" "$(nproc)" >>"$logs/quantize.log" 2>&1
+  log "$2 written in $((SECONDS - t0)) s"; ls -la "$models"
 }
+stage_q4() { stage_quantize q4_k_m Q4_K_M; }
 
 stage_engine() {
   log "engine: llama-bench"
@@ -189,7 +191,7 @@ run_plan() {
 }
 
 setup_python
-needs_q4=" "  # the plans whose --list names the Q4_K_M file: quantized before they run
+needs_q4=" " needs_bf16=" "  # the plans whose --list names these files: written before they run
 for s in "${stages[@]}"; do  # a wrong plan or name fails here, before the build
   p="$(plan_of "$s")"
   [[ -z $p ]] && continue
@@ -198,9 +200,11 @@ for s in "${stages[@]}"; do  # a wrong plan or name fails here, before the build
   tee -a "$out/run.log" <<<"$listing"
   [[ $rc -eq 0 ]] || { log "stopped: plan $p cannot run as asked"; exit 2; }
   grep -q "^plan .*model files:.*vt-q4_k_m\.gguf" <<<"$listing" && needs_q4+="$p "
+  grep -q "^plan .*model files:.*vt-bf16\.gguf" <<<"$listing" && needs_bf16+="$p "
 done
-plan_stage() {  # the Q4_K_M file first when the plan needs it
+plan_stage() {  # the Q4_K_M and BF16 files first when the plan needs them
   [[ $needs_q4 == *" $1 "* ]] && stage_q4
+  [[ $needs_bf16 == *" $1 "* ]] && stage_quantize bf16 BF16
   run_plan "$1"
 }
 did_setup=""
