@@ -13,7 +13,8 @@
 // bench: median time of one op over R rows (1, 2, 16, 64) of a 151,936-token vocabulary, per
 //        device and sampling profile; logits N(0, S^2), S = --sigma (default 3; a small S gives the
 //        flat rows of a model with random weights, where top-p keeps most of the vocabulary).
-//        On CUDA, GGML_CUDA_SAMPLE_ROWS_TEAM=N samples each row with N blocks (1: one block).
+//        On CUDA, GGML_CUDA_SAMPLE_ROWS_TEAM=auto or N samples each row with a cluster of blocks
+//        (patches/0002; unset or 1: one block per row).
 // Exit code 0 when every check passes; each line printed says what was compared.
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -350,7 +351,7 @@ int bench(uint32_t seed, float sigma) {
     std::uniform_real_distribution<double> ud(0.0, 1.0);
     const auto devs = devices();
     const char * team = getenv("GGML_CUDA_SAMPLE_ROWS_TEAM");
-    printf("logits N(0, %g^2); GGML_CUDA_SAMPLE_ROWS_TEAM=%s\n\n", sigma, team ? team : "(unset: automatic)");
+    printf("logits N(0, %g^2); GGML_CUDA_SAMPLE_ROWS_TEAM=%s\n\n", sigma, team ? team : "(unset: one block per row)");
     printf("| device | sampling | rows | median per op |\n|---|---|---:|---:|\n");
     for (const auto & d : devs) {
         for (const auto & pr : PROFILES) {
