@@ -41,6 +41,8 @@ RUNS = {
     "h100-s10-run3-f16-mps.jsonl": "s10run3",
     "h100-s10-run3-f16-headline.jsonl": "s10run3h",
     "h100-s10-run4-f16-repeat.jsonl": "s10run4",
+    # session 11: F16 on another H100 host (warm servers; patch 0002's op one block per row)
+    "h100-s11-run1-served.jsonl": "s11run1",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
@@ -178,6 +180,8 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("s10, top-k, Q4_K_M, 1 x 64", "s10run1", "h100-vibethinker-topk", 1, "vt-q4_k_m.gguf"),
         ("s10, model card, F16, 1 x 64", "s10run4", "h100-vibethinker", 1, "vt-f16.gguf"),
         ("s10, top-k, F16, 1 x 64", "s10run4", "h100-vibethinker-topk", 1, "vt-f16.gguf"),
+        ("s11, another H100, model card, F16", "s11run1", "h100-vibethinker", 1, "vt-f16.gguf"),
+        ("s11, another H100, top-k, F16", "s11run1", "h100-vibethinker-topk", 1, "vt-f16.gguf"),
     ]
     names, values = [], []
     for label, run, config, rps, *model in bars:
@@ -188,7 +192,7 @@ def chart(data: list[dict[str, Any]]) -> None:
             and r["n_predict"] == 512 and r.get("requests_per_stream", 1) == rps
             and (not model or r.get("model") == model[0])
         ]  # fmt: skip
-        if found and model:  # session 10 ran each cell several times: their median
+        if found and model:  # sessions 10 and 11 ran each cell several times: their median
             names.append(label + (f" (median of {len(found)})" if len(found) > 1 else ""))
             values.append(statistics.median(found))
         elif found:  # the first run of the cell (a fresh server)
@@ -204,7 +208,7 @@ def chart(data: list[dict[str, Any]]) -> None:
     fig.suptitle(
         "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0 unless named) on one NVIDIA H100 "
         "80GB HBM3, llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28, (s4, s5) 2026-12-05, "
-        "(s7, s9, s10) 2026-12-06",
+        "(s7, s9, s10) 2026-12-06, (s11, another H100 host) 2026-12-07",
         fontsize=10,
     )
     fig.tight_layout()
