@@ -442,6 +442,8 @@ _ONE: dict[tuple[str, bool], dict[int, float]] = {
     ("q4_k_m", False): {1: 380, 16: 2619, 64: 5957},
     ("q4_k_m", True): {1: 471, 16: 2759, 64: 5999},
 }
+# BF16 not yet measured: F16's rates, the same size of weights.
+_ONE |= {("bf16", cut): _ONE["f16", cut] for cut in (False, True)}
 # 4 servers x 16 under MPS, batched sampling, any file: F16 (results/h100-s10-run3-f16-mps.jsonl)
 # and Q8_0 (sessions 5, 7, 9), the lower; one and four streams from run 6.
 _MPS = {1: 430, 4: 760, 16: 2223, 64: 5527}
@@ -487,8 +489,7 @@ def prior_tps(
     if prof.parallel is None:  # llama-server's defaults: 4 slots, the other streams queue
         return min(400.0 * concurrency, 650.0)
     several, cut = prof.instances > 1, prof.sampling.top_k > 0
-    # BF16 not yet measured: F16's rates, the same size of weights
-    tps = _rate(_MPS if several else _ONE["f16" if model == "bf16" else model, cut], concurrency)
+    tps = _rate(_MPS if several else _ONE[model, cut], concurrency)
     if stock:
         tps = min(tps, _rate(_STOCK[several, cut], concurrency))
     return tps

@@ -234,8 +234,8 @@ def run_cells(
 ) -> None:
     """Each cell in turn, after ``warmup`` (when given): a cell whose row says ``"warmup":
     true`` and that nothing takes for a measurement; every other row says false."""
-    for cell, is_warmup in [(warmup, True)] * (warmup is not None) + [(c, False) for c in cells]:
-        assert cell is not None
+    todo = ([(warmup, True)] if warmup is not None else []) + [(c, False) for c in cells]
+    for cell, is_warmup in todo:
         c, n, rps = unpack(cell)
         row_meta = {**meta, "warmup": is_warmup}
         expected = rec.expected_s(name, prof, cell, model, stock)
