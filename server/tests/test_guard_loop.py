@@ -211,13 +211,60 @@ def test_measurements_map_to_counts_out_of_the_arms_calls() -> None:
     }
 
 
-def test_fallbacks_for_the_apps_own_full_queue_are_not_the_canarys() -> None:
-    """A call that found no free connection in its own client (``timeout_queue``) fell back for
-    the app's load: stable's calls in that queue raise instead, so the fallbacks rule leaves it
-    out; every other reason counts."""
-    arm = aggregates({"calls": 100, "fallbacks": {"timeout_queue": 30, "http_503": 4}}, [])
-    fallbacks = arm.metrics["fallbacks"]
-    assert (fallbacks.events, fallbacks.trials) == (4, 100)  # type: ignore[union-attr]
+def test_stables_fallbacks_are_its_calls_no_backend_answered() -> None:
+    """Stable has nothing to fall back to: its calls whose attempts all failed raise
+    (``all_failed``), and those are what the canary's fallbacks are compared with. Other errors
+    (a caller that left) are not; on the canary's arm every fallback reason counts."""
+    figures = {
+        "calls": 100,
+        "errors": {"all_failed": 6, "cancelled": 2},
+        "fallbacks": {"timeout_queue": 3, "http_503": 4},
+    }
+    as_stable = aggregates(figures, [], stable=True).metrics["fallbacks"]
+    as_canary = aggregates(figures, []).metrics["fallbacks"]
+    assert (as_stable.events, as_stable.trials) == (13, 100)  # type: ignore[union-attr]
+    assert (as_canary.events, as_canary.trials) == (7, 100)  # type: ignore[union-attr]
+
+
+def _step_at_10_percent() -> dict[str, Any]:
+    return {
+        "canary_variant": "canary",
+        "stable_variant": "stable",
+        "steps": [1000, 5000],
+        "step": 0,
+        "step_started_s": 1000.0,
+        "min_dwell_s": 60.0,
+        "min_samples": 200,
+        "guardrails": None,
+    }
+
+
+def test_an_app_that_fails_its_own_calls_does_not_roll_the_canary_back() -> None:
+    """An overloaded app misses connect deadlines and fills its own connection queue for both
+    arms alike: the canary's calls fall back, stable's raise. Judged against stable's unanswered
+    calls, the canary's fallbacks are no worse; the same fallbacks with stable answering every
+    call roll it back."""
+    overloaded_canary = {
+        "calls": 400,
+        "fallbacks": {"timeout_connect": 60, "timeout_queue": 20},
+        "failed_attempts": 80,
+    }
+    overloaded_stable = {"calls": 3600, "errors": {"all_failed": 720}, "failed_attempts": 720}
+    decision = evaluate(
+        _step_at_10_percent(),
+        {"canary": overloaded_canary, "stable": overloaded_stable},
+        now=1100.0,
+    )
+    assert decision.action != "rollback", decision.reasons
+    assert not [r for r in decision.reasons if r.message.startswith("fallbacks")]
+
+    broken = evaluate(
+        _step_at_10_percent(),
+        {"canary": overloaded_canary, "stable": {"calls": 3600}},
+        now=1100.0,
+    )
+    assert broken.action == "rollback"
+    assert [r for r in broken.reasons if r.message.startswith("fallbacks")], broken.reasons
 
 
 def test_an_arm_with_no_measurements_is_zero_calls_not_an_error() -> None:
@@ -248,16 +295,7 @@ def test_default_guardrails_and_one_per_failed_check() -> None:
 def test_evaluate_judges_the_step_from_the_variants_measurements() -> None:
     """Half the canary's calls with a failed attempt (they fell back) is breakage; the SRM
     uses the step's share."""
-    release = {
-        "canary_variant": "canary",
-        "stable_variant": "stable",
-        "steps": [1000, 5000],
-        "step": 0,
-        "step_started_s": 1000.0,
-        "min_dwell_s": 60.0,
-        "min_samples": 200,
-        "guardrails": None,
-    }
+    release = _step_at_10_percent()
     measured = {
         "canary": {"calls": 30, "fallbacks": {"http_500": 15}, "failed_attempts": 15},
         "stable": {"calls": 270},

@@ -18,8 +18,11 @@ The default guardrails (:func:`default_guardrails`), each judged on the step's f
   own variant against stable's, tolerating 1 percentage point more. A retry that hides the
   failure from the user still counts: a canary whose backend fails one attempt in five is
   broken even while the retries keep its users answered.
-* ``fallbacks`` -- relative: the canary's share of calls that fell back against stable's,
-  tolerating 1 percentage point more; roll back when the bound proves more.
+* ``fallbacks`` -- relative: the canary's share of calls that fell back against stable's share
+  of calls no backend answered (stable has nothing to fall back to), tolerating 1 percentage
+  point more; roll back when the bound proves more. Relative, so an app that fails its own calls
+  (an overloaded event loop missing connect deadlines, a full connection queue) does not roll
+  a canary back.
 * ``check:<name>`` -- relative, one per output check that failed in either arm: its failure
   share against stable's (tolerance 0); roll back when the bound proves more.
 
@@ -117,11 +120,10 @@ def guardrails_from_json(data: Sequence[Mapping[str, Any]]) -> list[Guardrail]:
     return rules
 
 
-#: Fallback reasons that say nothing about the canary: ``timeout_queue`` is a call that found no
-#: free connection in its own client before its deadline (the app's overload). A stable call in
-#: the same queue raises instead of falling back, so counted, they would weigh the app's load
-#: against the canary alone.
-CLIENT_SIDE_FALLBACKS = frozenset({"timeout_queue"})
+#: ``error.type`` of a call that no backend answered (the SDK's ``AllBackendsFailedError``): on
+#: the stable arm, where a failed call has nothing to fall back to, the same event that is a
+#: fallback on the canary's.
+UNANSWERED = "all_failed"
 
 
 def _count(events: float, trials: int) -> Count:
@@ -130,12 +132,20 @@ def _count(events: float, trials: int) -> Count:
 
 
 def aggregates(
-    figures: Mapping[str, Any] | None, checks: Iterable[str] = (), drop: Drop | None = None
+    figures: Mapping[str, Any] | None,
+    checks: Iterable[str] = (),
+    drop: Drop | None = None,
+    *,
+    stable: bool = False,
 ) -> ArmAggregates:
     """One arm's :class:`ArmAggregates` from its ``measurements`` figures (``None``: no calls).
 
     ``calls`` are the calls of users assigned to the arm; ``fallbacks`` is calls that fell back
-    to stable (every reason but :data:`CLIENT_SIDE_FALLBACKS`) out of calls, ``slow_calls``
+    to stable out of calls, and for the ``stable`` arm, calls that no backend answered
+    (:data:`UNANSWERED`): a stable call whose attempts all failed has nothing to fall back to and
+    raises, so this is what the canary's fallbacks are compared with. Counted on both arms, a
+    failure the app causes for itself (an overloaded event loop missing connect deadlines, its
+    own client's full queue, ``timeout_queue``) weighs on both alike. ``slow_calls``
     calls over 3 s out of calls, ``errors`` calls that raised out of calls, ``failed_attempts``
     calls with a failed attempt on the assigned variant (retried, fell back or raised) out of
     calls, ``reports`` reports users filed out of calls, and ``check:<name>`` each of
@@ -152,7 +162,8 @@ def aggregates(
     received = f.get("feedback_received") or {}
     metrics: dict[str, Count | Moments | Drop] = {
         "fallbacks": _count(
-            sum(n for why, n in f.get("fallbacks", {}).items() if why not in CLIENT_SIDE_FALLBACKS),
+            sum(f.get("fallbacks", {}).values())
+            + (f.get("errors", {}).get(UNANSWERED, 0) if stable else 0),
             calls,
         ),
         "slow_calls": _count(f.get("slow_calls", 0), calls),
@@ -231,7 +242,7 @@ def evaluate(
     return decide(
         rules,
         aggregates(measured.get(canary), checks, drop),
-        aggregates(measured.get(stable), checks),
+        aggregates(measured.get(stable), checks, stable=True),
         canary_share=bps / BPS_MAX,
         min_samples_per_arm=int(release["min_samples"]),
         dwell_s=max(0.0, now - float(release["step_started_s"])),
