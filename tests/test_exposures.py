@@ -79,6 +79,42 @@ def test_each_user_counts_once_per_step_and_again_after_a_rollout_change(
         }
 
 
+def test_each_client_tags_its_users_with_its_own_id(kind: str) -> None:
+    """Two clients (two workers of one app) meet the same 20 users: each counts every user once,
+    under its own ``vibesdk.client.id``, so the server can test one client's distinct users."""
+    source = InMemoryFlagSource(make_document(_flag(5000)))
+    workers = [
+        Driver(
+            kind,
+            flag_source=source,
+            transport=Backends(stable=_ok, canary=_ok).transport(),
+            cache_dir="",
+        )
+        for _ in range(2)
+    ]
+    users = [f"user-{i}" for i in range(20)]
+    try:
+        with SpanCapture() as cap:
+            for _ in range(2):
+                for worker in workers:
+                    for u in users:
+                        worker.chat("vibethinker", u, USER)
+            per_client: dict[str, dict[str, int]] = {}
+            for point in cap.metric_points(EXPOSURES):
+                attrs = dict(point.attributes or {})
+                arms = per_client.setdefault(str(attrs["vibesdk.client.id"]), {})
+                arms[str(attrs["feature_flag.result.variant"])] = int(point.value)
+        at_half = {
+            v: sum(workers[0].assign("vibethinker", u).variant == v for u in users) for v in ARMS
+        }
+    finally:
+        for worker in workers:
+            worker.dispose()
+    assert len(per_client) == 2
+    assert all(len(client) == 16 for client in per_client)  # 8 random bytes, in hex
+    assert list(per_client.values()) == [at_half, at_half]
+
+
 def test_past_the_bound_new_users_wait_for_the_next_step() -> None:
     """At the bound, users not met yet are not counted (none is counted twice); a new step
     starts counting again."""

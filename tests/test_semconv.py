@@ -43,6 +43,7 @@ PINNED_NAMES = {
     "METRIC_FALLBACKS": "vibesdk.fallbacks",
     "METRIC_QUALITY_FAILURES": "vibesdk.quality.failures",
     "METRIC_EXPOSURES": "vibesdk.exposures",
+    "VIBESDK_CLIENT_ID": "vibesdk.client.id",
     "VIBESDK_FALLBACK_REASON": "vibesdk.fallback.reason",
     "VIBESDK_BUCKET": "vibesdk.bucket",
     "VIBESDK_PROMPT_REF": "vibesdk.prompt.ref",

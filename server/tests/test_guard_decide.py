@@ -185,6 +185,46 @@ def test_srm_on_users_holds_when_the_users_split_is_off() -> None:
     )
 
 
+def _workers(canary: int, stable: int, n: int) -> tuple[dict[str, int], dict[str, int]]:
+    """``n`` SDK clients (workers behind round-robin routing) that each met the same users."""
+    return {f"w{i}": canary for i in range(n)}, {f"w{i}": stable for i in range(n)}
+
+
+def test_srm_reads_one_clients_users_so_round_robin_workers_do_not_hold_a_good_split() -> None:
+    """Eight workers each met the same 2,000 users, 230 of them on the canary (11.5% where 10%
+    is configured: p 0.025 on 2,000 users, no mismatch). Summed over the workers each user
+    counts eight times and the chi-square is eight times too large (p 6e-10). The test reads
+    one client's users, and the step advances."""
+    canary, stable = _workers(230, 1_770, 8)
+    d = _decide(
+        ArmAggregates(1_000, _arm(1_000).metrics, users=8 * 230, users_by_client=canary),
+        ArmAggregates(9_000, _arm(9_000).metrics, users=8 * 1_770, users_by_client=stable),
+    )
+    assert (d.srm.unit, d.srm.canary_users, d.srm.stable_users) == ("users", 230, 1_770)
+    assert d.srm.clients == 8
+    assert d.srm.p_value == pytest.approx(0.0253, abs=5e-4)
+    assert d.action == "advance", d.reasons
+    summed = _decide(_arm(1_000, users=8 * 230), _arm(9_000, users=8 * 1_770))
+    assert (summed.srm.clients, _codes(summed)) == (1, ["srm"])  # what the sum would have said
+
+
+def test_srm_on_the_client_that_met_the_most_still_holds_a_broken_split() -> None:
+    """The client that met the most users is read (whichever arm they are in), and a split that
+    is really off there holds, saying whose users were tested."""
+    canary, stable = _workers(10, 90, 3)
+    canary["busy"], stable["busy"] = 300, 1_700  # 15% where 10% is configured
+    canary["canary-heavy"], stable["canary-heavy"] = 1_000, 0  # fewer users in all: not read
+    d = _decide(
+        ArmAggregates(1_000, _arm(1_000).metrics, users=1_330, users_by_client=canary),
+        ArmAggregates(9_000, _arm(9_000).metrics, users=1_970, users_by_client=stable),
+    )
+    assert (d.srm.canary_users, d.srm.stable_users, d.srm.clients) == (300, 1_700, 5)
+    assert _codes(d) == ["srm"]
+    assert "300 canary / 1700 stable users (of the SDK client that met the most, of 5)" in (
+        d.reasons[0].message
+    )
+
+
 def test_srm_counts_calls_when_no_sdk_counted_users() -> None:
     """Older SDKs send no user counts: the calls are tested, and the evidence says so."""
     d = _decide(_arm(1_300, 100, 10), _arm(8_700, 170, 90))
@@ -289,6 +329,10 @@ def test_decision_is_json_ready_plain_data() -> None:
         (lambda: _decide(_arm(1_000), _arm(9_000), canary_share=0.0), "canary_share must be"),
         (lambda: _decide(_arm(1_000), _arm(9_000), min_samples_per_arm=0), "min_samples_per_arm"),
         (lambda: ArmAggregates(10, users=-1), "users must be >= 0, got -1"),
+        (
+            lambda: ArmAggregates(10, users=1, users_by_client={"a": 2, "b": -1}),
+            "users_by_client counts must be >= 0, got {'b': -1}",
+        ),
     ],
 )
 def test_bad_input_says_what_to_fix(make: Any, message: str) -> None:

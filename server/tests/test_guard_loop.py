@@ -514,6 +514,9 @@ def test_release_status_names_the_unit_the_split_was_tested_on() -> None:
     assert _split_text({**users, "observed_canary_share": 0.101}) == (
         "101 canary / 899 stable users (10.1% canary, configured 10.0%), sample-ratio test p 0.74"
     )
+    assert _split_text({**users, "observed_canary_share": 0.101, "clients": 8}).startswith(
+        "101 canary / 899 stable users (of the SDK client that met the most, of 8) (10.1% canary"
+    )
     assert _split_text({**srm, "observed_canary_share": 0.17}).startswith(
         "1700 canary / 8300 stable calls (17.0% canary"
     )

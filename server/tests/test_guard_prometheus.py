@@ -217,6 +217,7 @@ def _settled(figures: dict[str, dict[str, Any]], calls: int) -> bool:
 COMPARED = (
     "calls",
     "users",
+    "users_by_client",
     "slow_calls",
     "errors",
     "failed_attempts",
@@ -271,6 +272,10 @@ def test_prometheus_gives_the_stores_counts_and_the_guard_rolls_back_from_them(
                 assert aggregates(p) == aggregates(s), variant
             canary_calls = answer["variants"].count("canary")
             assert from_prometheus["canary"]["calls"] == canary_calls
+            # The app's one client counted the 40 users, under its id on both sources.
+            by_client = [from_prometheus[v]["users_by_client"] for v in ("stable", "canary")]
+            assert len({client for counts in by_client for client in counts}) == 1
+            assert sum(n for counts in by_client for n in counts.values()) == 40
             assert sum(from_prometheus["canary"]["fallbacks"].values()) == canary_calls
             # The environment label is a filter: another environment's name sees nothing.
             assert read("elsewhere") == {}

@@ -119,6 +119,7 @@ def _regroup(raw: dict[str, list[dict[str, Any]]], step: int) -> dict[str, list[
             if t not in steps:
                 steps[t] = {**_empty(), "review": {"count": 0, "sum": 0.0}, "t": t}
                 del steps[t]["first_interval"], steps[t]["last_interval"]
+                del steps[t]["users_by_client"]  # not a series figure
             _merge(steps[t], p)
         out[variant] = [steps[t] for t in sorted(steps)]
     return out

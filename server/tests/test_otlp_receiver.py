@@ -49,6 +49,18 @@ def provider(server: FlagServer) -> Iterator[MeterProvider]:
     mp.shutdown()
 
 
+# A release at its 10% step, started at time 0, that may advance on 100 calls per arm.
+TEN_PERCENT = {
+    "canary_variant": "canary",
+    "stable_variant": "stable",
+    "steps": [1000, 10_000],
+    "step": 0,
+    "step_started_s": 0.0,
+    "min_dwell_s": 0.0,
+    "min_samples": 100,
+}
+
+
 def _measured(server: FlagServer) -> dict[str, Any]:
     response = server.admin_request(
         "GET", f"/v1/admin/environments/{server.environment}/measurements", params={"flag": FLAG}
@@ -169,16 +181,7 @@ def test_users_counted_by_sdks_reach_the_store_and_the_sample_ratio_test(
         "canary": (10, 300),
         "stable": (90, 900),
     }
-    release = {
-        "canary_variant": "canary",
-        "stable_variant": "stable",
-        "steps": [1000, 10_000],
-        "step": 0,
-        "step_started_s": 0.0,
-        "min_dwell_s": 0.0,
-        "min_samples": 100,
-    }
-    decision = evaluate(release, measured, now=60.0).to_dict()
+    decision = evaluate(TEN_PERCENT, measured, now=60.0).to_dict()
     srm = decision["srm"]
     assert (srm["unit"], srm["canary_users"], srm["stable_users"]) == ("users", 10, 90)
     assert (srm["canary_calls"], srm["stable_calls"]) == (300, 900)
@@ -186,10 +189,38 @@ def test_users_counted_by_sdks_reach_the_store_and_the_sample_ratio_test(
     assert decision["action"] == "advance", decision["reasons"]
 
     old_sdks = {v: {**f, "users": 0} for v, f in measured.items()}
-    held = evaluate(release, old_sdks, now=60.0)
+    held = evaluate(TEN_PERCENT, old_sdks, now=60.0)
     assert (held.srm.unit, held.srm.canary_users) == ("calls", None)
     assert [r.code for r in held.reasons] == ["srm"]
     assert "300 canary / 900 stable calls" in held.reasons[0].message
+
+
+def test_users_met_by_several_workers_are_tested_per_worker(
+    server: FlagServer, provider: MeterProvider
+) -> None:
+    """Four workers behind round-robin routing each met the same 2,000 users, 230 on the
+    canary in a 10% step (p 0.025: no mismatch). Each worker's exposures carry its
+    ``vibesdk.client.id``; the store keeps them per client, and the sample-ratio test reads one
+    worker's users: no hold. Summed (920 / 7,080) the chi-square is four times too large and
+    would hold the step."""
+    r = Recorder(provider)
+    for worker in ("w1", "w2", "w3", "w4"):
+        for variant, users in (("canary", 230), ("stable", 1_770)):
+            r.exposures.add(users, {**_cohort(variant), "vibesdk.client.id": worker})
+    for variant, calls in (("canary", 150), ("stable", 1_350)):
+        for _ in range(calls):
+            r.call(variant, 0.3)
+    assert provider.force_flush(10_000)
+    measured = _measured(server)
+    assert measured["canary"]["users"] == 920
+    assert measured["canary"]["users_by_client"] == dict.fromkeys(("w1", "w2", "w3", "w4"), 230)
+    assert measured["stable"]["users_by_client"] == dict.fromkeys(("w1", "w2", "w3", "w4"), 1770)
+    decision = evaluate(TEN_PERCENT, measured, now=60.0)
+    assert (decision.srm.canary_users, decision.srm.stable_users) == (230, 1_770)
+    assert decision.srm.clients == 4
+    assert decision.action == "advance", decision.reasons
+    summed = {v: {**f, "users_by_client": {}} for v, f in measured.items()}
+    assert [r.code for r in evaluate(TEN_PERCENT, summed, now=60.0).reasons] == ["srm"]
 
 
 def test_the_environment_is_the_keys_and_cumulative_points_are_refused(

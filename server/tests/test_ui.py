@@ -487,6 +487,11 @@ def test_the_series_steps_to_the_charts_width_and_starts_at_a_whole_step(
             {"unit": "users", "canary_users": 101, "stable_users": 899},
             "Split: 101 canary / 899 stable users (10.1% canary, configured 10.0%)",
         ),
+        (
+            {"unit": "users", "canary_users": 101, "stable_users": 899, "clients": 4},
+            "Split: 101 canary / 899 stable users (of the SDK client that met the most, of 4)"
+            " (10.1% canary",
+        ),
         # Older SDKs, or a decision stored before users were counted (no unit): calls.
         ({"unit": "calls"}, "Split: 1700 canary / 8300 stable calls (10.1% canary"),
         ({}, "Split: 1700 canary / 8300 stable calls (10.1% canary"),

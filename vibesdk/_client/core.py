@@ -250,6 +250,7 @@ class ClientCore:
             self.metrics.record_exposure(
                 flag_key=flag_key,
                 variant=assignment.variant,
+                client_id=self._exposures.client_id,
                 model=None if config is None else config.model,
                 provider=None if config is None else config.backend.provider,
             )

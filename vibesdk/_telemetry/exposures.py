@@ -17,15 +17,18 @@ meets this user, in this variant, in this flag's current step?", and the client 
   the users counted are still split as configured; forgetting and counting again instead
   would count the same users twice and make the split look more certain than it is.
 * **Per client**: two processes (or two clients in one) that meet one user both count them,
-  always in the same variant (assignment is deterministic), so the split's expected ratio is
-  unchanged; the server's test is then somewhat overconfident, up to a factor of the number
-  of processes a typical user reaches (see the guarded-releases docs).
+  always in the same variant (assignment is deterministic). Each client therefore tags its
+  counts with its own random :attr:`Exposures.client_id` (``vibesdk.client.id``): the users one
+  client counted are distinct, so the server's sample-ratio test reads one client's counts
+  (the client that met the most users) rather than a sum in which a user behind round-robin
+  routing counts once per worker (see the guarded-releases docs).
 
-Pure and thread-safe: no I/O, no clock.
+Pure and thread-safe: no I/O, no clock; the client id is random.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from typing import Any, Final
 
@@ -63,9 +66,14 @@ class _Step:
 
 
 class Exposures:
-    """The users met per flag in its current step; :meth:`first` says whether one is new."""
+    """The users met per flag in its current step; :meth:`first` says whether one is new.
+
+    ``client_id`` is 16 random hex digits, new for each instance: what the counts are tagged
+    with (``vibesdk.client.id``), so the server can tell one client's users from another's.
+    """
 
     def __init__(self, limit: int = MAX_USERS_PER_STEP) -> None:
+        self.client_id = secrets.token_hex(8)
         self._limit = limit
         self._lock = threading.Lock()
         self._steps: dict[str, _Step] = {}

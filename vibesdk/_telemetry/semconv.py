@@ -96,6 +96,9 @@ VIBESDK_LOCAL_QUEUED_BEHIND: Final = "vibesdk.local.queued_behind"  # calls ahea
 VIBESDK_LOCAL_LOAD_TIME: Final = "vibesdk.local.load_time"  # s this call waited for the load
 VIBESDK_FEEDBACK_SCORE: Final = "vibesdk.feedback.score"  # 1..5 (attribute on the feedback span)
 VIBESDK_REPORT_REASON: Final = "vibesdk.report.reason"  # the user's words (on the report span)
+# random per client, on vibesdk.exposures only: which client counted the users (two clients
+# may count one user; the server's sample-ratio test reads one client's counts)
+VIBESDK_CLIENT_ID: Final = "vibesdk.client.id"
 
 # --- Span and event names -----------------------------------------------------
 # The call span is named "chat {model}" (semconv: "{gen_ai.operation.name} {gen_ai.request.model}").

@@ -73,6 +73,7 @@ KEPT_LABELS = (
     "error.type",
     "gen_ai.token.type",
     "vibesdk.attempt.failed",
+    "vibesdk.client.id",  # on vibesdk.exposures: which SDK client counted the users
     "vibesdk.fallback",
     "vibesdk.fallback.reason",
     "vibesdk.quality.check",

@@ -7,9 +7,11 @@ The rules, in the order they are applied:
 1. **Obvious breakage** (``kind="breakage"``): the canary alone, no test. With at least
    ``min_trials`` canary trials (default 20) and a share of events ``>= threshold`` (e.g. 0.5 of
    ``failed_attempts``), the guardrail's action is taken at once.
-2. **Sample ratio mismatch**: chi-square of the users per arm (:attr:`ArmAggregates.users`)
-   against the configured canary share -- of the calls when no arm counted users (older
-   SDKs); ``p < srm_p_value`` (default 0.001) stops the analysis and holds with ``"srm"``: the
+2. **Sample ratio mismatch**: chi-square of the users per arm against the configured canary
+   share -- the users of the SDK client that counted the most
+   (:attr:`ArmAggregates.users_by_client`: one client's users are distinct, a sum over clients
+   is not), or of the calls when no arm counted users (older SDKs); ``p < srm_p_value``
+   (default 0.001) stops the analysis and holds with ``"srm"``: the
    figures of a step whose traffic is not split as configured cannot be trusted either way.
    The decision's ``srm`` says which unit was tested (:class:`~.stats.SrmResult`).
 3. **Too few samples**: either arm below ``min_samples_per_arm`` calls holds with
@@ -139,17 +141,25 @@ class ArmAggregates:
 
     ``users`` are the users the SDKs counted in the arm (``vibesdk.exposures``); 0 in both
     arms means none were counted (SDKs too old to count them) and the split is tested on calls.
+    ``users_by_client`` is the same count per SDK client (``vibesdk.client.id``; ``""`` for SDKs
+    that send none): a user that several clients met (workers behind round-robin routing) is in
+    ``users`` once per client, but only once in each client's count, so the sample-ratio test
+    reads one client's. Empty: ``users`` is taken as one client's.
     """
 
     calls: int
     metrics: Mapping[str, Count | Moments | Drop] = field(default_factory=dict)
     users: int = 0
+    users_by_client: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.calls < 0:
             raise InvalidError(f"calls must be >= 0, got {self.calls}")
         if self.users < 0:
             raise InvalidError(f"users must be >= 0, got {self.users}")
+        negative = {k: n for k, n in self.users_by_client.items() if n < 0}
+        if negative:
+            raise InvalidError(f"users_by_client counts must be >= 0, got {negative}")
 
 
 @dataclass(frozen=True)
@@ -441,8 +451,31 @@ def _breach_reasons(
 def _split(srm: SrmResult) -> str:
     """The tested counts, with their unit: ``12 canary / 98 stable users``."""
     if srm.unit == "users":
-        return f"{srm.canary_users} canary / {srm.stable_users} stable users"
+        return f"{srm.canary_users} canary / {srm.stable_users} stable users" + (
+            f" (of the SDK client that met the most, of {srm.clients})" if srm.clients > 1 else ""
+        )
     return f"{srm.canary_calls} canary / {srm.stable_calls} stable calls"
+
+
+def _one_clients_users(canary: ArmAggregates, stable: ArmAggregates) -> tuple[int, int, int]:
+    """The canary and stable users of the SDK client that counted the most users in the step
+    (both arms together; ties go to the first id in order), and how many clients counted.
+
+    A client counts each user once, so its counts are distinct users split as assignment split
+    them. Their sum over clients is not: behind round-robin routing every busy user is counted
+    by every worker, and a chi-square on the sum would be about as many times too large as
+    there are workers. Which client is read depends only on how many users each met, not on
+    their arms, so the test on its counts keeps its level.
+    """
+    if not canary.users_by_client and not stable.users_by_client:
+        return canary.users, stable.users, 1
+    ids = sorted(set(canary.users_by_client) | set(stable.users_by_client))
+
+    def met(client: str) -> int:
+        return canary.users_by_client.get(client, 0) + stable.users_by_client.get(client, 0)
+
+    best = max(ids, key=met)  # the first of the largest, in id order
+    return canary.users_by_client.get(best, 0), stable.users_by_client.get(best, 0), len(ids)
 
 
 def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring lists them
@@ -476,14 +509,17 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
     names = [g.name for g in guardrails]
     if len(set(names)) != len(names):
         raise InvalidError(f"guardrail names must be unique, got {names}")
-    counted = canary.users + stable.users > 0  # else no SDK counted users: test calls
-    srm = srm_test(
-        canary.calls,
-        stable.calls,
-        canary_share,
-        canary_users=canary.users if counted else None,
-        stable_users=stable.users if counted else None,
-    )
+    srm = srm_test(canary.calls, stable.calls, canary_share)  # no SDK counted users: calls
+    if canary.users + stable.users > 0:
+        canary_users, stable_users, clients = _one_clients_users(canary, stable)
+        srm = srm_test(
+            canary.calls,
+            stable.calls,
+            canary_share,
+            canary_users=canary_users,
+            stable_users=stable_users,
+            clients=clients,
+        )
     enough = min(canary.calls, stable.calls) >= min_samples_per_arm
 
     breakage = [_breakage(g, canary) for g in guardrails if g.kind == "breakage"]

@@ -153,8 +153,8 @@ def aggregates(
     (output tokens per answer, its variance from the histogram: :func:`histogram_moments`),
     ``feedback_score`` (users' scores) and ``review_score`` (reviewers' scores, ``vibe review``)
     are means. ``eval_regression`` is ``drop`` (the arm's golden-set drop; none judged when
-    ``None``). ``users`` are the users the SDKs counted in the arm (``vibesdk.exposures``),
-    which the sample-ratio test counts.
+    ``None``). ``users`` are the users the SDKs counted in the arm (``vibesdk.exposures``), and
+    ``users_by_client`` the same per SDK client, which the sample-ratio test counts.
     """
     f = figures or {}
     calls = int(f.get("calls", 0))
@@ -180,7 +180,8 @@ def aggregates(
     failures = f.get("quality_failures", {})
     for name in checks:
         metrics[_CHECK + name] = _count(failures.get(name, 0), calls)
-    return ArmAggregates(calls, metrics, users=int(f.get("users", 0)))
+    by_client = {str(k): int(n) for k, n in (f.get("users_by_client") or {}).items()}
+    return ArmAggregates(calls, metrics, users=int(f.get("users", 0)), users_by_client=by_client)
 
 
 def _moments(scores: Mapping[str, Any]) -> Moments:

@@ -20,7 +20,7 @@ braces (``{fallback}``) are dropped (:data:`READS` lists every query):
 * ``vibesdk.feedback.score`` -> ``vibesdk_feedback_score_{count,sum,bucket}`` (users' scores);
 * ``vibesdk.reports`` -> ``vibesdk_reports_total`` (reports users filed);
 * ``vibesdk.exposures`` -> ``vibesdk_exposures_total`` (users, each counted by an SDK client
-  the first time it met them in the flag's current rollout step).
+  the first time it met them in the flag's current rollout step; by ``vibesdk_client_id``).
 
 ``failed_attempts`` are the calls with ``error_type``, ``vibesdk_fallback="true"`` or
 ``vibesdk_attempt_failed="true"``. Users'
@@ -200,6 +200,11 @@ def _into(*paths: str, count: bool = True) -> Add:
     return add
 
 
+def _users(f: dict[str, Any], labels: Mapping[str, str], value: float) -> None:
+    f["users"] += round(value)
+    _bump(f["users_by_client"], labels.get("vibesdk_client_id", ""), value)
+
+
 def _by(key: str, label: str) -> Add:
     def add(f: dict[str, Any], labels: Mapping[str, str], value: float) -> None:
         _bump(f[key], labels.get(label, ""), value)
@@ -235,7 +240,7 @@ READS = (
     Read(f"{_FEEDBACK}_sum", _into("feedback.sum", "feedback_received.sum", count=False)),
     Read(f"{_FEEDBACK}_bucket", _buckets(_LE, "feedback"), by=("le",)),
     Read("vibesdk_reports_total", _into("reports", "feedback_received.reports")),
-    Read("vibesdk_exposures_total", _into("users")),
+    Read("vibesdk_exposures_total", _users, by=("vibesdk_client_id",)),
 )
 """Every query of one read of a step's figures, in order."""
 

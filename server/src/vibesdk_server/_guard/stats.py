@@ -261,6 +261,8 @@ class SrmResult:
     ``canary_calls`` and ``stable_calls`` are always the arms' calls; ``unit`` says what was
     tested: ``"users"`` (then ``canary_users`` and ``stable_users`` hold the counts) or
     ``"calls"``. ``observed_canary_share``, ``chi2`` and ``p_value`` are the tested unit's.
+    ``clients`` is how many SDK clients counted users (0 when calls were tested): the users
+    tested are those of the one that counted the most.
     """
 
     canary_calls: int
@@ -272,6 +274,7 @@ class SrmResult:
     unit: Literal["users", "calls"] = "calls"
     canary_users: int | None = None
     stable_users: int | None = None
+    clients: int = 0
 
 
 def srm_test(
@@ -281,10 +284,12 @@ def srm_test(
     *,
     canary_users: int | None = None,
     stable_users: int | None = None,
+    clients: int = 1,
 ) -> SrmResult:
     """Whether the observed split fits the configured ``canary_share`` (0 < share < 1).
 
-    Tested on users when both user counts are given, else on calls.
+    Tested on users when both user counts are given (one SDK client's of ``clients``), else on
+    calls.
     """
     if not 0.0 < canary_share < 1.0:
         raise InvalidError(f"canary_share must be in (0, 1), got {canary_share}")
@@ -297,6 +302,7 @@ def srm_test(
         unit, canary, stable = "users", canary_users, stable_users
     else:
         canary_users = stable_users = None
+        clients = 0
     total = canary + stable
     share, chi2 = 0.0, 0.0
     if total:
@@ -314,4 +320,5 @@ def srm_test(
         unit,
         canary_users,
         stable_users,
+        clients,
     )

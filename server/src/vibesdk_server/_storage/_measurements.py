@@ -155,7 +155,8 @@ class MeasurementStore(StoreBase):
         ``reports`` as the SDKs exported them, ``users`` (``vibesdk.exposures``: each SDK
         client counts a user the first time it meets them in the flag's current rollout step;
         0 when the SDKs are too old to count them; a user two processes met counts twice,
-        in the same variant),
+        in the same variant) and ``users_by_client`` (the same count per SDK client, by its
+        ``vibesdk.client.id``; ``""`` for SDKs that send none),
         ``feedback_received`` (users' scores -- count, sum, sum of squares -- and reports
         received in the feedback and reports tables since ``since``), the ``duration_histogram``
         (bounds, counts) and the first and last interval seen.
@@ -190,7 +191,8 @@ class MeasurementStore(StoreBase):
     def measurement_series(
         self, *, environment: str, flag_key: str, since: int, step_s: int
     ) -> dict[str, list[dict[str, Any]]]:
-        """Per variant, oldest first: the figures of :meth:`measurements` per ``step_s`` seconds.
+        """Per variant, oldest first: the figures of :meth:`measurements` per ``step_s`` seconds
+        (without ``users_by_client``, which only the guard's sample-ratio test reads).
 
         Each point is one whole step (its start, unix seconds, as ``t``) with at least one
         measurement or review score; steps are whole multiples of ``step_s``, from the one
@@ -234,6 +236,7 @@ class MeasurementStore(StoreBase):
             point["slow_calls"] = _over(point["duration_histogram"], SLOW_S)
             # A rollup row's interval is its own start, not the 10 s one's: not a figure here.
             del point["first_interval"], point["last_interval"]
+            del point["users_by_client"]  # the guard's test reads it; a chart reads "users"
             point["t"] = t
             out.setdefault(variant, []).append(point)
         return out
@@ -330,6 +333,7 @@ def _empty() -> dict[str, Any]:
         "feedback": {"count": 0, "sum": 0.0},
         "reports": 0,
         "users": 0,
+        "users_by_client": {},
         "feedback_received": {"count": 0, "sum": 0.0, "sum_sq": 0.0, "reports": 0},
         "failed_attempts": 0,
         "duration_histogram": {"bounds": [], "counts": []},
@@ -436,6 +440,7 @@ def _add(
         v["reports"] += round(total)
     elif metric == "vibesdk.exposures":
         v["users"] += round(total)
+        _bump(v["users_by_client"], labels.get("vibesdk.client.id", ""), total)
 
 
 def _merge_histogram(hist: dict[str, Any], bounds_text: str | None, buckets_text: str) -> None:

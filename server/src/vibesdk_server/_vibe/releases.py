@@ -244,6 +244,8 @@ def _split_text(srm: dict[str, Any]) -> str:
     """The sample-ratio test in words, in the unit it counted (users; calls from older SDKs)."""
     if srm.get("unit") == "users":
         counts = f"{srm['canary_users']} canary / {srm['stable_users']} stable users"
+        if srm.get("clients", 0) > 1:
+            counts += f" (of the SDK client that met the most, of {srm['clients']})"
     else:  # a decision made before users were counted has no unit: calls
         counts = f"{srm['canary_calls']} canary / {srm['stable_calls']} stable calls"
     return (
