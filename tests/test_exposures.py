@@ -5,6 +5,7 @@ The flag server's sample-ratio test counts these users per arm (see _telemetry/e
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,6 +78,12 @@ def test_each_user_counts_once_per_step_and_again_after_a_rollout_change(
             "stable": at_half["stable"],
             "canary": at_half["canary"] + 20,
         }
+        # Each count carries its step's id: the server reads a step's users by it.
+        by_step: dict[str, int] = {}
+        for point in cap.metric_points(EXPOSURES):
+            step = str(dict(point.attributes or {})["vibesdk.step"])
+            by_step[step] = by_step.get(step, 0) + int(point.value)
+        assert by_step == {_flag(5000).step_id: 20, _flag(10_000).step_id: 20}
 
 
 def test_each_client_tags_its_users_with_its_own_id(kind: str) -> None:
@@ -144,3 +151,20 @@ def test_whatever_changes_assignments_starts_a_new_step(change: dict[str, Any]) 
     assert seen.first(_flag(5000), "canary", "u1")
     fields = {"rollout_bps": 5000, **change}
     assert seen.first(_flag(**fields), "stable", "u1")
+
+
+def test_the_step_id_is_the_documented_hash_of_what_assigns() -> None:
+    """Flag.step_id is a contract between SDK and server versions: the first 16 hex digits of
+    the SHA-256 of the compact JSON of what decides assignments, as its docstring says. Only
+    those fields move it."""
+    rule = {"id": "staff", "clauses": [{"attribute": "team", "op": "in", "values": ["ops", "ml"]}],
+            "variant": "canary"}  # fmt: skip
+    flag = _flag(1234, rules=[rule])
+    text = (
+        '[true,"vibethinker","stable","canary",1234,'
+        '[["staff","canary",[["team","in",["ops","ml"]]]]]]'
+    )
+    assert flag.step_id == hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert _flag(1234, rules=[rule], description="other words").step_id == flag.step_id
+    assert _flag(1234, rules=[rule], salt="vibethinker").step_id == flag.step_id  # same salt
+    assert _flag(1234, rules=[rule], salt="reshuffled").step_id != flag.step_id

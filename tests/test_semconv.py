@@ -44,6 +44,7 @@ PINNED_NAMES = {
     "METRIC_QUALITY_FAILURES": "vibesdk.quality.failures",
     "METRIC_EXPOSURES": "vibesdk.exposures",
     "VIBESDK_CLIENT_ID": "vibesdk.client.id",
+    "VIBESDK_STEP": "vibesdk.step",
     "VIBESDK_FALLBACK_REASON": "vibesdk.fallback.reason",
     "VIBESDK_BUCKET": "vibesdk.bucket",
     "VIBESDK_PROMPT_REF": "vibesdk.prompt.ref",

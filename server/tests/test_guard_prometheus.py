@@ -428,7 +428,7 @@ class Figures:
         self.figures, self.error = figures, error
 
     def measurements(
-        self, *, environment: str, flag_key: str, since: int | None = None
+        self, *, environment: str, flag_key: str, since: int | None = None, step: str | None = None
     ) -> dict[str, dict[str, Any]]:
         if self.error is not None:
             raise self.error

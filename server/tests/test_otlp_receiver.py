@@ -8,6 +8,7 @@ was recorded.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 from collections.abc import Iterator
@@ -61,9 +62,11 @@ TEN_PERCENT = {
 }
 
 
-def _measured(server: FlagServer) -> dict[str, Any]:
+def _measured(server: FlagServer, **params: Any) -> dict[str, Any]:
     response = server.admin_request(
-        "GET", f"/v1/admin/environments/{server.environment}/measurements", params={"flag": FLAG}
+        "GET",
+        f"/v1/admin/environments/{server.environment}/measurements",
+        params={"flag": FLAG, **params},
     )
     assert response.status_code == 200, response.text
     variants: dict[str, Any] = response.json()["variants"]
@@ -221,6 +224,41 @@ def test_users_met_by_several_workers_are_tested_per_worker(
     assert decision.action == "advance", decision.reasons
     summed = {v: {**f, "users_by_client": {}} for v, f in measured.items()}
     assert [r.code for r in evaluate(TEN_PERCENT, summed, now=60.0).reasons] == ["srm"]
+
+
+def test_a_steps_users_are_read_by_its_id_from_its_first_second(
+    server: FlagServer, provider: MeterProvider
+) -> None:
+    """Users are counted under their step's id (``vibesdk.step``) and read by it: those a step
+    met in its first seconds count, though their interval began before the step (whose calls
+    are left out: they may be the step before's), and users counted in the step before do
+    not, though they share that interval."""
+    old, new = "0123456789abcdef", "fedcba9876543210"
+    r = Recorder(provider)
+    for step, canary, stable in ((old, 10, 990), (new, 400, 600)):
+        for variant, users in (("canary", canary), ("stable", stable)):
+            tags = {"vibesdk.client.id": "w1", "vibesdk.step": step}
+            r.exposures.add(users, {**_cohort(variant), **tags})
+    for _ in range(30):
+        r.call("canary", 0.3)
+    assert provider.force_flush(10_000)
+    everything = _measured(server)
+    assert (everything["canary"]["users"], everything["canary"]["calls"]) == (410, 30)
+    # The step began a second into the interval that holds all of these points.
+    began = dt.datetime.fromtimestamp(everything["canary"]["first_interval"] + 1, dt.timezone.utc)
+    in_step = _measured(server, since=began.isoformat(), step=new)
+    assert {v: (f["users"], f["users_by_client"], f["calls"]) for v, f in in_step.items()} == {
+        "canary": (400, {"w1": 400}, 0),
+        "stable": (600, {"w1": 600}, 0),
+    }
+    assert _measured(server, since=began.isoformat()) == {}  # without a step: none of them
+    bad = server.admin_request(
+        "GET",
+        f"/v1/admin/environments/{server.environment}/measurements",
+        params={"flag": FLAG, "step": "10%"},
+    )
+    assert bad.status_code == 422, bad.text
+    assert "step" in bad.text
 
 
 def test_the_environment_is_the_keys_and_cumulative_points_are_refused(

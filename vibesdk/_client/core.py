@@ -251,6 +251,7 @@ class ClientCore:
                 flag_key=flag_key,
                 variant=assignment.variant,
                 client_id=self._exposures.client_id,
+                step=flag.step_id,
                 model=None if config is None else config.model,
                 provider=None if config is None else config.backend.provider,
             )

@@ -11,6 +11,9 @@ See docs/concepts/flag-document.md for the prose version and an example.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -256,6 +259,32 @@ class Flag(_Model):
     @property
     def effective_salt(self) -> str:
         return self.key if self.salt is None else self.salt
+
+    @functools.cached_property
+    def step_id(self) -> str:
+        """16 hex digits naming what decides who gets which variant: the kill switch, salt,
+        default and rollout variants, rollout and rules. Two versions of a flag that differ only
+        elsewhere (a description, a variant's prompt or model, the fallback policy) have the
+        same id; a change to any of these starts a new *step*. The SDK tags its user counts
+        (``vibesdk.exposures``) with it and the flag server reads a step's users by it, so both
+        compute it alike: the first 16 hex digits of the SHA-256 of the compact JSON array
+        ``[enabled, salt, default_variant, rollout_variant, rollout_bps, [[rule id, variant,
+        [[attribute, op, values], ...]], ...]]`` (the salt is the key when unset).
+        """
+        rules = [
+            [r.id, r.variant, [[c.attribute, c.op, list(c.values)] for c in r.clauses]]
+            for r in self.rules
+        ]
+        fields = [
+            self.enabled,
+            self.effective_salt,
+            self.default_variant,
+            self.rollout_variant,
+            self.rollout_bps,
+            rules,
+        ]
+        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class FlagDocument(_Model):

@@ -7,10 +7,13 @@ meets this user, in this variant, in this flag's current step?", and the client 
 "yes" in ``vibesdk.exposures``, so the server can count users per arm.
 
 * **A step** is what decides who gets which variant: the flag's kill switch, salt, default
-  and rollout variants, rollout and targeting rules. When any of these changes (the guard
-  advanced the rollout, an operator rolled back), the users met so far are forgotten and every
-  user counts again, once, in the new step. A change elsewhere in the document (another flag,
-  a variant's prompt) keeps the step.
+  and rollout variants, rollout and targeting rules (:attr:`~vibesdk.Flag.step_id` names it).
+  When any of these changes (the guard advanced the rollout, an operator rolled back), the
+  users met so far are forgotten and every user counts again, once, in the new step. A change
+  elsewhere in the document (another flag, a variant's prompt) keeps the step. Each count is
+  tagged with the step's id (``vibesdk.step``): most users are met again in a step's first
+  seconds, and the server reads a step's users by that id, however its measurement intervals
+  fall around the moment the step began.
 * **Bounded**: at most ``limit`` users per flag and step are remembered (each as a 64-bit hash
   of variant and user id, so a set of 50,000 takes a few MB). Past it, users not met yet are
   not counted until the next step. Assignment does not depend on when a user first calls, so
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from typing import Any, Final
+from typing import Final
 
 from vibesdk._flags.document import Flag
 
@@ -40,28 +43,12 @@ __all__ = ["MAX_USERS_PER_STEP", "Exposures"]
 MAX_USERS_PER_STEP: Final = 50_000
 
 
-def step_of(flag: Flag) -> tuple[Any, ...]:
-    """What decides a flag's assignments: a change in it starts a new step."""
-    rules = tuple(
-        (r.id, r.variant, tuple((c.attribute, c.op, tuple(c.values)) for c in r.clauses))
-        for r in flag.rules
-    )
-    return (
-        flag.enabled,
-        flag.effective_salt,
-        flag.default_variant,
-        flag.rollout_variant,
-        flag.rollout_bps,
-        rules,
-    )
-
-
 class _Step:
     __slots__ = ("flag", "key", "seen")
 
-    def __init__(self, flag: Flag, key: tuple[Any, ...]) -> None:
+    def __init__(self, flag: Flag, key: str) -> None:
         self.flag = flag  # the document's object: the same one until the next document
-        self.key = key
+        self.key = key  # flag.step_id
         self.seen: set[int] = set()
 
 
@@ -88,7 +75,7 @@ class Exposures:
         with self._lock:
             step = self._steps.get(flag.key)
             if step is None or step.flag is not flag:
-                key = step_of(flag)
+                key = flag.step_id
                 if step is None or step.key != key:
                     step = _Step(flag, key)
                     self._steps[flag.key] = step

@@ -637,19 +637,22 @@ class Metrics:
         flag_key: str,
         variant: str,
         client_id: str,
+        step: str,
         model: str | None = None,
         provider: str | None = None,
     ) -> None:
         """Count one user met for the first time in the flag's step (``vibesdk.exposures``).
 
         ``variant`` is the one the user was assigned; the attributes are those of
-        :meth:`record_report`, and ``vibesdk.client.id``: ``client_id``, the counting client's
-        (:attr:`~.exposures.Exposures.client_id`). Which users are new is
-        :class:`~.exposures.Exposures`' call.
+        :meth:`record_report`, ``vibesdk.client.id``: ``client_id``, the counting client's
+        (:attr:`~.exposures.Exposures.client_id`), and ``vibesdk.step``: ``step``, the flag's
+        :attr:`~vibesdk.Flag.step_id`. Which users are new is :class:`~.exposures.Exposures`'
+        call.
         """
         try:
             base = _base_attributes(flag_key, variant, model, provider)  # cached: not to mutate
-            self._get().exposures.add(1, {**base, sc.VIBESDK_CLIENT_ID: client_id})
+            extra = {sc.VIBESDK_CLIENT_ID: client_id, sc.VIBESDK_STEP: step}
+            self._get().exposures.add(1, {**base, **extra})
         except Exception as exc:
             swallow("record_exposure", exc)
 

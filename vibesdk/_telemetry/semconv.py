@@ -99,6 +99,8 @@ VIBESDK_REPORT_REASON: Final = "vibesdk.report.reason"  # the user's words (on t
 # random per client, on vibesdk.exposures only: which client counted the users (two clients
 # may count one user; the server's sample-ratio test reads one client's counts)
 VIBESDK_CLIENT_ID: Final = "vibesdk.client.id"
+# on vibesdk.exposures only: the flag's step (Flag.step_id) the users were counted in
+VIBESDK_STEP: Final = "vibesdk.step"
 
 # --- Span and event names -----------------------------------------------------
 # The call span is named "chat {model}" (semconv: "{gen_ai.operation.name} {gen_ai.request.model}").

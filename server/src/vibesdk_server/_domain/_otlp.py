@@ -77,6 +77,7 @@ KEPT_LABELS = (
     "vibesdk.fallback",
     "vibesdk.fallback.reason",
     "vibesdk.quality.check",
+    "vibesdk.step",  # on vibesdk.exposures: the flag's step the users were counted in
 )
 _FLAG = "feature_flag.key"
 _VARIANT = "feature_flag.result.variant"

@@ -333,7 +333,8 @@ def guard_release(
     env, key = release["environment"], release["flag_key"]
     published = store.current(env)
     doc = FlagDocument.model_validate_json(published.document_json)
-    drift = _out_of_step(release, doc.flags.get(key))
+    flag = doc.flags.get(key)
+    drift = _out_of_step(release, flag)
     now = clock()
     if drift is not None:
         reason = f"paused by the guard: {drift}; vibe release resume continues at this step"
@@ -350,7 +351,9 @@ def guard_release(
             version=published.version,
         )
         return "pause"
-    measured, decision = judge(source or store, release, now=now, drop=_eval_drop(store, release))
+    step = None if flag is None else flag.step_id  # the users counted in the step now
+    drop = _eval_drop(store, release)
+    measured, decision = judge(source or store, release, now=now, drop=drop, step=step)
     data = decision.to_dict()
     why = summary(decision)
     recorded = {"decision": data, "decision_at": utcnow()}

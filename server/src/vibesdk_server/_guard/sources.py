@@ -20,7 +20,8 @@ braces (``{fallback}``) are dropped (:data:`READS` lists every query):
 * ``vibesdk.feedback.score`` -> ``vibesdk_feedback_score_{count,sum,bucket}`` (users' scores);
 * ``vibesdk.reports`` -> ``vibesdk_reports_total`` (reports users filed);
 * ``vibesdk.exposures`` -> ``vibesdk_exposures_total`` (users, each counted by an SDK client
-  the first time it met them in the flag's current rollout step; by ``vibesdk_client_id``).
+  the first time it met them in the flag's current rollout step; by ``vibesdk_client_id``, and
+  only the series of the step's ``vibesdk_step`` when the guard reads a step).
 
 ``failed_attempts`` are the calls with ``error_type``, ``vibesdk_fallback="true"`` or
 ``vibesdk_attempt_failed="true"``. Users'
@@ -86,18 +87,25 @@ _VARIANT = "feature_flag_result_variant"
 _DURATION = "gen_ai_client_operation_duration_seconds"
 _TOKENS = "gen_ai_client_token_usage"
 _FEEDBACK = "vibesdk_feedback_score"
+_EXPOSURES = "vibesdk_exposures_total"
 
 
 class MetricsSource(Protocol):
     """Per variant, the figures measured for ``flag_key`` in ``environment`` from ``since`` on.
 
-    ``since`` is unix seconds (``None``: everything kept). The figures are those of
+    ``since`` is unix seconds (``None``: everything kept); ``step`` (a flag's ``step_id``)
+    counts only the users counted in that step. The figures are those of
     :meth:`~vibesdk_server._storage.SqlStore.measurements`. Raises :class:`MetricsUnavailable`
     when the figures cannot be read now.
     """
 
     def measurements(
-        self, *, environment: str, flag_key: str, since: int | None = None
+        self,
+        *,
+        environment: str,
+        flag_key: str,
+        since: int | None = None,
+        step: str | None = None,
     ) -> dict[str, dict[str, Any]]: ...
 
 
@@ -106,10 +114,16 @@ class MetricsUnavailable(Exception):
 
 
 def judge(
-    source: MetricsSource, release: Mapping[str, Any], *, now: float, drop: Drop | None = None
+    source: MetricsSource,
+    release: Mapping[str, Any],
+    *,
+    now: float,
+    drop: Drop | None = None,
+    step: str | None = None,
 ) -> tuple[dict[str, dict[str, Any]], Decision]:
     """The figures of ``release``'s current step from ``source``, and the decision on them
-    (with ``drop``, the canary's golden-set drop judged in the step, if any).
+    (with ``drop``, the canary's golden-set drop judged in the step, if any). ``step`` is the
+    flag's ``step_id`` now: the users counted under it are the step's.
 
     When the source cannot answer, the figures are empty and the decision is a hold whose one
     reason (``source_unavailable``) says why: no figures never advance and never roll back.
@@ -119,6 +133,7 @@ def judge(
             environment=release["environment"],
             flag_key=release["flag_key"],
             since=step_since(float(release["step_started_s"])),
+            step=step,
         )
     except MetricsUnavailable as exc:
         held = evaluate(release, {}, now=now)
@@ -240,7 +255,7 @@ READS = (
     Read(f"{_FEEDBACK}_sum", _into("feedback.sum", "feedback_received.sum", count=False)),
     Read(f"{_FEEDBACK}_bucket", _buckets(_LE, "feedback"), by=("le",)),
     Read("vibesdk_reports_total", _into("reports", "feedback_received.reports")),
-    Read("vibesdk_exposures_total", _users, by=("vibesdk_client_id",)),
+    Read(_EXPOSURES, _users, by=("vibesdk_client_id",)),
 )
 """Every query of one read of a step's figures, in order."""
 
@@ -278,11 +293,18 @@ class PrometheusSource:
         self._http.close()
 
     def measurements(
-        self, *, environment: str, flag_key: str, since: int | None = None
+        self,
+        *,
+        environment: str,
+        flag_key: str,
+        since: int | None = None,
+        step: str | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Per variant, the figures of ``flag_key`` from ``since`` on (see the module docstring).
 
-        ``since=None`` reads the whole history Prometheus keeps for it, up to 365 days.
+        ``since=None`` reads the whole history Prometheus keeps for it, up to 365 days. With
+        ``step``, users are read from the series of that ``vibesdk_step`` only: each is born
+        when its client first counts a user in the step, so all its count is the step's.
         """
         now = self._clock()
         if since is not None and since >= now:
@@ -295,7 +317,10 @@ class PrometheusSource:
             matchers.append(f"{self.environment_label}={_quote(environment)}")
         out: dict[str, dict[str, Any]] = {}
         for read in READS:
-            selector = f"{read.series}{{{','.join([*matchers, *read.matchers])}}}"
+            only = read.matchers
+            if step is not None and read.series == _EXPOSURES:
+                only = (*only, f"vibesdk_step={_quote(step)}")
+            selector = f"{read.series}{{{','.join([*matchers, *only])}}}"
             grouping = ", ".join([_VARIANT, *read.by])
             last, first = (
                 f"last_over_time({selector}[{window}])",

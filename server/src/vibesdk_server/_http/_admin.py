@@ -463,10 +463,18 @@ def measurements(
     env: Env,
     flag: Annotated[str, Query(max_length=64, description="the flag")],
     since: Since = None,
+    step: Annotated[
+        str | None,
+        Query(
+            pattern="^[0-9a-f]{16}$",
+            description="a step_id of the flag: count only the users counted in that step",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     start = None if since is None else int(since.timestamp())
-    variants = _store(request).measurements(environment=env, flag_key=flag, since=start)
-    return {"environment": env, "flag": flag, "since": start, "variants": variants}
+    store = _store(request)
+    variants = store.measurements(environment=env, flag_key=flag, since=start, step=step)
+    return {"environment": env, "flag": flag, "since": start, "step": step, "variants": variants}
 
 
 @router.get(

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vibesdk_server._domain._otlp import Point
+from vibesdk_server._domain._otlp import INTERVAL_S, Point
 
 from ._base import StoreBase, Tx, rfc3339, utcnow
 
@@ -44,6 +44,7 @@ SLOW_S = 3.0
 #: The coarser resolutions (seconds) kept beside the 10 s rows, finest first.
 ROLLUPS = (60, 600)
 _DURATION = "gen_ai.client.operation.duration"
+_EXPOSURES = "vibesdk.exposures"
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,12 @@ class MeasurementStore(StoreBase):
         return int(raw), int(rolled)
 
     def measurements(
-        self, *, environment: str, flag_key: str, since: int | None = None
+        self,
+        *,
+        environment: str,
+        flag_key: str,
+        since: int | None = None,
+        step: str | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Per variant: what the SDKs measured for ``flag_key`` from ``since`` (unix seconds) on.
 
@@ -161,6 +167,11 @@ class MeasurementStore(StoreBase):
         received in the feedback and reports tables since ``since``), the ``duration_histogram``
         (bounds, counts) and the first and last interval seen.
         Calls are counted for the variant a user was **assigned**, as the SDK records them.
+
+        ``step`` (a flag's :attr:`~vibesdk.Flag.step_id`) counts only the users counted in that
+        step (``vibesdk.step``), from the start of the interval holding ``since`` on: a step's
+        users are mostly met in its first seconds, which the interval wholly inside the step
+        that ``since`` names for the other figures would leave out.
         """
         sql = (
             "SELECT variant, metric, labels, SUM(count), SUM(total), MIN(interval_start),"
@@ -181,7 +192,16 @@ class MeasurementStore(StoreBase):
             sums = tx.all(sql + " GROUP BY variant, metric, labels", params)
             histograms = tx.all(hist_sql, params)
             received = _feedback_received(tx, environment, flag_key, since)
+            if step is not None:
+                exposures = tx.all(
+                    "SELECT variant, labels, SUM(total) FROM measurements WHERE environment = ?"
+                    " AND flag_key = ? AND metric = ? AND interval_start >= ?"
+                    " GROUP BY variant, labels",
+                    [environment, flag_key, _EXPOSURES, (since or 0) // INTERVAL_S * INTERVAL_S],
+                )
         out: dict[str, dict[str, Any]] = _fold(sums, histograms)
+        if step is not None:
+            _step_users(out, exposures, step)
         for variant, figures in received.items():
             out.setdefault(variant, _empty())["feedback_received"] = figures
         for v in out.values():
@@ -438,9 +458,24 @@ def _add(
         v["feedback"]["sum"] += total
     elif metric == "vibesdk.reports":
         v["reports"] += round(total)
-    elif metric == "vibesdk.exposures":
-        v["users"] += round(total)
-        _bump(v["users_by_client"], labels.get("vibesdk.client.id", ""), total)
+    elif metric == _EXPOSURES:
+        _count_users(v, labels, total)
+
+
+def _step_users(out: dict[str, dict[str, Any]], exposures: Iterable[Any], step: str) -> None:
+    """``users`` and ``users_by_client`` of each variant: the exposure rows ``(variant, labels,
+    total)`` counted in ``step``, in place of those :func:`_fold` summed."""
+    for v in out.values():
+        v["users"], v["users_by_client"] = 0, {}
+    for variant, labels, total in exposures:
+        tags = _labels(labels)
+        if tags.get("vibesdk.step") == step:
+            _count_users(out.setdefault(variant, _empty()), tags, total)
+
+
+def _count_users(v: dict[str, Any], labels: dict[str, str], total: float) -> None:
+    v["users"] += round(total)
+    _bump(v["users_by_client"], labels.get("vibesdk.client.id", ""), total)
 
 
 def _merge_histogram(hist: dict[str, Any], bounds_text: str | None, buckets_text: str) -> None:
