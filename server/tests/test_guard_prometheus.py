@@ -242,7 +242,8 @@ def test_prometheus_gives_the_stores_counts_and_the_guard_rolls_back_from_them(
         FakeBackend(default=Reply(status=500)) as canary,
         _server(tmp_path, f"http://127.0.0.1:{prometheus_port}") as server,
     ):
-        server.apply(make_flag(stable_url=stable.url, canary_url=canary.url, rollout_bps=5000))
+        flag = make_flag(stable_url=stable.url, canary_url=canary.url, rollout_bps=5000)
+        server.apply(flag)
         app = App(tmp_path, server)
         prometheus = Prometheus(tmp_path, prometheus_port, f"127.0.0.1:{app.port}")
         store = open_store(server.db)
@@ -254,12 +255,14 @@ def test_prometheus_gives_the_stores_counts_and_the_guard_rolls_back_from_them(
             assert answer["texts"] == ["stable answer"]  # users never see the canary fail
             assert "canary" in answer["variants"]
 
-            def read(env: str = server.environment) -> dict[str, dict[str, Any]]:
-                return source.measurements(environment=env, flag_key=FLAG, since=since)
+            def read(
+                env: str = server.environment, step: str | None = None
+            ) -> dict[str, dict[str, Any]]:
+                return source.measurements(environment=env, flag_key=FLAG, since=since, step=step)
 
-            def stored() -> dict[str, dict[str, Any]]:
+            def stored(step: str | None = None) -> dict[str, dict[str, Any]]:
                 return store.measurements(
-                    environment=server.environment, flag_key=FLAG, since=since
+                    environment=server.environment, flag_key=FLAG, since=since, step=step
                 )
 
             _wait("the store to have the 40 calls", lambda: _settled(stored(), 40))
@@ -276,6 +279,12 @@ def test_prometheus_gives_the_stores_counts_and_the_guard_rolls_back_from_them(
             by_client = [from_prometheus[v]["users_by_client"] for v in ("stable", "canary")]
             assert len({client for counts in by_client for client in counts}) == 1
             assert sum(n for counts in by_client for n in counts.values()) == 40
+            # Read by the step's id, the users are the same; under another step's, none.
+            for users_of in (read, stored):
+                in_step = users_of(step=flag.step_id)
+                assert [in_step[v]["users_by_client"] for v in ("stable", "canary")] == by_client
+                elsewhere = users_of(step="0" * 16)
+                assert sum(f["users"] for f in elsewhere.values()) == 0
             assert sum(from_prometheus["canary"]["fallbacks"].values()) == canary_calls
             # The environment label is a filter: another environment's name sees nothing.
             assert read("elsewhere") == {}
