@@ -608,9 +608,11 @@ def test_packaged_models_resolve_to_gguf_files(tmp_path: Path) -> None:
 
 
 def test_vibe_serve_lists_profiles_and_prints_command_lines(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`vibe-serve --list` names every profile and auto; --print-args shows each command line."""
+    """`vibe-serve --list` names every profile and auto; --print-args shows each command line,
+    after the profile's environment defaults that this environment leaves to it."""
+    monkeypatch.delenv(TEAM, raising=False)
     assert vibe_serve(["--list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in PROFILES)
@@ -639,8 +641,41 @@ def test_vibe_serve_lists_profiles_and_prints_command_lines(
     )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
-    assert all(line.startswith(str(fake)) for line in lines)
+    assert all(line.startswith(f"{TEAM}=auto {fake} ") for line in lines)
     assert all(line.endswith("--seed 1") for line in lines)
+    monkeypatch.setenv(TEAM, "1")  # set where it is launched: the line leaves it to the shell
+    argv = ["--print-args", "--profile", "h100-vibethinker", "--model", str(model)]
+    assert vibe_serve([*argv, "--binary", str(fake)]) == 0
+    assert capsys.readouterr().out.startswith(f"{fake} ")
+
+
+TEAM = "GGML_CUDA_SAMPLE_ROWS_TEAM"
+
+
+def test_a_profiles_environment_is_a_default_the_launcher_can_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The single-server VibeThinker profiles run llama-server with blocks per row chosen
+    automatically (patch 0002's teams); a value in the launcher's environment wins, and
+    serve()'s ``env`` wins over both. The MPS profiles set nothing (not measured there)."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    seen = tmp_path / "team"
+    fake = _script(tmp_path / "llama-server", f'echo "${{{TEAM}:-unset}}" > {seen}; exit 3')
+
+    def team(profile: str, **kw: Any) -> str:
+        with pytest.raises(ServerStartError):
+            serve(model, profile, binary=fake, log_dir=tmp_path / "logs", instances=1, **kw)
+        return seen.read_text().strip()
+
+    monkeypatch.delenv(TEAM, raising=False)
+    assert team("h100-vibethinker") == "auto"
+    assert team("h200-vibethinker-topk") == "auto"
+    assert team("h100-vibethinker-mps") == "unset"
+    assert team("cpu-small") == "unset"
+    monkeypatch.setenv(TEAM, "1")
+    assert team("h100-vibethinker") == "1"
+    assert team("h100-vibethinker", env={TEAM: "4"}) == "4"
 
 
 def test_vibe_serve_unknown_profile_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -123,10 +124,12 @@ def _run(args: argparse.Namespace, profile: ServerProfile, extra: list[str]) -> 
             exe = find_llama_server(args.binary, settings)
             model = models.resolve(args.model, settings)
             model_args, _ = launch_args(args.model, args.alias, extra)
+            # the profile's environment defaults this environment leaves to it, as a shell sets them
+            unset = [f"{k}={v}" for k, v in profile.env if k not in os.environ]
             for i in range(args.instances or profile.instances):
                 port = args.ports[i] if args.ports else 0
                 line = [str(exe), *profile.args(model, host=args.host, port=port), *model_args]
-                print(shlex.join([*line, *extra]))
+                print(shlex.join([*unset, *line, *extra]))
             return 0
 
         stop = threading.Event()

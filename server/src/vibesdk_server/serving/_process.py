@@ -295,6 +295,9 @@ def serve(
     :class:`~vibesdk_server.serving.models.ModelDefaults` (the name it answers as, its chat
     template, its stop strings); ``alias`` renames it, and an ``--alias`` or ``--chat-template``
     in ``extra_args`` wins over the default.
+
+    llama-server runs in this process's environment, over the profile's ``env`` defaults
+    (:meth:`ServerProfile.environment`), with ``env`` over both.
     """
     settings = settings or load_serving_settings()
     prof = resolve_profile(profile)
@@ -334,7 +337,7 @@ def serve(
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, **(env or {})},
+                    env={**prof.environment(os.environ), **(env or {})},
                 )
             group.servers.append(LlamaServer(process, host, port, log_path, command))
         for server in group.servers:
