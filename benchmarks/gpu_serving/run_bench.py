@@ -338,10 +338,9 @@ def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps:
             "env": env,
             # what the profile sets unless the environment does, and what the servers ran with
             "profile_env": dict(config.profile.env),
-            "GGML_CUDA_SAMPLE_ROWS_TEAM": {
-                **config.profile.environment(os.environ),
-                **env,
-            }.get("GGML_CUDA_SAMPLE_ROWS_TEAM"),
+            "GGML_CUDA_SAMPLE_ROWS_TEAM": config.profile.environment(os.environ, env).get(
+                "GGML_CUDA_SAMPLE_ROWS_TEAM"
+            ),
             "mps": running,
             "sampling": {**sampling.request_params(), "samplers": sampling.samplers},
             "LLAMA_BATCHED_SAMPLING": batched_env,

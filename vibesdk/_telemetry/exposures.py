@@ -44,11 +44,10 @@ MAX_USERS_PER_STEP: Final = 50_000
 
 
 class _Step:
-    __slots__ = ("flag", "key", "seen")
+    __slots__ = ("key", "seen")
 
-    def __init__(self, flag: Flag, key: str) -> None:
-        self.flag = flag  # the document's object: the same one until the next document
-        self.key = key  # flag.step_id
+    def __init__(self, key: str) -> None:
+        self.key = key  # flag.step_id (computed once per flag object, then cached on it)
         self.seen: set[int] = set()
 
 
@@ -74,13 +73,8 @@ class Exposures:
         entry = hash((variant, user_id))
         with self._lock:
             step = self._steps.get(flag.key)
-            if step is None or step.flag is not flag:
-                key = flag.step_id
-                if step is None or step.key != key:
-                    step = _Step(flag, key)
-                    self._steps[flag.key] = step
-                else:
-                    step.flag = flag  # a new document, the same step
+            if step is None or step.key != flag.step_id:
+                step = self._steps[flag.key] = _Step(flag.step_id)
             seen = step.seen
             if entry in seen or len(seen) >= self._limit:
                 return False

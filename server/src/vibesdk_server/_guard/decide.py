@@ -509,17 +509,18 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
     names = [g.name for g in guardrails]
     if len(set(names)) != len(names):
         raise InvalidError(f"guardrail names must be unique, got {names}")
-    srm = srm_test(canary.calls, stable.calls, canary_share)  # no SDK counted users: calls
+    canary_users = stable_users = None  # no SDK counted users: the calls are tested
+    clients = 0
     if canary.users + stable.users > 0:
         canary_users, stable_users, clients = _one_clients_users(canary, stable)
-        srm = srm_test(
-            canary.calls,
-            stable.calls,
-            canary_share,
-            canary_users=canary_users,
-            stable_users=stable_users,
-            clients=clients,
-        )
+    srm = srm_test(
+        canary.calls,
+        stable.calls,
+        canary_share,
+        canary_users=canary_users,
+        stable_users=stable_users,
+        clients=clients,
+    )
     enough = min(canary.calls, stable.calls) >= min_samples_per_arm
 
     breakage = [_breakage(g, canary) for g in guardrails if g.kind == "breakage"]

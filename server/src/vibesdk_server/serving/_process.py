@@ -337,7 +337,7 @@ def serve(
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env={**prof.environment(os.environ), **(env or {})},
+                    env=prof.environment(os.environ, env),
                 )
             group.servers.append(LlamaServer(process, host, port, log_path, command))
         for server in group.servers:

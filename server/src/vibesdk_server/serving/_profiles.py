@@ -116,10 +116,13 @@ class ServerProfile:
     extra_args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
 
-    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+    def environment(
+        self, base: Mapping[str, str], env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """llama-server's environment: ``base`` (the launcher's), over the profile's ``env``,
-        so a variable set where it is launched wins over the profile's default."""
-        return {**dict(self.env), **base}
+        so a variable set where it is launched wins over the profile's default; ``env`` (the
+        caller's) over both."""
+        return {**dict(self.env), **base, **(env or {})}
 
     def ctx_size(self) -> int | None:
         """The ``-c`` value: the whole KV cache of one server."""
