@@ -128,10 +128,28 @@ def make(kind: str) -> Iterator[Any]:
         yield build
 
 
-def _warm(model: Path, stable: FakeBackend) -> None:
-    """Load the model of :func:`document` now, so a test's tight deadlines time generation only."""
-    with vibesdk.Client(flag_source=flag_source(document(model, stable.url)), cache_dir="") as c:
+def _warm(model: Path, stable: FakeBackend, n_ctx: int = 1024) -> None:
+    """Load the model of :func:`document` now, so a test's tight deadlines time generation only.
+
+    The load options are the model's key: a test must warm the ``n_ctx`` it then calls with, or
+    its first call loads the model again inside its deadline (seconds, on a busy CPU).
+    """
+    doc = document(model, stable.url, n_ctx=n_ctx)
+    with vibesdk.Client(flag_source=flag_source(doc), cache_dir="") as c:
         assert not c.chat("vibethinker", "warm-up", ASK).fallback
+
+
+def _counting_loads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """From now on, each load of a model is recorded (a warmed test expects none)."""
+    loads: list[Any] = []
+    real = local._load
+
+    def counting(options: Any) -> Any:
+        loads.append(options)
+        return real(options)
+
+    monkeypatch.setattr(local, "_load", counting)
+    return loads
 
 
 def _workers() -> list[threading.Thread]:
@@ -280,13 +298,19 @@ def test_concurrent_calls_take_turns_on_the_model_and_all_answer(
 
 @pytest.mark.model
 def test_a_deadline_mid_generation_stops_the_model_and_falls_back(
-    make: Any, model: Path, stable: FakeBackend, sampled: list[int]
+    make: Any,
+    model: Path,
+    stable: FakeBackend,
+    sampled: list[int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _warm(model, stable)
+    loads = _counting_loads(monkeypatch)
     d = make(document(model, stable.url, first_token_timeout_s=3.0, total_timeout_s=4.0))
     started = time.monotonic()
     r = d.chat("vibethinker", "u1", LONG, max_tokens=600)
     elapsed = time.monotonic() - started
+    assert not loads  # the deadlines timed generation, not a load
     assert (r.variant, r.fallback, r.fallback_reason) == ("stable", True, "timeout_total")
     assert elapsed < 4.0 + 3.0
     _assert_cut_short(sampled, 600)  # 600 tokens take ten seconds or more here
@@ -295,9 +319,10 @@ def test_a_deadline_mid_generation_stops_the_model_and_falls_back(
 
 @pytest.mark.model
 def test_a_deadline_while_streaming_stops_the_worker(
-    model: Path, stable: FakeBackend, sampled: list[int]
+    model: Path, stable: FakeBackend, sampled: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _warm(model, stable)
+    _warm(model, stable, n_ctx=2048)
+    loads = _counting_loads(monkeypatch)
     # The total deadline alone (it comes first): the first token has all of it to arrive.
     # 1,500 tokens: a quiet machine samples 600 within the 5 s deadline, so ask for more
     doc = document(model, stable.url, n_ctx=2048, first_token_timeout_s=10.0, total_timeout_s=5.0)
@@ -310,6 +335,7 @@ def test_a_deadline_while_streaming_stops_the_worker(
 
         with pytest.raises(vibesdk.StreamInterruptedError):
             read_all()
+        assert not loads  # the deadline timed generation, not a load
         assert got  # tokens came before the deadline
     _assert_cut_short(sampled, 1500)
 
@@ -342,14 +368,7 @@ def test_a_missing_model_falls_back_to_stable_and_back_once_it_is_there(
 def test_the_model_loads_once_for_two_clients(
     model: Path, stable: FakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loads: list[Any] = []
-    real = local._load
-
-    def counting(options: Any) -> Any:
-        loads.append(options)
-        return real(options)
-
-    monkeypatch.setattr(local, "_load", counting)
+    loads = _counting_loads(monkeypatch)
     # Load options of their own, so no other test has loaded this model already.
     doc = document(model, stable.url, n_ctx=768)
     with (
