@@ -43,12 +43,14 @@ RUNS = {
     "h100-s10-run4-f16-repeat.jsonl": "s10run4",
     # session 11: F16 on another H100 host (warm servers; patch 0002's op one block per row)
     "h100-s11-run1-served.jsonl": "s11run1",
+    # session 13: the op with teams of blocks per row (GGML_CUDA_SAMPLE_ROWS_TEAM auto) against one
+    "h100-s13-run1-served.jsonl": "s13run1",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
     "requests_per_stream", "instances", "mps", "model", "requests",
     "errors", "tokens", "wall_s", "total_tps", "per_stream_tps_p50", "ttft_p50_s", "ttft_p95_s",
-    "e2e_p50_s", "e2e_p95_s", "note",
+    "e2e_p50_s", "e2e_p95_s", "GGML_CUDA_SAMPLE_ROWS_TEAM", "note",
 ]  # fmt: skip
 
 
@@ -182,8 +184,13 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("s10, top-k, F16, 1 x 64", "s10run4", "h100-vibethinker-topk", 1, "vt-f16.gguf"),
         ("s11, another H100, model card, F16", "s11run1", "h100-vibethinker", 1, "vt-f16.gguf"),
         ("s11, another H100, top-k, F16", "s11run1", "h100-vibethinker-topk", 1, "vt-f16.gguf"),
-    ]
+        ("s13, model card, F16, 1 block", "s13run1", "h100-vibethinker", 1, "vt-f16.gguf", "1"),
+        ("s13, model card, F16, teams", "s13run1", "h100-vibethinker", 1, "vt-f16.gguf", "auto"),
+        ("s13, top-k, F16, 1 block", "s13run1", "h100-vibethinker-topk", 1, "vt-f16.gguf", "1"),
+        ("s13, top-k, F16, teams", "s13run1", "h100-vibethinker-topk", 1, "vt-f16.gguf", "auto"),
+    ]  # fmt: skip
     names, values = [], []
+    # optional after rps: the model file, then the op's GGML_CUDA_SAMPLE_ROWS_TEAM
     for label, run, config, rps, *model in bars:
         found = [
             r["e2e_p95_s"]
@@ -191,8 +198,9 @@ def chart(data: list[dict[str, Any]]) -> None:
             if r["run"] == run and r["config"] == config and r["concurrency"] == 16
             and r["n_predict"] == 512 and r.get("requests_per_stream", 1) == rps
             and (not model or r.get("model") == model[0])
+            and (len(model) < 2 or r.get("GGML_CUDA_SAMPLE_ROWS_TEAM") == model[1])
         ]  # fmt: skip
-        if found and model:  # sessions 10 and 11 ran each cell several times: their median
+        if found and model:  # sessions 10 on ran each cell several times: their median
             names.append(label + (f" (median of {len(found)})" if len(found) > 1 else ""))
             values.append(statistics.median(found))
         elif found:  # the first run of the cell (a fresh server)
@@ -207,8 +215,8 @@ def chart(data: list[dict[str, Any]]) -> None:
     ax.invert_yaxis()
     fig.suptitle(
         "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0 unless named) on one NVIDIA H100 "
-        "80GB HBM3, llama.cpp 0c1e570 (llama-cpp-python 0.3.36), 2026-11-28, (s4, s5) 2026-12-05, "
-        "(s7, s9, s10) 2026-12-06, (s11, another H100 host) 2026-12-07",
+        "80GB HBM3, llama.cpp 0c1e570 (llama-cpp-python 0.3.36),\n2026-11-28, (s4, s5) 2026-12-05, "
+        "(s7, s9, s10) 2026-12-06, (s11, another H100 host; s13) 2026-12-07",
         fontsize=10,
     )
     fig.tight_layout()
