@@ -45,6 +45,11 @@ RUNS = {
     "h100-s11-run1-served.jsonl": "s11run1",
     # session 13: the op with teams of blocks per row (GGML_CUDA_SAMPLE_ROWS_TEAM auto) against one
     "h100-s13-run1-served.jsonl": "s13run1",
+    # session 15: the headline plan in one call; one stream with the op; F16 against BF16; SDK
+    "h100-s15-run1-headline.jsonl": "s15run1",
+    "h100-s15-run2-one-stream-bf16.jsonl": "s15run2",
+    "h100-s15-run3-f16-bf16.jsonl": "s15run3",
+    "h100-s15-run4-sdk.jsonl": "s15run4",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
@@ -130,19 +135,22 @@ def chart(data: list[dict[str, Any]]) -> None:
                 # tab10 has ten colours: the later sessions' series get square markers
                 marker = "s" if "(s7)" in label else "^" if "(s9)" in label else "o"
                 ax.plot(*zip(*pts, strict=True), marker=marker, label=label)
-        # session 10: one server, F16 weights, every run (several per cell): markers only
-        for label, config, marker in (
-            ("model card, F16 weights, 1 x 64 (s10)", "h100-vibethinker", "D"),
-            ("top-k 64, F16 weights, 1 x 64 (s10)", "h100-vibethinker-topk", "P"),
+        # sessions 10 and 15: one server, F16 / BF16 weights, every run (several per cell):
+        # markers only
+        for label, session, config, model, marker, color in (
+            ("model card, F16 weights, 1 x 64 (s10)", "s10", "h100-vibethinker", "f16", "D", "k"),
+            ("top-k, F16 weights, 1 x 64 (s10)", "s10", "h100-vibethinker-topk", "f16", "P", "k"),
+            ("model card, BF16 weights, 1 x 64 (s15)", "s15", "h100-vibethinker", "bf16", "D", "m"),
+            ("top-k, BF16 weights, 1 x 64 (s15)", "s15", "h100-vibethinker-topk", "bf16", "P", "m"),
         ):
             pts = [
                 (r["concurrency"], r["total_tps"])
                 for r in data
-                if r["run"].startswith("s10") and r["config"] == config
-                and r.get("model") == "vt-f16.gguf" and r["n_predict"] == n
+                if r["run"].startswith(session) and r["config"] == config
+                and r.get("model") == f"vt-{model}.gguf" and r["n_predict"] == n
             ]  # fmt: skip
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker, ls="none", color="k", label=label)
+                ax.plot(*zip(*pts, strict=True), marker, ls="none", color=color, label=label)
         ax.axhline(8000, color="red", lw=0.8, ls=":")
         ax.text(5, 8200, "target 8,000 at 64 streams", color="red", fontsize=8)
         ax.set_xscale("log", base=2)
@@ -188,6 +196,10 @@ def chart(data: list[dict[str, Any]]) -> None:
         ("s13, model card, F16, teams", "s13run1", "h100-vibethinker", 1, "vt-f16.gguf", "auto"),
         ("s13, top-k, F16, 1 block", "s13run1", "h100-vibethinker-topk", 1, "vt-f16.gguf", "1"),
         ("s13, top-k, F16, teams", "s13run1", "h100-vibethinker-topk", 1, "vt-f16.gguf", "auto"),
+        ("s15, model card, F16", "s15run3", "h100-vibethinker", 1, "vt-f16.gguf"),
+        ("s15, model card, BF16", "s15run3", "h100-vibethinker", 1, "vt-bf16.gguf"),
+        ("s15, top-k, F16", "s15run3", "h100-vibethinker-topk", 1, "vt-f16.gguf"),
+        ("s15, top-k, BF16", "s15run3", "h100-vibethinker-topk", 1, "vt-bf16.gguf"),
     ]  # fmt: skip
     names, values = [], []
     # optional after rps: the model file, then the op's GGML_CUDA_SAMPLE_ROWS_TEAM
@@ -216,7 +228,7 @@ def chart(data: list[dict[str, Any]]) -> None:
     fig.suptitle(
         "VibeThinker-1.5B shape (Qwen2, random weights, Q8_0 unless named) on one NVIDIA H100 "
         "80GB HBM3, llama.cpp 0c1e570 (llama-cpp-python 0.3.36),\n2026-11-28, (s4, s5) 2026-12-05, "
-        "(s7, s9, s10) 2026-12-06, (s11, another H100 host; s13) 2026-12-07",
+        "(s7, s9, s10) 2026-12-06, (s11, another H100 host; s13, s15) 2026-12-07",
         fontsize=10,
     )
     fig.tight_layout()

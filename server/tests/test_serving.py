@@ -641,27 +641,31 @@ def test_vibe_serve_lists_profiles_and_prints_command_lines(
     )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
-    assert all(line.startswith(f"{TEAM}=auto {fake} ") for line in lines)
+    assert all(line.startswith(f"{TEAM}=auto {MIN_ROWS}=1 {fake} ") for line in lines)
     assert all(line.endswith("--seed 1") for line in lines)
     monkeypatch.setenv(TEAM, "1")  # set where it is launched: the line leaves it to the shell
     argv = ["--print-args", "--profile", "h100-vibethinker", "--model", str(model)]
     assert vibe_serve([*argv, "--binary", str(fake)]) == 0
-    assert capsys.readouterr().out.startswith(f"{fake} ")
+    assert capsys.readouterr().out.startswith(f"{MIN_ROWS}=1 {fake} ")
 
 
 TEAM = "GGML_CUDA_SAMPLE_ROWS_TEAM"
+MIN_ROWS = "LLAMA_BATCHED_SAMPLING_MIN_ROWS"
 
 
 def test_a_profiles_environment_is_a_default_the_launcher_can_override(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The single-server VibeThinker profiles run llama-server with blocks per row chosen
-    automatically (patch 0002's teams); a value in the launcher's environment wins, and
-    serve()'s ``env`` wins over both. The MPS profiles set nothing (not measured there)."""
+    automatically (patch 0002's teams), and the model-card ones with the op sampling one-row
+    steps too (its top-k twins leave those to llama.cpp's graphs); a value in the launcher's
+    environment wins, and serve()'s ``env`` wins over both. The MPS profiles set nothing (not
+    measured there)."""
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     seen = tmp_path / "team"
-    fake = _script(tmp_path / "llama-server", f'echo "${{{TEAM}:-unset}}" > {seen}; exit 3')
+    script = f'echo "${{{TEAM}:-unset}} ${{{MIN_ROWS}:-unset}}" > {seen}; exit 3'
+    fake = _script(tmp_path / "llama-server", script)
 
     def team(profile: str, **kw: Any) -> str:
         with pytest.raises(ServerStartError):
@@ -669,13 +673,17 @@ def test_a_profiles_environment_is_a_default_the_launcher_can_override(
         return seen.read_text().strip()
 
     monkeypatch.delenv(TEAM, raising=False)
-    assert team("h100-vibethinker") == "auto"
-    assert team("h200-vibethinker-topk") == "auto"
-    assert team("h100-vibethinker-mps") == "unset"
-    assert team("cpu-small") == "unset"
+    monkeypatch.delenv(MIN_ROWS, raising=False)
+    assert team("h100-vibethinker") == "auto 1"
+    assert team("h200-vibethinker") == "auto 1"
+    assert team("h100-vibethinker-topk") == "auto unset"
+    assert team("h200-vibethinker-topk") == "auto unset"
+    assert team("h100-vibethinker-mps") == "unset unset"
+    assert team("cpu-small") == "unset unset"
     monkeypatch.setenv(TEAM, "1")
-    assert team("h100-vibethinker") == "1"
-    assert team("h100-vibethinker", env={TEAM: "4"}) == "4"
+    monkeypatch.setenv(MIN_ROWS, "2")
+    assert team("h100-vibethinker") == "1 2"
+    assert team("h100-vibethinker", env={TEAM: "4"}) == "4 2"
 
 
 def test_vibe_serve_unknown_profile_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

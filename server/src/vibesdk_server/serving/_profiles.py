@@ -201,12 +201,18 @@ _TOPK = (
 
 
 def _topk(profile: ServerProfile) -> ServerProfile:
-    """``profile``'s ``-topk`` twin: the same launch with :data:`VIBETHINKER_TOPK_SAMPLING`."""
+    """``profile``'s ``-topk`` twin: the same launch with :data:`VIBETHINKER_TOPK_SAMPLING`.
+
+    One stream with the top-k cut is sampled fastest by llama.cpp's own graphs (Q4_K_M on an
+    H100: 491-507 tokens/s per stream against 481-482 with the op), so the twin leaves the
+    one-row steps to them (no ``LLAMA_BATCHED_SAMPLING_MIN_ROWS``).
+    """
     return replace(
         profile,
         name=profile.name + "-topk",
         description=profile.description.replace(_MODEL_CARD, _TOPK),
         sampling=VIBETHINKER_TOPK_SAMPLING,
+        env=tuple((k, v) for k, v in profile.env if k != "LLAMA_BATCHED_SAMPLING_MIN_ROWS"),
     )
 
 
@@ -228,7 +234,7 @@ def _mps(profile: ServerProfile, description: str) -> ServerProfile:
 # arrives, which stalls decoding (time to first token at 64 streams 0.76 s with it, 0.30 s without).
 H100_VIBETHINKER = ServerProfile(
     name="h100-vibethinker",
-    description="VibeThinker-1.5B (Q8_0) on one H100: 64 slots with their own KV cache, "
+    description="VibeThinker-1.5B on one H100: 64 slots with their own KV cache, "
     f"sampling on the GPU, flash attention; {_MODEL_CARD}",
     parallel=64,
     ctx_per_slot=16384,
@@ -243,11 +249,14 @@ H100_VIBETHINKER = ServerProfile(
     # Our build's sampling op (patch 0002) splits each row over a cluster of up to 8 blocks
     # when all rows' clusters fit on the GPU at once: 16 rows 0.24 ms a step instead of 0.98,
     # 16 x 512 streams 3,153-3,168 tokens/s and P95 2.59-2.60 s instead of 2,683 and 3.05 s.
-    env=(("GGML_CUDA_SAMPLE_ROWS_TEAM", "auto"),),
+    # With teams the op also samples one stream's step faster than llama.cpp's own graphs do
+    # with the model card's top-p over the whole vocabulary: Q4_K_M, one stream, 477-478
+    # tokens/s instead of 391-397 (MIN_ROWS 1: the op samples every step, one row too).
+    env=(("GGML_CUDA_SAMPLE_ROWS_TEAM", "auto"), ("LLAMA_BATCHED_SAMPLING_MIN_ROWS", "1")),
 )
 H100_VIBETHINKER_MPS = _mps(
     H100_VIBETHINKER,
-    "VibeThinker-1.5B (Q8_0) on one H100 with the CUDA MPS daemon running: 4 servers of 16 slots "
+    "VibeThinker-1.5B on one H100 with the CUDA MPS daemon running: 4 servers of 16 slots "
     "whose kernels overlap (top-k 64, 64 streams: 1.7x one server's tokens/s on a build without "
     "the hand-off patch 0003, 0.93x with it); " + _MODEL_CARD,
 )
@@ -256,12 +265,12 @@ H100_VIBETHINKER_MPS = _mps(
 H200_VIBETHINKER = replace(
     H100_VIBETHINKER,
     name="h200-vibethinker",
-    description="VibeThinker-1.5B (Q8_0) on one H200 (141 GB), with the H100 profile's settings "
+    description="VibeThinker-1.5B on one H200 (141 GB), with the H100 profile's settings "
     f"until measured there: 64 slots with their own KV cache, sampling on the GPU; {_MODEL_CARD}",
 )
 H200_VIBETHINKER_MPS = _mps(
     H200_VIBETHINKER,
-    "VibeThinker-1.5B (Q8_0) on one H200 (141 GB) with the CUDA MPS daemon running: 4 servers of "
+    "VibeThinker-1.5B on one H200 (141 GB) with the CUDA MPS daemon running: 4 servers of "
     f"16 slots, the H100 MPS profile's settings until measured there; {_MODEL_CARD}",
 )
 
