@@ -376,6 +376,7 @@ def build(
     model: str | None = None,
     *,
     warmup: bool = True,
+    rounds: int | None = None,
 ) -> list[Step]:
     """The steps of ``plan``; :class:`UnknownConfigError` for a name that is not valid there.
 
@@ -383,8 +384,11 @@ def build(
     given: one of MODELS) the model file of every llama-server step, and a step that then
     repeats an earlier one (same name, file, cells and clients) is dropped.
     ``warmup`` gives every llama-server step its :func:`warmup_cell`; without it each step's
-    first cell is its servers' first load.
+    first cell is its servers' first load. ``rounds`` (when given) replaces the number of
+    interleaved rounds of every step that compares clients (the SDK against direct).
     """
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"rounds must be 1 or more, not {rounds}")
     if model is not None and model not in MODELS:
         raise ValueError(f"unknown model {model!r}; models: {', '.join(MODELS)}")
     if plan not in PLANS:
@@ -405,6 +409,8 @@ def build(
         steps = [s for s in steps if s.name in only]
     if cells:
         steps = [replace(s, cells=tuple(cells)) if s.cells else s for s in steps]
+    if rounds is not None:
+        steps = [replace(s, rounds=rounds) if s.clients else s for s in steps]
     if model is not None:
         forced = [replace(s, model=model) if s.kind == "llama-server" else s for s in steps]
         steps = [s for i, s in enumerate(forced) if not any(_repeats(s, t) for t in forced[:i])]

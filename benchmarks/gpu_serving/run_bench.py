@@ -272,6 +272,7 @@ def run_clients(rec: Recorder, step: Step, urls: list[str], meta: dict[str, Any]
     sampling = prof.sampling.request_params()
     for cell in step.client_cells:
         c, n, _ = unpack(cell)
+        totals: dict[str, float] = {}  # tokens/s summed over the rounds, per client
         for r in range(1, step.rounds + 1):
             for name, kind in clients:
                 expected = rec.expected_s(
@@ -292,6 +293,10 @@ def run_clients(rec: Recorder, step: Step, urls: list[str], meta: dict[str, Any]
                 raw = res.pop("raw")
                 res["raw_e2e"] = sorted(round(x["e2e"], 4) for x in raw)
                 rec.write({"config": name, **meta, "group": step.name, "round": r, **res})
+                totals[name] = totals.get(name, 0.0) + (res["total_tps"] or 0.0)
+        if len(totals) == 2 and all(totals.values()):
+            (first, direct), (second, other) = totals.items()
+            print(f"{second} / {first} at {c}x{n}, sums of the rounds: {other / direct:.1%}")
 
 
 def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps: Mps) -> None:
@@ -615,6 +620,12 @@ def main(argv: list[str] | None = None) -> None:
         "(run_gpu.sh writes the files --list names)",
     )
     ap.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds of each client in the steps that compare clients (the SDK "
+        "against direct; headline: 3): more rounds narrow a host's round-to-round spread",
+    )
+    ap.add_argument(
         "--no-warmup",
         action="store_true",
         help="measure each step's first cell on its fresh servers (by default a warm-up cell, "
@@ -631,7 +642,15 @@ def main(argv: list[str] | None = None) -> None:
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     try:
         cells = plans.parse_cells(args.cells)
-        steps = plans.build(args.plan, family, only, cells, args.model, warmup=not args.no_warmup)
+        steps = plans.build(
+            args.plan,
+            family,
+            only,
+            cells,
+            args.model,
+            warmup=not args.no_warmup,
+            rounds=args.rounds,
+        )
     except (UnknownConfigError, ValueError) as exc:
         print(f"run_bench.py --plan {args.plan}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
