@@ -257,8 +257,9 @@ H100_VIBETHINKER = ServerProfile(
 H100_VIBETHINKER_MPS = _mps(
     H100_VIBETHINKER,
     "VibeThinker-1.5B on one H100 with the CUDA MPS daemon running: 4 servers of 16 slots "
-    "whose kernels overlap (top-k 64, 64 streams: 1.7x one server's tokens/s on a build without "
-    "the hand-off patch 0003, 0.93x with it); " + _MODEL_CARD,
+    "whose kernels overlap (64 streams: 1.7x one server's tokens/s on a build without the "
+    "hand-off patch 0003; 0.93x with it on Q8_0, 0.81x on F16 with all three patches); "
+    + _MODEL_CARD,
 )
 
 # The H200 (141 GB) starts from the H100's values; none of them is measured on an H200 yet.
