@@ -102,8 +102,11 @@ def model() -> Path:
     return llama_files()[1]  # SmolLM2's GGUF, found the way vibe-serve finds it
 
 
+N_CTX = 1024  # the tests' context size, unless one needs another
+
+
 def document(
-    model_path: str | Path, stable_url: str, *, n_ctx: int = 1024, **fallback: Any
+    model_path: str | Path, stable_url: str, *, n_ctx: int = N_CTX, **fallback: Any
 ) -> vibesdk.FlagDocument:
     flag = make_flag(
         stable_url=stable_url,
@@ -128,7 +131,7 @@ def make(kind: str) -> Iterator[Any]:
         yield build
 
 
-def _warm(model: Path, stable: FakeBackend, n_ctx: int = 1024) -> None:
+def _warm(model: Path, stable: FakeBackend, n_ctx: int = N_CTX) -> None:
     """Load the model of :func:`document` now, so a test's tight deadlines time generation only.
 
     The load options are the model's key: a test must warm the ``n_ctx`` it then calls with, or

@@ -200,6 +200,11 @@ _TOPK = (
 )
 
 
+# The batched op samples a step of one sequence too (patch 0002; by default such a step keeps
+# llama.cpp's own graphs): the model-card profiles set it, their -topk twins leave it out.
+_OP_FOR_ONE_ROW = ("LLAMA_BATCHED_SAMPLING_MIN_ROWS", "1")
+
+
 def _topk(profile: ServerProfile) -> ServerProfile:
     """``profile``'s ``-topk`` twin: the same launch with :data:`VIBETHINKER_TOPK_SAMPLING`.
 
@@ -212,7 +217,7 @@ def _topk(profile: ServerProfile) -> ServerProfile:
         name=profile.name + "-topk",
         description=profile.description.replace(_MODEL_CARD, _TOPK),
         sampling=VIBETHINKER_TOPK_SAMPLING,
-        env=tuple((k, v) for k, v in profile.env if k != "LLAMA_BATCHED_SAMPLING_MIN_ROWS"),
+        env=tuple(e for e in profile.env if e != _OP_FOR_ONE_ROW),
     )
 
 
@@ -252,7 +257,7 @@ H100_VIBETHINKER = ServerProfile(
     # With teams the op also samples one stream's step faster than llama.cpp's own graphs do
     # with the model card's top-p over the whole vocabulary: Q4_K_M, one stream, 477-478
     # tokens/s instead of 391-397 (MIN_ROWS 1: the op samples every step, one row too).
-    env=(("GGML_CUDA_SAMPLE_ROWS_TEAM", "auto"), ("LLAMA_BATCHED_SAMPLING_MIN_ROWS", "1")),
+    env=(("GGML_CUDA_SAMPLE_ROWS_TEAM", "auto"), _OP_FOR_ONE_ROW),
 )
 H100_VIBETHINKER_MPS = _mps(
     H100_VIBETHINKER,
