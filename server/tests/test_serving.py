@@ -643,6 +643,11 @@ def test_vibe_serve_lists_profiles_and_prints_command_lines(
     assert len(lines) == 2
     assert all(line.startswith(f"{TEAM}=auto {MIN_ROWS}=1 {fake} ") for line in lines)
     assert all(line.endswith("--seed 1") for line in lines)
+    # each line runs as printed: a port that was free, one per instance (not a placeholder)
+    words = [shlex.split(line) for line in lines]
+    ports = {int(w[w.index("--port") + 1]) for w in words}
+    assert len(ports) == 2
+    assert 0 not in ports
     monkeypatch.setenv(TEAM, "1")  # set where it is launched: the line leaves it to the shell
     argv = ["--print-args", "--profile", "h100-vibethinker", "--model", str(model)]
     assert vibe_serve([*argv, "--binary", str(fake)]) == 0

@@ -32,7 +32,7 @@ from types import FrameType
 from vibesdk import VibeError
 
 from ._gpu import AUTO_PROFILES, resolve_profile
-from ._process import find_llama_server, launch_args, serve
+from ._process import find_llama_server, free_ports, launch_args, serve
 from ._profiles import PROFILES, ServerProfile
 from ._settings import load_serving_settings
 
@@ -126,8 +126,9 @@ def _run(args: argparse.Namespace, profile: ServerProfile, extra: list[str]) -> 
             model_args, _ = launch_args(args.model, args.alias, extra)
             # the profile's environment defaults this environment leaves to it, as a shell sets them
             unset = [f"{k}={v}" for k, v in profile.env if k not in os.environ]
-            for i in range(args.instances or profile.instances):
-                port = args.ports[i] if args.ports else 0
+            count = args.instances or profile.instances
+            # as serve() picks them: ports free now, so each line runs as printed
+            for port in args.ports or free_ports(count, args.host):
                 line = [str(exe), *profile.args(model, host=args.host, port=port), *model_args]
                 print(shlex.join([*unset, *line, *extra]))
             return 0

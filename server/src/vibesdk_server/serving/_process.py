@@ -90,9 +90,19 @@ def find_llama_server(
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different ports that were free a moment ago (all bound at once, then closed)."""
+    with contextlib.ExitStack() as stack:
+        socks = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -321,9 +331,10 @@ def serve(
     logs.mkdir(parents=True, exist_ok=True)
 
     group = ServerGroup(profile=prof, model=model_path, alias=alias)
+    ports = list(ports) if ports is not None else free_ports(count, host)
     try:
         for i in range(count):
-            port = ports[i] if ports is not None else free_port(host)
+            port = ports[i]
             command = [
                 str(exe),
                 *prof.args(model_path, host=host, port=port),
