@@ -355,7 +355,7 @@ def test_release_commands_start_pause_resume_promote_and_abort(
     assert "GUARDRAIL" in out
     assert "breakage" in out
     assert "insufficient_data" in out
-    assert "split: 0 canary / 0 stable calls (0.0% canary, configured 10.0%)" in out
+    assert "split: 0 canary / 0 stable calls (0.00% canary, configured 10.00%)" in out
     assert "next: hold" in out
     assert vibe("release", "pause", FLAG, "--reason", "lunch")[:2] == (
         0,
@@ -499,10 +499,11 @@ def test_a_database_from_before_releases_gets_the_audit_evidence_column(tmp_path
     assert [(r["actor"], r["evidence"]) for r in rows] == [("new", None), ("old", None)]
 
 
-def test_release_status_names_the_unit_the_split_was_tested_on() -> None:
+def test_the_split_is_worded_in_the_unit_it_was_tested_on() -> None:
     """Users when the SDKs counted them; calls for a decision without users (older SDKs or
-    decisions stored before users were counted, which have no unit)."""
-    from vibesdk_server._vibe.releases import _split_text
+    decisions stored before users were counted, which have no unit). `vibe release status`,
+    the dashboard and the guard's hold reason all word it with this one function."""
+    from vibesdk_server._guard.stats import split_text
 
     srm = {
         "canary_calls": 1_700,
@@ -511,12 +512,12 @@ def test_release_status_names_the_unit_the_split_was_tested_on() -> None:
         "p_value": 0.74,
     }
     users = {**srm, "unit": "users", "canary_users": 101, "stable_users": 899}
-    assert _split_text({**users, "observed_canary_share": 0.101}) == (
-        "101 canary / 899 stable users (10.1% canary, configured 10.0%), sample-ratio test p 0.74"
+    assert split_text({**users, "observed_canary_share": 0.101}) == (
+        "101 canary / 899 stable users (10.10% canary, configured 10.00%)"
     )
-    assert _split_text({**users, "observed_canary_share": 0.101, "clients": 8}).startswith(
-        "101 canary / 899 stable users (of the SDK client that met the most, of 8) (10.1% canary"
+    assert split_text({**users, "observed_canary_share": 0.101, "clients": 8}).startswith(
+        "101 canary / 899 stable users (of the SDK client that met the most, of 8) (10.10% canary"
     )
-    assert _split_text({**srm, "observed_canary_share": 0.17}).startswith(
-        "1700 canary / 8300 stable calls (17.0% canary"
+    assert split_text({**srm, "observed_canary_share": 0.17}).startswith(
+        "1700 canary / 8300 stable calls (17.00% canary"
     )

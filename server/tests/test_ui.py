@@ -485,16 +485,16 @@ def test_the_series_steps_to_the_charts_width_and_starts_at_a_whole_step(
     [
         (
             {"unit": "users", "canary_users": 101, "stable_users": 899},
-            "Split: 101 canary / 899 stable users (10.1% canary, configured 10.0%)",
+            "Split: 101 canary / 899 stable users (10.10% canary, configured 10.00%)",
         ),
         (
             {"unit": "users", "canary_users": 101, "stable_users": 899, "clients": 4},
             "Split: 101 canary / 899 stable users (of the SDK client that met the most, of 4)"
-            " (10.1% canary",
+            " (10.10% canary",
         ),
         # Older SDKs, or a decision stored before users were counted (no unit): calls.
-        ({"unit": "calls"}, "Split: 1700 canary / 8300 stable calls (10.1% canary"),
-        ({}, "Split: 1700 canary / 8300 stable calls (10.1% canary"),
+        ({"unit": "calls"}, "Split: 1700 canary / 8300 stable calls (10.10% canary"),
+        ({}, "Split: 1700 canary / 8300 stable calls (10.10% canary"),
     ],
 )
 def test_the_release_panel_shows_the_split_in_the_unit_tested(

@@ -67,6 +67,7 @@ from vibesdk_server._guard.stats import (
     SrmResult,
     canary_bound,
     difference_bound,
+    split_text,
     srm_test,
     step_planned_samples,
 )
@@ -448,15 +449,6 @@ def _breach_reasons(
     return tuple(Reason(code, _breach_message(e)) for e in breached)
 
 
-def _split(srm: SrmResult) -> str:
-    """The tested counts, with their unit: ``12 canary / 98 stable users``."""
-    if srm.unit == "users":
-        return f"{srm.canary_users} canary / {srm.stable_users} stable users" + (
-            f" (of the SDK client that met the most, of {srm.clients})" if srm.clients > 1 else ""
-        )
-    return f"{srm.canary_calls} canary / {srm.stable_calls} stable calls"
-
-
 def _one_clients_users(canary: ArmAggregates, stable: ArmAggregates) -> tuple[int, int, int]:
     """The canary and stable users of the SDK client that counted the most users in the step
     (both arms together; ties go to the first id in order), and how many clients counted.
@@ -559,9 +551,8 @@ def decide(  # noqa: PLR0911 -- one return per rule, in the order the docstring 
             "hold",
             Reason(
                 "srm",
-                f"sample ratio mismatch: {_split(srm)} ({srm.observed_canary_share:.2%}"
-                " canary, configured"
-                f" {srm.expected_canary_share:.2%}), chi2 {srm.chi2:.2f}, p {srm.p_value:.2g}"
+                f"sample ratio mismatch: {split_text(asdict(srm))}, chi2 {srm.chi2:.2f},"
+                f" p {srm.p_value:.2g}"
                 f" < {srm_p_value:g}: analysis stopped until the split is fixed",
             ),
         )

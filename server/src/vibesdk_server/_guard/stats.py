@@ -66,8 +66,9 @@ allows for; calls are tested only when no user counts came (older SDKs).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from vibesdk_server._domain._errors import InvalidError
 
@@ -83,6 +84,7 @@ __all__ = [
     "difference_bound",
     "mixture_margin",
     "one_sided_alpha",
+    "split_text",
     "srm_test",
     "step_planned_samples",
     "tuned_rho",
@@ -275,6 +277,25 @@ class SrmResult:
     canary_users: int | None = None
     stable_users: int | None = None
     clients: int = 0
+
+
+def split_text(srm: Mapping[str, Any]) -> str:
+    """A sample-ratio test's counts and shares in words, in the unit it tested (users; calls
+    for a decision without users: older SDKs, or decisions stored before users were counted,
+    which have no ``unit``): ``1300 canary / 8700 stable users (13.00% canary, configured
+    10.00%)``. ``srm`` is a :class:`SrmResult` as JSON (a decision's ``srm``); the release
+    status command, the dashboard and the guard's own hold reason all word it so.
+    """
+    if srm.get("unit") == "users":
+        counts = f"{srm['canary_users']} canary / {srm['stable_users']} stable users"
+        if (srm.get("clients") or 0) > 1:
+            counts += f" (of the SDK client that met the most, of {srm['clients']})"
+    else:
+        counts = f"{srm['canary_calls']} canary / {srm['stable_calls']} stable calls"
+    return (
+        f"{counts} ({srm['observed_canary_share']:.2%} canary,"
+        f" configured {srm['expected_canary_share']:.2%})"
+    )
 
 
 def srm_test(

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from vibesdk_server._domain._errors import NotFoundError, ServerError
 from vibesdk_server._eval.trend import flag_trend
 from vibesdk_server._guard import actions
+from vibesdk_server._guard.stats import split_text
 from vibesdk_server._http import _admin, _review
 from vibesdk_server._http._schemas import EnabledBody, ReasonBody, RollbackBody
 from vibesdk_server._review.events import LABELS
@@ -53,6 +54,7 @@ STEPS = (10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 _WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
 
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.globals["split_text"] = split_text
 
 
 class SignIn(Exception):

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from vibesdk_server._guard.plan import duration_s
+from vibesdk_server._guard.stats import split_text
 
 from .context import Context, Subparsers
 from .errors import CliError, ExitCode
@@ -229,7 +230,7 @@ def status(args: argparse.Namespace, ctx: Context) -> int:
         f"samples: {srm['canary_calls']} canary / {srm['stable_calls']} stable calls (each arm"
         f" needs {decision['min_samples_per_arm']}) at {release.get('decision_at')}"
     )
-    ctx.out(f"split: {_split_text(srm)}")
+    ctx.out(f"split: {split_text(srm)}, sample-ratio test p {srm['p_value']:.2g}")
     ctx.out()
     ctx.out(_guardrails(decision["evidence"]))
     ctx.out()
@@ -238,20 +239,6 @@ def status(args: argparse.Namespace, ctx: Context) -> int:
     else:
         ctx.out(f"next: nothing; the release is {release['state']}")
     return ExitCode.OK
-
-
-def _split_text(srm: dict[str, Any]) -> str:
-    """The sample-ratio test in words, in the unit it counted (users; calls from older SDKs)."""
-    if srm.get("unit") == "users":
-        counts = f"{srm['canary_users']} canary / {srm['stable_users']} stable users"
-        if srm.get("clients", 0) > 1:
-            counts += f" (of the SDK client that met the most, of {srm['clients']})"
-    else:  # a decision made before users were counted has no unit: calls
-        counts = f"{srm['canary_calls']} canary / {srm['stable_calls']} stable calls"
-    return (
-        f"{counts} ({srm['observed_canary_share']:.1%} canary, configured"
-        f" {srm['expected_canary_share']:.1%}), sample-ratio test p {srm['p_value']:.2g}"
-    )
 
 
 def act(args: argparse.Namespace, ctx: Context) -> int:
