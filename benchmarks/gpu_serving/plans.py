@@ -39,8 +39,15 @@ MANY_STREAMS: list[Cell] = [(64, 256), (16, 512)]
 ONE_STREAM: list[Cell] = [(1, 256)]
 # A warm-up cell: the step's most streams, this many tokens each (see warmup_cell).
 WARMUP_TOKENS = 64
-# Chat requests sent directly and through vibesdk.AsyncClient, in turn, on one server group.
-DIRECT_THEN_SDK = (("direct-aiohttp", "aiohttp"), ("vibesdk-AsyncClient", "sdk"))
+# Chat requests sent directly and through vibesdk.AsyncClient, in turn, on one server group:
+# aiohttp (the fastest direct client), then bare httpx (the HTTP library under the SDK, and
+# under the openai package), then the SDK, so that the SDK's gap to direct splits into httpx's
+# and its own.
+DIRECT_THEN_SDK = (
+    ("direct-aiohttp", "aiohttp"),
+    ("direct-httpx", "httpx"),
+    ("vibesdk-AsyncClient", "sdk"),
+)
 SDK_FIRST = (
     ("vibesdk-AsyncClient", "sdk"),
     ("direct-aiohttp", "aiohttp"),

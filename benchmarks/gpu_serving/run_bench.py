@@ -292,11 +292,13 @@ def run_clients(rec: Recorder, step: Step, urls: list[str], meta: dict[str, Any]
                 )
                 raw = res.pop("raw")
                 res["raw_e2e"] = sorted(round(x["e2e"], 4) for x in raw)
+                # each request's time to first token: how far apart the clients' streams start
+                res["raw_ttft"] = sorted(round(x["ttft"], 4) for x in raw if x["ttft"] is not None)
                 rec.write({"config": name, **meta, "group": step.name, "round": r, **res})
                 totals[name] = totals.get(name, 0.0) + (res["total_tps"] or 0.0)
-        if len(totals) == 2 and all(totals.values()):
-            (first, direct), (second, other) = totals.items()
-            print(f"{second} / {first} at {c}x{n}, sums of the rounds: {other / direct:.1%}")
+        (first, direct), *others = totals.items() if totals else [("", 0.0)]
+        for name, other in others if direct else ():
+            print(f"{name} / {first} at {c}x{n}, sums of the rounds: {other / direct:.1%}")
 
 
 def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps: Mps) -> None:
