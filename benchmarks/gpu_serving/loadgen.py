@@ -288,6 +288,13 @@ def run_load(
         import vibesdk.testing  # noqa: F401
     else:
         import httpx  # noqa: F401
+    if client != "aiohttp" and os.environ.get("LOADGEN_PREIMPORT_ANYIO", "1") != "0":
+        # httpx's connection pool imports anyio's asyncio backend (and sniffio) on a process's
+        # first request: ~20 ms with the event loop blocked, on this benchmark's clock for every
+        # stream of a fresh worker, where aiohttp has imported all it needs. (An app's
+        # process pays it once.) LOADGEN_PREIMPORT_ANYIO=0 leaves it there, to measure it.
+        import anyio._backends._asyncio  # noqa: F401
+        import sniffio  # noqa: F401
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     start_at = time.time() + 0.3 + 0.05 * len(groups)
