@@ -50,6 +50,9 @@ RUNS = {
     "h100-s15-run2-one-stream-bf16.jsonl": "s15run2",
     "h100-s15-run3-f16-bf16.jsonl": "s15run3",
     "h100-s15-run4-sdk.jsonl": "s15run4",
+    # session 16: the headline plan on a slower H100 host; SDK x6, BF16 against F16, -lv 4
+    "h100-s16-run1-headline.jsonl": "s16run1",
+    "h100-s16-run2-sdk-bf16-lv4.jsonl": "s16run2",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
