@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--step-ms", type=float, default=4.8,
                     help="ms between two tokens of a stream (H100, 16 x 512: ~4.8)")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--processes", type=int, help="loadgen's worker processes (default: its own)")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out")
@@ -143,6 +144,8 @@ def main() -> None:
         command = [sys.executable, str(HERE / "loadgen.py"), "--url", url, "--client", client,
                    "--concurrency", str(args.streams), "--n-predict", str(args.tokens),
                    "--endpoint", "chat", "--server", "plain"]  # fmt: skip
+        if args.processes:
+            command += ["--processes", str(args.processes)]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"{name}: loadgen failed:\n{done.stderr[-2000:]}")

@@ -148,7 +148,6 @@ async def _worker_async(
 ) -> list[RequestResult]:
     urls: list[str] = cfg["urls"]
     results: list[RequestResult] = []
-    await asyncio.sleep(max(0.0, start_at - time.time()))
     client_kind = cfg["client"]
 
     if client_kind == "aiohttp":
@@ -177,6 +176,11 @@ async def _worker_async(
         raise SystemExit(f"unknown client {client_kind}")
 
     async with session_cm as session:
+        # Every worker makes its client first and then waits for the common start: a client that
+        # takes longer to make (the SDK's: ~30 ms on a 2-core machine, 8 workers at once on a GPU
+        # host) must not start its streams later than the others on the round's clock. An app
+        # makes its client once.
+        await asyncio.sleep(max(0.0, start_at - time.time()))
 
         async def one_stream(s: int) -> None:
             url = urls[s % len(urls)] + _path(cfg["endpoint"])
@@ -327,6 +331,9 @@ def main() -> None:
     ap.add_argument("--client", default="aiohttp", choices=["aiohttp", "httpx", "sdk"])
     ap.add_argument("--endpoint", default="completions", choices=["completions", "chat"])
     ap.add_argument("--server", default="llama-server", choices=["llama-server", "openai", "plain"])
+    ap.add_argument(
+        "--processes", type=int, help="worker processes (default: up to 8, half the CPUs)"
+    )
     args = ap.parse_args()
     out = run_load(
         args.url,
@@ -336,6 +343,7 @@ def main() -> None:
         client=args.client,
         endpoint=args.endpoint,
         server=args.server,
+        processes=args.processes,
     )
     out.pop("raw")
     print(json.dumps(out, indent=2))
