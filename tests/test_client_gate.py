@@ -266,3 +266,33 @@ def test_a_waiter_whose_deadline_passes_gets_no_place_and_takes_none(kind: str) 
         return got_late, await asyncio.wait_for(gate.enter(Watch(None)), 1.0)
 
     assert asyncio.run(scenario()) == (False, True)
+
+
+def test_clients_share_one_tls_context_per_ca_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA bundle takes ~16 ms: every client's pools share one TLS context, made
+    once per process and CA setting; a changed SSL_CERT_FILE (read by httpx) gets its own."""
+    import certifi
+
+    from vibesdk import _watch
+
+    made: list[bool] = []
+    create = httpx.create_ssl_context
+
+    def counting(verify: Any = True, **kwargs: Any) -> Any:
+        made.append(verify)
+        return create(verify, **kwargs)
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counting)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    _watch._ssl_context.cache_clear()
+    try:
+        for make in (async_transport, sync_transport, async_transport):
+            make(shards=2)
+        assert made == [True]
+        monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+        async_transport()
+        _watch.AsyncWatchedTransport(verify=False)
+        assert made == [True, True, False]
+    finally:
+        _watch._ssl_context.cache_clear()

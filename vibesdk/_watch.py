@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import socket
 import ssl
 import threading
@@ -321,11 +322,22 @@ def _core_request(request: httpx.Request) -> httpcore.Request:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _ssl_context(verify: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's TLS context for ``verify``, made once per process and CA setting (httpx reads
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``, hence their values in the key): loading the CA
+    bundle takes ~16 ms, and every pool of every client shares the context, which none changes.
+    """
+    return httpx.create_ssl_context(verify=verify)
+
+
 def _pool_options(limits: httpx.Limits, verify: bool, shards: int) -> list[dict[str, Any]]:
     """The options of each of ``shards`` pools that share ``limits`` between them."""
     if shards < 1:
         raise ValueError(f"shards must be at least 1, got {shards}")
-    ssl_context = httpx.create_ssl_context(verify=verify)  # one for all: it is costly to make
+    ssl_context = _ssl_context(
+        verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    )
 
     def share(total: int | None, i: int) -> int | None:
         return None if total is None else total // shards + (i < total % shards)
