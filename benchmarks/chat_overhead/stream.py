@@ -27,65 +27,38 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import socket
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import _sse  # noqa: E402
 from _common import interleave, markdown_table, now_utc, result_header, write_json  # noqa: E402
-
-
-def _chunk(content: str | None, usage: dict[str, int] | None = None) -> bytes:
-    choice = {"index": 0, "delta": {"content": content} if content else {}, "finish_reason": None}
-    if content is None:
-        choice["finish_reason"] = "stop"
-    body: dict[str, Any] = {"id": "c", "object": "chat.completion.chunk", "created": 1,
-                            "model": "m", "choices": [choice]}  # fmt: skip
-    if usage:
-        body["usage"] = usage
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
 def _serve(sock: socket.socket, tokens: int) -> None:
     """The loopback server: every POST gets ``tokens`` chunks, then a usage chunk and [DONE]."""
-    token = _chunk(" tok")
-    usage = {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": tokens + 8}
-    tail = _chunk(None, usage) + b"data: [DONE]\n\n"
-    head = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
+    token = _sse.chat_chunk(" tok")
+    tail = _sse.last_events(tokens, "stop")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                request = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in request.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                writer.write(head)
+                await _sse.read_request(reader)
+                writer.write(_sse.HEAD)
                 for start in range(0, tokens, 8):
-                    part = token * (min(tokens, start + 8) - start)
-                    writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    writer.write(_sse.frame(token * (min(tokens, start + 8) - start)))
                     await writer.drain()
-                writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+                writer.write(_sse.frame(tail, last=True))
                 await writer.drain()
         writer.close()
 
-    async def main() -> None:
-        server = await asyncio.start_server(handle, sock=sock)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    _sse.serve(sock, handle)
 
 
 async def _httpx(url: str, streams: int, tokens: int) -> int:
@@ -145,15 +118,7 @@ def main() -> None:
     ap.add_argument("--out")
     args = ap.parse_args()
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    # fork: the child inherits the listening socket, so no request can come before it listens
-    server = multiprocessing.get_context("fork").Process(
-        target=_serve, args=(sock, args.tokens), daemon=True
-    )
-    server.start()
+    url, server = _sse.start(_serve, args.tokens)
     started, load_before = now_utc(), os.getloadavg()
     expected = args.streams * args.tokens
 

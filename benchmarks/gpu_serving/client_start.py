@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import multiprocessing
 import os
 import socket
 import statistics
@@ -39,6 +39,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import _sse  # noqa: E402
 from _common import interleave, markdown_table, now_utc, result_header, write_json  # noqa: E402
 
 ROWS = {
@@ -50,65 +51,34 @@ ROWS = {
 }
 
 
-def _event(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj).encode() + b"\n\n"
-
-
-def _chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
-    choice = {"index": 0, "delta": delta, "finish_reason": finish}
-    return _event({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                   "choices": [choice], **extra})  # fmt: skip
-
-
 def _serve(sock: socket.socket, step_s: float) -> None:
     """The loopback server: one token per stream per step, all streams on one clock."""
-    token = _chunk({"content": " tok"}, None)
-    head = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
+    token = _sse.chat_chunk(" tok")
+    tick = asyncio.Event()
 
-    async def main() -> None:
-        tick = asyncio.Event()
+    async def clock() -> None:
+        nonlocal tick
+        while True:
+            await asyncio.sleep(step_s)
+            fired, tick = tick, asyncio.Event()
+            fired.set()
 
-        async def clock() -> None:
-            nonlocal tick
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # as llama-server's cpp-httplib: Nagle's algorithm on
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                await asyncio.sleep(step_s)
-                fired, tick = tick, asyncio.Event()
-                fired.set()
+                tokens = int((await _sse.read_request(reader)).get("max_tokens", 16))
+                await tick.wait()  # the prompt joins the next step
+                writer.write(_sse.HEAD)
+                for _ in range(tokens):
+                    await tick.wait()
+                    writer.write(_sse.frame(token))
+                writer.write(_sse.frame(_sse.last_events(tokens, "length"), last=True))
+                await writer.drain()
+        writer.close()
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            # as llama-server's cpp-httplib: Nagle's algorithm on
-            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
-            try:
-                while True:
-                    request = await reader.readuntil(b"\r\n\r\n")
-                    length = 0
-                    for line in request.split(b"\r\n"):
-                        if line.lower().startswith(b"content-length:"):
-                            length = int(line.split(b":", 1)[1])
-                    tokens = int(json.loads(await reader.readexactly(length)).get("max_tokens", 16))
-                    await tick.wait()  # the prompt joins the next step
-                    writer.write(head)
-                    for _ in range(tokens):
-                        await tick.wait()
-                        writer.write(b"%x\r\n%s\r\n" % (len(token), token))
-                    usage = {"prompt_tokens": 8, "completion_tokens": tokens,
-                             "total_tokens": tokens + 8}  # fmt: skip
-                    tail = _chunk({}, "length", usage=usage) + b"data: [DONE]\n\n"
-                    writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            writer.close()
-
-        ticking = asyncio.ensure_future(clock())
-        server = await asyncio.start_server(handle, sock=sock)
-        async with server:
-            await server.serve_forever()
-        ticking.cancel()
-
-    asyncio.run(main())
+    _sse.serve(sock, handle, clock)
 
 
 def main() -> None:
@@ -128,14 +98,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; rows: {', '.join(ROWS)}")
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server = multiprocessing.get_context("fork").Process(
-        target=_serve, args=(sock, args.step_ms / 1000), daemon=True
-    )
-    server.start()
+    url, server = _sse.start(_serve, args.step_ms / 1000)
     started, load_before = now_utc(), os.getloadavg()
 
     def run(name: str, _user: int, _calls: int) -> list[dict[str, Any]]:
