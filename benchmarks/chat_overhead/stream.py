@@ -8,7 +8,8 @@ can, eight chunks per write, and the client reads ``--streams`` such streams at 
 loop. Rows, interleaved in rounds (a fresh random order each round):
 
 * ``httpx`` -- ``httpx.AsyncClient.stream(...)``, each ``data:`` line parsed with ``json.loads``
-  and its ``delta.content`` counted: the floor any Python client pays;
+  and its ``delta.content`` counted: the floor any Python client pays (its rounds' clients share
+  one TLS context, as vibesdk's clients of a process do);
 * ``vibesdk`` -- ``vibesdk.AsyncClient.stream_chat`` through an in-memory flag document whose
   canary (100 %) is the server, as the GPU benchmark's ``--client sdk`` does: assignment, the
   reviewed prompt, the streaming call with its deadlines, the chunks, the final result; no
@@ -26,9 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
+import ssl
 import statistics
 import sys
 import time
@@ -61,12 +64,21 @@ def _serve(sock: socket.socket, tokens: int) -> None:
     _sse.serve(sock, handle)
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every round's httpx client, as vibesdk's clients of a process share
+    one: a round's CPU must not count loading the CA bundle (~17 ms) for one row only."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 async def _httpx(url: str, streams: int, tokens: int) -> int:
     import httpx
 
     got = 0
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": tokens}
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, verify=_tls()) as client:
 
         async def one() -> None:
             nonlocal got
