@@ -53,6 +53,11 @@ RUNS = {
     # session 16: the headline plan on a slower H100 host; SDK x6, BF16 against F16, -lv 4
     "h100-s16-run1-headline.jsonl": "s16run1",
     "h100-s16-run2-sdk-bf16-lv4.jsonl": "s16run2",
+    # session 17: the SDK against direct with the fixed loadgen; run 3 with the lazy import
+    "h100-s17-run1-sdk.jsonl": "s17run1",
+    "h100-s17-run2-sdk.jsonl": "s17run2",
+    "h100-s17-run3-sdk-lazy-import.jsonl": "s17run3",
+    "h100-s17-run4-sdk.jsonl": "s17run4",
 }
 COLUMNS = [
     "run", "config", "server", "client", "endpoint", "concurrency", "n_predict",
