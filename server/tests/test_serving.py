@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -180,6 +181,77 @@ def test_busy_slots_stay_packed_so_concurrent_streams_decode_together(tmp_path: 
             time.sleep(0.5)  # the first request is decoding when the second arrives
             second = pool.submit(complete, "List some rivers of Europe, one per line.", 8)
             assert {first.result(), second.result()} == {0, 1}
+
+
+_RELEASE = re.compile(r"release: id +(\d+) \|.*stop processing")
+_UBATCH_SEQS = re.compile(r"seq_id_unq = \[ ([\d ]*)\]")
+
+
+def _decode_steps_while_a_hole(log: str, hole: int, last: int) -> list[tuple[int, ...]]:
+    """The sequences of each decode batch (ubatch) llama.cpp ran after slot ``hole`` was released
+    and before slot ``last`` was: ``LLAMA_BATCH_DEBUG`` prints each ubatch a batch splits into."""
+    steps: list[tuple[int, ...]] = []
+    window = False
+    in_ubatch = False
+    for line in log.splitlines():
+        released = _RELEASE.search(line)
+        if released:
+            slot = int(released.group(1))
+            if slot == hole:
+                window = True
+            elif slot == last and window:
+                return steps
+        if "added ubatch to split" in line:
+            in_ubatch = True
+        seqs = _UBATCH_SEQS.search(line)
+        if seqs and in_ubatch:
+            in_ubatch = False
+            if window:
+                steps.append(tuple(int(s) for s in seqs.group(1).split()))
+    raise AssertionError(f"slots {hole} and {last} were not released in that order:\n{log[-3000:]}")
+
+
+@pytest.mark.parametrize("fill", ["1", "0"])
+def test_a_request_ending_below_busy_slots_leaves_no_hole_in_the_decode_batch(
+    tmp_path: Path, fill: str
+) -> None:
+    """When a request ends while slots above and below it still decode, our build gives the idle
+    slot a placeholder token in each step, so the step still decodes as one batch.
+
+    Stock llama.cpp (LLAMA_FILL_SLOT_HOLES=0 keeps it) decodes only consecutive slot ids together,
+    so slots 0 and 2 would run one batch each per step -- half the rate on a GPU -- until a new
+    request fills slot 1. The idle slot's cache is left as it was: it serves its next request.
+    """
+    profile = get_profile("cpu-small").with_overrides(parallel=3, kv_unified=False)
+    env = {"LLAMA_BATCH_DEBUG": "1", "LLAMA_ARG_LOG_VERBOSITY": "5", "LLAMA_FILL_SLOT_HOLES": fill}
+    with serve("smollm2", profile, log_dir=tmp_path, env=env) as group:
+        base = group.urls[0].removesuffix("/v1")
+
+        def complete(prompt: str, n: int, slot: int) -> dict[str, Any]:
+            body = {"prompt": prompt, "n_predict": n, "id_slot": slot, "ignore_eos": True}
+            reply = httpx.post(base + "/completion", json=body, timeout=300)
+            assert reply.status_code == 200, reply.text
+            return dict(reply.json())
+
+        with ThreadPoolExecutor(3) as pool:
+            longest = pool.submit(complete, "Write a long story about a lighthouse keeper.", 400, 0)
+            time.sleep(0.5)  # slot 0 is decoding when the other two arrive, and ends last
+            short = pool.submit(complete, "Name a prime number.", 3, 1)
+            longer = pool.submit(complete, "List some rivers of Europe, one per line.", 120, 2)
+            answers = [longest.result(), short.result(), longer.result()]
+        assert [a["tokens_predicted"] for a in answers] == [400, 3, 120]
+        again = complete("Name a prime number.", 3, 1)  # the idle slot's cache still serves
+        assert again["tokens_predicted"] == 3
+        log_path = group.servers[0].log_path
+    log = log_path.read_text(errors="replace")
+
+    steps = _decode_steps_while_a_hole(log, hole=1, last=2)
+    assert len(steps) >= 10, steps
+    if fill == "1":
+        assert set(steps) == {(0, 1, 2)}, steps
+    else:  # the stock split: each step one batch per side of the hole
+        assert {(0,), (2,)} <= set(steps), steps
+        assert (0, 1, 2) not in steps, steps
 
 
 def test_missing_model_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
