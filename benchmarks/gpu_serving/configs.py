@@ -8,8 +8,10 @@ batched-sampling patch sample each sequence in its own graph, as stock llama.cpp
 ``+stock-handoff``: started with ``LLAMA_TASK_WAKEUP=0``, which makes a llama-server built with
 the hand-off patch (0003) wake every HTTP reader for each result, as stock llama.cpp does; and/or
 by ``+op-always``: started with ``LLAMA_BATCHED_SAMPLING_MIN_ROWS=1``, which makes the batched op
-sample a decode step of one sequence too (by default such a step keeps the stock graphs). On a
-build without the patch a variable changes nothing.
+sample a decode step of one sequence too (by default such a step keeps the stock graphs); and/or
+by ``+stock-holes``: started with ``LLAMA_FILL_SLOT_HOLES=0``, which makes a llama-server built
+with patch 0004 decode the busy slots on each side of an idle one as separate batches, as stock
+llama.cpp does. On a build without the patch a variable changes nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ STOCK_SAMPLING = "+stock-sampling"
 STOCK_SAMPLING_ENV = {"LLAMA_BATCHED_SAMPLING": "0"}
 STOCK_HANDOFF = "+stock-handoff"
 OP_ALWAYS = "+op-always"
+STOCK_HOLES = "+stock-holes"
 # A name's suffixes (in any order, each at most once) and the environment each gives its servers.
 SUFFIX_ENV: dict[str, dict[str, str]] = {
     STOCK_SAMPLING: STOCK_SAMPLING_ENV,
     STOCK_HANDOFF: {"LLAMA_TASK_WAKEUP": "0"},
     OP_ALWAYS: {"LLAMA_BATCHED_SAMPLING_MIN_ROWS": "1"},
+    STOCK_HOLES: {"LLAMA_FILL_SLOT_HOLES": "0"},
 }
 
 # Environment for a variant's servers (ggml's switches are environment variables).

@@ -1,7 +1,9 @@
 """Closed-loop load generator for OpenAI-compatible servers: N streams, fixed answer length.
 
 Every stream sends its requests one after another (``--requests-per-stream``), each asking for
-exactly ``n_predict`` tokens (``ignore_eos`` for llama-server; a -100 logit bias on the end tokens
+exactly ``n_predict`` tokens (``--lengths staggered``: streams 0, 1, 2, 3, 4, ... ask for 4/4,
+3/4, 2/4, 1/4, 4/4, ... of it, so answers end at four different times and leave idle slots
+between busy ones) (``ignore_eos`` for llama-server; a -100 logit bias on the end tokens
 for servers without it), streaming, and records time to first token, end-to-end latency and the
 tokens received.
 The streams are spread over several worker processes so the Python client is never the bottleneck.
@@ -45,6 +47,19 @@ class RequestResult:
     e2e: float
     tokens: int
     error: str | None = None
+
+
+LENGTHS = ("equal", "staggered")
+
+
+def stream_tokens(n_predict: int, lengths: str, stream: int) -> int:
+    """The tokens stream ``stream`` asks for: ``n_predict``, or with ``staggered`` lengths
+    4/4, 3/4, 2/4, 1/4 of it by the stream's index (at least 1)."""
+    if lengths == "equal":
+        return n_predict
+    if lengths == "staggered":
+        return max(1, n_predict * (4 - stream % 4) // 4)
+    raise ValueError(f"lengths {lengths!r}: one of {', '.join(LENGTHS)}")
 
 
 def _body(
@@ -185,9 +200,8 @@ async def _worker_async(
         async def one_stream(s: int) -> None:
             url = urls[s % len(urls)] + _path(cfg["endpoint"])
             for r in range(cfg["requests_per_stream"]):
-                body = _body(
-                    cfg["endpoint"], s * 1000 + r, cfg["n_predict"], cfg["server"], cfg["sampling"]
-                )
+                n = stream_tokens(cfg["n_predict"], cfg["lengths"], s)
+                body = _body(cfg["endpoint"], s * 1000 + r, n, cfg["server"], cfg["sampling"])
                 t_start = time.time()
                 t0 = time.perf_counter()
                 try:
@@ -269,11 +283,14 @@ def run_load(
     server: str = "llama-server",
     sampling: dict[str, Any] | None = None,
     processes: int | None = None,
+    lengths: str = "equal",
 ) -> dict[str, Any]:
     """Run the load; return :func:`summarize`'s summary, the raw requests under ``raw``."""
+    stream_tokens(n_predict, lengths, 0)  # a bad name fails here, not in every worker
     cfg = {
         "urls": urls,
         "n_predict": n_predict,
+        "lengths": lengths,
         "requests_per_stream": requests_per_stream,
         "client": client,
         "endpoint": endpoint,
@@ -316,6 +333,8 @@ def run_load(
     summary.update(
         {"concurrency": concurrency, "n_predict": n_predict, "client": client, "endpoint": endpoint}
     )
+    if lengths != "equal":
+        summary["lengths"] = lengths
     summary["raw"] = results
     return summary
 
@@ -334,6 +353,7 @@ def main() -> None:
     ap.add_argument(
         "--processes", type=int, help="worker processes (default: up to 8, half the CPUs)"
     )
+    ap.add_argument("--lengths", default="equal", choices=LENGTHS)
     args = ap.parse_args()
     out = run_load(
         args.url,
@@ -344,6 +364,7 @@ def main() -> None:
         endpoint=args.endpoint,
         server=args.server,
         processes=args.processes,
+        lengths=args.lengths,
     )
     out.pop("raw")
     print(json.dumps(out, indent=2))

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 from configs import (
+    STOCK_HOLES,
     Config,
     UnknownConfigError,
     legacy_tuned,
@@ -183,6 +184,28 @@ def headline(family: str, only: Sequence[str]) -> list[Step]:
     return steps
 
 
+HOLE_CELLS: list[Cell] = [(16, 512), (64, 256)]
+
+
+def holes(family: str, only: Sequence[str]) -> list[Step]:
+    """Patch 0004 against the stock split, when answers end at different times.
+
+    Staggered lengths (loadgen: the streams ask for 4/4, 3/4, 2/4 and 1/4 of a cell's tokens)
+    leave idle slots between busy ones as the shorter answers end. Each one-server profile (the
+    family's model-card profile unless names are given) runs as it is and with ``+stock-holes``
+    (``LLAMA_FILL_SLOT_HOLES=0``: the stock split), in turn, twice, on F16. (``--model`` would
+    drop the second turn as a repeat.)
+    """
+    load = {"lengths": "staggered"}
+    names = list(only) or [f"{family}-vibethinker"]
+    return [
+        server(variant, HOLE_CELLS, model="f16", load=load)
+        for _ in range(2)
+        for name in names
+        for variant in (name, name + STOCK_HOLES)
+    ]
+
+
 def _matrix(only: Sequence[str]) -> list[Step]:
     tuned = named("tuned", legacy_tuned())
     steps: list[Step] = []
@@ -341,6 +364,7 @@ def _named(make: Callable[[Sequence[str]], list[Step]]) -> Builder:
 # plan name -> (builder, whether --only "runs" the names or "filters" the plan's steps)
 PLANS: dict[str, tuple[Builder, str]] = {
     "headline": (headline, "runs"),
+    "holes": (holes, "runs"),
     "quick": (
         _named(lambda only: [server(n, SWEEP) for n in only or ["default", "tuned"]]),
         "runs",
@@ -557,6 +581,8 @@ def describe(step: Step) -> str:
     model = step.model if step.kind != "transformers" else "-"
     warm = f"(warm-up {fmt([step.warmup])}) " if step.warmup else ""
     text = f"{step.name:40} mps {mps:3} {model:6} {warm}{fmt(step.cells) or '-'}"
+    if step.load:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in step.load.items()) + ")"
     if step.clients:
         order = ", ".join(n for n, _ in step.clients)
         text += f"; then chat at {fmt(step.client_cells)}: {order}"
