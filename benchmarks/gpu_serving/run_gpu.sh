@@ -24,7 +24,8 @@
 #   cli       the user's path: `vibe-serve --profile h100-vibethinker-mps-topk` writes the canary URLs,
 #             vibesdk.Client answers 8 users through them, SIGTERM stops every server.
 #   pack      put the built prefix into $OUT (split in 15 MiB parts) so a later call can carry it.
-#   PLAN      any other word is a plan of run_bench.py (sweep, matrix, final2, s2a, ...).
+#   PLAN      any other word is a plan of run_bench.py (holes, sweep, matrix, final2, s2a, ...),
+#             after setup (unless it ran).
 #
 # Environment: GPU_BUDGET_S (default 570) seconds from the start to the deadline the plans keep
 # (cells that would end later are recorded as skipped); BENCH_ONLY=NAME,... configurations to run
@@ -211,14 +212,13 @@ did_setup=""
 for s in "${stages[@]}"; do
   case "$s" in
     setup) stage_setup; did_setup=1 ;;
-    headline) [[ -n $did_setup ]] || { stage_setup; did_setup=1; }; plan_stage headline ;;
     q4) stage_q4 ;;
     engine) stage_engine ;;
     pack) stage_pack ;;
     mps-on) stage_mps_on ;;
     mps-off) stage_mps_off ;;
     cli) stage_cli ;;
-    *) plan_stage "$s" ;;
+    *) [[ -n $did_setup ]] || { stage_setup; did_setup=1; }; plan_stage "$s" ;;  # a plan needs the build
   esac
 done
 tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null
