@@ -1,11 +1,11 @@
 """Closed-loop load generator for OpenAI-compatible servers: N streams, fixed answer length.
 
 Every stream sends its requests one after another (``--requests-per-stream``), each asking for
-exactly ``n_predict`` tokens (``--lengths staggered``: streams 0, 1, 2, 3, 4, ... ask for 4/4,
-3/4, 2/4, 1/4, 4/4, ... of it, so answers end at four different times and leave idle slots
-between busy ones) (``ignore_eos`` for llama-server; a -100 logit bias on the end tokens
+exactly ``n_predict`` tokens (``ignore_eos`` for llama-server; a -100 logit bias on the end tokens
 for servers without it), streaming, and records time to first token, end-to-end latency and the
-tokens received.
+tokens received. With ``--lengths staggered`` streams 0, 1, 2, 3, 4, ... ask for 4/4, 3/4, 2/4,
+1/4, 4/4, ... of ``n_predict``, so answers end at four different times and leave idle slots
+between busy ones.
 The streams are spread over several worker processes so the Python client is never the bottleneck.
 
 Clients (``--client``):
