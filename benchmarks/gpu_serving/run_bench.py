@@ -296,9 +296,11 @@ def run_clients(rec: Recorder, step: Step, urls: list[str], meta: dict[str, Any]
                 res["raw_ttft"] = sorted(round(x["ttft"], 4) for x in raw if x["ttft"] is not None)
                 rec.write({"config": name, **meta, "group": step.name, "round": r, **res})
                 totals[name] = totals.get(name, 0.0) + (res["total_tps"] or 0.0)
-        (first, direct), *others = totals.items() if totals else [("", 0.0)]
-        for name, other in others if direct else ():
-            print(f"{name} / {first} at {c}x{n}, sums of the rounds: {other / direct:.1%}")
+        names = list(totals)  # each client against the first (direct aiohttp), if it ran
+        if len(names) > 1 and totals[names[0]]:
+            for name in names[1:]:
+                ratio = totals[name] / totals[names[0]]
+                print(f"{name} / {names[0]} at {c}x{n}, sums of the rounds: {ratio:.1%}")
 
 
 def bench_llama_server(rec: Recorder, step: Step, models: Path, logs: Path, mps: Mps) -> None:
